@@ -1,0 +1,71 @@
+"""Entry point of the `ds01` command: the command tree and the one error path."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from ds01 import __version__
+from ds01.cli.context import Globals
+from ds01.errors import Ds01Error
+
+app = typer.Typer(
+    name="ds01",
+    help="ds01: GPUs and MIG slices for your containers, within your lab's fair share.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ds01 {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None, typer.Option("--config", help="Config file [env DS01_CONFIG].")
+    ] = None,
+    state_dir: Annotated[
+        str | None, typer.Option("--state-dir", help="State directory [env DS01_STATE_DIR].")
+    ] = None,
+    run_dir: Annotated[
+        str | None, typer.Option("--run-dir", help="Socket directory [env DS01_RUN_DIR].")
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    ctx.obj = Globals(config=config, state_dir=state_dir, run_dir=run_dir)
+
+
+def _register() -> None:
+    # Each group lives in its own module; modules import heavy libraries lazily.
+    from ds01.cli import config_cmd, gpu_cmd
+
+    app.add_typer(gpu_cmd.app, name="gpu")
+    app.add_typer(config_cmd.app, name="config")
+
+
+_register()
+
+
+def run() -> None:
+    """Console-script entry: maps ds01 errors to exit 1 (refusal) or 2 (usage), never a trace."""
+    from ds01.cli.output import print_error
+
+    try:
+        app()
+    except Ds01Error as err:
+        print_error(err)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""ds01d: the one privileged daemon (wiring, signals, instance lock)."""

@@ -1,0 +1,1 @@
+"""GPU inventory: backends (nvml, sim, capture), nvidia-smi parsers, gpueq weights."""
