@@ -1,0 +1,80 @@
+"""The frozen view the scheduler decides on: every unit, who holds what, and the request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from ds01.model.allocation import AllocState
+from ds01.model.gpueq import GpuEq
+from ds01.model.inventory import Unit
+
+
+@dataclass(frozen=True)
+class UnitState:
+    """One unit as the store sees it. alloc_id/holder are None when the unit is free."""
+
+    unit: Unit
+    alloc_id: int | None = None
+    holder: str | None = None
+    drained: bool = False
+    last_released_at: datetime | None = None  # for least-recently-used placement
+
+    @property
+    def free(self) -> bool:
+        return self.alloc_id is None and not self.drained
+
+
+@dataclass(frozen=True)
+class Holding:
+    """One live allocation (reserved, active or held) and its units."""
+
+    alloc_id: int
+    user: str
+    state: AllocState
+    units: tuple[Unit, ...]
+    container: str | None = None
+    group: str | None = None
+    hold_until: datetime | None = None
+
+    @property
+    def gpueq(self) -> GpuEq:
+        return GpuEq.total(u.gpueq for u in self.units)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    units: tuple[UnitState, ...]
+    holdings: tuple[Holding, ...] = ()
+    now: datetime | None = None
+
+
+class RequestKind(StrEnum):
+    GPUS = "gpus"  # N whole GPUs
+    MIG = "mig"  # a list of MIG profiles
+    GPUEQ = "gpueq"  # any units worth at least X, smallest fitting first
+    CPU = "cpu"  # no GPU at all
+
+
+@dataclass(frozen=True)
+class Request:
+    user: str
+    kind: RequestKind
+    count: int = 0  # for GPUS
+    profiles: tuple[str, ...] = ()  # for MIG
+    gpueq: GpuEq | None = None  # for GPUEQ
+    container: str | None = None
+    # Units to take when free (a restarted container gets its old units back if possible).
+    preferred_units: tuple[str, ...] = field(default=())
+    # A re-allocation for a container that already counts towards max_containers.
+    existing_container: bool = False
+
+
+@dataclass(frozen=True)
+class Placement:
+    units: tuple[Unit, ...]
+
+    @property
+    def gpueq(self) -> GpuEq:
+        return GpuEq.total(u.gpueq for u in self.units)
