@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from ds01.client import Client
 
 from ds01.paths import Paths
 
@@ -26,3 +30,10 @@ def globals_of(ctx: typer.Context) -> Globals:
         obj = Globals()
         root.obj = obj
     return obj
+
+
+def client_of(ctx: typer.Context) -> Client:
+    """A client for the daemon named by --run-dir / DS01_RUN_DIR."""
+    from ds01.client import Client
+
+    return Client.from_paths(globals_of(ctx).paths())

@@ -49,10 +49,13 @@ def main(
 
 def _register() -> None:
     # Each group lives in its own module; modules import heavy libraries lazily.
-    from ds01.cli import config_cmd, gpu_cmd
+    from ds01.cli import admin_cmd, config_cmd, events_cmd, gpu_cmd, quota_cmd
 
     app.add_typer(gpu_cmd.app, name="gpu")
+    app.command("quota")(quota_cmd.quota)
+    app.command("events")(events_cmd.events)
     app.add_typer(config_cmd.app, name="config")
+    app.add_typer(admin_cmd.app, name="admin")
 
 
 _register()

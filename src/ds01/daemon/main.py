@@ -1,12 +1,119 @@
-"""Entry point of `ds01d` (stub until the allocation-core issue lands)."""
+"""`ds01d`: wiring, signals and the instance lock. Owns no policy of its own.
+
+Foreground process (systemd runs it as root); unprivileged runs with --state-dir/--run-dir in a
+temp dir serve tests and the demo.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import fcntl
+import logging
+import os
+import signal
 import sys
+from pathlib import Path
+from typing import IO
 
 from ds01 import __version__
+from ds01.errors import EXIT_USAGE, Ds01Error, StateError
+from ds01.paths import Paths
+
+log = logging.getLogger("ds01d")
 
 
-def run() -> None:
-    print(f"ds01d {__version__}")
-    sys.exit(0)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="ds01d",
+        description="ds01 daemon: owns GPU allocation state and serves the ds01 API.",
+    )
+    p.add_argument("--config", help="config file (env DS01_CONFIG, default /etc/ds01/ds01.yaml)")
+    p.add_argument("--sim", help="simulated machine file or shipped name (instead of NVML)")
+    p.add_argument("--state-dir", help="state directory (env DS01_STATE_DIR, /var/lib/ds01)")
+    p.add_argument("--run-dir", help="socket directory (env DS01_RUN_DIR, /run/ds01)")
+    p.add_argument("--check", action="store_true", help="validate config and state, then exit")
+    p.add_argument("--log-level", default=os.environ.get("DS01_LOG_LEVEL", "info"))
+    p.add_argument("--version", action="version", version=f"ds01d {__version__}")
+    return p.parse_args(argv)
+
+
+class InstanceLock:
+    """An flock on <state-dir>/ds01d.lock: one daemon per state directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")  # noqa: SIM115 - held for the daemon's lifetime
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            other = fh.read().strip() or "unknown"
+            fh.close()
+            raise StateError(
+                f"another ds01d is already running on {self.path.parent} (pid {other})",
+                why="Two daemons on one state directory would both hand out the same GPUs.",
+                fix="Stop the other one (systemctl stop ds01d) or use another --state-dir.",
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def run(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    paths = Paths.resolve(args.config, args.state_dir, args.run_dir)
+    try:
+        if args.check:
+            from ds01.daemon.check import check
+
+            sys.exit(check(paths, args.sim))
+        from ds01.daemon.service import Daemon
+
+        daemon = Daemon(paths, sim=args.sim)
+        lock = InstanceLock(paths.lock_file)
+        lock.acquire()
+        try:
+            asyncio.run(_main(daemon))
+        finally:
+            lock.release()
+    except Ds01Error as err:
+        for i, line in enumerate(err.lines()):
+            sys.stderr.write(("ds01d: error: " if i == 0 else "  ") + line + "\n")
+        sys.exit(err.exit_code if err.exit_code else EXIT_USAGE)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+async def _main(daemon: object) -> None:
+    from ds01.daemon.service import Daemon
+
+    assert isinstance(daemon, Daemon)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload_config)
+    await daemon.start()
+    log.info("ds01d %s ready on %s", __version__, daemon.paths.api_socket)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await daemon.stop()

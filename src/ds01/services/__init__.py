@@ -1,1 +1,1 @@
-"""ds01.services"""
+"""The daemon's use cases, one transaction each: allocate, release, drain, status, quota."""

@@ -1,0 +1,66 @@
+"""Turn store rows and model values into API schemas (one place for the JSON shape)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ds01.api.schemas import AllocationOut, EventOut, UnitOut
+from ds01.model.inventory import Unit
+from ds01.store.allocations import AllocationRow
+from ds01.store.events import Event
+
+
+def iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+def unit_out(u: Unit) -> dict[str, Any]:
+    return UnitOut(
+        uuid=u.uuid,
+        kind=u.kind.value,
+        gpu_uuid=u.gpu_uuid,
+        gpu_index=u.gpu_index,
+        model=u.model,
+        profile=u.profile,
+        memory_total_mib=u.memory_total_mib,
+        gpueq=round(float(u.gpueq), 4),
+        gpueq_exact=u.gpueq.as_text(),
+        gpu_instance_id=u.gpu_instance_id,
+        compute_instance_id=u.compute_instance_id,
+    ).model_dump()
+
+
+def allocation_out(a: AllocationRow) -> AllocationOut:
+    return AllocationOut(
+        id=a.id,
+        user=a.user,
+        group=a.group,
+        container=a.container,
+        state=a.state.value,
+        units=[UnitOut.model_validate(unit_out(u)) for u in a.units],
+        gpueq=round(float(a.gpueq), 4),
+        gpueq_exact=a.gpueq.as_text(),
+        created_at=iso(a.created_at) or "",
+        expires_at=iso(a.expires_at),
+        hold_until=iso(a.hold_until),
+        released_at=iso(a.released_at),
+        release_reason=a.release_reason,
+    )
+
+
+def event_out(e: Event) -> EventOut:
+    return EventOut(
+        id=e.id,
+        ts=iso(e.ts) or "",
+        kind=e.kind,
+        action=e.action,
+        actor=e.actor,
+        user=e.user,
+        allocation_id=e.allocation_id,
+        reason=e.reason,
+        message=e.message,
+        details=e.details,
+    )

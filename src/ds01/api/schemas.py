@@ -1,0 +1,173 @@
+"""Request and response bodies of the API, shared by server and client. Imports only pydantic
+and ds01.model, so the client stays light."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ds01.model.gpueq import GpuEq
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AllocateIn(_In):
+    """Exactly one of gpus, mig, gpueq or cpu_only."""
+
+    gpus: int | None = Field(default=None, ge=1, le=64, description="Whole GPUs")
+    mig: list[str] | None = Field(default=None, min_length=1, description="MIG profiles")
+    gpueq: str | None = Field(default=None, description="Any units worth at least this")
+    cpu_only: bool = False
+    container: str | None = Field(default=None, description="Container the GPUs are for")
+
+    @field_validator("gpueq")
+    @classmethod
+    def _gpueq(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            g = GpuEq.parse(v)
+        except (ValueError, ZeroDivisionError) as e:
+            raise ValueError(f"expected a number like 0.5 or 3/7, got {v!r}") from e
+        if not g:
+            raise ValueError("must be greater than 0")
+        return g.as_text()
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> AllocateIn:
+        chosen = [
+            k
+            for k, v in (
+                ("gpus", self.gpus),
+                ("mig", self.mig),
+                ("gpueq", self.gpueq),
+                ("cpu_only", self.cpu_only or None),
+            )
+            if v is not None
+        ]
+        if len(chosen) != 1:
+            raise ValueError("give exactly one of gpus, mig, gpueq or cpu_only")
+        return self
+
+
+class ReleaseIn(_In):
+    reason: str = Field(default="user_release", min_length=1, max_length=500)
+
+
+class DrainIn(_In):
+    target: str = Field(min_length=1, description="Unit UUID, GPU UUID or GPU index")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class UnitOut(BaseModel):
+    uuid: str
+    kind: str
+    gpu_uuid: str
+    gpu_index: int
+    model: str
+    profile: str | None
+    memory_total_mib: int | None
+    gpueq: float
+    gpueq_exact: str
+    gpu_instance_id: int | None = None
+    compute_instance_id: int | None = None
+
+
+class AllocationOut(BaseModel):
+    id: int
+    user: str
+    group: str | None
+    container: str | None
+    state: str
+    units: list[UnitOut]
+    gpueq: float
+    gpueq_exact: str
+    created_at: str
+    expires_at: str | None = None
+    hold_until: str | None = None
+    released_at: str | None = None
+    release_reason: str | None = None
+
+
+class UnitStatusOut(UnitOut):
+    drained: bool = False
+    drain_reason: str | None = None
+    user: str | None = Field(default=None, description="Holder; null when free or hidden")
+    allocation_id: int | None = None
+    state: str | None = Field(default=None, description="Allocation state; null when free")
+    container: str | None = None
+    hold_until: str | None = None
+    utilization_pct: float | None = Field(
+        default=None, description="GPU utilization; null when unknown (MIG devices)"
+    )
+    memory_used_mib: int | None = None
+
+
+class StatusOut(BaseModel):
+    backend: str
+    sampled_at: str | None
+    units: list[UnitStatusOut]
+    free_gpueq: float
+    total_gpueq: float
+    warnings: list[str] = []
+
+
+class LimitValue(BaseModel):
+    value: Any
+    source: str
+
+
+class QuotaOut(BaseModel):
+    user: str
+    group: str | None
+    limits: dict[str, LimitValue]
+    allocations: list[AllocationOut]
+    used_gpueq: float
+    used_gpueq_exact: str
+    max_gpueq: float
+    remaining_gpueq: float
+    containers: int
+    max_containers: int
+    exempt: bool
+
+
+class EventOut(BaseModel):
+    id: int
+    ts: str
+    kind: str
+    action: str
+    actor: str | None
+    user: str | None
+    allocation_id: int | None
+    reason: str
+    message: str
+    details: dict[str, Any]
+
+
+class WhoAmIOut(BaseModel):
+    user: str
+    uid: int
+    groups: list[str]
+    admin: bool
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+    backend: str
+    docker: str
+
+
+class ErrorBody(BaseModel):
+    kind: str
+    what: str
+    why: str | None = None
+    fix: str | None = None
+    reason: str | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,169 @@
+"""Typed client for the ds01d API over its Unix socket. Used by the CLI and the tests.
+
+Errors from the daemon come back as the same ds01 error types the daemon raised, so the CLI
+renders them through its one error path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from ds01.api.schemas import (
+    AllocateIn,
+    AllocationOut,
+    EventOut,
+    HealthOut,
+    QuotaOut,
+    StatusOut,
+    WhoAmIOut,
+)
+from ds01.errors import (
+    DaemonUnavailable,
+    Ds01Error,
+    InputError,
+    NotFound,
+    PermissionDenied,
+    Refusal,
+    RefusalReason,
+    RuntimeUnavailable,
+    StateError,
+    UsageError,
+)
+from ds01.paths import Paths
+
+_M = TypeVar("_M", bound=BaseModel)
+
+_KINDS: dict[str, type[Ds01Error]] = {
+    "usage": UsageError,
+    "input": InputError,
+    "config": UsageError,
+    "not_found": NotFound,
+    "permission": PermissionDenied,
+    "state": StateError,
+    "runtime_unavailable": RuntimeUnavailable,
+}
+
+
+def error_from_body(body: dict[str, Any]) -> Ds01Error:
+    e = body.get("error") or {}
+    what = str(e.get("what") or "the daemon refused the request")
+    why, fix = e.get("why"), e.get("fix")
+    if e.get("kind") == "refusal":
+        try:
+            reason = RefusalReason(e.get("reason"))
+        except ValueError:
+            reason = RefusalReason.POLICY
+        return Refusal(reason, what, why, fix)
+    return _KINDS.get(str(e.get("kind")), Ds01Error)(what, why, fix)
+
+
+class Client:
+    def __init__(self, socket_path: Path | str, timeout: float = 30.0) -> None:
+        self.socket_path = Path(socket_path)
+        self._http = httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(self.socket_path)),
+            base_url="http://ds01d",
+            timeout=timeout,
+        )
+
+    @classmethod
+    def from_paths(cls, paths: Paths | None = None) -> Client:
+        return cls((paths or Paths.resolve()).api_socket)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self._http.request(method, path, **kw)
+        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as e:
+            raise DaemonUnavailable(
+                f"cannot reach ds01d at {self.socket_path}",
+                why="The daemon is not running, or DS01_RUN_DIR points elsewhere.",
+                fix="Ask an admin to start it (systemctl start ds01d), or check --run-dir.",
+            ) from e
+        except httpx.HTTPError as e:
+            raise DaemonUnavailable(
+                f"talking to ds01d at {self.socket_path} failed: {e}",
+                fix="Try again; if it persists, ask an admin to check 'journalctl -u ds01d'.",
+            ) from e
+        try:
+            data = r.json()
+        except ValueError:
+            raise DaemonUnavailable(
+                f"ds01d answered {r.status_code} with a body that is not JSON",
+                fix="Check that --run-dir points at ds01d's socket.",
+            ) from None
+        if r.status_code >= 400:
+            raise error_from_body(data if isinstance(data, dict) else {})
+        return data
+
+    def _get(self, path: str, model: type[_M], **params: Any) -> _M:
+        return model.model_validate(self._request("GET", path, params=_clean(params)))
+
+    def _get_list(self, path: str, model: type[_M], **params: Any) -> list[_M]:
+        return [model.model_validate(x) for x in self._request("GET", path, params=_clean(params))]
+
+    # ---- endpoints -------------------------------------------------------------------
+
+    def health(self) -> HealthOut:
+        return self._get("/v1/health", HealthOut)
+
+    def whoami(self) -> WhoAmIOut:
+        return self._get("/v1/whoami", WhoAmIOut)
+
+    def gpu_status(self) -> StatusOut:
+        return self._get("/v1/gpu/status", StatusOut)
+
+    def allocate(self, req: AllocateIn) -> AllocationOut:
+        data = self._request("POST", "/v1/allocations", json=req.model_dump(exclude_none=True))
+        return AllocationOut.model_validate(data)
+
+    def allocations(self, all_users: bool = False) -> list[AllocationOut]:
+        return self._get_list("/v1/allocations", AllocationOut, all="1" if all_users else None)
+
+    def allocation(self, alloc_id: int) -> AllocationOut:
+        return self._get(f"/v1/allocations/{alloc_id}", AllocationOut)
+
+    def release(self, alloc_id: int, reason: str = "user_release") -> AllocationOut:
+        data = self._request("POST", f"/v1/allocations/{alloc_id}/release", json={"reason": reason})
+        return AllocationOut.model_validate(data)
+
+    def quota(self) -> QuotaOut:
+        return self._get("/v1/quota", QuotaOut)
+
+    def events(
+        self,
+        user: str | None = None,
+        since: float | None = None,
+        kind: str | None = None,
+        limit: int = 1000,
+    ) -> list[EventOut]:
+        return self._get_list(
+            "/v1/events", EventOut, user=user, since=since, kind=kind, limit=limit
+        )
+
+    def drain(self, target: str, reason: str, undrain: bool = False) -> dict[str, Any]:
+        op = "undrain" if undrain else "drain"
+        data = self._request("POST", f"/v1/admin/{op}", json={"target": target, "reason": reason})
+        assert isinstance(data, dict)
+        return data
+
+    def openapi(self) -> dict[str, Any]:
+        data = self._request("GET", "/v1/openapi.json")
+        assert isinstance(data, dict)
+        return data
+
+
+def _clean(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}

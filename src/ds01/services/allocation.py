@@ -1,0 +1,458 @@
+"""Allocation use cases. Each decision is one BEGIN IMMEDIATE transaction: build the snapshot,
+call the pure scheduler, write the allocation and its event — or roll everything back.
+
+Must not talk to Docker or NVML; containers and inventory call in through these methods.
+"""
+
+from __future__ import annotations
+
+import pwd
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ds01.config import Config, ResolvedLimits
+from ds01.errors import NotFound, PermissionDenied, Refusal, RefusalReason, UsageError
+from ds01.identity import Caller, groups_of
+from ds01.model.allocation import AllocState
+from ds01.model.gpueq import GpuEq
+from ds01.model.inventory import MachineSample
+from ds01.scheduler.place import place
+from ds01.scheduler.snapshot import Holding, Request, RequestKind, Snapshot, UnitState
+from ds01.store import allocations as allocs
+from ds01.store import events
+from ds01.store import units as units_store
+from ds01.store.allocations import AllocationRow
+from ds01.store.db import Database
+
+DAEMON = "ds01d"
+
+
+@dataclass(frozen=True)
+class AllocationRequest:
+    kind: RequestKind
+    count: int = 0
+    profiles: tuple[str, ...] = ()
+    gpueq: GpuEq | None = None
+    container: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "count": self.count,
+            "profiles": list(self.profiles),
+            "gpueq": self.gpueq.as_text() if self.gpueq is not None else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], container: str | None) -> AllocationRequest:
+        g = data.get("gpueq")
+        return cls(
+            kind=RequestKind(data["kind"]),
+            count=int(data.get("count") or 0),
+            profiles=tuple(data.get("profiles") or ()),
+            gpueq=GpuEq(g) if g is not None else None,
+            container=container,
+        )
+
+
+@dataclass(frozen=True)
+class UnitView:
+    """A unit with who holds it, for `ds01 gpu status`."""
+
+    unit: units_store.UnitRow
+    allocation: AllocationRow | None
+
+
+def _ts(t: float | None) -> datetime | None:
+    return datetime.fromtimestamp(t, UTC) if t is not None else None
+
+
+class AllocationService:
+    def __init__(
+        self,
+        db: Database,
+        config: Callable[[], Config],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self._config = config
+        self._clock = clock
+
+    @property
+    def config(self) -> Config:
+        return self._config()
+
+    def limits_for(self, caller: Caller) -> ResolvedLimits:
+        return self.config.resolve(caller.name, caller.groups)
+
+    # ---- inventory -------------------------------------------------------------------
+
+    def sync_units(self, sample: MachineSample) -> units_store.SyncResult:
+        now = self._clock()
+        with self.db.transaction() as conn:
+            result = units_store.sync(conn, sample.units(), now)
+            for uuid in result.added:
+                events.record(
+                    conn,
+                    kind="unit",
+                    action="added",
+                    reason="inventory",
+                    actor=DAEMON,
+                    message=f"unit {uuid} appeared",
+                    ts=now,
+                )
+            for uuid in result.returned:
+                events.record(
+                    conn,
+                    kind="unit",
+                    action="returned",
+                    reason="inventory",
+                    actor=DAEMON,
+                    message=f"unit {uuid} is back",
+                    ts=now,
+                )
+            for uuid in result.gone:
+                events.record(
+                    conn,
+                    kind="unit",
+                    action="gone",
+                    reason="inventory",
+                    actor=DAEMON,
+                    message=f"unit {uuid} disappeared from the "
+                    "inventory; it is marked gone and not handed out",
+                    ts=now,
+                )
+        return result
+
+    # ---- decisions -------------------------------------------------------------------
+
+    def _snapshot(self, conn: sqlite3.Connection, now: float) -> Snapshot:
+        live = allocs.live(conn)
+        holder: dict[str, AllocationRow] = {}
+        for a in live:
+            for u in a.units:
+                holder[u.uuid] = a
+        states = tuple(
+            UnitState(
+                unit=r.unit,
+                alloc_id=holder[r.unit.uuid].id if r.unit.uuid in holder else None,
+                holder=holder[r.unit.uuid].user if r.unit.uuid in holder else None,
+                drained=r.drained,
+                last_released_at=_ts(r.last_released_at),
+            )
+            for r in units_store.all_units(conn)
+        )
+        holdings = tuple(
+            Holding(
+                alloc_id=a.id,
+                user=a.user,
+                state=a.state,
+                units=a.units,
+                container=a.container,
+                group=a.group,
+                hold_until=_ts(a.hold_until),
+            )
+            for a in live
+        )
+        return Snapshot(units=states, holdings=holdings, now=_ts(now))
+
+    def allocate(
+        self,
+        caller: Caller,
+        req: AllocationRequest,
+        *,
+        existing_container: bool = False,
+        preferred_units: Iterable[str] = (),
+    ) -> AllocationRow:
+        """Reserve units for the caller; bind() must follow within the reservation timeout."""
+        resolved = self.limits_for(caller)
+        now = self._clock()
+        timeout = self.config.allocation.reservation_timeout
+        request = Request(
+            user=caller.name,
+            kind=req.kind,
+            count=req.count,
+            profiles=req.profiles,
+            gpueq=req.gpueq,
+            container=req.container,
+            preferred_units=tuple(preferred_units),
+            existing_container=existing_container,
+        )
+        try:
+            with self.db.transaction() as conn:
+                if req.container and not existing_container:
+                    clash = allocs.live_for_container(conn, caller.name, req.container)
+                    if clash is not None:
+                        raise Refusal(
+                            RefusalReason.NAME_IN_USE,
+                            f"you already have an allocation for container '{req.container}'"
+                            f" (allocation {clash.id}, {clash.state})",
+                            fix=f"Retire it first (ds01 container retire {req.container}) or"
+                            " pick another name.",
+                        )
+                placement = place(self._snapshot(conn, now), request, resolved.limits)
+                alloc_id = allocs.insert(
+                    conn,
+                    user=caller.name,
+                    uid=caller.uid,
+                    group=resolved.group,
+                    container=req.container,
+                    request=req.to_json(),
+                    units=placement.units,
+                    now=now,
+                    expires_at=now + timeout,
+                )
+                events.record(
+                    conn,
+                    kind="alloc",
+                    action="reserved",
+                    reason="request",
+                    actor=caller.name,
+                    user=caller.name,
+                    allocation_id=alloc_id,
+                    message=_describe(placement.units, req.container),
+                    details={
+                        "request": req.to_json(),
+                        "units": [u.uuid for u in placement.units],
+                        "gpueq": placement.gpueq.as_text(),
+                    },
+                    ts=now,
+                )
+                row = allocs.get(conn, alloc_id)
+                assert row is not None
+                return row
+        except Refusal as refusal:
+            with self.db.transaction() as conn:
+                events.record(
+                    conn,
+                    kind="alloc",
+                    action="refused",
+                    reason=refusal.reason.value,
+                    actor=caller.name,
+                    user=caller.name,
+                    message=refusal.what,
+                    details={"request": req.to_json()},
+                    ts=now,
+                )
+            raise
+
+    def activate(
+        self, alloc_id: int, *, container_id: str | None, actor: str, reason: str
+    ) -> AllocationRow:
+        """reserved/held → active: the container is running on these units."""
+        now = self._clock()
+        with self.db.transaction() as conn:
+            src = allocs.transition(
+                conn, alloc_id, AllocState.ACTIVE, now, container_id=container_id
+            )
+            row = allocs.get(conn, alloc_id)
+            assert row is not None
+            events.record(
+                conn,
+                kind="alloc",
+                action="activated",
+                reason=reason,
+                actor=actor,
+                user=row.user,
+                allocation_id=alloc_id,
+                message=f"{src} → active",
+                ts=now,
+            )
+            return row
+
+    def hold(self, alloc_id: int, *, actor: str, reason: str) -> AllocationRow:
+        """active → held until now + the owner's gpu_hold_after_stop (0 releases at once)."""
+        now = self._clock()
+        with self.db.transaction() as conn:
+            row = allocs.get(conn, alloc_id)
+            if row is None:
+                raise NotFound(f"allocation {alloc_id} does not exist")
+            hold_s = self.config.resolve(row.user, _groups_of_user(row.user)).limits
+            seconds = hold_s.gpu_hold_after_stop_s
+            if seconds <= 0:
+                return self._release_in(conn, row, actor=actor, reason=reason, now=now)
+            allocs.transition(conn, alloc_id, AllocState.HELD, now, hold_until=now + seconds)
+            events.record(
+                conn,
+                kind="alloc",
+                action="held",
+                reason=reason,
+                actor=actor,
+                user=row.user,
+                allocation_id=alloc_id,
+                message=f"GPU held until {_clock_text(now + seconds)}",
+                details={"hold_until": now + seconds},
+                ts=now,
+            )
+            out = allocs.get(conn, alloc_id)
+            assert out is not None
+            return out
+
+    def _release_in(
+        self,
+        conn: sqlite3.Connection,
+        row: AllocationRow,
+        *,
+        actor: str,
+        reason: str,
+        now: float,
+    ) -> AllocationRow:
+        allocs.transition(conn, row.id, AllocState.RELEASED, now, release_reason=reason)
+        events.record(
+            conn,
+            kind="alloc",
+            action="released",
+            reason=reason,
+            actor=actor,
+            user=row.user,
+            allocation_id=row.id,
+            message=f"released {_describe(row.units, row.container)}",
+            details={"units": [u.uuid for u in row.units]},
+            ts=now,
+        )
+        out = allocs.get(conn, row.id)
+        assert out is not None
+        return out
+
+    def release(self, caller: Caller, alloc_id: int, reason: str) -> AllocationRow:
+        """Release one allocation: its owner or an admin."""
+        now = self._clock()
+        with self.db.transaction() as conn:
+            row = allocs.get(conn, alloc_id)
+            if row is None or (row.user != caller.name and not self._is_admin(caller)):
+                # Others' allocations are reported as missing: no probing of who holds what.
+                raise NotFound(
+                    f"allocation {alloc_id} not found",
+                    fix="See your allocations with 'ds01 quota' or 'ds01 container list'.",
+                )
+            if row.state is AllocState.RELEASED:
+                return row
+            return self._release_in(conn, row, actor=caller.name, reason=reason, now=now)
+
+    def release_by_daemon(self, alloc_id: int, reason: str) -> AllocationRow | None:
+        now = self._clock()
+        with self.db.transaction() as conn:
+            row = allocs.get(conn, alloc_id)
+            if row is None or row.state is AllocState.RELEASED:
+                return row
+            return self._release_in(conn, row, actor=DAEMON, reason=reason, now=now)
+
+    def expire_due(self) -> list[int]:
+        """Release reservations never bound in time and holds whose grace period ended."""
+        now = self._clock()
+        done: list[int] = []
+        with self.db.transaction() as conn:
+            for row in allocs.due(conn, now):
+                reason = (
+                    "reservation_expired" if row.state is AllocState.RESERVED else "hold_expired"
+                )
+                self._release_in(conn, row, actor=DAEMON, reason=reason, now=now)
+                done.append(row.id)
+        return done
+
+    # ---- admin -----------------------------------------------------------------------
+
+    def _is_admin(self, caller: Caller) -> bool:
+        return caller.is_root or self.config.is_admin(caller.name, caller.groups)
+
+    def require_admin(self, caller: Caller, what: str) -> None:
+        if not self._is_admin(caller):
+            raise PermissionDenied(
+                f"{what} is for admins",
+                why=f"You ({caller.name}) are not root or in the '{self.config.admin_group}'"
+                " group.",
+                fix="Ask a lab admin.",
+            )
+
+    def drain(self, caller: Caller, target: str, reason: str, drained: bool) -> list[str]:
+        """Drain (or undrain) a unit, or every unit of a GPU given by UUID or index."""
+        self.require_admin(caller, "draining GPUs")
+        now = self._clock()
+        with self.db.transaction() as conn:
+            rows = units_store.all_units(conn)
+            hit = [
+                r.unit.uuid
+                for r in rows
+                if target in (r.unit.uuid, r.unit.gpu_uuid) or target == str(r.unit.gpu_index)
+            ]
+            if not hit:
+                raise UsageError(
+                    f"no unit or GPU matches '{target}'",
+                    fix="Use a UUID or GPU index from 'ds01 gpu status'.",
+                )
+            units_store.set_drained(conn, hit, drained, reason)
+            events.record(
+                conn,
+                kind="admin",
+                action="drained" if drained else "undrained",
+                reason=reason,
+                actor=caller.name,
+                message=f"{len(hit)} unit(s) of {target}",
+                details={"units": hit},
+                ts=now,
+            )
+            return hit
+
+    # ---- reads -----------------------------------------------------------------------
+
+    def status(self) -> list[UnitView]:
+        with self.db.transaction(immediate=False) as conn:
+            holder: dict[str, AllocationRow] = {}
+            for a in allocs.live(conn):
+                for u in a.units:
+                    holder[u.uuid] = a
+            return [UnitView(r, holder.get(r.unit.uuid)) for r in units_store.all_units(conn)]
+
+    def live_allocations(self, caller: Caller, all_users: bool) -> list[AllocationRow]:
+        if all_users:
+            self.require_admin(caller, "listing everyone's allocations")
+        with self.db.transaction(immediate=False) as conn:
+            return allocs.live(conn, None if all_users else caller.name)
+
+    def get(self, caller: Caller, alloc_id: int) -> AllocationRow:
+        with self.db.transaction(immediate=False) as conn:
+            row = allocs.get(conn, alloc_id)
+        if row is None or (row.user != caller.name and not self._is_admin(caller)):
+            raise NotFound(f"allocation {alloc_id} not found")
+        return row
+
+    def events(
+        self,
+        caller: Caller,
+        *,
+        user: str | None,
+        since: float | None,
+        kind: str | None,
+        limit: int = 1000,
+    ) -> list[events.Event]:
+        if not self._is_admin(caller):
+            if user not in (None, caller.name):
+                raise PermissionDenied(
+                    "you can only read your own events",
+                    fix="Drop --user, or ask an admin.",
+                )
+            user = caller.name
+        with self.db.transaction(immediate=False) as conn:
+            return events.query(conn, user=user, since=since, kind=kind, limit=limit)
+
+
+def _groups_of_user(user: str) -> frozenset[str]:
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return frozenset()
+    return groups_of(user, pw.pw_gid)
+
+
+def _describe(units: Iterable[Any], container: str | None) -> str:
+    us = list(units)
+    what = ", ".join(u.label for u in us) or "no GPU"
+    return f"{what} for {container}" if container else what
+
+
+def _clock_text(t: float) -> str:
+    return datetime.fromtimestamp(t).strftime("%H:%M")

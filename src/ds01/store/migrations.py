@@ -1,0 +1,145 @@
+"""Versioned schema migrations, each applied in the same transaction as the record that it ran.
+
+Append new migrations to MIGRATIONS; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+from ds01.errors import StateError
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run statements one by one: executescript() would COMMIT the caller's transaction."""
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            conn.execute(buf)
+            buf = ""
+    if buf.strip():
+        raise StateError(f"incomplete statement in migration: {buf.strip()[:80]}")
+
+
+def _v1_initial(conn: sqlite3.Connection) -> None:
+    _run_script(
+        conn,
+        """
+        CREATE TABLE units (
+            uuid TEXT PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('gpu', 'mig')),
+            gpu_uuid TEXT NOT NULL,
+            gpu_index INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            memory_total_mib INTEGER,
+            gpueq TEXT NOT NULL,              -- exact fraction, e.g. '3/7'
+            profile TEXT,
+            gpu_instance_id INTEGER,
+            compute_instance_id INTEGER,
+            numa_node INTEGER,
+            nvlink_group TEXT,
+            gone INTEGER NOT NULL DEFAULT 0 CHECK (gone IN (0, 1)),
+            drained INTEGER NOT NULL DEFAULT 0 CHECK (drained IN (0, 1)),
+            drain_reason TEXT,
+            first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            last_released_at REAL
+        );
+
+        CREATE TABLE allocations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user TEXT NOT NULL,
+            uid INTEGER,
+            grp TEXT,
+            container TEXT,
+            container_id TEXT,
+            state TEXT NOT NULL
+                CHECK (state IN ('reserved', 'active', 'held', 'released')),
+            request TEXT NOT NULL,            -- the request as JSON, for re-allocation
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            expires_at REAL,                  -- reservation expiry (reserved only)
+            hold_until REAL,                  -- held only
+            released_at REAL,
+            release_reason TEXT
+        );
+        CREATE INDEX allocations_live ON allocations (state) WHERE state != 'released';
+        CREATE INDEX allocations_user ON allocations (user, state);
+
+        CREATE TABLE allocation_units (
+            allocation_id INTEGER NOT NULL REFERENCES allocations (id),
+            unit_uuid TEXT NOT NULL REFERENCES units (uuid),
+            live INTEGER NOT NULL DEFAULT 1 CHECK (live IN (0, 1)),
+            PRIMARY KEY (allocation_id, unit_uuid)
+        );
+        -- The rule that makes double allocation impossible by construction (BRIEF §3):
+        -- a unit appears in at most one live allocation.
+        CREATE UNIQUE INDEX one_live_allocation_per_unit
+            ON allocation_units (unit_uuid) WHERE live = 1;
+
+        -- Releasing an allocation frees its units in the same statement's transaction.
+        CREATE TRIGGER release_frees_units AFTER UPDATE OF state ON allocations
+        WHEN NEW.state = 'released' AND OLD.state != 'released'
+        BEGIN
+            UPDATE allocation_units SET live = 0 WHERE allocation_id = NEW.id;
+            UPDATE units SET last_released_at = NEW.released_at
+                WHERE uuid IN (SELECT unit_uuid FROM allocation_units
+                               WHERE allocation_id = NEW.id);
+        END;
+
+        -- A released allocation stays released.
+        CREATE TRIGGER released_is_final BEFORE UPDATE OF state ON allocations
+        WHEN OLD.state = 'released' AND NEW.state != 'released'
+        BEGIN
+            SELECT RAISE(ABORT, 'released allocations cannot change state');
+        END;
+
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts REAL NOT NULL,
+            kind TEXT NOT NULL,               -- alloc, container, unit, admin, daemon, gate
+            action TEXT NOT NULL,             -- e.g. reserved, activated, released, refused
+            actor TEXT,                       -- who caused it ('ds01d' for the daemon)
+            user TEXT,                        -- whose resource it concerns
+            allocation_id INTEGER,
+            reason TEXT NOT NULL,
+            message TEXT NOT NULL DEFAULT '',
+            details TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX events_ts ON events (ts);
+        CREATE INDEX events_user_ts ON events (user, ts);
+        """,
+    )
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
+    (1, "initial schema", _v1_initial),
+]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply missing migrations; the caller holds a transaction. Returns the schema version."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    done = {int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")}
+    latest = max((v for v, _, _ in MIGRATIONS), default=0)
+    newer = [v for v in done if v > latest]
+    if newer:
+        raise StateError(
+            f"state database has schema version {max(newer)}, newer than this ds01 ({latest})",
+            fix="Run the ds01 version that created it, or restore a backup.",
+        )
+    for version, name, apply in MIGRATIONS:
+        if version in done:
+            continue
+        apply(conn)
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            (version, name, time.time()),
+        )
+    return latest
