@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# System packages ds01's tests need on a Debian/Ubuntu host (BRIEF §5). Idempotent: installs only
+# what is missing and runs `apt-get update` only then. Python packages are not ours (.ci/run
+# installs the project into .venv).
+#
+#   docker.io       dockerd + containerd + runc for the private test engine (scripts/test-docker.sh)
+#   busybox-static  the statically linked busybox the test image is made from (no registry here)
+#   util-linux      setpriv / runuser / su, to act as the real Unix users the tests create
+#   passwd          useradd / userdel / groupadd
+#   libc-bin        ldd (test-docker.sh checks busybox is static), getent
+#   tar, procps     the image rootfs tarball; pgrep/ps in tests
+#
+# Extra package names given as arguments are installed the same way (e.g. prometheus, chromium).
+# Installing docker.io may start the system's own docker.service where systemd runs; the tests
+# never use it (they talk to the private engine only).
+set -euo pipefail
+
+packages=(docker.io busybox-static util-linux passwd libc-bin tar procps "$@")
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-system: must run as root (apt-get install)" >&2
+    exit 1
+fi
+command -v apt-get >/dev/null || {
+    echo "setup-system: needs apt-get (Debian/Ubuntu); install by hand: ${packages[*]}" >&2
+    exit 1
+}
+
+installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+missing=()
+for pkg in "${packages[@]}"; do
+    installed "$pkg" || missing+=("$pkg")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "setup-system: all present: ${packages[*]}"
+    exit 0
+fi
+
+echo "setup-system: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

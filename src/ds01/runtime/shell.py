@@ -1,0 +1,151 @@
+"""An interactive exec session in a container: a raw, bidirectional socket to a shell on a tty.
+
+Owns the HTTP upgrade of ``POST /exec/{id}/start`` on a connection of its own. The Docker SDK
+can hand back the socket of its upgraded response, but http.client has by then read the
+response headers through a buffered reader that may already hold the first bytes of the shell's
+output (the prompt); reading the socket after that loses them. Here the headers are read one
+byte at a time, so the socket starts exactly at the first byte of the session.
+
+Must not decide who may open a shell, or as which uid: the caller passes ``user``
+(services/containers.py decides). Errors are ds01 errors (engine.py maps the SDK calls; the
+socket part maps its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from ds01.errors import RuntimeUnavailable
+
+_MAX_HEADER_BYTES = 64 * 1024
+_CONNECT_TIMEOUT_S = 30.0
+
+
+class ShellSession:
+    """A started exec with a tty. ``sock`` carries the terminal both ways (raw bytes, no
+    framing, because of the tty); exit_code() is known once the shell has ended.
+
+    resize / exit_code call the engine (blocking); use them from a worker thread in async code.
+    """
+
+    def __init__(
+        self,
+        exec_id: str,
+        sock: socket.socket,
+        inspect: Callable[[str], dict[str, object]],
+        resize: Callable[[str, int, int], None],
+    ) -> None:
+        self.exec_id = exec_id
+        self.sock = sock
+        self._inspect = inspect
+        self._resize = resize
+
+    def resize(self, rows: int, cols: int) -> None:
+        self._resize(self.exec_id, rows, cols)
+
+    def close_input(self) -> None:
+        """End of input for the shell (as Ctrl-D at an empty prompt would); output still flows."""
+        with contextlib.suppress(OSError):  # already closed: nothing left to signal
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def exit_code(self, wait_s: float = 5.0) -> int | None:
+        """The shell's exit status; None if it is still running after wait_s. The engine records
+        the status a moment after the socket closes, hence the short wait."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            data = self._inspect(self.exec_id)
+            code = data.get("ExitCode")
+            if not data.get("Running") and isinstance(code, int):
+                return code
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> ShellSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_engine_socket(host: str) -> socket.socket:
+    """A fresh connection to the engine at ``unix:///path`` or ``tcp://host:port``."""
+    url = urlsplit(host)
+    try:
+        if url.scheme in ("unix", "http+unix"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(_CONNECT_TIMEOUT_S)
+            sock.connect(url.path)
+        elif url.scheme in ("tcp", "http"):
+            sock = socket.create_connection(
+                (url.hostname or "localhost", url.port or 2375), timeout=_CONNECT_TIMEOUT_S
+            )
+        else:
+            raise RuntimeUnavailable(
+                f"cannot open a shell: engine address {host!r} is not supported for shells",
+                why="Interactive shells need a plain unix:// or tcp:// engine socket.",
+                fix="Point ds01d at the engine's Unix socket (docker.host in ds01.yaml).",
+            )
+    except OSError as exc:
+        raise RuntimeUnavailable(
+            f"cannot open a shell: the Docker engine at {host} does not answer",
+            why=f"{type(exc).__name__}: {exc}",
+            fix="Check that dockerd is running ('systemctl status docker').",
+        ) from exc
+    return sock
+
+
+def start_exec_upgraded(
+    sock: socket.socket, api_version: str, exec_id: str
+) -> tuple[int, str, bytes]:
+    """Send ``POST /v{api}/exec/{id}/start`` asking to upgrade the connection to a raw stream.
+
+    Returns (HTTP status, reason, body if not upgraded). On 101/200 the socket is left right
+    after the headers, in blocking mode.
+    """
+    body = json.dumps({"Detach": False, "Tty": True}).encode()
+    request = (
+        f"POST /v{api_version}/exec/{exec_id}/start HTTP/1.1\r\n"
+        "Host: docker\r\n"
+        "Content-Type: application/json\r\n"
+        "Connection: Upgrade\r\n"
+        "Upgrade: tcp\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "\r\n"
+    ).encode() + body
+    sock.sendall(request)
+    header = bytearray()
+    while not header.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)  # one at a time: not a byte of the session may be consumed here
+        if not byte or len(header) > _MAX_HEADER_BYTES:
+            raise OSError("the engine closed the connection before answering the exec start")
+        header += byte
+    lines = header.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    reason = parts[2] if len(parts) > 2 else ""
+    if status in (101, 200):
+        sock.settimeout(None)
+        return status, reason, b""
+    # An error answer: read its (small) body for the message.
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length" and value.strip().isdigit():
+            length = int(value.strip())
+    rest = bytearray()
+    while len(rest) < min(length, _MAX_HEADER_BYTES):
+        chunk = sock.recv(length - len(rest))
+        if not chunk:
+            break
+        rest += chunk
+    return status, reason, bytes(rest)
