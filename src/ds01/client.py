@@ -6,6 +6,8 @@ renders them through its one error path.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,8 +17,11 @@ from pydantic import BaseModel
 from ds01.api.schemas import (
     AllocateIn,
     AllocationOut,
+    ContainerOut,
+    DeployIn,
     EventOut,
     HealthOut,
+    OrphanOut,
     QuotaOut,
     StatusOut,
     WhoAmIOut,
@@ -54,7 +59,7 @@ def error_from_body(body: dict[str, Any]) -> Ds01Error:
     why, fix = e.get("why"), e.get("fix")
     if e.get("kind") == "refusal":
         try:
-            reason = RefusalReason(e.get("reason"))
+            reason = RefusalReason(str(e.get("reason")))
         except ValueError:
             reason = RefusalReason.POLICY
         return Refusal(reason, what, why, fix)
@@ -86,17 +91,8 @@ class Client:
     def _request(self, method: str, path: str, **kw: Any) -> Any:
         try:
             r = self._http.request(method, path, **kw)
-        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as e:
-            raise DaemonUnavailable(
-                f"cannot reach ds01d at {self.socket_path}",
-                why="The daemon is not running, or DS01_RUN_DIR points elsewhere.",
-                fix="Ask an admin to start it (systemctl start ds01d), or check --run-dir.",
-            ) from e
-        except httpx.HTTPError as e:
-            raise DaemonUnavailable(
-                f"talking to ds01d at {self.socket_path} failed: {e}",
-                fix="Try again; if it persists, ask an admin to check 'journalctl -u ds01d'.",
-            ) from e
+        except httpx.TransportError as e:
+            raise self._unreachable(e) from e
         try:
             data = r.json()
         except ValueError:
@@ -107,6 +103,18 @@ class Client:
         if r.status_code >= 400:
             raise error_from_body(data if isinstance(data, dict) else {})
         return data
+
+    def _unreachable(self, e: Exception) -> DaemonUnavailable:
+        if isinstance(e, httpx.ConnectError):
+            return DaemonUnavailable(
+                f"cannot reach ds01d at {self.socket_path}",
+                why="The daemon is not running, or DS01_RUN_DIR points elsewhere.",
+                fix="Ask an admin to start it (systemctl start ds01d), or check --run-dir.",
+            )
+        return DaemonUnavailable(
+            f"talking to ds01d at {self.socket_path} failed: {e}",
+            fix="Try again; if it persists, ask an admin to check 'journalctl -u ds01d'.",
+        )
 
     def _get(self, path: str, model: type[_M], **params: Any) -> _M:
         return model.model_validate(self._request("GET", path, params=_clean(params)))
@@ -158,6 +166,66 @@ class Client:
         data = self._request("POST", f"/v1/admin/{op}", json={"target": target, "reason": reason})
         assert isinstance(data, dict)
         return data
+
+    # ---- containers ------------------------------------------------------------------
+
+    def deploy(
+        self, req: DeployIn, on_progress: Callable[[str], None] | None = None
+    ) -> ContainerOut:
+        """Deploy and follow the daemon's progress lines until the result or an error."""
+        result: dict[str, Any] | None = None
+        try:
+            with self._http.stream(
+                "POST", "/v1/containers", json=req.model_dump(exclude_none=True), timeout=None
+            ) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise error_from_body(r.json())
+                for line in r.iter_lines():
+                    if not line.strip():
+                        continue
+                    msg = json.loads(line)
+                    if "progress" in msg and on_progress is not None:
+                        on_progress(str(msg["progress"]))
+                    elif "error" in msg:
+                        raise error_from_body(msg)
+                    elif "container" in msg:
+                        result = msg["container"]
+        except httpx.TransportError as e:
+            raise self._unreachable(e) from e
+        if result is None:
+            raise DaemonUnavailable(
+                "ds01d ended the deploy without a result",
+                fix="See 'ds01 container list' and 'ds01 events' for what happened.",
+            )
+        return ContainerOut.model_validate(result)
+
+    def containers(self, all_users: bool = False) -> list[ContainerOut]:
+        return self._get_list("/v1/containers", ContainerOut, all="1" if all_users else None)
+
+    def container(self, name: str) -> ContainerOut:
+        return self._get(f"/v1/containers/{name}", ContainerOut)
+
+    def container_op(self, name: str, op: str) -> dict[str, Any]:
+        data = self._request("POST", f"/v1/containers/{name}/{op}")
+        assert isinstance(data, dict)
+        return data
+
+    def logs(self, name: str, follow: bool = False, tail: int | None = None) -> Iterator[bytes]:
+        params = _clean({"follow": "1" if follow else None, "tail": tail})
+        try:
+            with self._http.stream(
+                "GET", f"/v1/containers/{name}/logs", params=params, timeout=None
+            ) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise error_from_body(r.json())
+                yield from r.iter_bytes()
+        except httpx.TransportError as e:
+            raise self._unreachable(e) from e
+
+    def orphans(self) -> list[OrphanOut]:
+        return self._get_list("/v1/admin/orphans", OrphanOut)
 
     def openapi(self) -> dict[str, Any]:
         data = self._request("GET", "/v1/openapi.json")

@@ -171,3 +171,66 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+class DeployIn(_In):
+    name: str = Field(min_length=1, max_length=63)
+    image: str = Field(min_length=1, max_length=512)
+    gpus: int | None = Field(default=None, ge=1, le=64)
+    mig: list[str] | None = Field(default=None, min_length=1)
+    gpueq: str | None = None
+    cpu_only: bool = False
+    workspace: str | None = None
+    data: list[str] = []
+    env: dict[str, str] = {}
+    command: list[str] | None = None
+    interactive: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> DeployIn:
+        chosen = [
+            k
+            for k, v in (
+                ("gpus", self.gpus),
+                ("mig", self.mig),
+                ("gpueq", self.gpueq),
+                ("cpu_only", self.cpu_only or None),
+            )
+            if v is not None
+        ]
+        if len(chosen) > 1:
+            raise ValueError("give at most one of gpus, mig, gpueq or cpu_only")
+        return self
+
+
+class ContainerAllocationOut(BaseModel):
+    id: int
+    state: str
+    hold_until: str | None = None
+    expires_at: str | None = None
+    gpueq: float
+    gpueq_exact: str
+
+
+class ContainerOut(BaseModel):
+    name: str = Field(description="Your short name for it")
+    docker_name: str
+    id: str
+    owner: str | None
+    image: str
+    state: str = Field(description="created | running | paused | restarting | exited | dead")
+    created: str | None
+    started_at: str | None
+    finished_at: str | None
+    gpus: list[UnitOut] = Field(description="Units it is pinned to (from its allocation)")
+    gpu_device_ids: list[str] = Field(description="Device IDs in the container's config")
+    allocation: ContainerAllocationOut | None
+    note: str | None = None
+
+
+class OrphanOut(BaseModel):
+    container_id: str
+    docker_name: str
+    owner: str | None
+    gpu_device_ids: list[str]
+    problem: str

@@ -25,6 +25,7 @@ from ds01.api.schemas import (
     ErrorOut,
     HealthOut,
     LimitValue,
+    OrphanOut,
     QuotaOut,
     ReleaseIn,
     StatusOut,
@@ -44,6 +45,7 @@ from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import MachineSample
 from ds01.scheduler.snapshot import RequestKind
 from ds01.services.allocation import AllocationRequest, AllocationService
+from ds01.services.containers import ContainerService
 
 _M = TypeVar("_M", bound=BaseModel)
 MAX_BODY = 64 * 1024
@@ -55,6 +57,8 @@ class ApiDeps:
     sample: Callable[[], MachineSample | None]
     backend_name: str
     docker_state: Callable[[], str] = lambda: "not configured"
+    containers: ContainerService | None = None
+    orphans: Callable[[], list[OrphanOut]] = lambda: []
 
 
 class _CallerCache:
@@ -254,7 +258,9 @@ def build_app(deps: ApiDeps) -> web.Application:
         try:
             return int(request.match_info["id"])
         except ValueError:
-            raise UsageError(f"allocation id must be a number, got {request.match_info['id']!r}")
+            raise UsageError(
+                f"allocation id must be a number, got {request.match_info['id']!r}"
+            ) from None
 
     async def get_allocation(request: web.Request) -> web.Response:
         return ok(convert.allocation_out(svc.get(caller_of(request), _alloc_id(request))))
@@ -339,6 +345,10 @@ def build_app(deps: ApiDeps) -> web.Application:
     app.router.add_get("/v1/events", list_events)
     app.router.add_post("/v1/admin/{op:drain|undrain}", drain)
     app.router.add_get("/v1/openapi.json", openapi)
+    if deps.containers is not None:
+        from ds01.api.containers import add_routes
+
+        add_routes(app, deps.containers, caller_of, parse_body, ok, deps.orphans)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app
 

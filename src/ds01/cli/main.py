@@ -49,8 +49,9 @@ def main(
 
 def _register() -> None:
     # Each group lives in its own module; modules import heavy libraries lazily.
-    from ds01.cli import admin_cmd, config_cmd, events_cmd, gpu_cmd, quota_cmd
+    from ds01.cli import admin_cmd, config_cmd, container_cmd, events_cmd, gpu_cmd, quota_cmd
 
+    app.add_typer(container_cmd.app, name="container")
     app.add_typer(gpu_cmd.app, name="gpu")
     app.command("quota")(quota_cmd.quota)
     app.command("events")(events_cmd.events)

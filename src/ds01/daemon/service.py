@@ -7,23 +7,30 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
 
+from ds01.api.schemas import OrphanOut
 from ds01.api.server import ApiDeps, build_app, serve
 from ds01.config import Config, load_config
 from ds01.errors import Ds01Error, InventoryError
 from ds01.inventory.backend import InventoryBackend
 from ds01.model.inventory import MachineSample
 from ds01.paths import Paths
+from ds01.runtime.engine import Engine, EventStream
 from ds01.services.allocation import AllocationService
+from ds01.services.containers import ContainerService
+from ds01.services.reconcile import Reconciler
 from ds01.store.db import Database
 
 log = logging.getLogger("ds01d")
 
 EXPIRY_TICK_S = 1.0
+RECONCILE_EVERY_S = 30.0
+EVENTS_RETRY_S = 2.0
 
 
 class Daemon:
@@ -33,6 +40,12 @@ class Daemon:
         self.backend = self._open_backend(sim)
         self.db = Database(paths.db)
         self.allocations = AllocationService(self.db, lambda: self.config)
+        self.engine = Engine(self.config.docker.host)
+        self.containers = ContainerService(self.allocations, self.engine, lambda: self.config)
+        self.reconciler = Reconciler(self.containers)
+        self.docker_state = "unknown"
+        self._stopping = False
+        self._event_stream: EventStream | None = None
         self.sample: MachineSample | None = None
         self._unit_set: frozenset[str] = frozenset()
         self._tasks: list[asyncio.Task[None]] = []
@@ -106,6 +119,49 @@ class Daemon:
             except Ds01Error as err:
                 log.error("expiry pass failed: %s", " | ".join(err.lines()))
 
+    # ---- Docker ----------------------------------------------------------------------
+
+    def _reconcile_once(self, startup: bool = False) -> None:
+        try:
+            self.reconciler.run(startup=startup)
+        except Ds01Error as err:
+            if self.docker_state != "down":
+                log.error(
+                    "Docker unavailable, deploys are refused until it returns: %s",
+                    " | ".join(err.lines()),
+                )
+            self.docker_state = "down"
+            return
+        if self.docker_state != "up":
+            log.info("Docker engine reachable at %s", self.config.docker.host)
+        self.docker_state = "up"
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RECONCILE_EVERY_S)
+            await asyncio.to_thread(self._reconcile_once)
+
+    def _watch_events(self) -> None:
+        """Blocking: follow Docker's event stream, reconnecting (with a full pass) after drops."""
+        import time
+
+        while not self._stopping:
+            try:
+                stream = self.engine.events(since=int(time.time()))
+                self._event_stream = stream
+                self._reconcile_once()
+                for event in stream:
+                    if self._stopping:
+                        break
+                    try:
+                        self.reconciler.on_event(event)
+                    except Ds01Error as err:
+                        log.error("handling Docker event failed: %s", " | ".join(err.lines()))
+            except Ds01Error:
+                self.docker_state = "down"
+            if not self._stopping:
+                time.sleep(EVENTS_RETRY_S)
+
     # ---- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -114,18 +170,42 @@ class Daemon:
         self.allocations.expire_due()
         self.paths.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.paths.run_dir, 0o755)
+        await asyncio.to_thread(self._reconcile_once, True)
         deps = ApiDeps(
             allocations=self.allocations,
             sample=lambda: self.sample,
             backend_name=self.backend.name,
+            docker_state=lambda: self.docker_state,
+            containers=self.containers,
+            orphans=self._orphans,
         )
         self._runner = await serve(build_app(deps), str(self.paths.api_socket))
         self._tasks = [
             asyncio.create_task(self._sampler(), name="sampler"),
             asyncio.create_task(self._expiry(), name="expiry"),
+            asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+        ]
+        self._watcher = threading.Thread(
+            target=self._watch_events, name="docker-events", daemon=True
+        )
+        self._watcher.start()
+
+    def _orphans(self) -> list[OrphanOut]:
+        return [
+            OrphanOut(
+                container_id=o.info.id,
+                docker_name=o.info.name,
+                owner=o.info.owner,
+                gpu_device_ids=list(o.info.gpu_device_ids),
+                problem=o.problem,
+            )
+            for o in self.reconciler.orphans
         ]
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._event_stream is not None:
+            self._event_stream.close()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

@@ -246,6 +246,9 @@ class AllocationService:
         """reserved/held → active: the container is running on these units."""
         now = self._clock()
         with self.db.transaction() as conn:
+            current = allocs.get(conn, alloc_id)
+            if current is not None and current.state is AllocState.ACTIVE:
+                return current  # the Docker event and the command raced; one is enough
             src = allocs.transition(
                 conn, alloc_id, AllocState.ACTIVE, now, container_id=container_id
             )
@@ -271,6 +274,8 @@ class AllocationService:
             row = allocs.get(conn, alloc_id)
             if row is None:
                 raise NotFound(f"allocation {alloc_id} does not exist")
+            if row.state is not AllocState.ACTIVE:
+                return row  # already held or released (the Docker event and a command raced)
             hold_s = self.config.resolve(row.user, _groups_of_user(row.user)).limits
             seconds = hold_s.gpu_hold_after_stop_s
             if seconds <= 0:
@@ -419,6 +424,19 @@ class AllocationService:
         if row is None or (row.user != caller.name and not self._is_admin(caller)):
             raise NotFound(f"allocation {alloc_id} not found")
         return row
+
+    def get_any(self, alloc_id: int) -> AllocationRow | None:
+        """For the daemon's own use: no ownership check."""
+        with self.db.transaction(immediate=False) as conn:
+            return allocs.get(conn, alloc_id)
+
+    def all_live(self) -> list[AllocationRow]:
+        with self.db.transaction(immediate=False) as conn:
+            return allocs.live(conn)
+
+    def live_for_container_id(self, container_id: str) -> AllocationRow | None:
+        with self.db.transaction(immediate=False) as conn:
+            return allocs.live_for_container_id(conn, container_id)
 
     def events(
         self,

@@ -170,6 +170,11 @@ def live_for_container(conn: sqlite3.Connection, user: str, container: str) -> A
     return rows[0] if rows else None
 
 
+def live_for_container_id(conn: sqlite3.Connection, container_id: str) -> AllocationRow | None:
+    rows = _rows(conn, "state != 'released' AND container_id = ?", (container_id,))
+    return rows[0] if rows else None
+
+
 def recent(conn: sqlite3.Connection, user: str | None, limit: int = 200) -> list[AllocationRow]:
     if user is None:
         return _rows(conn, "id IN (SELECT id FROM allocations ORDER BY id DESC LIMIT ?)", (limit,))

@@ -9,6 +9,7 @@ Nested calls become savepoints. Any exception, including KeyboardInterrupt/Cance
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +45,9 @@ class Database:
                 fix="Check that the state directory exists and is writable by ds01d.",
             ) from e
         self._depth = 0
+        # One connection shared by the event loop and worker threads: a transaction must never
+        # interleave with another thread's statements, so the outermost level holds this lock.
+        self._lock = threading.RLock()
         with self.transaction():
             migrate(self.conn)
 
@@ -52,6 +56,10 @@ class Database:
 
     @contextmanager
     def transaction(self, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield from self._transaction(immediate)
+
+    def _transaction(self, immediate: bool) -> Iterator[sqlite3.Connection]:
         if self._depth == 0:
             self.conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
         else:

@@ -1,0 +1,266 @@
+"""Container endpoints. Docker calls are blocking, so each runs in a worker thread; deploy
+streams its progress as NDJSON lines ending in a result or an error line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ds01.api import convert
+from ds01.api.schemas import (
+    ContainerAllocationOut,
+    ContainerOut,
+    DeployIn,
+    ErrorBody,
+    OrphanOut,
+    UnitOut,
+)
+from ds01.errors import Ds01Error, Refusal, UsageError
+from ds01.identity import Caller
+from ds01.model.gpueq import GpuEq
+from ds01.scheduler.snapshot import RequestKind
+from ds01.services.allocation import AllocationRequest
+from ds01.runtime.engine import ShellSession
+from ds01.services.containers import ContainerService, ContainerView, DeployRequest
+
+CPU_ONLY_NOTE = "CPU-only container: no GPU is visible inside (NVIDIA_VISIBLE_DEVICES=void)."
+
+
+def container_out(view: ContainerView) -> ContainerOut:
+    i = view.info
+    a = view.allocation
+    units = [UnitOut.model_validate(convert.unit_out(u)) for u in a.units] if a else []
+    return ContainerOut(
+        name=i.short_name or i.name,
+        docker_name=i.name,
+        id=i.id,
+        owner=i.owner,
+        image=i.image,
+        state=i.state,
+        created=i.created.isoformat(timespec="seconds") if i.created else None,
+        started_at=i.started_at.isoformat(timespec="seconds") if i.started_at else None,
+        finished_at=i.finished_at.isoformat(timespec="seconds") if i.finished_at else None,
+        gpus=units,
+        gpu_device_ids=list(i.gpu_device_ids),
+        allocation=ContainerAllocationOut(
+            id=a.id,
+            state=a.state.value,
+            hold_until=convert.iso(a.hold_until),
+            expires_at=convert.iso(a.expires_at),
+            gpueq=round(float(a.gpueq), 4),
+            gpueq_exact=a.gpueq.as_text(),
+        )
+        if a
+        else None,
+        note=CPU_ONLY_NOTE if not i.gpu_device_ids else None,
+    )
+
+
+def _allocation_request(body: DeployIn) -> AllocationRequest:
+    if body.gpus is not None:
+        return AllocationRequest(RequestKind.GPUS, count=body.gpus)
+    if body.mig is not None:
+        return AllocationRequest(RequestKind.MIG, profiles=tuple(body.mig))
+    if body.gpueq is not None:
+        try:
+            g = GpuEq.parse(body.gpueq)
+        except (ValueError, ZeroDivisionError):
+            raise UsageError(
+                f"gpueq: expected a number like 0.5 or 3/7, got {body.gpueq!r}"
+            ) from None
+        return AllocationRequest(RequestKind.GPUEQ, gpueq=g)
+    if body.cpu_only:
+        return AllocationRequest(RequestKind.CPU)
+    # No GPU option given: one whole GPU is what people mean by "a GPU container".
+    return AllocationRequest(RequestKind.GPUS, count=1)
+
+
+def _error_line(err: Ds01Error) -> dict[str, Any]:
+    body = ErrorBody(
+        kind=err.kind,
+        what=err.what,
+        why=err.why,
+        fix=err.fix,
+        reason=err.reason.value if isinstance(err, Refusal) else None,
+    )
+    return {"error": body.model_dump()}
+
+
+async def relay_shell(ws: web.WebSocketResponse, session: ShellSession) -> None:
+    """Bytes both ways between the WebSocket and the exec's raw socket, then the exit code."""
+    loop = asyncio.get_running_loop()
+    sock = session.sock
+    sock.setblocking(False)
+
+    async def pump_out() -> None:
+        while True:
+            try:
+                data = await loop.sock_recv(sock, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            await ws.send_bytes(data)
+
+    out = asyncio.create_task(pump_out())
+    inbound = asyncio.create_task(_pump_in(ws, session, loop))
+    await asyncio.wait({out, inbound}, return_when=asyncio.FIRST_COMPLETED)
+    if not out.done():
+        # The user closed their side: give the shell a moment to finish writing.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(out), timeout=2)
+    for t in (out, inbound):
+        t.cancel()
+    code = await asyncio.to_thread(session.exit_code)
+    if not ws.closed:
+        await ws.send_str(json.dumps({"exit": code}))
+        await ws.close()
+    session.close()
+
+
+async def _pump_in(
+    ws: web.WebSocketResponse, session: ShellSession, loop: asyncio.AbstractEventLoop
+) -> None:
+    async for msg in ws:
+        if msg.type == WSMsgType.BINARY:
+            await loop.sock_sendall(session.sock, msg.data)
+        elif msg.type == WSMsgType.TEXT:
+            try:
+                data = json.loads(msg.data)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and "resize" in data:
+                r, c = data["resize"]
+                await asyncio.to_thread(session.resize, int(r), int(c))
+            elif isinstance(data, dict) and data.get("eof"):
+                session.close_input()
+        else:
+            break
+
+
+def add_routes(
+    app: web.Application,
+    service: ContainerService,
+    caller_of: Callable[[web.Request], Caller],
+    parse_body: Any,
+    ok: Callable[..., web.Response],
+    orphans: Callable[[], list[OrphanOut]],
+) -> None:
+    async def deploy(request: web.Request) -> web.StreamResponse:
+        body: DeployIn = await parse_body(request, DeployIn)
+        caller = caller_of(request)
+        req = DeployRequest(
+            name=body.name,
+            image=body.image,
+            allocation=_allocation_request(body),
+            workspace=body.workspace,
+            data=tuple(body.data),
+            env=dict(body.env),
+            command=tuple(body.command) if body.command else None,
+            interactive=body.interactive,
+        )
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+        def progress(text: str) -> None:
+            loop.call_soon_threadsafe(lines.put_nowait, {"progress": text})
+
+        def work() -> dict[str, Any]:
+            try:
+                view = service.deploy(caller, req, progress)
+            except Ds01Error as err:
+                return _error_line(err)
+            return {"container": container_out(view).model_dump(mode="json")}
+
+        task = asyncio.create_task(asyncio.to_thread(work))
+        task.add_done_callback(lambda _: loop.call_soon_threadsafe(lines.put_nowait, None))
+        while (line := await lines.get()) is not None:
+            await resp.write(json.dumps(line).encode() + b"\n")
+        await resp.write(json.dumps(await task).encode() + b"\n")
+        await resp.write_eof()
+        return resp
+
+    async def list_containers(request: web.Request) -> web.Response:
+        all_users = request.query.get("all") in ("1", "true", "yes")
+        views = await asyncio.to_thread(service.list, caller_of(request), all_users)
+        return ok([container_out(v) for v in views])
+
+    async def inspect(request: web.Request) -> web.Response:
+        view = await asyncio.to_thread(
+            service.inspect, caller_of(request), request.match_info["name"]
+        )
+        return ok(container_out(view))
+
+    async def operate(request: web.Request) -> web.Response:
+        op = request.match_info["op"]
+        name = request.match_info["name"]
+        caller = caller_of(request)
+        if op == "retire":
+            cid = await asyncio.to_thread(service.retire, caller, name)
+            return ok({"name": name, "id": cid, "retired": True})
+        fn = {"start": service.start, "stop": service.stop, "restart": service.restart}[op]
+        view = await asyncio.to_thread(fn, caller, name)
+        return ok(container_out(view))
+
+    async def logs(request: web.Request) -> web.StreamResponse:
+        follow = request.query.get("follow") in ("1", "true", "yes")
+        tail_q = request.query.get("tail")
+        try:
+            tail = int(tail_q) if tail_q else None
+        except ValueError:
+            raise UsageError("tail must be a number") from None
+        chunks = await asyncio.to_thread(
+            service.logs, caller_of(request), request.match_info["name"], follow, tail
+        )
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        await resp.prepare(request)
+        sentinel = object()
+        it = iter(chunks)
+        try:
+            while True:
+                chunk = await asyncio.to_thread(next, it, sentinel)
+                if chunk is sentinel:
+                    break
+                assert isinstance(chunk, bytes)
+                await resp.write(chunk)
+        except (ConnectionResetError, asyncio.CancelledError):
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
+            raise
+        await resp.write_eof()
+        return resp
+
+    async def shell(request: web.Request) -> web.StreamResponse:
+        caller = caller_of(request)
+        try:
+            rows = int(request.query.get("rows", "24"))
+            cols = int(request.query.get("cols", "80"))
+        except ValueError:
+            raise UsageError("rows and cols must be numbers") from None
+        # Refusals (not yours, not running) happen before the upgrade, as plain JSON errors.
+        session = await asyncio.to_thread(service.open_shell, caller, request.match_info["name"])
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        await asyncio.to_thread(session.resize, rows, cols)
+        await relay_shell(ws, session)
+        return ws
+
+    async def list_orphans(request: web.Request) -> web.Response:
+        service.allocations.require_admin(caller_of(request), "listing orphan containers")
+        return ok(orphans())
+
+    app.router.add_post("/v1/containers", deploy)
+    app.router.add_get("/v1/containers", list_containers)
+    app.router.add_get("/v1/containers/{name}", inspect)
+    app.router.add_post("/v1/containers/{name}/{op:start|stop|restart|retire}", operate)
+    app.router.add_get("/v1/containers/{name}/logs", logs)
+    app.router.add_get("/v1/containers/{name}/shell", shell)
+    app.router.add_get("/v1/admin/orphans", list_orphans)

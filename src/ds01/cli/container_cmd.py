@@ -1,0 +1,245 @@
+"""`ds01 container …`: deploy and manage your GPU containers (all through ds01d)."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from ds01.cli.context import client_of
+from ds01.cli.output import console, err_console, print_json
+from ds01.cli.timefmt import age, local_time
+from ds01.errors import UsageError
+
+if TYPE_CHECKING:
+    from ds01.api.schemas import ContainerOut
+
+app = typer.Typer(help="Deploy and manage your GPU containers.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _env(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _gpus_text(c: ContainerOut) -> str:
+    if c.gpus:
+        return "\n".join(
+            f"{u.uuid} ({u.model.removeprefix('NVIDIA ')}{' ' + u.profile if u.profile else ''})"
+            for u in c.gpus
+        )
+    if c.gpu_device_ids:
+        return "\n".join(c.gpu_device_ids) + "\n(no live allocation)"
+    return "none (CPU only)"
+
+
+def _alloc_text(c: ContainerOut) -> str:
+    a = c.allocation
+    if a is None:
+        return "released" if c.gpu_device_ids else "–"
+    if a.state == "held":
+        return f"held until {local_time(a.hold_until)}"
+    return a.state
+
+
+@app.command()
+def deploy(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A short name for the container, e.g. thesis.")],
+    image: Annotated[str, typer.Option("--image", "-i", help="Image to run.")],
+    gpus: Annotated[int | None, typer.Option("--gpus", min=1, help="Whole GPUs.")] = None,
+    mig: Annotated[
+        str | None, typer.Option("--mig", help="MIG profile(s), e.g. 3g.40gb or 1g.10gb,1g.10gb.")
+    ] = None,
+    gpueq: Annotated[
+        str | None, typer.Option("--gpueq", help="Any GPUs/slices worth at least this.")
+    ] = None,
+    cpu_only: Annotated[bool, typer.Option("--cpu-only", help="No GPU.")] = False,
+    workspace: Annotated[
+        str | None, typer.Option("--workspace", help="Your directory, mounted at /workspace.")
+    ] = None,
+    data: Annotated[
+        list[str] | None, typer.Option("--data", help="Extra directory at /data/NAME (read-only).")
+    ] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE.")] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Return at once; do not open a shell.")
+    ] = False,
+    command: Annotated[
+        list[str] | None, typer.Argument(help="Command to run (after --); default: a shell.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Allocate GPUs, create your container pinned to them, and start it.
+
+    With no GPU option you get one whole GPU. Without --detach, a shell opens in the container.
+    """
+    from ds01.api.schemas import DeployIn
+
+    body = DeployIn(
+        name=name,
+        image=image,
+        gpus=gpus,
+        mig=[p.strip() for p in mig.split(",") if p.strip()] if mig else None,
+        gpueq=gpueq,
+        cpu_only=cpu_only,
+        workspace=workspace,
+        data=list(data or []),
+        env=_env(list(env or [])),
+        command=list(command) if command else None,
+        # No command: keep the image's shell alive with a terminal, like `docker run -dit`.
+        interactive=not command,
+    )
+    with client_of(ctx) as c:
+        if as_json or not sys.stderr.isatty():
+            out = c.deploy(body, on_progress=None if as_json else _plain_progress)
+        else:
+            with err_console.status("deploying…") as status:
+                out = c.deploy(body, on_progress=lambda t: status.update(f"{t}…"))
+    if as_json:
+        print_json(out.model_dump(mode="json"))
+        return
+    console.print(f"[green]✓[/] {out.name} is {out.state}: {_gpus_text(out)}")
+    if out.note:
+        console.print(out.note)
+    if detach or not sys.stdin.isatty():
+        console.print(f"Open a shell with: ds01 container shell {out.name}")
+        return
+    from ds01.cli.shell import open_shell
+
+    raise typer.Exit(open_shell(ctx, out.name))
+
+
+def _plain_progress(text: str) -> None:
+    err_console.print(f"… {text}")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    all_users: Annotated[bool, typer.Option("--all", help="Everyone's (admins).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Your containers, their GPUs, and the state of their allocation."""
+    with client_of(ctx) as c:
+        rows = c.containers(all_users=all_users)
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in rows])
+        return
+    if not rows:
+        console.print("No containers. Create one with: ds01 container deploy NAME --image IMAGE")
+        return
+    t = Table()
+    cols = ["Name", "Image", "State", "GPUs", "Allocation", "Uptime"]
+    if all_users:
+        cols.insert(0, "Owner")
+    for col in cols:
+        t.add_column(col)
+    for r in rows:
+        cells = [
+            r.name,
+            r.image,
+            r.state,
+            _gpus_text(r),
+            _alloc_text(r),
+            age(r.started_at) if r.state == "running" else "–",
+        ]
+        if all_users:
+            cells.insert(0, r.owner or "?")
+        t.add_row(*cells)
+    console.print(t)
+
+
+def _op(ctx: typer.Context, name: str, op: str) -> None:
+    from ds01.api.schemas import ContainerOut
+
+    with client_of(ctx) as c:
+        data = c.container_op(name, op)
+    if op == "retire":
+        console.print(f"{name} retired: container removed, GPUs released.")
+        return
+    out = ContainerOut.model_validate(data)
+    console.print(f"{out.name}: {out.state}; allocation {_alloc_text(out)}")
+
+
+@app.command()
+def start(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
+    """Start a stopped container (allocating GPUs again if they were released)."""
+    _op(ctx, name, "start")
+
+
+@app.command()
+def stop(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
+    """Stop a container; its GPUs are held for a grace period, then released."""
+    _op(ctx, name, "stop")
+
+
+@app.command()
+def restart(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
+    """Stop and start a container."""
+    _op(ctx, name, "restart")
+
+
+@app.command()
+def retire(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
+    """Stop and remove a container and release its GPUs now. Mounted directories stay."""
+    _op(ctx, name, "retire")
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument()],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
+    tail: Annotated[int | None, typer.Option("--tail", help="Last N lines only.")] = None,
+) -> None:
+    """Print a container's output."""
+    with client_of(ctx) as c:
+        for chunk in c.logs(name, follow=follow, tail=tail):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+
+
+@app.command()
+def inspect(
+    ctx: typer.Context, name: Annotated[str, typer.Argument()], as_json: JsonOpt = False
+) -> None:
+    """Details of one container."""
+    with client_of(ctx) as c:
+        out = c.container(name)
+    if as_json:
+        print_json(out.model_dump(mode="json"))
+        return
+    t = Table(show_header=False)
+    t.add_column("Field")
+    t.add_column("Value")
+    for key, value in (
+        ("Name", out.name),
+        ("Docker name", out.docker_name),
+        ("ID", out.id[:12]),
+        ("Image", out.image),
+        ("State", out.state),
+        ("GPUs", _gpus_text(out)),
+        ("Allocation", _alloc_text(out)),
+        ("Created", local_time(out.created)),
+        ("Started", local_time(out.started_at)),
+    ):
+        t.add_row(key, value)
+    console.print(t)
+
+
+@app.command()
+def shell(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
+    """Open an interactive shell in a running container."""
+    from ds01.cli.shell import open_shell
+
+    raise typer.Exit(open_shell(ctx, name))

@@ -1,0 +1,424 @@
+"""Container use cases: deploy, start/stop/restart, retire, list, logs, inspect, reconcile.
+
+GPU lifetime is decoupled from container lifetime (containers issue §3): stopping holds the
+allocation for gpu_hold_after_stop, then it is released while the container stays; starting a
+container whose allocation was released allocates again.
+
+Docker calls never happen inside a database transaction: every step is either a short
+transaction (through AllocationService) or an engine call, and every failure path undoes what
+the steps before it did, so a failed deploy leaves neither an allocation nor a container.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from ds01.config import Config
+from ds01.errors import (
+    Ds01Error,
+    NotFound,
+    Refusal,
+    RefusalReason,
+    RuntimeUnavailable,
+    UsageError,
+)
+from ds01.identity import Caller, docker_container_name, validate_container_name
+from ds01.model.allocation import AllocState
+from ds01.runtime.engine import ContainerInfo, Engine, ShellSession
+from ds01.runtime.spec import ContainerSpec, WorkspaceMount
+from ds01.services.allocation import AllocationRequest, AllocationService
+from ds01.store.allocations import AllocationRow
+
+log = logging.getLogger("ds01d.containers")
+
+# Variables that select GPUs: only ds01 sets them (BRIEF §6 item 3).
+RESERVED_ENV = frozenset(
+    {"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"}
+)
+WORKSPACE_TARGET = "/workspace"
+DATA_TARGET = "/data"
+
+Progress = Callable[[str], None]
+# bash when the image has it, else sh; a login-less shell works for uids without a passwd entry.
+SHELL_CMD = ("/bin/sh", "-c", "command -v bash >/dev/null 2>&1 && exec bash || exec sh")
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    name: str
+    image: str
+    allocation: AllocationRequest
+    workspace: str | None = None
+    data: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] | None = None
+    interactive: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerView:
+    """A container joined with its live allocation (if any)."""
+
+    info: ContainerInfo
+    allocation: AllocationRow | None
+
+
+def _no_progress(_: str) -> None:
+    return None
+
+
+class ContainerService:
+    def __init__(
+        self,
+        allocations: AllocationService,
+        engine: Engine,
+        config: Callable[[], Config],
+    ) -> None:
+        self.allocations = allocations
+        self.engine = engine
+        self._config = config
+
+    @property
+    def config(self) -> Config:
+        return self._config()
+
+    # ---- checks ----------------------------------------------------------------------
+
+    def _mounts(self, caller: Caller, req: DeployRequest) -> tuple[WorkspaceMount, ...]:
+        out: list[WorkspaceMount] = []
+        if req.workspace:
+            out.append(self._allowed_mount(caller, req.workspace, WORKSPACE_TARGET, rw=True))
+        seen = set()
+        for d in req.data:
+            m = self._allowed_mount(caller, d, "", rw=False)
+            base = os.path.basename(m.host_path.rstrip("/")) or "data"
+            target = f"{DATA_TARGET}/{base}"
+            if target in seen:
+                raise UsageError(
+                    f"two --data directories are both named '{base}'",
+                    fix="Mount directories with different names.",
+                )
+            seen.add(target)
+            out.append(WorkspaceMount(m.host_path, target, m.read_only))
+        return tuple(out)
+
+    def _allowed_mount(self, caller: Caller, path: str, target: str, rw: bool) -> WorkspaceMount:
+        """A directory the caller owns (read-write) or a shared path from the config.
+
+        The check is on the resolved path, not the string: a symlink the user made to /etc
+        resolves to /etc, which the user does not own.
+        """
+        if not os.path.isabs(path):
+            raise UsageError(
+                f"{path}: give an absolute path",
+                fix=f"Use e.g. {os.path.join('/home', caller.name, path)}.",
+            )
+        real = os.path.realpath(path)
+        try:
+            st = os.stat(real)
+        except OSError:
+            raise UsageError(
+                f"{path}: no such directory", fix="Create it first (mkdir -p), then deploy again."
+            ) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"{path}: not a directory")
+        for shared in self.config.storage.shared_paths:
+            root = os.path.realpath(str(shared.path))
+            if real == root or real.startswith(root.rstrip("/") + "/"):
+                return WorkspaceMount(real, target, read_only=shared.read_only)
+        if st.st_uid == caller.uid or caller.is_root:
+            return WorkspaceMount(real, target, read_only=not rw)
+        raise Refusal(
+            RefusalReason.PATH_NOT_ALLOWED,
+            f"you may not mount {path}" + (f" (resolves to {real})" if real != path else ""),
+            why="Only directories you own, or shared paths the admin listed, can be mounted.",
+            fix="Mount a directory in your home, or ask an admin to share this one.",
+        )
+
+    def _check_env(self, env: dict[str, str]) -> None:
+        bad = sorted(k for k in env if k in RESERVED_ENV)
+        if bad:
+            raise Refusal(
+                RefusalReason.POLICY,
+                f"you may not set {', '.join(bad)}",
+                why="ds01 pins each container to the GPUs allocated to it; these variables "
+                "would select others.",
+                fix="Drop them; use --gpus N, --mig PROFILE or --gpueq X instead.",
+            )
+
+    def _find_owned(self, caller: Caller, name: str) -> ContainerInfo:
+        validate_container_name(name)
+        docker_name = docker_container_name(caller.name, name)
+        data = self.engine.find(docker_name)
+        if data is None:
+            raise NotFound(
+                f"you have no container named '{name}'",
+                fix="See your containers with 'ds01 container list'.",
+            )
+        from ds01.runtime.engine import container_info
+
+        info = container_info(data)
+        # Names are derived from the owner, but the label is checked too: never act on a
+        # container whose recorded owner is someone else.
+        if info.owner != caller.name:
+            raise NotFound(f"you have no container named '{name}'")
+        return info
+
+    # ---- deploy ----------------------------------------------------------------------
+
+    def deploy(
+        self, caller: Caller, req: DeployRequest, progress: Progress = _no_progress
+    ) -> ContainerView:
+        validate_container_name(req.name)
+        self._check_env(req.env)
+        mounts = self._mounts(caller, req)
+        resolved = self.allocations.limits_for(caller)
+        docker_name = docker_container_name(caller.name, req.name)
+
+        progress("checking the Docker engine")
+        self._require_engine()
+        if self.engine.find(docker_name) is not None:
+            raise Refusal(
+                RefusalReason.NAME_IN_USE,
+                f"you already have a container named '{req.name}'",
+                fix=f"Start it (ds01 container start {req.name}), retire it "
+                f"(ds01 container retire {req.name}), or pick another name.",
+            )
+        if not self.engine.image_exists(req.image):
+            progress(f"pulling {req.image}")
+            self.engine.pull(req.image, lambda m: progress(_pull_line(m)))
+
+        progress("allocating GPUs")
+        alloc = self.allocations.allocate(caller, _with_container(req.allocation, req.name))
+        container_id: str | None = None
+        try:
+            spec = ContainerSpec(
+                owner=caller.name,
+                uid=caller.uid,
+                gid=caller.gid,
+                name=req.name,
+                image=req.image,
+                limits=resolved.limits,
+                command=req.command,
+                env=req.env,
+                gpu_uuids=tuple(u.uuid for u in alloc.units),
+                mounts=mounts,
+                allocation_id=alloc.id,
+                tty=req.interactive,
+                stdin_open=req.interactive,
+                working_dir=WORKSPACE_TARGET if req.workspace else None,
+            )
+            progress("creating the container")
+            container_id = self.engine.create(spec)
+            progress("starting the container")
+            self.engine.start(container_id)
+            row = self.allocations.activate(
+                alloc.id, container_id=container_id, actor=caller.name, reason="deployed"
+            )
+        except BaseException as exc:
+            self._undo_deploy(alloc.id, container_id, exc)
+            raise
+        info = self._info(container_id)
+        return ContainerView(info, row)
+
+    def _undo_deploy(self, alloc_id: int, container_id: str | None, exc: BaseException) -> None:
+        log.warning(
+            "deploy failed, undoing (allocation %s, container %s): %r", alloc_id, container_id, exc
+        )
+        if container_id is not None:
+            try:
+                self.engine.remove(container_id, force=True)
+            except Ds01Error as err:
+                # Reconcile removes it later: the container carries our allocation label.
+                log.error("could not remove half-deployed container %s: %s", container_id, err)
+        self.allocations.release_by_daemon(alloc_id, "deploy_failed")
+
+    def _require_engine(self) -> None:
+        if not self.engine.ping():
+            raise RuntimeUnavailable(
+                "the Docker engine is not reachable",
+                why="ds01d cannot create or change containers while Docker is down.",
+                fix="Try again in a minute; if it persists, tell an admin (systemctl status "
+                "docker). GPU status and quotas keep working.",
+            )
+
+    def _info(self, container: str) -> ContainerInfo:
+        from ds01.runtime.engine import container_info
+
+        return container_info(self.engine.inspect(container))
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def stop(self, caller: Caller, name: str) -> ContainerView:
+        info = self._find_owned(caller, name)
+        self._require_engine()
+        self.engine.stop(info.id)
+        row = self._hold_after_stop(info, actor=caller.name, reason="stopped")
+        return ContainerView(self._info(info.id), row)
+
+    def allocation_of(self, info: ContainerInfo) -> AllocationRow | None:
+        """The live allocation of a container: bound by container ID (a re-allocation after a
+        release), else the one its ds01.allocation label names."""
+        row = self.allocations.live_for_container_id(info.id)
+        if row is None and info.allocation_id is not None:
+            row = self._live(info.allocation_id)
+        return row
+
+    def _hold_after_stop(
+        self, info: ContainerInfo, actor: str, reason: str
+    ) -> AllocationRow | None:
+        row = self.allocation_of(info)
+        if row is None or row.state is not AllocState.ACTIVE:
+            return row
+        held = self.allocations.hold(row.id, actor=actor, reason=reason)
+        return held if held.state is not AllocState.RELEASED else None
+
+    def _live(self, alloc_id: int) -> AllocationRow | None:
+        row = self.allocations.get_any(alloc_id)
+        return row if row is not None and row.state is not AllocState.RELEASED else None
+
+    def start(self, caller: Caller, name: str) -> ContainerView:
+        info = self._find_owned(caller, name)
+        self._require_engine()
+        row = self.allocation_of(info)
+        if row is None:
+            row = self._reallocate(caller, info)
+            if row is None:  # the container was recreated on other units
+                return self._view_by_name(caller, name)
+        self.engine.start(info.id)
+        if row.state is not AllocState.ACTIVE:
+            row = self.allocations.activate(
+                row.id, container_id=info.id, actor=caller.name, reason="started"
+            )
+        return ContainerView(self._info(info.id), row)
+
+    def _reallocate(self, caller: Caller, info: ContainerInfo) -> AllocationRow | None:
+        """Allocate again for a container whose allocation was released.
+
+        Docker cannot change a container's devices, so the same units are asked for first.
+        When they are taken, the container is recreated on the new units from a snapshot of
+        its filesystem (docker commit); mounted workspaces are untouched.
+        """
+        old = self.allocations.get_any(info.allocation_id) if info.allocation_id else None
+        request = (
+            AllocationRequest.from_json(old.request, container=info.short_name)
+            if old is not None
+            else AllocationRequest.from_json({"kind": "cpu"}, container=info.short_name)
+        )
+        wanted = tuple(info.gpu_device_ids)
+        row = self.allocations.allocate(
+            caller, request, existing_container=True, preferred_units=wanted
+        )
+        got = tuple(u.uuid for u in row.units)
+        if sorted(got) == sorted(wanted):
+            return row
+        try:
+            self._recreate(caller, info, row)
+        except BaseException:
+            self.allocations.release_by_daemon(row.id, "restart_failed")
+            raise
+        return None
+
+    def _recreate(self, caller: Caller, info: ContainerInfo, row: AllocationRow) -> None:
+        data = self.engine.inspect(info.id)
+        snapshot = self.engine.commit(info.id, f"ds01-snapshot/{info.name}")
+        cfg = data.get("Config") or {}
+        env = dict(e.split("=", 1) for e in (cfg.get("Env") or []) if "=" in e)
+        env = {k: v for k, v in env.items() if k not in RESERVED_ENV}
+        mounts = tuple(
+            WorkspaceMount(m["Source"], m["Destination"], not m.get("RW", True))
+            for m in (data.get("Mounts") or [])
+            if m.get("Type") == "bind"
+        )
+        resolved = self.allocations.limits_for(caller)
+        spec = ContainerSpec(
+            owner=caller.name,
+            uid=caller.uid,
+            gid=caller.gid,
+            name=info.short_name or info.name,
+            image=snapshot,
+            limits=resolved.limits,
+            command=tuple(cfg.get("Cmd") or ()) or None,
+            env=env,
+            gpu_uuids=tuple(u.uuid for u in row.units),
+            mounts=mounts,
+            allocation_id=row.id,
+            tty=bool(cfg.get("Tty")),
+            stdin_open=bool(cfg.get("OpenStdin")),
+            working_dir=cfg.get("WorkingDir") or None,
+        )
+        self.engine.remove(info.id, force=True)
+        new_id = self.engine.create(spec)
+        self.engine.start(new_id)
+        self.allocations.activate(
+            row.id, container_id=new_id, actor=caller.name, reason="restarted_on_new_units"
+        )
+
+    def restart(self, caller: Caller, name: str) -> ContainerView:
+        self.stop(caller, name)
+        return self.start(caller, name)
+
+    def retire(self, caller: Caller, name: str) -> str:
+        """Stop and remove the container and release its GPUs at once."""
+        info = self._find_owned(caller, name)
+        self._require_engine()
+        self.engine.remove(info.id, force=True)
+        row = self.allocation_of(info)
+        if row is not None:
+            self.allocations.release_by_daemon(row.id, "retired")
+        return info.id
+
+    # ---- reads -----------------------------------------------------------------------
+
+    def list(self, caller: Caller, all_users: bool) -> list[ContainerView]:
+        if all_users:
+            self.allocations.require_admin(caller, "listing everyone's containers")
+        self._require_engine()
+        infos = self.engine.list_managed(all=True)
+        if not all_users:
+            infos = [i for i in infos if i.owner == caller.name]
+        live = {r.id: r for r in self.allocations.all_live()}
+        by_container = {r.container_id: r for r in live.values() if r.container_id}
+        out = []
+        for i in infos:
+            row = by_container.get(i.id) or (
+                live.get(i.allocation_id) if i.allocation_id is not None else None
+            )
+            out.append(ContainerView(i, row))
+        return sorted(out, key=lambda v: (v.info.owner or "", v.info.short_name or v.info.name))
+
+    def _view_by_name(self, caller: Caller, name: str) -> ContainerView:
+        info = self._find_owned(caller, name)
+        return ContainerView(info, self.allocation_of(info))
+
+    def inspect(self, caller: Caller, name: str) -> ContainerView:
+        return self._view_by_name(caller, name)
+
+    def open_shell(self, caller: Caller, name: str) -> ShellSession:
+        info = self._find_owned(caller, name)
+        if not info.running:
+            raise Refusal(
+                RefusalReason.POLICY,
+                f"container '{name}' is not running ({info.state})",
+                fix=f"Start it first: ds01 container start {name}",
+            )
+        return self.engine.exec_shell(info.id, user=f"{caller.uid}:{caller.gid}", cmd=SHELL_CMD)
+
+    def logs(self, caller: Caller, name: str, follow: bool, tail: int | None) -> Iterator[bytes]:
+        info = self._find_owned(caller, name)
+        return self.engine.logs(info.id, follow=follow, tail=tail)
+
+
+def _with_container(req: AllocationRequest, name: str) -> AllocationRequest:
+    return AllocationRequest(req.kind, req.count, req.profiles, req.gpueq, container=name)
+
+
+def _pull_line(message: object) -> str:
+    if isinstance(message, dict):
+        parts = [str(message.get(k)) for k in ("id", "status", "progress") if message.get(k)]
+        return " ".join(parts) or "pulling"
+    return "pulling"
