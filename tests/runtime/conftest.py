@@ -4,7 +4,6 @@ host's. Tests that need it are marked ``@pytest.mark.docker`` and use ``engine``
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -15,38 +14,7 @@ from ds01.errors import NotFound
 from ds01.model import GpuEq, Limits
 from ds01.runtime import ContainerSpec, Engine
 
-ENV_DOCKER_HOST = "DS01_TEST_DOCKER_HOST"
 TEST_IMAGE = "ds01-test/busybox:latest"
-START_HINT = (
-    'start the private engine: eval "$(scripts/test-docker.sh start /tmp/ds01-dockerd)" '
-    "(stop it with: scripts/test-docker.sh stop /tmp/ds01-dockerd)"
-)
-
-
-@pytest.fixture(scope="session")
-def docker_host() -> str:
-    """The private engine's address. Skips locally when it is not set; fails in CI, where a
-    silently skipped Docker suite would hide every runtime regression."""
-    host = os.environ.get(ENV_DOCKER_HOST)
-    if not host:
-        if os.environ.get("CI"):
-            pytest.fail(
-                f"{ENV_DOCKER_HOST} is not set: the Docker tests must run in CI; {START_HINT}"
-            )
-        pytest.skip(f"{ENV_DOCKER_HOST} is not set; {START_HINT}")
-    return host
-
-
-@pytest.fixture(scope="session")
-def docker_client(docker_host: str) -> Iterator[docker.DockerClient]:
-    """The raw SDK, for what tests set up behind ds01's back (images, unmanaged containers)."""
-    client = docker.DockerClient(base_url=docker_host, timeout=60)
-    try:
-        client.images.get(TEST_IMAGE)
-    except docker.errors.ImageNotFound:
-        pytest.fail(f"{TEST_IMAGE} is missing on {docker_host}; {START_HINT}")
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="session")
