@@ -15,7 +15,7 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ds01.config import Config
 from ds01.errors import (
@@ -28,6 +28,7 @@ from ds01.errors import (
 )
 from ds01.identity import Caller, docker_container_name, validate_container_name
 from ds01.model.allocation import AllocState
+from ds01.model.limits import Limits
 from ds01.runtime.engine import ContainerInfo, Engine, ShellSession
 from ds01.runtime.spec import ContainerSpec, WorkspaceMount
 from ds01.services.allocation import AllocationRequest, AllocationService
@@ -202,7 +203,7 @@ class ContainerService:
                 gid=caller.gid,
                 name=req.name,
                 image=req.image,
-                limits=resolved.limits,
+                limits=host_fitted(resolved.limits),
                 command=req.command,
                 env=req.env,
                 gpu_uuids=tuple(u.uuid for u in alloc.units),
@@ -341,7 +342,7 @@ class ContainerService:
             gid=caller.gid,
             name=info.short_name or info.name,
             image=snapshot,
-            limits=resolved.limits,
+            limits=host_fitted(resolved.limits),
             command=tuple(cfg.get("Cmd") or ()) or None,
             env=env,
             gpu_uuids=tuple(u.uuid for u in row.units),
@@ -411,6 +412,14 @@ class ContainerService:
     def logs(self, caller: Caller, name: str, follow: bool, tail: int | None) -> Iterator[bytes]:
         info = self._find_owned(caller, name)
         return self.engine.logs(info.id, follow=follow, tail=tail)
+
+
+def host_fitted(limits: Limits) -> Limits:
+    """A CPU limit above the host's core count means "all of them": Docker refuses more."""
+    cores = os.cpu_count() or 1
+    if limits.cpus is not None and limits.cpus > cores:
+        return replace(limits, cpus=float(cores))
+    return limits
 
 
 def _with_container(req: AllocationRequest, name: str) -> AllocationRequest:
