@@ -1,0 +1,378 @@
+"""The shape of ds01.yaml as pydantic models: every key, its type, its default, its message.
+
+Owns what each key accepts and the built-in values used when no layer sets a limit. Every
+value type goes through one small validator here, so messages read "expected a duration like
+30m, 4h or 2d, got '4 hours'" rather than pydantic's generic text, and error locations are
+exactly the YAML path. Must not read files, resolve layers or check one section against
+another (that is `checks`); models are frozen and reject unknown keys.
+
+Limit fields default to None and record whether the file set them (`model_fields_set`): an
+explicit `null` means "unlimited", an absent key means "inherit from the layer below".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator
+from pydantic_core import PydanticCustomError
+
+from ds01.config.units import describe, parse_duration, parse_size
+from ds01.model.gpueq import GpuEq
+
+
+def _fail(message: str) -> PydanticCustomError:
+    return PydanticCustomError("ds01", message)
+
+
+def _nullable(parse: Callable[[object], Any], *, null: str | None) -> Callable[[object], Any]:
+    """Wrap a parser: None passes when `null` is None, else fails with the `null` hint."""
+
+    def check(value: object) -> Any:
+        if value is None:
+            if null is None:
+                return None
+            raise _fail(f"null is not allowed here; {null}")
+        try:
+            return parse(value)
+        except ValueError as err:
+            raise _fail(str(err)) from None
+
+    return check
+
+
+def _duration(minimum: int, *, null_is_unlimited: bool = False) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        seconds = parse_duration(value)
+        if seconds < minimum:
+            raise ValueError(
+                f"must be at least {minimum}s, got {describe(value)}"
+                + ("; use null for no limit" if null_is_unlimited else "")
+            )
+        return seconds
+
+    return parse
+
+
+def _size(minimum: int, label: str) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        num = parse_size(value)
+        if num < minimum:
+            raise ValueError(f"must be at least {label}, got {describe(value)}")
+        return num
+
+    return parse
+
+
+def _int(minimum: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected a whole number, got {describe(value)}")
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _number(low: float, high: float | None, *, above: bool = False) -> Callable[[object], float]:
+    def parse(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number, got {describe(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {describe(value)}")
+        if number < low or (above and number == low) or (high is not None and number > high):
+            bounds = f"more than {low:g}" if above else f"at least {low:g}"
+            if high is not None:
+                bounds = f"between {low:g} and {high:g}"
+            raise ValueError(f"must be {bounds}, got {value}")
+        return number
+
+    return parse
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {describe(value)}")
+    return value
+
+
+def _gpueq(value: object) -> GpuEq:
+    """1, 0.5, '3/7', '1.5' → exact GpuEq. Decimals stay exact (0.43 = 43/100)."""
+    bad = f"expected a GPU-equivalent like 1, 0.5 or '3/7', got {describe(value)}"
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(bad)
+    try:
+        amount = Fraction(str(value).strip())
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(bad) from None
+    if amount < 0:
+        raise ValueError(f"must not be negative, got {describe(value)}")
+    return GpuEq(amount)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, str):
+        raise ValueError("must not be empty")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(f"expected text, got {value}; quote it: '{value}'")
+    raise ValueError(f"expected text, got {describe(value)}")
+
+
+def _path(value: object) -> Path:
+    return Path(_text(value))
+
+
+def _absolute_path(value: object) -> Path:
+    path = _path(value)
+    if not path.is_absolute():
+        raise ValueError(f"must be an absolute path, got {describe(value)}")
+    return path
+
+
+def _choice(*options: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if value in options:
+            return str(value)
+        allowed = ", ".join(options)
+        raise ValueError(f"expected one of {allowed}; got {describe(value)}")
+
+    return parse
+
+
+def _docker_host(value: object) -> str:
+    text = _text(value)
+    if not text.startswith(("unix://", "tcp://", "ssh://")):
+        raise ValueError(f"expected unix://PATH, tcp://HOST:PORT or ssh://HOST, got {text!r}")
+    return text
+
+
+def _empty_if_null(kind: type) -> BeforeValidator:
+    """`users:` with every entry commented out reads as null: treat it as empty."""
+    return BeforeValidator(lambda v: kind() if v is None else v)
+
+
+def _as_tuple(value: object) -> object:
+    """YAML lists become tuples (frozen); null (all entries commented out) is empty."""
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, list) else value
+
+
+_LIST = BeforeValidator(_as_tuple)
+
+
+def _v(
+    parse: Callable[[object], Any], null: str | None = "remove the key to inherit it"
+) -> PlainValidator:
+    return PlainValidator(_nullable(parse, null=null))
+
+
+# Value types. `Opt*` accept null ("no limit"); the others refuse it with a hint.
+GpuEqValue = Annotated[GpuEq | None, _v(_gpueq, "set a number such as 1 or '3/7'")]
+OptGpuEq = Annotated[GpuEq | None, _v(_gpueq, None)]
+Count = Annotated[int | None, _v(_int(0))]
+OptCount1 = Annotated[int | None, _v(_int(1), None)]
+Flag = Annotated[bool | None, _v(_bool)]
+OptCpus = Annotated[float | None, _v(_number(0, None, above=True), None)]
+OptMemory = Annotated[int | None, _v(_size(6 * 1024**2, "6m (Docker's minimum)"), None)]
+OptSize = Annotated[int | None, _v(_size(1, "1 byte"), None)]
+OptTimeout = Annotated[int | None, _v(_duration(1, null_is_unlimited=True), None)]
+Duration0 = Annotated[int | None, _v(_duration(0))]
+Duration1 = Annotated[int, _v(_duration(1))]
+Percent = Annotated[float | None, _v(_number(0, 100))]
+CpuPercent = Annotated[float | None, _v(_number(0, None))]
+Count1 = Annotated[int | None, _v(_int(1))]
+Text = Annotated[str, _v(_text)]
+OptText = Annotated[str | None, _v(_text, None)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, arbitrary_types_allowed=True
+    )
+
+
+class PolicyLayer(_Section):
+    """Lifecycle thresholds; layered like limits (defaults ← group ← user)."""
+
+    idle_gpu_util_pct: Percent = None
+    idle_cpu_pct: CpuPercent = None
+    idle_samples: Count1 = None
+    warn_before: Duration0 = None
+
+
+class LimitsLayer(_Section):
+    """One layer of limits: `defaults`, a group, or a user. Unset keys inherit."""
+
+    max_gpueq: GpuEqValue = None
+    max_units_per_container: Count = None
+    max_containers: Count = None
+    allow_full_gpu: Flag = None
+    cpus: OptCpus = None
+    memory: OptMemory = None
+    memory_swap: OptMemory = None
+    shm: OptSize = None
+    pids: OptCount1 = None
+    max_runtime: OptTimeout = None
+    idle_timeout: OptTimeout = None
+    gpu_hold_after_stop: Duration0 = None
+    policy: Annotated[PolicyLayer, _empty_if_null(dict)] = PolicyLayer()
+
+
+class GroupSpec(LimitsLayer):
+    members: Annotated[tuple[Text, ...], _LIST] = ()
+    unix_group: OptText = None
+    max_gpueq_total: OptGpuEq = None
+
+
+class UserSpec(LimitsLayer):
+    group: OptText = None
+
+
+class GpuSection(_Section):
+    backend: Annotated[Literal["nvml", "sim"], _v(_choice("nvml", "sim"))] = "nvml"
+    sim_machine: Annotated[Path | None, _v(_path, None)] = None
+    sample_interval: Duration1 = 5  # seconds
+
+
+class DockerSection(_Section):
+    host: Annotated[str, _v(_docker_host)] = "unix:///var/run/docker.sock"
+    default_image: OptText = None
+
+
+class AllocationSection(_Section):
+    reservation_timeout: Duration1 = 120  # seconds
+
+
+class SharedPath(_Section):
+    path: Annotated[Path, _v(_absolute_path)]
+    read_only: Annotated[bool, _v(_bool)] = True
+
+
+class StorageSection(_Section):
+    shared_paths: Annotated[tuple[SharedPath, ...], _LIST] = ()
+
+
+class HostSection(_Section):
+    device_access: Annotated[Literal["open", "group"], _v(_choice("open", "group"))] = "open"
+    device_group: Text = "video"
+    compute_gate: Annotated[Literal["none", "uvm"], _v(_choice("none", "uvm"))] = "none"
+    grant_expiry: Annotated[Literal["warn", "terminate"], _v(_choice("warn", "terminate"))] = "warn"
+    gate_group: Text = "ds01-users"
+
+
+Privacy = Literal["show_all", "hide_others"]
+
+
+class ConfigFile(_Section):
+    """The whole file. Every section is optional, so an empty file is a valid config."""
+
+    defaults: Annotated[LimitsLayer, _empty_if_null(dict)] = LimitsLayer()
+    groups: Annotated[
+        dict[str, Annotated[GroupSpec, _empty_if_null(dict)]], _empty_if_null(dict)
+    ] = Field(default_factory=dict)
+    users: Annotated[dict[str, Annotated[UserSpec, _empty_if_null(dict)]], _empty_if_null(dict)] = (
+        Field(default_factory=dict)
+    )
+    exempt_users: Annotated[tuple[Text, ...], _LIST] = ()
+    admin_group: Text = "ds01-admin"
+    gpu: Annotated[GpuSection, _empty_if_null(dict)] = GpuSection()
+    docker: Annotated[DockerSection, _empty_if_null(dict)] = DockerSection()
+    privacy: Annotated[Privacy, _v(_choice(*get_args(Privacy)))] = "show_all"
+    allocation: Annotated[AllocationSection, _empty_if_null(dict)] = AllocationSection()
+    storage: Annotated[StorageSection, _empty_if_null(dict)] = StorageSection()
+    host: Annotated[HostSection, _empty_if_null(dict)] = HostSection()
+
+
+# Limit keys in display order, each with its kind (drives formatting and JSON values).
+LIMIT_KINDS: dict[str, str] = {
+    "max_gpueq": "gpueq",
+    "max_units_per_container": "int",
+    "max_containers": "int",
+    "allow_full_gpu": "bool",
+    "cpus": "float",
+    "memory": "size",
+    "memory_swap": "size",
+    "shm": "size",
+    "pids": "int",
+    "max_runtime": "duration",
+    "idle_timeout": "duration",
+    "gpu_hold_after_stop": "duration",
+}
+POLICY_KINDS: dict[str, str] = {
+    "idle_gpu_util_pct": "float",
+    "idle_cpu_pct": "float",
+    "idle_samples": "int",
+    "warn_before": "duration",
+}
+
+# What a key is when no layer sets it (the `defaults` layer's own defaults). memory_swap is
+# absent on purpose: unset, it equals the resolved memory (no swap).
+BUILTIN_LIMITS: dict[str, object] = {
+    "max_gpueq": GpuEq(1),
+    "max_units_per_container": 1,
+    "max_containers": 2,
+    "allow_full_gpu": False,
+    "cpus": 8.0,
+    "memory": 32 * 1024**3,
+    "shm": 8 * 1024**3,
+    "pids": 4096,
+    "max_runtime": None,
+    "idle_timeout": 3600,
+    "gpu_hold_after_stop": 900,
+}
+BUILTIN_POLICY: dict[str, object] = {
+    "idle_gpu_util_pct": 5.0,
+    "idle_cpu_pct": 5.0,
+    "idle_samples": 3,
+    "warn_before": 900,
+}
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Annotated[X, ...] → X; X | None → X; tuple[X, ...] / dict[str, X] stay."""
+    while True:
+        args = get_args(annotation)
+        if getattr(annotation, "__metadata__", None) is not None:
+            annotation = args[0]
+            continue
+        if args and type(None) in args and len(args) == 2:
+            annotation = next(a for a in args if a is not type(None))
+            continue
+        return annotation
+
+
+def keys_at(path: tuple[str | int, ...]) -> list[str] | None:
+    """The keys allowed in the mapping at `path` (for 'did you mean'), or None if unknown."""
+    current: Any = ConfigFile
+    for part in path:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            by_key = {(f.alias or name): f for name, f in current.model_fields.items()}
+            if not isinstance(part, str) or part not in by_key:
+                return None
+            current = by_key[part].annotation
+            continue
+        args = get_args(current)
+        origin = getattr(current, "__origin__", None)
+        if origin is dict and isinstance(part, str):
+            current = args[1]
+        elif origin is tuple and isinstance(part, int):
+            current = args[0]
+        else:
+            return None
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [(f.alias or name) for name, f in current.model_fields.items()]
+    return None
