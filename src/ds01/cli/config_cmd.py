@@ -11,17 +11,17 @@ from __future__ import annotations
 import os
 import pwd
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ds01.cli.context import globals_of
-from ds01.config import Config, ResolvedLimits, load_config
-from ds01.config.schema import LIMIT_KINDS, POLICY_KINDS
-from ds01.config.units import format_duration, format_size
 from ds01.errors import EXIT_USAGE, ConfigError
 from ds01.identity import groups_of
 from ds01.model.gpueq import GpuEq
+
+if TYPE_CHECKING:
+    from ds01.config import Config, ResolvedLimits
 
 app = typer.Typer(
     help="Check the config file and show the limits it gives a user.", no_args_is_help=True
@@ -41,6 +41,8 @@ def check(
     """Validate a config file: exit 0 when valid, else list every problem and exit 2."""
     target = path if path is not None else globals_of(ctx).paths().config
     try:
+        from ds01.config import load_config
+
         config = load_config(target)
     except ConfigError as err:
         for line in err.lines():
@@ -61,6 +63,8 @@ def show(
     ] = False,
 ) -> None:
     """The effective limits of one user, and which layer each value came from."""
+    from ds01.config import load_config
+
     config = load_config(globals_of(ctx).paths().config)
     name = user if user is not None else pwd.getpwuid(os.getuid()).pw_name
     unix_groups = _unix_groups(name)
@@ -98,6 +102,8 @@ def _machine(kind: str, value: object) -> dict[str, object]:
 
 
 def _human(kind: str, value: object) -> str:
+    from ds01.config.units import format_duration, format_size
+
     if value is None:
         return "unlimited"
     if isinstance(value, GpuEq):
@@ -120,6 +126,8 @@ Row = tuple[str, str, object, str | None]
 
 def _rows(resolved: ResolvedLimits) -> list[Row]:
     """(key, kind, value, source) for every limit, the group cap and every policy key."""
+    from ds01.config.schema import LIMIT_KINDS, POLICY_KINDS
+
     rows: list[Row] = [
         (key, kind, resolved.values[key], resolved.sources[key])
         for key, kind in LIMIT_KINDS.items()
