@@ -1,7 +1,328 @@
-"""`ds01 gpu` commands (placeholder until implemented)."""
+"""`ds01 gpu`: what GPUs and MIG devices this machine has, and driving a simulated machine.
+
+    ds01 gpu inventory [--from CAPTURE | --sim MACHINE] [--json]   GPUs, MIG devices, processes
+    ds01 gpu status    [--sim MACHINE] [--json]                    allocatable units
+    ds01 gpu sim list | copy NAME DEST | set FILE …                simulated machines
+
+Commands parse flags, take one sample, and render it; they read the local inventory directly
+(NVML, a machine file, or a saved nvidia-smi capture), which every user may do (BRIEF §2).
+Must not import NVML, the nvidia-smi parsers or Rich at module level: `ds01 --help` stays fast.
+Errors are ds01 errors; cli/main.py prints them (exit 2 for bad input).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
-app = typer.Typer(help="gpu commands", no_args_is_help=True)
+from ds01.cli.context import globals_of
+from ds01.errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ds01.model.inventory import MachineSample
+
+app = typer.Typer(help="GPU inventory and status; simulated machines.", no_args_is_help=True)
+sim_app = typer.Typer(help="Simulated machines: list, copy, and drive them.", no_args_is_help=True)
+app.add_typer(sim_app, name="sim")
+
+SimOption = Annotated[
+    str | None,
+    typer.Option(
+        "--sim",
+        metavar="MACHINE",
+        help="Use a simulated machine: a YAML file or a shipped name (ds01 gpu sim list).",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (fields: docs/inventory.md).")]
+
+
+def _take_sample(ctx: typer.Context, sim: str | None) -> MachineSample:
+    from ds01.inventory.select import backend_from_cli
+
+    backend = backend_from_cli(sim, globals_of(ctx).paths().config)
+    try:
+        return backend.sample()
+    finally:
+        backend.close()
+
+
+def _load_capture(path: Path) -> MachineSample:
+    if not path.is_file():
+        raise InputError(f"--from {path}: no such file")
+    from ds01.inventory.smi import load_capture
+
+    return load_capture(path)
+
+
+def _dash(value: object, fmt: str = "{}") -> str:
+    """Unknown is shown as '–', never as 0."""
+    return "–" if value is None else fmt.format(value)
+
+
+def short_uuid(uuid: str) -> str:
+    """'GPU-0c3ad857…', 'MIG-d1272780…'; a legacy 'MIG-GPU-<uuid>/gi/ci' keeps its ids."""
+    if uuid.startswith("MIG-GPU-"):
+        head, _, ids = uuid.partition("/")
+        return f"{head[:16]}…/{ids}"
+    return f"{uuid[:12]}…" if len(uuid) > 12 else uuid
+
+
+def _memory(used: int | None, total: int | None) -> str:
+    """'30.0 / 40.0' GiB (one decimal keeps the column narrow); '–' for unknown."""
+
+    def gib(mib: int | None) -> str:
+        return _dash(None if mib is None else mib / 1024, "{:.1f}")
+
+    if used is None and total is None:
+        return "–"
+    return f"{gib(used)} / {gib(total)}"
+
+
+def _table(title: str) -> Table:
+    # Two spaces between columns and none at the edges: the tables fit 80 columns.
+    from rich import box
+    from rich.table import Table
+
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+
+
+def status_table(sample: MachineSample, holders: Mapping[str, str | None] | None = None) -> Table:
+    """The units table of `ds01 gpu status`.
+
+    `holders` maps unit UUID → who holds it (None: free). The allocation service passes it;
+    without it there is no Holder column, because this view does not know.
+    """
+    from ds01.inventory.export import unit_memory_used, unit_processes, unit_utilization
+    from ds01.model.gpueq import GpuEq
+
+    mig_index = {m.uuid: m.index for g in sample.gpus for m in g.mig_devices}
+    units = sample.units()
+    table = _table(f"GPU units ({sample.source})")
+    table.add_column("Unit", no_wrap=True)
+    table.add_column("UUID", no_wrap=True)
+    table.add_column("Model / profile", overflow="fold")  # never cut a model name short
+    table.add_column("Memory GiB", no_wrap=True)
+    for column in ("Util", "gpueq", "Procs"):
+        table.add_column(column, justify="right", no_wrap=True)
+    if holders is not None:
+        table.add_column("Holder")
+    for u in units:
+        slot = mig_index.get(u.uuid)
+        row = [
+            str(u.gpu_index) if slot is None else f"{u.gpu_index}/{slot}",
+            short_uuid(u.uuid),
+            u.label,
+            _memory(unit_memory_used(sample, u), u.memory_total_mib),
+            _dash(unit_utilization(sample, u), "{:.0f}%"),
+            u.gpueq.display(),
+            str(len(unit_processes(sample, u))),
+        ]
+        if holders is not None:
+            row.append(_dash(holders.get(u.uuid)))
+        table.add_row(*row)
+    total = GpuEq.total(u.gpueq for u in units)
+    table.caption = f"{len(units)} units, {total.display()} gpueq ({total.as_text()})"
+    table.caption_justify = "left"
+    return table
+
+
+def inventory_tables(sample: MachineSample) -> list[Table | str]:
+    """GPUs with their MIG devices, then processes (or a line saying there are none)."""
+
+    gpus = _table(f"GPUs ({sample.source})")
+    gpus.add_column("GPU", no_wrap=True)
+    gpus.add_column("UUID", no_wrap=True)
+    gpus.add_column("Name / profile", overflow="fold", min_width=14)
+    gpus.add_column("GI/CI", no_wrap=True)
+    gpus.add_column("Memory GiB", no_wrap=True)
+    # gpueq per unit; a GPU with MIG on is not a unit itself, its MIG devices are.
+    # Temperature and power are in --json: the table keeps to 80 columns.
+    for column in ("gpueq", "Util", "NUMA"):
+        gpus.add_column(column, no_wrap=True, justify="right")
+    for g in sample.gpus:
+        gpus.add_row(
+            str(g.index),
+            short_uuid(g.uuid),
+            g.name.removeprefix("NVIDIA "),
+            "",
+            _memory(g.memory_used_mib, g.memory_total_mib),
+            {True: "MIG", False: "1", None: "1"}[g.mig_enabled],
+            _dash(g.utilization_pct, "{:.0f}%"),
+            _dash(g.numa_node),
+        )
+        for m in g.mig_devices:
+            gpus.add_row(
+                f"{g.index}/{_dash(m.index)}",
+                short_uuid(m.uuid),
+                f" {m.profile or '?'}",
+                f"{_dash(m.gpu_instance_id)}/{_dash(m.compute_instance_id)}",
+                _memory(m.memory_used_mib, m.memory_total_mib),
+                _dash(m.gpueq.display() if m.gpueq else None),
+                "–",
+                "",
+            )
+    procs = _table("Processes")
+    for column in ("PID", "Unit", "Memory", "Name"):
+        procs.add_column(column)
+    for p in sample.processes:
+        procs.add_row(
+            str(p.pid),
+            short_uuid(p.unit_uuid or p.gpu_uuid),
+            _dash(p.used_memory_mib, "{} MiB"),  # per process, MiB as nvidia-smi shows it
+            _dash(p.name),
+        )
+    return [gpus, procs if sample.processes else "No compute processes."]
+
+
+def _print_warnings(sample: MachineSample) -> None:
+    from ds01.cli.output import err_console
+
+    for warning in sample.warnings:
+        err_console.print(f"warning: {warning}", markup=False, soft_wrap=True)
+
+
+@app.command("inventory")
+def inventory(
+    ctx: typer.Context,
+    from_: Annotated[
+        Path | None,
+        typer.Option(
+            "--from", metavar="CAPTURE", help="Read a saved nvidia-smi output instead of NVML."
+        ),
+    ] = None,
+    sim: SimOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """GPUs, MIG devices and compute processes, from the configured backend (NVML, or a
+    simulated machine), a simulated machine (--sim), or a saved nvidia-smi capture (--from)."""
+    from ds01.cli.output import console, print_json
+    from ds01.inventory.export import sample_to_json
+
+    if from_ is not None and sim is not None:
+        raise UsageError("--from and --sim cannot be used together", fix="Choose one source.")
+    sample = _load_capture(from_) if from_ is not None else _take_sample(ctx, sim)
+    if as_json:
+        print_json(sample_to_json(sample))
+        return
+    for table in inventory_tables(sample):
+        console.print(table)
+    _print_warnings(sample)
+
+
+@app.command("status")
+def status(ctx: typer.Context, sim: SimOption = None, as_json: JsonOption = False) -> None:
+    """The allocatable units (whole GPUs, MIG devices): memory, utilization ('–' where the GPU
+    does not report it, as for every MIG device), gpueq and process count."""
+    from ds01.cli.output import console, print_json
+    from ds01.inventory.export import units_to_json
+
+    sample = _take_sample(ctx, sim)
+    if as_json:
+        print_json(units_to_json(sample))
+        return
+    console.print(status_table(sample))
+    _print_warnings(sample)
+
+
+@sim_app.command("list")
+def sim_list() -> None:
+    """The simulated machines shipped with ds01 (use one with --sim NAME)."""
+    from ds01.inventory.sim import load_machine, shipped_machines
+
+    for name, path in shipped_machines().items():
+        sample = load_machine(path)
+        units = sample.units()
+        typer.echo(f"{name}\t{len(sample.gpus)} GPUs, {len(units)} units\t{path}")
+
+
+@sim_app.command("copy")
+def sim_copy(
+    name: Annotated[str, typer.Argument(help="A shipped machine (ds01 gpu sim list).")],
+    dest: Annotated[Path, typer.Argument(help="Where to write the copy.")],
+) -> None:
+    """Copy a shipped machine to a file you can edit and drive with 'ds01 gpu sim set'."""
+    from ds01.inventory.sim import shipped_machines
+
+    shipped = shipped_machines()
+    if name not in shipped:
+        raise InputError(
+            f"no shipped machine named '{name}'", fix=f"Shipped machines: {', '.join(shipped)}."
+        )
+    if dest.exists():
+        raise InputError(f"{dest} already exists", fix="Choose a new file name.")
+    dest.write_text(shipped[name].read_text(encoding="utf-8"), encoding="utf-8")
+    typer.echo(f"wrote {dest}")
+
+
+@sim_app.command("set")
+def sim_set(
+    machine: Annotated[str, typer.Argument(metavar="FILE", help="The machine file to change.")],
+    unit: Annotated[
+        str | None,
+        typer.Option(help="The unit for --util / --clear-processes: UUID, '3' or '5/0'."),
+    ] = None,
+    util: Annotated[
+        str | None,
+        typer.Option(help="Utilization % of --unit (a whole GPU), or 'unknown'."),
+    ] = None,
+    add_process: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--add-process",
+            metavar="PID:UNIT[:MiB[:NAME]]",
+            help="Add a compute process (repeatable).",
+        ),
+    ] = None,
+    clear_processes: Annotated[
+        bool,
+        typer.Option(
+            "--clear-processes", help="Remove processes (only on --unit, when given) first."
+        ),
+    ] = False,
+) -> None:
+    """Change a simulated machine: a running `--sim` backend sees it on its next sample.
+
+    Changes apply in this order, in one atomic write: --clear-processes, --add-process, --util.
+    """
+    from ds01.inventory import sim as simmod
+
+    path = simmod.resolve_machine(machine)
+    changes: list[simmod.Change] = []
+    if clear_processes:
+        changes.append(simmod.clear_processes_change(unit))
+    for text in add_process or []:
+        pid, ref, mib, name = simmod.parse_process_arg(text)
+        changes.append(simmod.add_process_change(pid, ref, mib, name))
+    if util is not None:
+        if unit is None:
+            raise UsageError("--util needs --unit", fix="Add --unit UUID (or a GPU index).")
+        changes.append(simmod.utilization_change(unit, _parse_util(util)))
+    if not changes:
+        raise UsageError(
+            "nothing to change",
+            fix="Give --util (with --unit), --add-process or --clear-processes.",
+        )
+    for line in simmod.edit_machine(path, changes):
+        typer.echo(line)
+
+
+def _parse_util(text: str) -> float | None:
+    if text.strip().lower() in ("unknown", "none", "-"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(
+            f"--util '{text}' is not a number", fix="Give a percentage (0 to 100) or 'unknown'."
+        ) from None
