@@ -24,6 +24,7 @@ from ds01.errors import InputError, UsageError
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from ds01.api.schemas import StatusOut
     from ds01.model.inventory import MachineSample
 
 app = typer.Typer(help="GPU inventory and status; simulated machines.", no_args_is_help=True)
@@ -222,17 +223,82 @@ def inventory(
 
 @app.command("status")
 def status(ctx: typer.Context, sim: SimOption = None, as_json: JsonOption = False) -> None:
-    """The allocatable units (whole GPUs, MIG devices): memory, utilization ('–' where the GPU
-    does not report it, as for every MIG device), gpueq and process count."""
-    from ds01.cli.output import console, print_json
+    """Every allocatable unit (whole GPU or MIG device): model, memory, utilization ('–' where
+    the GPU does not report it, as for every MIG device), gpueq, and who holds it.
+
+    Asks ds01d; with --sim, or when ds01d cannot be reached, reads the GPUs directly and shows
+    no holders (and says so)."""
+    from ds01.cli.output import console, err_console, print_json
+    from ds01.errors import DaemonUnavailable
     from ds01.inventory.export import units_to_json
 
+    if sim is None:
+        from ds01.cli.context import client_of
+
+        try:
+            with client_of(ctx) as c:
+                view = c.gpu_status()
+        except DaemonUnavailable as err:
+            err_console.print(f"note: {err.what}; showing the GPUs without who holds them.")
+        else:
+            if as_json:
+                print_json(view.model_dump(mode="json"))
+            else:
+                console.print(daemon_status_table(view))
+                for w in view.warnings:
+                    err_console.print(f"warning: {w}")
+            return
     sample = _take_sample(ctx, sim)
     if as_json:
         print_json(units_to_json(sample))
         return
     console.print(status_table(sample))
     _print_warnings(sample)
+
+
+def daemon_status_table(view: StatusOut) -> Table:
+    """`ds01 gpu status` from ds01d: the units plus holder and allocation state."""
+    from ds01.cli.timefmt import local_time
+    from ds01.model.gpueq import GpuEq
+
+    table = _table(f"GPU units ({view.backend})")
+    table.add_column("Unit", no_wrap=True)
+    table.add_column("UUID", no_wrap=True)
+    table.add_column("Model / profile", overflow="fold")
+    table.add_column("Memory GiB", no_wrap=True)
+    for column in ("Util", "gpueq"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("Holder", overflow="fold")
+    table.add_column("State", no_wrap=True)
+    for u in view.units:
+        slot = "" if u.kind == "gpu" else f"/{u.gpu_instance_id}.{u.compute_instance_id}"
+        model = u.model.removeprefix("NVIDIA ")
+        if u.profile:
+            model = f"{model} {u.profile}"
+        if u.drained:
+            state = "drained"
+        elif u.state == "held":
+            state = f"held → {local_time(u.hold_until)}"
+        else:
+            state = u.state or "free"
+        holder = u.user or "–"
+        if u.container and u.user:
+            holder = f"{u.user} ({u.container})"
+        table.add_row(
+            f"{u.gpu_index}{slot}",
+            short_uuid(u.uuid),
+            model,
+            _memory(u.memory_used_mib, u.memory_total_mib),
+            _dash(u.utilization_pct, "{:.0f}%"),
+            GpuEq(u.gpueq_exact).display(),
+            holder,
+            state,
+        )
+    table.caption = (
+        f"{len(view.units)} units, {view.free_gpueq:.2f} of {view.total_gpueq:.2f} gpueq free"
+    )
+    table.caption_justify = "left"
+    return table
 
 
 @sim_app.command("list")
