@@ -25,6 +25,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     so nothing reads /etc/ds01; a wide terminal so table cells are not wrapped."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DS01_")}
     clean["DS01_CONFIG"] = str(tmp_path / "no-such-config.yaml")
+    clean["DS01_RUN_DIR"] = str(tmp_path / "run")  # no daemon listens there
     clean["COLUMNS"] = "200"
     return clean
 
@@ -186,7 +187,7 @@ def test_inventory_from_a_missing_capture_is_a_one_line_usage_error(
 
 
 def test_without_config_or_sim_ds01_refuses_to_guess(env: dict[str, str]) -> None:
-    result = ds01(env, "gpu", "status")
+    result = ds01(env, "gpu", "inventory")
     assert result.returncode == 2
     first = result.stderr.splitlines()[0]
     assert first == f"error: no GPU backend chosen: config file {env['DS01_CONFIG']} does not exist"
@@ -217,6 +218,17 @@ def test_bad_input_exits_2_with_one_error(
     assert "Traceback" not in result.stderr
 
 
+def test_status_without_a_daemon_says_so_before_reading_the_gpus(env: dict[str, str]) -> None:
+    result = ds01(env, "gpu", "status")
+    text = " ".join(result.stderr.split())  # Rich wraps long lines
+    assert text.startswith(
+        f"note: cannot reach ds01d at {env['DS01_RUN_DIR']}/api.sock; showing the GPUs without "
+        "who holds them. error: no GPU backend chosen: config file "
+        f"{env['DS01_CONFIG']} does not exist"
+    )
+    assert result.returncode == 2
+
+
 def test_an_invalid_machine_file_names_its_line(env: dict[str, str], tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("machine: m\ngpus:\n  - name: X\n    memory_mib: 1\n    fans: 3\n")
@@ -229,7 +241,7 @@ def test_an_invalid_machine_file_names_its_line(env: dict[str, str], tmp_path: P
 def test_nvml_backend_without_a_driver_says_so(env: dict[str, str], tmp_path: Path) -> None:
     config = tmp_path / "ds01.yaml"
     config.write_text("gpu:\n  backend: nvml\n")
-    result = ds01(env, "--config", str(config), "gpu", "status")
+    result = ds01(env, "--config", str(config), "gpu", "inventory")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "error: NVML is not available: libnvidia-ml.so.1 not found",
