@@ -52,12 +52,13 @@ def _take_sample(ctx: typer.Context, sim: str | None) -> MachineSample:
         backend.close()
 
 
-def _load_capture(path: Path) -> MachineSample:
-    if not path.is_file():
-        raise InputError(f"--from {path}: no such file")
-    from ds01.inventory.smi import load_capture
+def _load_captures(paths: list[Path]) -> MachineSample:
+    for path in paths:
+        if not path.is_file():
+            raise InputError(f"--from {path}: no such file")
+    from ds01.inventory.smi import load_capture, load_captures
 
-    return load_capture(path)
+    return load_capture(paths[0]) if len(paths) == 1 else load_captures(paths)
 
 
 def _dash(value: object, fmt: str = "{}") -> str:
@@ -197,9 +198,12 @@ def _print_warnings(sample: MachineSample) -> None:
 def inventory(
     ctx: typer.Context,
     from_: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
-            "--from", metavar="CAPTURE", help="Read a saved nvidia-smi output instead of NVML."
+            "--from",
+            metavar="CAPTURE",
+            help="Read saved nvidia-smi output instead of NVML; repeat to combine captures of "
+            "one machine (e.g. -q -x for readings with -L for MIG UUIDs and profiles).",
         ),
     ] = None,
     sim: SimOption = None,
@@ -210,9 +214,9 @@ def inventory(
     from ds01.cli.output import console, print_json
     from ds01.inventory.export import sample_to_json
 
-    if from_ is not None and sim is not None:
+    if from_ and sim is not None:
         raise UsageError("--from and --sim cannot be used together", fix="Choose one source.")
-    sample = _load_capture(from_) if from_ is not None else _take_sample(ctx, sim)
+    sample = _load_captures(from_) if from_ else _take_sample(ctx, sim)
     if as_json:
         print_json(sample_to_json(sample))
         return
