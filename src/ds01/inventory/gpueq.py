@@ -47,7 +47,10 @@ def normalize_profile(profile: str) -> str | None:
     m = _PROFILE.match(profile.strip())
     if not m:
         return None
-    return profile.strip().removeprefix("MIG").strip().lower()
+    text = profile.strip()
+    if text[:3].upper() == "MIG":
+        text = text[3:]
+    return text.strip().lower()
 
 
 def compute_slices(profile: str) -> int | None:

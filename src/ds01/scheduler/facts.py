@@ -1,0 +1,107 @@
+"""Facts read once from a Snapshot: which units are free, who holds what, per-GPU MIG usage.
+
+Every rule module reads these instead of walking the snapshot again, which keeps place()
+O(units + holdings) (issue: "place() should be O(units + holdings)"). Pure; no rule lives here.
+
+"Free" is conservative (STYLE 12): a unit is taken when its UnitState names an allocation or a
+holder, *or* when any live Holding lists it — if the two disagree, the unit is not handed out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from ds01.inventory.gpueq import normalize_profile
+from ds01.model.allocation import LIVE_STATES
+from ds01.model.gpueq import GpuEq
+from ds01.model.inventory import Unit, UnitKind
+from ds01.scheduler.snapshot import Holding, Snapshot, UnitState
+
+# Sort stand-in for "never released": compared only against other never-released units.
+_NEVER = datetime.min
+
+
+def norm_profile(text: str) -> str | None:
+    """'MIG 3g.40gb', 'mig 3g.40gb', ' 3G.40GB ' → '3g.40gb'; None if not a MIG profile name."""
+    s = text.strip()
+    if s[:3].lower() == "mig":
+        s = s[3:].strip()
+    return normalize_profile(s)
+
+
+def profile_of(unit: Unit) -> str | None:
+    """The normalized MIG profile of a unit; None for whole GPUs and unnamed MIG devices."""
+    if unit.kind is not UnitKind.MIG or unit.profile is None:
+        return None
+    return norm_profile(unit.profile)
+
+
+def lru_key(us: UnitState) -> tuple[bool, datetime, int, str]:
+    """Least recently used first: never released (None) beats any time, then oldest release,
+    then GPU index and UUID so the order is total and the result deterministic."""
+    released = us.last_released_at
+    return (released is not None, released or _NEVER, us.unit.gpu_index, us.unit.uuid)
+
+
+@dataclass(frozen=True)
+class Facts:
+    snapshot: Snapshot
+    live: tuple[Holding, ...]  # holdings in a live state, by alloc_id
+    free: tuple[UnitState, ...]  # units placement may choose, in snapshot order
+    holding_of: Mapping[str, Holding]  # unit uuid → the live holding that has it
+    taken: frozenset[str]  # uuids held by anyone (drained-but-free units are not in it)
+    mig_used: Mapping[str, GpuEq]  # gpu uuid → gpueq of its taken MIG units
+    mig_free: Mapping[str, GpuEq]  # gpu uuid → gpueq of its free MIG units
+
+    @property
+    def usable(self) -> tuple[Unit, ...]:
+        """Every unit that is not drained, free or not: what an empty machine could offer."""
+        return tuple(us.unit for us in self.snapshot.units if not us.drained)
+
+    def machine_profiles(self) -> frozenset[str]:
+        """Every MIG profile present on the machine, whatever its state."""
+        out = {profile_of(us.unit) for us in self.snapshot.units}
+        return frozenset(p for p in out if p is not None)
+
+    def holder_of(self, us: UnitState) -> str | None:
+        h = self.holding_of.get(us.unit.uuid)
+        return h.user if h is not None else us.holder
+
+
+def read(snapshot: Snapshot) -> Facts:
+    live = tuple(
+        sorted(
+            (h for h in snapshot.holdings if h.state in LIVE_STATES),
+            key=lambda h: h.alloc_id,
+        )
+    )
+    holding_of = {u.uuid: h for h in live for u in h.units}
+    taken: set[str] = set(holding_of)
+    free: list[UnitState] = []
+    mig_used: dict[str, GpuEq] = {}
+    mig_free: dict[str, GpuEq] = {}
+    for us in snapshot.units:
+        u = us.unit
+        busy = us.alloc_id is not None or us.holder is not None or u.uuid in holding_of
+        if busy:
+            taken.add(u.uuid)
+        if u.kind is UnitKind.MIG:
+            mig_used.setdefault(u.gpu_uuid, GpuEq(0))
+            mig_free.setdefault(u.gpu_uuid, GpuEq(0))
+            if busy:
+                mig_used[u.gpu_uuid] += u.gpueq
+            elif not us.drained:
+                mig_free[u.gpu_uuid] += u.gpueq
+        if not busy and not us.drained:
+            free.append(us)
+    return Facts(
+        snapshot=snapshot,
+        live=live,
+        free=tuple(free),
+        holding_of=holding_of,
+        taken=frozenset(taken),
+        mig_used=mig_used,
+        mig_free=mig_free,
+    )

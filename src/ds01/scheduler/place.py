@@ -1,0 +1,52 @@
+"""place(): the scheduler's one entry point, as numbered steps (STYLE 7, after Kueue's
+schedule()). Pure: it decides on the Snapshot it is given and changes nothing; services/ builds
+the snapshot inside the database transaction and writes the Placement in the same one.
+
+Quota before capacity: a request over quota is refused for quota even when nothing is free,
+because that answer stays true when units free up, and the other would send the user waiting
+for nothing. Because MIG and gpueq requests only have an exact cost once units are chosen, the
+quota rules run twice: on the least the request can cost (step 4), then on the units actually
+chosen (step 6) — so a `gpueq=0.5` that lands on a 4/7 slice is checked, and refused, at 4/7.
+"""
+
+from __future__ import annotations
+
+from ds01.model.limits import Limits
+from ds01.scheduler import explain, placement, quotas
+from ds01.scheduler.demand import Demand
+from ds01.scheduler.facts import read
+from ds01.scheduler.request import least_demand, resolve_profiles, validate
+from ds01.scheduler.snapshot import Placement, Request, RequestKind, Snapshot
+
+
+def place(snapshot: Snapshot, request: Request, limits: Limits) -> Placement:
+    """Choose units for request, or raise Refusal with its RefusalReason and a what/why/fix."""
+    # 1. Is the request well formed?                               → BAD_REQUEST
+    validate(request)
+    # 2. Read the snapshot once: free units, holdings, per-GPU MIG usage.
+    facts = read(snapshot)
+    # 3. Does this machine have the MIG profiles named at all?     → UNKNOWN_PROFILE
+    profiles = resolve_profiles(facts, request)
+    # 4. Quotas, in order, on the least the request can cost.      → the five quota reasons
+    quotas.check(facts, request, limits, least_demand(facts, request, profiles, limits))
+    if request.kind is RequestKind.CPU:
+        return Placement(units=())
+    # 5. Choose free units.                                         → NO_CAPACITY
+    if request.kind is RequestKind.GPUS:
+        units = placement.whole_gpus(facts, request.count, request.preferred_units)
+    elif request.kind is RequestKind.MIG:
+        units = placement.mig_slices(facts, profiles, request.preferred_units)
+    else:
+        assert request.gpueq is not None  # validate() ran
+        units = placement.gpueq_units(
+            facts,
+            request.gpueq,
+            request.preferred_units,
+            allow_whole=limits.allow_full_gpu,
+            max_units=limits.max_units_per_container,
+        )
+    if units is None:
+        raise explain.no_capacity(request, facts, profiles, limits.max_units_per_container)
+    # 6. Quotas again, on what the chosen units really cost.       → MAX_GPUEQ, GROUP_MAX_GPUEQ
+    quotas.check(facts, request, limits, Demand.of_units(request.kind, units))
+    return Placement(units=units)
