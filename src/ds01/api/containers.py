@@ -23,9 +23,9 @@ from ds01.api.schemas import (
 from ds01.errors import Ds01Error, Refusal, UsageError
 from ds01.identity import Caller
 from ds01.model.gpueq import GpuEq
+from ds01.runtime.engine import ShellSession
 from ds01.scheduler.snapshot import RequestKind
 from ds01.services.allocation import AllocationRequest
-from ds01.runtime.engine import ShellSession
 from ds01.services.containers import ContainerService, ContainerView, DeployRequest
 
 CPU_ONLY_NOTE = "CPU-only container: no GPU is visible inside (NVIDIA_VISIBLE_DEVICES=void)."

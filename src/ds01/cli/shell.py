@@ -16,6 +16,8 @@ import signal
 import sys
 import termios
 import tty
+from collections.abc import Coroutine
+from typing import Any
 
 import typer
 
@@ -52,18 +54,25 @@ async def _session(socket_path: str, name: str) -> int:
             try:
                 if interactive:
                     tty.setraw(stdin_fd)
+                pending: set[asyncio.Task[None]] = set()
+
+                def spawn(coro: Coroutine[Any, Any, None]) -> None:
+                    # Keep a reference until done: the loop holds tasks only weakly.
+                    task = loop.create_task(coro)
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
 
                 def on_input() -> None:
                     data = os.read(stdin_fd, 4096)
                     if data:
-                        loop.create_task(ws.send_bytes(data))
+                        spawn(ws.send_bytes(data))
                     else:
                         loop.remove_reader(stdin_fd)
-                        loop.create_task(ws.send_str(json.dumps({"eof": True})))
+                        spawn(ws.send_str(json.dumps({"eof": True})))
 
                 def on_resize() -> None:
                     c, r = shutil.get_terminal_size()
-                    loop.create_task(ws.send_str(json.dumps({"resize": [r, c]})))
+                    spawn(ws.send_str(json.dumps({"resize": [r, c]})))
 
                 loop.add_reader(stdin_fd, on_input)
                 if interactive:
