@@ -15,7 +15,7 @@
 # never use it (they talk to the private engine only).
 set -euo pipefail
 
-packages=(docker.io busybox-static util-linux passwd libc-bin tar procps "$@")
+packages=(docker.io busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo "$@")
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup-system: must run as root (apt-get install)" >&2

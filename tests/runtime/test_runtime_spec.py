@@ -43,6 +43,34 @@ def test_gpu_units_are_requested_by_exact_uuids_in_order(make_spec: MakeSpec) ->
     assert "NVIDIA_VISIBLE_DEVICES" not in kw["environment"]
 
 
+def test_each_unit_is_also_listed_as_a_device_list_mount(make_spec: MakeSpec) -> None:
+    """NVIDIA's hook reads these when env-var selection is off for unprivileged containers
+    (host layer 2), so the pin holds on a hardened host too."""
+    kw = kwargs_for(make_spec(gpu_uuids=(MIG, GPU)))
+    lists = [
+        (m["Target"], m["Source"], m["ReadOnly"])
+        for m in kw["mounts"]
+        if m["Target"].startswith("/var/run/nvidia-container-devices/")
+    ]
+    assert lists == [
+        (
+            "/var/run/nvidia-container-devices/MIG-bbbbbbbb-5555-6666-7777-888888888888",
+            "/dev/null",
+            True,
+        ),
+        (
+            "/var/run/nvidia-container-devices/GPU-aaaaaaaa-1111-2222-3333-444444444444",
+            "/dev/null",
+            True,
+        ),
+    ]
+
+
+def test_a_cpu_only_container_has_no_device_list_mounts(make_spec: MakeSpec) -> None:
+    kw = kwargs_for(make_spec())
+    assert [m for m in kw["mounts"] if "nvidia-container-devices" in m["Target"]] == []
+
+
 def test_gpu_container_drops_a_user_supplied_visible_devices(make_spec: MakeSpec) -> None:
     kw = kwargs_for(make_spec(gpu_uuids=(GPU,), env={"NVIDIA_VISIBLE_DEVICES": "all", "A": "1"}))
     assert kw["environment"] == {"A": "1"}

@@ -156,6 +156,22 @@ def ds01_labels(spec: ContainerSpec, now: datetime) -> dict[str, str]:
     return labels
 
 
+# The NVIDIA hook's "volume-mounts" device list: with host layer 2
+# (accept-nvidia-visible-devices-envvar-when-unprivileged = false,
+#  accept-nvidia-visible-devices-as-volume-mounts = true) the hook ignores NVIDIA_VISIBLE_DEVICES
+# in unprivileged containers and takes the devices from mounts at this path instead. Only ds01
+# creates such mounts (the gate refuses them from users), so the list is exactly the allocation.
+DEVICE_LIST_DIR = "/var/run/nvidia-container-devices"
+
+
+def device_list_mounts(gpu_uuids: tuple[str, ...]) -> list[Mount]:
+    """One read-only /dev/null bind per unit at DEVICE_LIST_DIR/<UUID>."""
+    return [
+        Mount(target=f"{DEVICE_LIST_DIR}/{u}", source="/dev/null", type="bind", read_only=True)
+        for u in gpu_uuids
+    ]
+
+
 def create_kwargs(
     spec: ContainerSpec, cgroup_driver: str, *, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -203,7 +219,8 @@ def create_kwargs(
         "mounts": [
             Mount(target=m.container_path, source=m.host_path, type="bind", read_only=m.read_only)
             for m in spec.mounts
-        ],
+        ]
+        + device_list_mounts(spec.gpu_uuids),
     }
     if spec.working_dir is not None:
         kwargs["working_dir"] = spec.working_dir

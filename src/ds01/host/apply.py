@@ -1,0 +1,371 @@
+"""Install a rendering under a root directory: plan, diff, back up, write atomically, fix groups.
+
+Owns the side effects of `ds01 host apply` (and of `ds01 doctor --fix` when it re-renders).
+Rules:
+- Idempotent: a file whose content and mode are already right is not touched; a second apply
+  changes nothing and says so.
+- Only ds01's files, and only ds01's part of shared files (see edits.py); nothing else under
+  the root is read for writing, moved or deleted.
+- A replaced file is first copied to FILE.ds01-bak.<YYYYmmddTHHMMSS>; new files are written to
+  a temporary file in the same directory and renamed into place (never half-written).
+- Accounts (groupadd, gpasswd) are changed only when the root is "/" and it is not a dry run;
+  otherwise the commands are printed. A symlink is never replaced.
+Must not restart or reload services: it prints what to run next.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ds01.config import Config
+from ds01.host import hostaccess
+from ds01.host.render import AREAS, HostSettings, Rendering, render
+from ds01.host.users import (
+    GPU_HOST_GROUP,
+    add_member_command,
+    create_group_command,
+    ds01_users,
+    group_exists,
+    group_id,
+    missing_from,
+)
+
+BACKUP_INFIX = ".ds01-bak."
+
+NEXT_STEPS = {
+    "profile": "new logins pick up the profile; running shells keep their environment",
+    "devices": "udevadm control --reload-rules && udevadm trigger; the modprobe options apply "
+    "when the nvidia module is next loaded (reboot, or unload and reload it)",
+    "docker": "systemctl restart docker (daemon.json); config.toml is read at each container start",
+    "systemd": "systemctl daemon-reload && systemctl enable --now ds01d; "
+    "systemd-tmpfiles --create /etc/tmpfiles.d/ds01.conf",
+}
+
+
+def under(root: Path, live_path: str | Path) -> Path:
+    """The file at `live_path` (absolute on the host) inside `root`."""
+    return root / str(live_path).lstrip("/")
+
+
+def is_live(root: Path) -> bool:
+    return root.resolve() == Path("/")
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str  # absolute path on the host being configured
+    target: Path  # the same file under the root
+    old: str | None
+    new: str
+    old_mode: int | None
+    new_mode: int
+    area: str
+    purpose: str
+
+    @property
+    def action(self) -> str:
+        if self.old is None:
+            return "create"
+        if self.old != self.new:
+            return "update"
+        if self.old_mode != self.new_mode:
+            return "chmod"
+        return "current"
+
+    def diff(self) -> list[str]:
+        old = [] if self.old is None else self.old.splitlines()
+        fromfile = "/dev/null" if self.old is None else self.path
+        new = self.new.splitlines()
+        return list(difflib.unified_diff(old, new, fromfile, self.path, lineterm=""))
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: tuple[str, ...]
+    why: str
+
+    def text(self) -> str:
+        return " ".join(self.argv)
+
+
+@dataclass
+class Plan:
+    root: Path
+    files: list[FileChange]
+    commands: list[Command]
+    problems: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        return is_live(self.root)
+
+    @property
+    def pending(self) -> list[FileChange]:
+        return [f for f in self.files if f.action != "current"]
+
+
+class RootReader:
+    """render()'s reader: the text of a host path under the root, or None when absent. Records
+    the paths it must leave alone: symlinks (apply never replaces a link) and unreadable ones."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.links: dict[str, str] = {}
+
+    def __call__(self, path: str) -> str | None:
+        target = under(self.root, path)
+        if target.is_symlink():
+            self.links[path] = f"{path} left unchanged: it is a symlink (ds01 never replaces one)"
+        try:
+            return target.read_text(encoding="utf-8", errors="surrogateescape")
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            self.links[path] = f"{path} left unchanged: cannot read it ({err.strerror or err})"
+            return None
+
+
+def make_plan(
+    config: Config, settings: HostSettings, root: Path, only: Iterable[str] | None = None
+) -> Plan:
+    areas = list(AREAS if only is None else only)
+    read = RootReader(root)
+    rendering: Rendering = render(config, settings, read, areas)
+    files: list[FileChange] = []
+    for path, spec in rendering.files.items():
+        if path in read.links:
+            continue
+        target = under(root, path)
+        old = read(path)
+        old_mode = stat.S_IMODE(target.stat().st_mode) if old is not None else None
+        mode = spec.mode if spec.mode is not None else (old_mode or 0o644)
+        files.append(
+            FileChange(path, target, old, spec.content, old_mode, mode, spec.area, spec.purpose)
+        )
+    if "profile" in areas:
+        seed = _seed(config, settings, root)
+        if seed is not None:
+            files.append(seed)
+    problems = {**rendering.problems, **read.links}
+    commands, notes = _group_commands(config, areas)
+    return Plan(root, files, commands, list(problems.values()), notes)
+
+
+def _seed(config: Config, settings: HostSettings, root: Path) -> FileChange | None:
+    """The host-access file, written only when none exists (ds01d owns it afterwards)."""
+    target = under(root, settings.host_access)
+    if target.exists() or target.is_symlink():
+        return None
+    return FileChange(
+        str(settings.host_access),
+        target,
+        None,
+        hostaccess.seed_text(config.exempt_users),
+        None,
+        hostaccess.MODE,
+        "profile",
+        "seed of the host-access file (exempt users), until ds01d writes it",
+    )
+
+
+def _group_commands(config: Config, areas: list[str]) -> tuple[list[Command], list[str]]:
+    commands: list[Command] = []
+    people = ds01_users(config)
+    notes = [
+        f"user '{name}' is named in the config but unknown to NSS; skipped"
+        for name in people.unknown
+    ]
+
+    def members(group: str, why: str) -> None:
+        if not group_exists(group):
+            commands.append(Command(tuple(create_group_command(group)), why))
+            todo = list(people.present)
+        else:
+            todo = missing_from(group, people.present)
+        commands.extend(Command(tuple(add_member_command(user, group)), why) for user in todo)
+
+    host = config.host
+    if "devices" in areas:
+        if host.device_access == "group":
+            members(host.device_group, "device_access: group: ds01 users may query the GPUs")
+        if host.compute_gate == "uvm" and not group_exists(GPU_HOST_GROUP):
+            commands.append(
+                Command(
+                    tuple(create_group_command(GPU_HOST_GROUP)),
+                    "compute_gate: uvm: owner of /dev/nvidia-uvm*; ds01d manages its members",
+                )
+            )
+    if "docker" in areas:
+        members(host.gate_group, "ds01 users reach Docker through the gate socket (group-owned)")
+    return commands, notes
+
+
+def settings_for(config: Config, config_path: Path, state_dir: Path, run_dir: Path) -> HostSettings:
+    """HostSettings (absolute paths) with the device group's gid looked up in NSS."""
+    gid = group_id(config.host.device_group) if config.host.device_access == "group" else None
+    return HostSettings(config_path.absolute(), state_dir.absolute(), run_dir.absolute(), gid)
+
+
+# ---- execution --------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+    changed_areas: set[str] = field(default_factory=set)
+    failed: bool = False
+
+
+def backup_path(target: Path, now: float | None = None) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(now))
+    candidate = target.with_name(f"{target.name}{BACKUP_INFIX}{stamp}")
+    n = 1
+    while candidate.exists():
+        candidate = target.with_name(f"{target.name}{BACKUP_INFIX}{stamp}-{n}")
+        n += 1
+    return candidate
+
+
+def make_backup(target: Path, now: float | None = None) -> Path:
+    """Copy `target` to FILE.ds01-bak.<time>, created with the original's mode (never wider)."""
+    backup = backup_path(target, now)
+    mode = stat.S_IMODE(target.stat().st_mode)
+    fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as out:
+        out.write(target.read_bytes())
+    os.chmod(backup, mode)
+    return backup
+
+
+def write_atomic(target: Path, content: str, mode: int) -> None:
+    """Write `content` to `target` through a temporary file and rename (same directory)."""
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    owner = None
+    if target.exists():
+        st = target.stat()
+        owner = (st.st_uid, st.st_gid)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".ds01-tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as out:
+            out.write(content)
+            out.flush()
+            os.fchmod(out.fileno(), mode)
+            if owner is not None and os.geteuid() == 0:
+                os.fchown(out.fileno(), *owner)
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def apply_files(changes: Iterable[FileChange], report: Report, now: float | None = None) -> None:
+    for change in changes:
+        action = change.action
+        if action == "current":
+            continue
+        if action == "chmod":
+            change.target.chmod(change.new_mode)
+            report.lines.append(
+                f"chmod    {change.path} {change.old_mode:04o} -> {change.new_mode:04o}"
+            )
+        else:
+            note = ""
+            if action == "update":
+                backup = make_backup(change.target, now)
+                note = f" (backup {backup.name})"
+            write_atomic(change.target, change.new, change.new_mode)
+            verb = "created " if action == "create" else "updated "
+            report.lines.append(f"{verb} {change.path}{note}")
+        report.changed_areas.add(change.area)
+
+
+def run_commands(commands: Iterable[Command], report: Report) -> None:
+    for command in commands:
+        try:
+            done = subprocess.run(
+                list(command.argv), capture_output=True, text=True, timeout=60, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as err:
+            report.lines.append(f"FAILED   {command.text()}: {err}")
+            report.failed = True
+            continue
+        if done.returncode != 0:
+            why = (done.stderr or done.stdout).strip().splitlines()
+            report.lines.append(
+                f"FAILED   {command.text()}: {why[-1] if why else f'exit {done.returncode}'}"
+            )
+            report.failed = True
+        else:
+            report.lines.append(f"ran      {command.text()}")
+
+
+def _not_run(command: Command) -> str:
+    return f"not run  {command.text()}  (root is not /: the live system's accounts are left alone)"
+
+
+def apply(
+    config: Config,
+    settings: HostSettings,
+    root: Path,
+    *,
+    only: Iterable[str] | None = None,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> Report:
+    """Plan and (unless dry_run) install. On the live root, missing groups are created first so
+    the modprobe options can name the device group's gid."""
+    areas = list(AREAS if only is None else only)
+    plan = make_plan(config, settings, root, areas)
+    report = Report()
+    report.lines.append(f"ds01 host apply: root {root}, areas {', '.join(areas)}")
+    if not dry_run and plan.live:
+        creations = [c for c in plan.commands if c.argv[0] == "groupadd"]
+        if creations:
+            run_commands(creations, report)
+            settings = HostSettings(
+                settings.config_path,
+                settings.state_dir,
+                settings.run_dir,
+                group_id(config.host.device_group),
+            )
+            plan = make_plan(config, settings, root, areas)
+    for note in plan.notes:
+        report.lines.append(f"note     {note}")
+    if not plan.pending and not (plan.live and plan.commands):
+        report.lines += [f"left     {p}" for p in plan.problems]
+        report.lines += [_not_run(c) for c in plan.commands]
+        report.lines.append(f"nothing to change: {len(plan.files)} files already current")
+        return report
+    if dry_run:
+        for change in plan.pending:
+            if change.action == "chmod":
+                report.lines.append(
+                    f"would chmod {change.path} {change.old_mode:04o} -> {change.new_mode:04o}"
+                )
+            else:
+                report.lines += change.diff()
+                report.lines.append(f"would {change.action} {change.path}")
+        report.lines += [f"would run {c.text()}  # {c.why}" for c in plan.commands]
+        report.lines += [f"left     {p}" for p in plan.problems]
+        report.lines.append("dry run: nothing was changed")
+        return report
+    apply_files(plan.pending, report, now)
+    if plan.live:
+        run_commands(plan.commands, report)
+    else:
+        report.lines += [_not_run(c) for c in plan.commands]
+    report.lines += [f"left     {p}" for p in plan.problems]
+    for area in AREAS:
+        if area in report.changed_areas:
+            report.lines.append(f"next     {area}: {NEXT_STEPS[area]}")
+    return report

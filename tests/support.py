@@ -1,0 +1,220 @@
+"""Helpers shared by the tests: real ds01d processes, real Unix users, the private Docker engine.
+
+Fixtures that use them live in conftest.py; tests import the helpers with `from support import …`
+(never `from conftest import …`: several conftest.py files exist and share that module name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ds01.client import Client
+from ds01.errors import DaemonUnavailable
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MACHINES = ROOT / "examples" / "machines"
+ENV_DOCKER_HOST = "DS01_TEST_DOCKER_HOST"
+TEST_IMAGE = "ds01-test/busybox:latest"
+START_HINT = (
+    'start the private engine: eval "$(scripts/test-docker.sh start /tmp/ds01-dockerd)" '
+    "(stop it with: scripts/test-docker.sh stop /tmp/ds01-dockerd)"
+)
+_SCRUB = ("DS01_CONFIG", "DS01_STATE_DIR", "DS01_RUN_DIR", "DOCKER_HOST")
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+def need(condition: bool, why: str) -> None:
+    """Skip locally, fail in CI: CI is root with Docker, so nothing may be skipped there."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"{why} — this test must run in CI")
+    pytest.skip(why)
+
+
+# ---- Docker ------------------------------------------------------------------------------
+
+
+# ---- Unix users --------------------------------------------------------------------------
+
+
+class Users:
+    """Creates real Unix users (useradd) for one test and removes them afterwards."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+        self.groups: list[str] = []
+
+    def group(self, name: str) -> str:
+        subprocess.run(["groupadd", "-f", name], check=True)
+        self.groups.append(name)
+        return name
+
+    def add(self, name: str | None = None, groups: tuple[str, ...] = ()) -> str:
+        name = name or f"ds01t{uuid.uuid4().hex[:8]}"
+        cmd = ["useradd", "--create-home", "--shell", "/bin/bash"]
+        if groups:
+            cmd += ["--groups", ",".join(groups)]
+        subprocess.run([*cmd, name], check=True, capture_output=True)
+        self.created.append(name)
+        return name
+
+    def cleanup(self) -> None:
+        for name in reversed(self.created):
+            subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+            subprocess.run(["userdel", "--remove", name], capture_output=True)
+        for g in self.groups:
+            subprocess.run(["groupdel", g], capture_output=True)
+
+
+def as_user(user: str, args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    """Run a command as a real user (setpriv with the user's groups), without a login shell."""
+    pw = pwd.getpwnam(user)
+    env = {
+        "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": pw.pw_dir,
+        "USER": user,
+        "LOGNAME": user,
+        "LANG": "C.UTF-8",
+    }
+    extra_env = kw.pop("env", None)
+    if isinstance(extra_env, dict):
+        env.update(extra_env)
+    cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", *args]
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        cmd, env=env, capture_output=True, text=True, timeout=120, **kw
+    )
+
+
+# ---- ds01d -------------------------------------------------------------------------------
+
+
+def short_tmp(prefix: str = "ds01-") -> Path:
+    """A temp dir with a short path (Unix socket paths are limited to 107 bytes), traversable by
+    the test users."""
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    d.chmod(0o755)
+    return d
+
+
+class Daemon:
+    """One real ds01d process. Its state survives stop()/kill9() and start() again."""
+
+    def __init__(self, base: Path, config: str, machine: Path, docker_host: str | None) -> None:
+        self.base = base
+        self.config_path = base / "ds01.yaml"
+        self.state_dir = base / "state"
+        self.run_dir = base / "run"
+        self.machine = machine
+        self.docker_host = docker_host
+        self.log_path = base / "ds01d.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.write_config(config)
+
+    def write_config(self, config: str) -> None:
+        text = config
+        if self.docker_host and "docker:" not in text:
+            text += f"\ndocker:\n  host: {self.docker_host}\n"
+        self.config_path.write_text(text)
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "api.sock"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for CLI calls that should reach this daemon."""
+        return {
+            "DS01_RUN_DIR": str(self.run_dir),
+            "DS01_STATE_DIR": str(self.state_dir),
+            "DS01_CONFIG": str(self.config_path),
+        }
+
+    def argv(self) -> list[str]:
+        return [
+            str(BIN / "ds01d"),
+            "--config",
+            str(self.config_path),
+            "--sim",
+            str(self.machine),
+            "--state-dir",
+            str(self.state_dir),
+            "--run-dir",
+            str(self.run_dir),
+        ]
+
+    def start(self, timeout: float = 30.0) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ds01d exited {self.proc.returncode}:\n{self.log()}")
+            if self.socket.exists():
+                with contextlib.suppress(DaemonUnavailable), Client(self.socket) as c:
+                    c.health()
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"ds01d did not answer within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.proc = None
+        return rc
+
+    def kill9(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def client(self) -> Client:
+        return Client(self.socket)
+
+    def cli(self, *args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the real `ds01` command against this daemon, as root or as a real user."""
+        if user is not None:
+            return as_user(user, [str(BIN / "ds01"), *args], env=self.env)
+        env = {**os.environ, **self.env}
+        return subprocess.run(
+            [str(BIN / "ds01"), *args], env=env, capture_output=True, text=True, timeout=120
+        )
+
+
+BASIC_CONFIG = """\
+admin_group: ds01t-admins
+defaults:
+  max_gpueq: 2
+  max_units_per_container: 2
+  max_containers: 3
+  allow_full_gpu: true
+  gpu_hold_after_stop: 0s
+allocation:
+  reservation_timeout: 2m
+"""
