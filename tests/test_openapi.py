@@ -26,3 +26,42 @@ def test_every_documented_path_has_responses_and_a_summary() -> None:
         for method, op in ops.items():
             assert op["summary"], f"{method.upper()} {path}"
             assert "200" in op["responses"], f"{method.upper()} {path}"
+
+
+def test_the_description_lists_exactly_the_endpoints_the_daemon_serves(tmp_path: Path) -> None:
+    from ds01.api.openapi import ROUTES
+    from ds01.api.server import ApiDeps, build_app
+    from ds01.config import parse_config_text
+    from ds01.notify import Notifier
+    from ds01.runtime.engine import Engine
+    from ds01.services.allocation import AllocationService
+    from ds01.services.containers import ContainerService
+    from ds01.services.grants import GrantService
+    from ds01.services.hostproc import HostProcessWatch
+    from ds01.store.db import Database
+
+    config = parse_config_text("", "test.yaml")
+    db = Database(tmp_path / "ds01.db")
+    allocations = AllocationService(db, lambda: config)
+    notifier = Notifier(None)
+    grants = GrantService(db, allocations, tmp_path, notifier)
+    app = build_app(
+        ApiDeps(
+            allocations=allocations,
+            sample=lambda: None,
+            backend_name="sim",
+            containers=ContainerService(
+                allocations, Engine("unix:///nonexistent.sock"), lambda: config
+            ),
+            grants=grants,
+            host_processes=HostProcessWatch(db, allocations, grants, notifier),
+        )
+    )
+    served = {
+        (r.method.lower(), r.resource.canonical)
+        for r in app.router.routes()
+        if r.resource is not None and r.method not in ("HEAD", "*")
+    }
+    documented = {(r.method, r.path) for r in ROUTES}
+    assert served == documented
+    db.close()

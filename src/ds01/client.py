@@ -15,12 +15,16 @@ import httpx
 from pydantic import BaseModel
 
 from ds01.api.schemas import (
+    AccessEntryOut,
+    AccessOut,
     AllocateIn,
     AllocationOut,
     ContainerOut,
     DeployIn,
     EventOut,
+    GrantOut,
     HealthOut,
+    HostProcessOut,
     OrphanOut,
     QuotaOut,
     StatusOut,
@@ -231,6 +235,31 @@ class Client:
         data = self._request("GET", "/v1/openapi.json")
         assert isinstance(data, dict)
         return data
+
+    # ---- bare-metal grants and host processes -----------------------------------------
+
+    def grant(
+        self, user: str, reason: str, duration: str | None = None, permanent: bool = False
+    ) -> GrantOut:
+        # A plain dict, not GrantIn: the daemon validates and answers with a ds01 error.
+        body = {"user": user, "duration": duration, "permanent": permanent, "reason": reason}
+        data = self._request("POST", "/v1/admin/grants", json=_clean(body))
+        return GrantOut.model_validate(data)
+
+    def revoke(self, user: str, reason: str = "revoked") -> GrantOut:
+        data = self._request(
+            "POST", "/v1/admin/grants/revoke", json={"user": user, "reason": reason}
+        )
+        return GrantOut.model_validate(data)
+
+    def grants(self) -> list[AccessEntryOut]:
+        return self._get_list("/v1/admin/grants", AccessEntryOut)
+
+    def access(self) -> AccessOut:
+        return self._get("/v1/access", AccessOut)
+
+    def host_processes(self) -> list[HostProcessOut]:
+        return self._get_list("/v1/admin/host-processes", HostProcessOut)
 
 
 def _clean(params: dict[str, Any]) -> dict[str, Any]:

@@ -16,11 +16,10 @@ from ds01.api.schemas import (
     ContainerAllocationOut,
     ContainerOut,
     DeployIn,
-    ErrorBody,
     OrphanOut,
     UnitOut,
 )
-from ds01.errors import Ds01Error, Refusal, UsageError
+from ds01.errors import Ds01Error, UsageError
 from ds01.identity import Caller
 from ds01.model.gpueq import GpuEq
 from ds01.runtime.engine import ShellSession
@@ -81,14 +80,7 @@ def _allocation_request(body: DeployIn) -> AllocationRequest:
 
 
 def _error_line(err: Ds01Error) -> dict[str, Any]:
-    body = ErrorBody(
-        kind=err.kind,
-        what=err.what,
-        why=err.why,
-        fix=err.fix,
-        reason=err.reason.value if isinstance(err, Refusal) else None,
-    )
-    return {"error": body.model_dump()}
+    return convert.error_body(err).model_dump()
 
 
 async def relay_shell(ws: web.WebSocketResponse, session: ShellSession) -> None:

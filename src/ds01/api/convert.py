@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from ds01.api.schemas import AllocationOut, EventOut, UnitOut
+from ds01.api.schemas import AllocationOut, ErrorBody, ErrorOut, EventOut, UnitOut
+from ds01.errors import Ds01Error, Refusal
 from ds01.model.inventory import Unit
 from ds01.store.allocations import AllocationRow
 from ds01.store.events import Event
@@ -63,4 +64,17 @@ def event_out(e: Event) -> EventOut:
         reason=e.reason,
         message=e.message,
         details=e.details,
+    )
+
+
+def error_body(err: Ds01Error) -> ErrorOut:
+    """The one JSON shape of an error, for responses and for NDJSON stream lines."""
+    return ErrorOut(
+        error=ErrorBody(
+            kind=err.kind,
+            what=err.what,
+            why=err.why,
+            fix=err.fix,
+            reason=err.reason.value if isinstance(err, Refusal) else None,
+        )
     )

@@ -2,47 +2,106 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
 from ds01 import __version__
 from ds01.api import schemas as s
 
-# (method, path, summary, request schema, response schema, response is a list)
-ROUTES: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None, bool]] = [
-    ("get", "/v1/health", "Daemon health", None, s.HealthOut, False),
-    (
-        "get",
-        "/v1/whoami",
-        "Who the daemon thinks you are (from SO_PEERCRED)",
-        None,
-        s.WhoAmIOut,
-        False,
-    ),
-    ("get", "/v1/gpu/status", "Every unit with its holder", None, s.StatusOut, False),
-    ("post", "/v1/allocations", "Reserve GPUs or MIG slices", s.AllocateIn, s.AllocationOut, False),
-    (
+
+class Route(NamedTuple):
+    method: str
+    path: str
+    summary: str
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    many: bool = False  # the response is a list of `response`
+
+
+# Every endpoint the daemon serves; tests/test_openapi.py checks this against the router.
+ROUTES: list[Route] = [
+    Route("get", "/v1/health", "Daemon health", response=s.HealthOut),
+    Route("get", "/v1/whoami", "Who ds01d thinks you are (SO_PEERCRED)", response=s.WhoAmIOut),
+    Route("get", "/v1/gpu/status", "Every unit with its holder", response=s.StatusOut),
+    Route("post", "/v1/allocations", "Reserve GPUs or MIG slices", s.AllocateIn, s.AllocationOut),
+    Route(
         "get",
         "/v1/allocations",
         "Live allocations (yours; ?all=1 for admins)",
-        None,
-        s.AllocationOut,
-        True,
+        response=s.AllocationOut,
+        many=True,
     ),
-    ("get", "/v1/allocations/{id}", "One allocation", None, s.AllocationOut, False),
-    (
+    Route("get", "/v1/allocations/{id}", "One allocation", response=s.AllocationOut),
+    Route(
         "post",
         "/v1/allocations/{id}/release",
         "Release an allocation",
         s.ReleaseIn,
         s.AllocationOut,
-        False,
     ),
-    ("get", "/v1/quota", "Your limits, holdings and what is left", None, s.QuotaOut, False),
-    ("get", "/v1/events", "Audit log (yours; admins: all, ?user=)", None, s.EventOut, True),
-    ("post", "/v1/admin/drain", "Stop handing out a unit or GPU (admin)", s.DrainIn, None, False),
-    ("post", "/v1/admin/undrain", "Hand out a drained unit again (admin)", s.DrainIn, None, False),
+    Route("get", "/v1/quota", "Your limits, holdings and what is left", response=s.QuotaOut),
+    Route(
+        "get",
+        "/v1/events",
+        "Audit log (yours; admins: all, ?user=&kind=&since=)",
+        response=s.EventOut,
+        many=True,
+    ),
+    Route(
+        "post",
+        "/v1/admin/{op}",
+        "Drain or undrain a unit or GPU (op: drain|undrain; admin)",
+        s.DrainIn,
+    ),
+    Route(
+        "post",
+        "/v1/containers",
+        "Deploy a container (NDJSON progress lines, then the result)",
+        s.DeployIn,
+        s.ContainerOut,
+    ),
+    Route(
+        "get",
+        "/v1/containers",
+        "Your containers (?all=1 for admins)",
+        response=s.ContainerOut,
+        many=True,
+    ),
+    Route("get", "/v1/containers/{name}", "One of your containers", response=s.ContainerOut),
+    Route(
+        "post",
+        "/v1/containers/{name}/{op}",
+        "start | stop | restart (ContainerOut) or retire (container removed, GPUs released)",
+        response=s.ContainerOut,
+    ),
+    Route("get", "/v1/containers/{name}/logs", "Output (?follow=1&tail=N), streamed"),
+    Route("get", "/v1/containers/{name}/shell", "Interactive shell (WebSocket upgrade)"),
+    Route(
+        "get",
+        "/v1/admin/orphans",
+        "Containers running without a live allocation (admin)",
+        response=s.OrphanOut,
+        many=True,
+    ),
+    Route("get", "/v1/access", "Your bare-metal GPU access", response=s.AccessOut),
+    Route("post", "/v1/admin/grants", "Grant bare-metal GPU access (admin)", s.GrantIn, s.GrantOut),
+    Route("post", "/v1/admin/grants/revoke", "Revoke a grant (admin)", s.RevokeIn, s.GrantOut),
+    Route(
+        "get",
+        "/v1/admin/grants",
+        "Exempt users and live grants (admin)",
+        response=s.AccessEntryOut,
+        many=True,
+    ),
+    Route(
+        "get",
+        "/v1/admin/host-processes",
+        "GPU processes on the bare host (admin)",
+        response=s.HostProcessOut,
+        many=True,
+    ),
+    Route("get", "/v1/openapi.json", "This description"),
 ]
 
 

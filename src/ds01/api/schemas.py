@@ -14,6 +14,17 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _gpu_options(body: AllocateIn | DeployIn) -> list[str]:
+    """Which of the mutually exclusive GPU options a request body sets."""
+    given = {
+        "gpus": body.gpus,
+        "mig": body.mig,
+        "gpueq": body.gpueq,
+        "cpu_only": body.cpu_only or None,
+    }
+    return [k for k, v in given.items() if v is not None]
+
+
 class AllocateIn(_In):
     """Exactly one of gpus, mig, gpueq or cpu_only."""
 
@@ -38,17 +49,7 @@ class AllocateIn(_In):
 
     @model_validator(mode="after")
     def _one_kind(self) -> AllocateIn:
-        chosen = [
-            k
-            for k, v in (
-                ("gpus", self.gpus),
-                ("mig", self.mig),
-                ("gpueq", self.gpueq),
-                ("cpu_only", self.cpu_only or None),
-            )
-            if v is not None
-        ]
-        if len(chosen) != 1:
+        if len(_gpu_options(self)) != 1:
             raise ValueError("give exactly one of gpus, mig, gpueq or cpu_only")
         return self
 
@@ -188,17 +189,7 @@ class DeployIn(_In):
 
     @model_validator(mode="after")
     def _one_kind(self) -> DeployIn:
-        chosen = [
-            k
-            for k, v in (
-                ("gpus", self.gpus),
-                ("mig", self.mig),
-                ("gpueq", self.gpueq),
-                ("cpu_only", self.cpu_only or None),
-            )
-            if v is not None
-        ]
-        if len(chosen) > 1:
+        if len(_gpu_options(self)) > 1:
             raise ValueError("give at most one of gpus, mig, gpueq or cpu_only")
         return self
 
@@ -234,3 +225,77 @@ class OrphanOut(BaseModel):
     owner: str | None
     gpu_device_ids: list[str]
     problem: str
+
+
+# ---- bare-metal grants and host GPU processes (docs/grants.md) --------------------------------
+
+
+class GrantIn(_In):
+    """Exactly one of duration ("4h", "30m", "90s") or permanent."""
+
+    user: str = Field(min_length=1, max_length=256)
+    duration: str | None = Field(default=None, max_length=64)
+    permanent: bool = False
+    reason: str = Field(max_length=2000, description="Why, for the audit log (1-500 characters)")
+
+
+class RevokeIn(_In):
+    user: str = Field(min_length=1, max_length=256)
+    reason: str = Field(default="revoked", min_length=1, max_length=500)
+
+
+class GrantOut(BaseModel):
+    id: int
+    user: str
+    granted_by: str
+    reason: str
+    granted_at: str
+    until: str | None = Field(description="When it ends; null for a permanent grant")
+    permanent: bool
+    ended_at: str | None = None
+    end_reason: str | None = Field(default=None, description="expired | revoked | replaced")
+    ended_by: str | None = None
+
+
+class AccessEntryOut(BaseModel):
+    """One user who may compute on the bare host."""
+
+    user: str
+    kind: str = Field(description="exempt (config exempt_users) | grant")
+    until: str | None = Field(description="When the access ends; null: no end")
+    reason: str | None = None
+    granted_by: str | None = None
+    granted_at: str | None = None
+    grant_id: int | None = None
+
+
+class AccessOut(BaseModel):
+    """The caller's own access to GPUs on the bare host."""
+
+    user: str
+    state: str = Field(description="exempt | granted | containers_only")
+    until: str | None = Field(description="End of the grant; null unless granted with an end")
+    reason: str | None = Field(description="The grant's reason; null unless granted")
+    how: str = Field(description="How this user gets GPU work done")
+
+
+class HostProcessOut(BaseModel):
+    """A GPU compute process, mapped to its container or its host user."""
+
+    pid: int
+    user: str | None = Field(description="Owner (real uid) by name; null when NSS lacks it")
+    uid: int
+    name: str
+    status: str = Field(
+        description="container | container_unallocated | system | exempt | granted | violation"
+    )
+    gpu_uuids: list[str]
+    gpu_indices: list[int]
+    unit_uuids: list[str]
+    used_memory_mib: int | None
+    container_id: str | None
+    allocation_id: int | None
+    cause: str | None = Field(description="For a violation: no_grant | grant_ended")
+    policy: str | None = Field(description="For a violation: report | terminate")
+    action: str | None = Field(description="sigterm_sent | sigkill_sent | refused, or null")
+    first_seen: str

@@ -21,8 +21,6 @@ from ds01.api import convert
 from ds01.api.schemas import (
     AllocateIn,
     DrainIn,
-    ErrorBody,
-    ErrorOut,
     HealthOut,
     LimitValue,
     OrphanOut,
@@ -46,6 +44,8 @@ from ds01.model.inventory import MachineSample
 from ds01.scheduler.snapshot import RequestKind
 from ds01.services.allocation import AllocationRequest, AllocationService
 from ds01.services.containers import ContainerService
+from ds01.services.grants import GrantService
+from ds01.services.hostproc import HostProcessWatch
 
 _M = TypeVar("_M", bound=BaseModel)
 MAX_BODY = 64 * 1024
@@ -59,6 +59,8 @@ class ApiDeps:
     docker_state: Callable[[], str] = lambda: "not configured"
     containers: ContainerService | None = None
     orphans: Callable[[], list[OrphanOut]] = lambda: []
+    grants: GrantService | None = None
+    host_processes: HostProcessWatch | None = None
 
 
 class _CallerCache:
@@ -94,16 +96,7 @@ def status_for(err: Ds01Error) -> int:
 
 
 def error_response(err: Ds01Error) -> web.Response:
-    body = ErrorOut(
-        error=ErrorBody(
-            kind=err.kind,
-            what=err.what,
-            why=err.why,
-            fix=err.fix,
-            reason=err.reason.value if isinstance(err, Refusal) else None,
-        )
-    )
-    return web.json_response(body.model_dump(), status=status_for(err))
+    return web.json_response(convert.error_body(err).model_dump(), status=status_for(err))
 
 
 def ok(model: BaseModel | list[Any] | dict[str, Any], status: int = 200) -> web.Response:
@@ -279,7 +272,7 @@ def build_app(deps: ApiDeps) -> web.Application:
         limits = {
             f.name: LimitValue(
                 value=_jsonable(getattr(lim, f.name)),
-                source=resolved.sources.get(f.name, "defaults"),
+                source=resolved.sources.get(_CONFIG_KEY.get(f.name, f.name), "defaults"),
             )
             for f in fields(lim)
             if f.name not in ("group",)
@@ -349,8 +342,24 @@ def build_app(deps: ApiDeps) -> web.Application:
         from ds01.api.containers import add_routes
 
         add_routes(app, deps.containers, caller_of, parse_body, ok, deps.orphans)
+    if deps.grants is not None:
+        from ds01.api.grants import add_routes as add_grant_routes
+
+        add_grant_routes(app, deps.grants, deps.host_processes, caller_of, parse_body, ok)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app
+
+
+# Limits fields whose config key (the key ResolvedLimits.sources uses) has another name.
+_CONFIG_KEY = {
+    "memory_bytes": "memory",
+    "memory_swap_bytes": "memory_swap",
+    "shm_bytes": "shm",
+    "max_runtime_s": "max_runtime",
+    "idle_timeout_s": "idle_timeout",
+    "gpu_hold_after_stop_s": "gpu_hold_after_stop",
+    "group_max_gpueq": "max_gpueq_total",
+}
 
 
 def _jsonable(v: object) -> object:

@@ -87,3 +87,112 @@ def undrain(
 ) -> None:
     """Hand out a drained unit or GPU again."""
     _drain(ctx, target, reason, undrain=True)
+
+
+# ---- bare-metal grants and host GPU processes (docs/grants.md) ------------------------------
+
+
+@app.command("grant")
+def grant(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Argument(help="Who may compute on the bare host.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why; goes to the audit log.")],
+    for_: Annotated[str | None, typer.Option("--for", help="How long: 30m, 4h, 2d, 1h30m.")] = None,
+    permanent: Annotated[bool, typer.Option("--permanent", help="No end (until revoked).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Let USER run GPU jobs on the host itself, for a while or until revoked."""
+    from ds01.errors import UsageError
+
+    if (for_ is None) == (not permanent):
+        raise UsageError(
+            "give exactly one of --for DURATION or --permanent",
+            fix="For example: ds01 admin grant alice --for 4h --reason 'profiling run'.",
+        )
+    with client_of(ctx) as c:
+        g = c.grant(user, reason, duration=for_, permanent=permanent)
+    if as_json:
+        print_json(g.model_dump(mode="json"))
+        return
+    span = f"until {local_time(g.until)}" if g.until else "with no end (until revoked)"
+    console.print(f"granted {g.user} bare-metal GPU access {span} (grant {g.id})", soft_wrap=True)
+
+
+@app.command("revoke")
+def revoke(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Argument(help="Whose bare-metal grant to end.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why; goes to the audit log.")
+    ] = "revoked",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """End USER's bare-metal grant now (their host GPU processes go by host.grant_expiry)."""
+    with client_of(ctx) as c:
+        g = c.revoke(user, reason)
+    if as_json:
+        print_json(g.model_dump(mode="json"))
+        return
+    console.print(f"revoked grant {g.id} of {g.user}", soft_wrap=True)
+
+
+@app.command("grants")
+def grants(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Who may compute on the bare host: exempt users and live grants."""
+    with client_of(ctx) as c:
+        rows = c.grants()
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in rows])
+        return
+    if not rows:
+        console.print("Nobody may compute on the bare host (no exempt users, no grants).")
+        return
+    t = Table()
+    for col in ("User", "Access", "Until", "Reason", "By", "Since"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r.user,
+            r.kind,
+            local_time(r.until) if r.until else "no end",
+            r.reason or ("config exempt_users" if r.kind == "exempt" else "–"),
+            r.granted_by or "–",
+            local_time(r.granted_at),
+        )
+    console.print(t)
+
+
+@app.command("host-processes")
+def host_processes(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """GPU processes and whose they are: containers, exempt or granted users, violations."""
+    with client_of(ctx) as c:
+        rows = c.host_processes()
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in rows])
+        return
+    if not rows:
+        console.print("No GPU processes.")
+        return
+    t = Table()
+    for col in ("PID", "User", "Name", "GPUs", "Status", "Container", "Action", "Seen"):
+        t.add_column(col)
+    for r in rows:
+        status = r.status + (f" ({r.cause}, {r.policy})" if r.status == "violation" else "")
+        t.add_row(
+            str(r.pid),
+            r.user or f"uid {r.uid}",
+            r.name,
+            ", ".join(str(i) for i in r.gpu_indices) or ", ".join(r.gpu_uuids),
+            status,
+            (r.container_id or "")[:12] + (f" #{r.allocation_id}" if r.allocation_id else "")
+            or "–",
+            r.action or "–",
+            age(r.first_seen),
+        )
+    console.print(t)

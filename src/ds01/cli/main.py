@@ -57,6 +57,13 @@ def _register() -> None:
     app.command("events")(events_cmd.events)
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(admin_cmd.app, name="admin")
+    from ds01.cli import doctor_cmd, host_cmd
+
+    app.add_typer(host_cmd.app, name="host")
+    app.command("doctor")(doctor_cmd.doctor)
+    from ds01.cli import access_cmd
+
+    app.command("access")(access_cmd.access)
 
 
 _register()

@@ -264,12 +264,23 @@ class StorageSection(_Section):
     shared_paths: Annotated[tuple[SharedPath, ...], _LIST] = ()
 
 
+# Owner group of /dev/nvidia-uvm* with compute_gate: uvm: exempt users and live grants.
+# `ds01 host apply` creates it; ds01d keeps its membership.
+GPU_HOST_GROUP = "ds01-gpu-host"
+
+
 class HostSection(_Section):
     device_access: Annotated[Literal["open", "group"], _v(_choice("open", "group"))] = "open"
     device_group: Text = "video"
     compute_gate: Annotated[Literal["none", "uvm"], _v(_choice("none", "uvm"))] = "none"
     grant_expiry: Annotated[Literal["warn", "terminate"], _v(_choice("warn", "terminate"))] = "warn"
     gate_group: Text = "ds01-users"
+    # Bare-metal grants and the host GPU process watch (services/grants.py, services/hostproc.py).
+    grant_warnings: Annotated[tuple[Duration1, ...], _LIST] = (3600, 600)  # seconds before the end
+    grant_kill_grace: Duration1 = 30  # seconds between SIGTERM and SIGKILL
+    host_process_policy: Annotated[
+        Literal["report", "terminate"], _v(_choice("report", "terminate"))
+    ] = "report"
 
 
 Privacy = Literal["show_all", "hide_others"]

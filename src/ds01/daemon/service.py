@@ -17,18 +17,22 @@ from ds01.api.schemas import OrphanOut
 from ds01.api.server import ApiDeps, build_app, serve
 from ds01.config import Config, load_config
 from ds01.errors import Ds01Error, InventoryError
+from ds01.gate import EngineClient, GateDeps, GateServer, GateSettings
 from ds01.inventory.backend import InventoryBackend
 from ds01.model.inventory import MachineSample
 from ds01.paths import Paths
 from ds01.runtime.engine import Engine, EventStream
 from ds01.services.allocation import AllocationService
 from ds01.services.containers import ContainerService
+from ds01.services.grants import GrantService
+from ds01.services.hostproc import HostProcessWatch
 from ds01.services.reconcile import Reconciler
 from ds01.store.db import Database
 
 log = logging.getLogger("ds01d")
 
 EXPIRY_TICK_S = 1.0
+HOST_ACCESS_TICK_S = 1.0  # grant expiry, warnings, host-access file, host GPU process watch
 RECONCILE_EVERY_S = 30.0
 EVENTS_RETRY_S = 2.0
 
@@ -43,6 +47,7 @@ class Daemon:
         self.engine = Engine(self.config.docker.host)
         self.containers = ContainerService(self.allocations, self.engine, lambda: self.config)
         self.reconciler = Reconciler(self.containers)
+        self._wire_host_access()
         self.docker_state = "unknown"
         self._stopping = False
         self._event_stream: EventStream | None = None
@@ -50,6 +55,7 @@ class Daemon:
         self._unit_set: frozenset[str] = frozenset()
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
+        self.gate: GateServer | None = None
 
     def _open_backend(self, sim: str | None) -> InventoryBackend:
         from ds01.inventory.select import open_backend, resolve_sim
@@ -57,6 +63,30 @@ class Daemon:
         if sim:
             return open_backend("sim", resolve_sim(sim))
         return open_backend(self.config.gpu.backend, self.config.gpu.sim_machine)
+
+    def _wire_host_access(self) -> None:
+        from ds01.notify import NOTIFICATIONS_LOG, Notifier
+
+        self.notifier = Notifier(self.paths.state_dir / NOTIFICATIONS_LOG)
+        self.grants = GrantService(self.db, self.allocations, self.paths.run_dir, self.notifier)
+        self.hostproc = HostProcessWatch(self.db, self.allocations, self.grants, self.notifier)
+        self.grants.on_ended.append(self.hostproc.grant_ended)
+
+    def _host_access_once(self, startup: bool = False) -> None:
+        """Grants (expiry, warnings, file, group), then the host GPU process watch."""
+        self.grants.tick(force_sync=startup)  # at start: rewrite the file, re-read the group
+        self.hostproc.scan(self.sample)
+
+    async def _host_access_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HOST_ACCESS_TICK_S)
+            try:
+                await asyncio.to_thread(self._host_access_once)
+            except Ds01Error as err:
+                log.error("host access pass failed: %s", " | ".join(err.lines()))
+            except Exception:
+                # Enforcement must outlive a surprise: log it and try again next tick.
+                log.exception("host access pass failed")
 
     def reload_config(self) -> None:
         """SIGHUP: load the config again; a bad file keeps the last good config running."""
@@ -171,6 +201,7 @@ class Daemon:
         self.paths.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.paths.run_dir, 0o755)
         await asyncio.to_thread(self._reconcile_once, True)
+        await asyncio.to_thread(self._host_access_once, True)
         deps = ApiDeps(
             allocations=self.allocations,
             sample=lambda: self.sample,
@@ -178,17 +209,39 @@ class Daemon:
             docker_state=lambda: self.docker_state,
             containers=self.containers,
             orphans=self._orphans,
+            grants=self.grants,
+            host_processes=self.hostproc,
         )
         self._runner = await serve(build_app(deps), str(self.paths.api_socket))
+        await self._start_gate()
         self._tasks = [
             asyncio.create_task(self._sampler(), name="sampler"),
             asyncio.create_task(self._expiry(), name="expiry"),
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+            asyncio.create_task(self._host_access_loop(), name="host-access"),
         ]
         self._watcher = threading.Thread(
             target=self._watch_events, name="docker-events", daemon=True
         )
         self._watcher.start()
+
+    async def _start_gate(self) -> None:
+        """The Docker gate on <run-dir>/docker.sock (gate/): 0660, group host.gate_group."""
+        settings = GateSettings.from_config(self.config)
+        engine = EngineClient(
+            lambda: self.config.docker.host,
+            timeout_s=settings.engine_timeout_s,
+            max_reply_bytes=settings.max_engine_reply_bytes,
+        )
+        deps = GateDeps(
+            allocations=self.allocations,
+            containers=self.containers,
+            config=lambda: self.config,
+            engine=engine,
+            settings=settings,
+        )
+        self.gate = GateServer(deps)
+        await self.gate.start(self.paths.gate_socket, self.config.host.gate_group)
 
     def _orphans(self) -> list[OrphanOut]:
         return [
@@ -211,6 +264,8 @@ class Daemon:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        if self.gate is not None:
+            await self.gate.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         with contextlib.suppress(FileNotFoundError):

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ds01.config import Config
+from ds01.config.schema import GPU_HOST_GROUP
 from ds01.host import hostaccess
 from ds01.host.render import AREAS, HostSettings, Rendering, render
 from ds01.host.users import (
-    GPU_HOST_GROUP,
     add_member_command,
     create_group_command,
     ds01_users,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ds01.config import Config
+from ds01.config.schema import GPU_HOST_GROUP
 from ds01.host import profile
 from ds01.host.edits import (
     EditError,
@@ -27,7 +28,6 @@ from ds01.host.edits import (
     without_nvidia_default_runtime,
 )
 from ds01.host.hostaccess import FILE_NAME as HOST_ACCESS_NAME
-from ds01.host.users import GPU_HOST_GROUP
 
 AREAS = ("profile", "devices", "docker", "systemd")
 

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from ds01.config import Config
 from ds01.identity import groups_of
 
-GPU_HOST_GROUP = "ds01-gpu-host"  # owner of /dev/nvidia-uvm* with compute_gate: uvm
-
 
 @dataclass(frozen=True)
 class Ds01Users:

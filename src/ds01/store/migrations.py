@@ -115,8 +115,55 @@ def _v1_initial(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v2_grants(conn: sqlite3.Connection) -> None:
+    """Bare-metal grants, the warnings sent for them, and host GPU processes already reported."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE grants (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user TEXT NOT NULL,
+            granted_by TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            until REAL,                       -- NULL: permanent
+            ended_at REAL,                    -- NULL while the grant is live
+            end_reason TEXT CHECK (end_reason IN ('expired', 'revoked', 'replaced')),
+            ended_by TEXT,
+            CHECK ((ended_at IS NULL) = (end_reason IS NULL))
+        );
+        -- At most one live grant per user; the expiry pass reads live grants through it.
+        CREATE UNIQUE INDEX one_live_grant_per_user ON grants (user) WHERE ended_at IS NULL;
+
+        -- A grant's warning (N seconds before its end) is delivered at most once, across
+        -- restarts. sent = 0: it fell due together with a later one, which was sent instead.
+        CREATE TABLE grant_warnings (
+            grant_id INTEGER NOT NULL REFERENCES grants (id),
+            before_s INTEGER NOT NULL,
+            done_at REAL NOT NULL,
+            sent INTEGER NOT NULL CHECK (sent IN (0, 1)),
+            PRIMARY KEY (grant_id, before_s)
+        );
+
+        -- Host GPU processes already reported, so a restart does not report them again.
+        -- (boot_id, pid, started) names one process: pids are reused, start times are not.
+        CREATE TABLE host_process_reports (
+            boot_id TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started INTEGER NOT NULL,         -- /proc/PID/stat starttime (ticks since boot)
+            uid INTEGER,
+            user TEXT,
+            cause TEXT NOT NULL,              -- no_grant | grant_ended
+            reported_at REAL NOT NULL,
+            PRIMARY KEY (boot_id, pid, started)
+        );
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
+    (2, "bare-metal grants and host process reports", _v2_grants),
 ]
 
 

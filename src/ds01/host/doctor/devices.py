@@ -21,11 +21,11 @@ import stat
 import subprocess
 from pathlib import Path
 
+from ds01.config.schema import GPU_HOST_GROUP
 from ds01.host.doctor.base import Context, Result, Status, octal
 from ds01.host.doctor.files import files_current
 from ds01.host.render import DevicePolicy, device_policy
 from ds01.host.users import (
-    GPU_HOST_GROUP,
     add_member_command,
     ds01_users,
     group_id,
