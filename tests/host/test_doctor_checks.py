@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from host_support import ds01
 
-from support import Daemon, Users
 from ds01.config import Config, parse_config_text
 from ds01.host.doctor import (
     Context,
@@ -31,6 +30,7 @@ from ds01.host.doctor import (
 from ds01.host.doctor import daemon as daemon_checks
 from ds01.host.users import GPU_HOST_GROUP
 from ds01.paths import Paths
+from support import Daemon, Users
 
 REFUSER = '#!/bin/sh\necho "nvidia-smi: only video members may query GPUs" >&2\nexit 1\n'
 

@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 from host_support import ds01
 
-from support import Users
 from ds01.config import load_config
 from ds01.host.apply import apply, settings_for
 from ds01.host.doctor import Context, Status, run_doctor
 from ds01.paths import Paths
 from ds01.store.db import Database
+from support import Users
 
 WRAPPER = """#!/bin/bash
 # DS01's wrapper: only members of 'video' may see the GPUs.
