@@ -149,6 +149,8 @@ class Engine:
         self.timeout_s = timeout_s
         self._client: docker.DockerClient | None = None
         self._cgroup_driver: str | None = None  # per client: it changes only with dockerd
+        # list_managed: container ID → (summary State, Status, name; what inspect gave).
+        self._info_cache: dict[str, tuple[tuple[str, str, str], ContainerInfo]] = {}
         self._lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -172,6 +174,7 @@ class Engine:
                 self._client.close()
             self._client = None
             self._cgroup_driver = None
+            self._info_cache = {}
 
     def _unreachable(self, action: str, exc: BaseException) -> NoReturn:
         # Drop the client: the next call renegotiates with whatever engine is there by then.
@@ -352,16 +355,38 @@ class Engine:
         return data if data.get("Name") == f"/{docker_name}" else None
 
     def list_managed(self, *, all: bool = True) -> list[ContainerInfo]:
-        """Every container labelled ds01.managed=true (all=False: running ones only)."""
+        """Every container labelled ds01.managed=true (all=False: running ones only).
+
+        The list call's summary lacks what ContainerInfo needs from ``docker inspect``
+        (DeviceRequests, start/finish times, exit code), but an inspect per container made a
+        list of 50 cost ~50 engine round trips. So the last ContainerInfo of each container is
+        kept and reused while the summary's State and Status text are unchanged: DeviceRequests,
+        labels, image and creation time never change, and the times and exit code change only
+        with the state, which moves Status ("Up 3 hours" → "Exited (0) 2 seconds ago").
+        """
         with self._translate("list containers"):
             summaries = self._api().containers(all=all, filters={"label": f"{LABEL_MANAGED}=true"})
+        cache = self._info_cache
+        fresh: dict[str, tuple[tuple[str, str, str], ContainerInfo]] = {}
         infos = []
         for summary in summaries:
-            try:
-                data = self.inspect(summary["Id"])
-            except NotFound:
-                continue  # removed between the list and the inspect
-            infos.append(container_info(data))
+            cid = str(summary["Id"])
+            names = summary.get("Names") or [""]
+            key = (str(summary.get("State")), str(summary.get("Status")), str(names[0]))
+            hit = cache.get(cid)
+            if hit is not None and hit[0] == key:
+                info = hit[1]
+            else:
+                try:
+                    info = container_info(self.inspect(cid))
+                except NotFound:
+                    continue  # removed between the list and the inspect
+            fresh[cid] = (key, info)
+            infos.append(info)
+        if all:  # a running-only list would drop the stopped containers' entries
+            self._info_cache = fresh
+        else:
+            self._info_cache = {**cache, **fresh}
         return infos
 
     def logs(

@@ -11,6 +11,7 @@ the steps before it did, so a failed deploy leaves neither an allocation nor a c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -82,6 +83,19 @@ class ContainerService:
         self.allocations = allocations
         self.engine = engine
         self._config = config
+        # Containers a user command is stopping, starting or removing right now: the Docker
+        # events these cause are that command's to record (reason "stopped", "retired"…), so
+        # the reconciler leaves them alone instead of racing it with "container_exited" or
+        # "container_removed". Events arriving after the command are no-ops anyway.
+        self.acting_on: set[str] = set()
+
+    @contextlib.contextmanager
+    def _acting(self, container_id: str) -> Iterator[None]:
+        self.acting_on.add(container_id)
+        try:
+            yield
+        finally:
+            self.acting_on.discard(container_id)
 
     @property
     def config(self) -> Config:
@@ -108,37 +122,10 @@ class ContainerService:
         return tuple(out)
 
     def _allowed_mount(self, caller: Caller, path: str, target: str, rw: bool) -> WorkspaceMount:
-        """A directory the caller owns (read-write) or a shared path from the config.
-
-        The check is on the resolved path, not the string: a symlink the user made to /etc
-        resolves to /etc, which the user does not own.
-        """
-        if not os.path.isabs(path):
-            raise UsageError(
-                f"{path}: give an absolute path",
-                fix=f"Use e.g. {os.path.join('/home', caller.name, path)}.",
-            )
-        real = os.path.realpath(path)
-        try:
-            st = os.stat(real)
-        except OSError:
-            raise UsageError(
-                f"{path}: no such directory", fix="Create it first (mkdir -p), then deploy again."
-            ) from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise UsageError(f"{path}: not a directory")
-        for shared in self.config.storage.shared_paths:
-            root = os.path.realpath(str(shared.path))
-            if real == root or real.startswith(root.rstrip("/") + "/"):
-                return WorkspaceMount(real, target, read_only=shared.read_only)
-        if st.st_uid == caller.uid or caller.is_root:
-            return WorkspaceMount(real, target, read_only=not rw)
-        raise Refusal(
-            RefusalReason.PATH_NOT_ALLOWED,
-            f"you may not mount {path}" + (f" (resolves to {real})" if real != path else ""),
-            why="Only directories you own, or shared paths the admin listed, can be mounted.",
-            fix="Mount a directory in your home, or ask an admin to share this one.",
-        )
+        """A directory the caller owns (read-write) or a shared path from the config
+        (allowed_host_path decides; the Docker gate uses the same rule for -v and --mount)."""
+        grant = allowed_host_path(caller, path, self.config)
+        return WorkspaceMount(grant.real, target, read_only=grant.read_only or not rw)
 
     def _check_env(self, env: dict[str, str]) -> None:
         bad = sorted(k for k in env if k in RESERVED_ENV)
@@ -239,10 +226,17 @@ class ContainerService:
         self.allocations.release_by_daemon(alloc_id, "deploy_failed")
 
     def _require_engine(self) -> None:
-        if not self.engine.ping():
+        # ping() raises when the engine does not answer (it returns False only for an odd
+        # answer): both become the one message for users, the engine's detail as the why.
+        try:
+            up = self.engine.ping()
+            detail = "ds01d cannot create or change containers while Docker is down."
+        except RuntimeUnavailable as err:
+            up, detail = False, err.what
+        if not up:
             raise RuntimeUnavailable(
                 "the Docker engine is not reachable",
-                why="ds01d cannot create or change containers while Docker is down.",
+                why=detail,
                 fix="Try again in a minute; if it persists, tell an admin (systemctl status "
                 "docker). GPU status and quotas keep working.",
             )
@@ -257,8 +251,9 @@ class ContainerService:
     def stop(self, caller: Caller, name: str) -> ContainerView:
         info = self._find_owned(caller, name)
         self._require_engine()
-        self.engine.stop(info.id)
-        row = self._hold_after_stop(info, actor=caller.name, reason="stopped")
+        with self._acting(info.id):
+            self.engine.stop(info.id)
+            row = self._hold_after_stop(info, actor=caller.name, reason="stopped")
         return ContainerView(self._info(info.id), row)
 
     def allocation_of(self, info: ContainerInfo) -> AllocationRow | None:
@@ -290,11 +285,12 @@ class ContainerService:
             row = self._reallocate(caller, info)
             if row is None:  # the container was recreated on other units
                 return self._view_by_name(caller, name)
-        self.engine.start(info.id)
-        if row.state is not AllocState.ACTIVE:
-            row = self.allocations.activate(
-                row.id, container_id=info.id, actor=caller.name, reason="started"
-            )
+        with self._acting(info.id):
+            self.engine.start(info.id)
+            if row.state is not AllocState.ACTIVE:
+                row = self.allocations.activate(
+                    row.id, container_id=info.id, actor=caller.name, reason="started"
+                )
         return ContainerView(self._info(info.id), row)
 
     def _reallocate(self, caller: Caller, info: ContainerInfo) -> AllocationRow | None:
@@ -311,9 +307,10 @@ class ContainerService:
             else AllocationRequest.from_json({"kind": "cpu"}, container=info.short_name)
         )
         wanted = tuple(info.gpu_device_ids)
-        row = self.allocations.allocate(
-            caller, request, existing_container=True, preferred_units=wanted
-        )
+        # Not existing_container=True: with its allocation released, this container no longer
+        # counts towards max_containers, so starting it must be checked like a new one (else
+        # stop → release → deploy another → start the first runs one over the limit).
+        row = self.allocations.allocate(caller, request, preferred_units=wanted)
         got = tuple(u.uuid for u in row.units)
         if sorted(got) == sorted(wanted):
             return row
@@ -367,10 +364,11 @@ class ContainerService:
         """Stop and remove the container and release its GPUs at once."""
         info = self._find_owned(caller, name)
         self._require_engine()
-        self.engine.remove(info.id, force=True)
-        row = self.allocation_of(info)
-        if row is not None:
-            self.allocations.release_by_daemon(row.id, "retired")
+        with self._acting(info.id):
+            self.engine.remove(info.id, force=True)
+            row = self.allocation_of(info)
+            if row is not None:
+                self.allocations.release_by_daemon(row.id, "retired")
         return info.id
 
     # ---- reads -----------------------------------------------------------------------
@@ -412,6 +410,83 @@ class ContainerService:
     def logs(self, caller: Caller, name: str, follow: bool, tail: int | None) -> Iterator[bytes]:
         info = self._find_owned(caller, name)
         return self.engine.logs(info.id, follow=follow, tail=tail)
+
+
+# Host paths no container may mount, whoever owns them (compared with the resolved path, so a
+# symlink to one of them is refused too). "/" itself is refused separately: everything is under it.
+SYSTEM_PATHS = (
+    "/etc",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+    "/run",
+    "/var/run",
+    "/root",
+    "/var/lib/docker",
+    "/var/lib/ds01",
+)
+
+
+@dataclass(frozen=True)
+class HostPathGrant:
+    """A host path a caller may mount: `real` is the resolved path (mount that, not the one
+    given); `read_only` is True when only a read-only mount is allowed (a read-only share)."""
+
+    real: str
+    read_only: bool
+
+
+def allowed_host_path(
+    caller: Caller, path: str, config: Config, *, directories_only: bool = True
+) -> HostPathGrant:
+    """May the caller mount this host path into a container? The one rule for `ds01 container
+    deploy --workspace/--data` and for binds through the Docker gate.
+
+    The check is on the resolved path, not the string: a symlink the user made to /etc
+    resolves to /etc, which the user does not own. Allowed: a path under a shared path from the
+    config (read-only if the share is), else a path the caller owns. Never a system path
+    (SYSTEM_PATHS, "/") for anyone but root. Missing paths are refused (Docker would create them
+    as root).
+    """
+    if not os.path.isabs(path):
+        raise UsageError(
+            f"{path}: give an absolute path",
+            fix=f"Use e.g. {os.path.join('/home', caller.name, path)}.",
+        )
+    real = os.path.realpath(path)
+    shown = path + (f" (resolves to {real})" if real != path else "")
+    if not caller.is_root and (
+        real == "/" or any(real == p or real.startswith(p + "/") for p in SYSTEM_PATHS)
+    ):
+        raise Refusal(
+            RefusalReason.PATH_NOT_ALLOWED,
+            f"you may not mount {shown}",
+            why="System directories (/, /etc, /proc, /sys, /dev, /run, Docker's and ds01's "
+            "state) give a container control over the host.",
+            fix="Mount a directory in your home, or ask an admin to share the data you need.",
+        )
+    try:
+        st = os.stat(real)
+    except OSError:
+        what = "directory" if directories_only else "file or directory"
+        raise UsageError(
+            f"{path}: no such {what}", fix="Create it first (mkdir -p), then try again."
+        ) from None
+    if directories_only and not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{path}: not a directory")
+    for shared in config.storage.shared_paths:
+        root = os.path.realpath(str(shared.path))
+        if real == root or real.startswith(root.rstrip("/") + "/"):
+            return HostPathGrant(real, read_only=shared.read_only)
+    if st.st_uid == caller.uid or caller.is_root:
+        return HostPathGrant(real, read_only=False)
+    raise Refusal(
+        RefusalReason.PATH_NOT_ALLOWED,
+        f"you may not mount {shown}",
+        why="Only directories you own, or shared paths the admin listed, can be mounted.",
+        fix="Mount a directory in your home, or ask an admin to share this one.",
+    )
 
 
 def host_fitted(limits: Limits) -> Limits:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ds01.errors import Ds01Error
+from ds01.errors import Ds01Error, NotFound
 from ds01.model.allocation import AllocState
-from ds01.runtime.engine import ContainerInfo
+from ds01.runtime.engine import ContainerInfo, container_info
 from ds01.services.allocation import DAEMON
 from ds01.services.containers import ContainerService
 from ds01.store import events
@@ -111,12 +111,24 @@ class Reconciler:
                 alloc_id, container_id=info.id, actor=DAEMON, reason="container_started"
             )
 
+    def _outdated(self, cid: str, *, started: bool) -> bool:
+        """True when the container is no longer in the state the event reports: a 'die' that
+        is handled only after a restart already brought the container back must not hold
+        its allocation (and a late 'start' must not activate a stopped one)."""
+        try:
+            running = container_info(self.containers.engine.inspect(cid)).running
+        except NotFound:
+            running = False  # removed since: its destroy event follows
+        return running != started
+
     def on_event(self, event: dict[str, object]) -> None:
         """React to one Docker container event (die, stop, start, destroy)."""
         action = str(event.get("Action") or event.get("status") or "")
         cid = str(event.get("id") or "")
         if action not in ("die", "stop", "start", "destroy") or not cid:
             return
+        if cid in self.containers.acting_on:
+            return  # a user command is changing it and records the transition itself
         row = self.allocations.live_for_container_id(cid)
         if row is None:
             actor = event.get("Actor")
@@ -128,6 +140,8 @@ class Reconciler:
                     row = candidate
         if row is None or row.state is AllocState.RESERVED:
             return  # not bound yet: the deploy in progress owns it
+        if action != "destroy" and self._outdated(cid, started=action == "start"):
+            return
         if action == "destroy":
             self.allocations.release_by_daemon(row.id, "container_removed")
         elif action in ("die", "stop") and row.state is AllocState.ACTIVE:
