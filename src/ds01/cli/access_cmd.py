@@ -28,5 +28,5 @@ def access(
         head = f"granted {span} (reason: {a.reason})"
     else:
         head = "containers only: use `ds01 container deploy …`"
-    console.print(f"[bold]{a.user}[/]: {head}", soft_wrap=True)
-    console.print(a.how, markup=False, soft_wrap=True)
+    console().print(f"[bold]{a.user}[/]: {head}", soft_wrap=True)
+    console().print(a.how, markup=False, soft_wrap=True)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from ds01.cli.context import client_of
-from ds01.cli.output import console, print_json
+from ds01.cli.output import console, new_table, print_json
 from ds01.cli.timefmt import age, local_time
 
 app = typer.Typer(help="Admin commands (root or the admin group).", no_args_is_help=True)
@@ -28,9 +27,9 @@ def alloc_list(
         print_json([r.model_dump(mode="json") for r in rows])
         return
     if not rows:
-        console.print("No live allocations.")
+        console().print("No live allocations.")
         return
-    t = Table()
+    t = new_table()
     for col in ("ID", "User", "Group", "Container", "State", "Units", "gpueq", "Age", "Until"):
         t.add_column(col)
     for a in rows:
@@ -45,7 +44,7 @@ def alloc_list(
             age(a.created_at),
             local_time(a.hold_until or a.expires_at),
         )
-    console.print(t)
+    console().print(t)
 
 
 @alloc_app.command("release")
@@ -57,14 +56,14 @@ def alloc_release(
     """Release an allocation now (its container keeps running without GPUs being reserved)."""
     with client_of(ctx) as c:
         a = c.release(alloc_id, reason=reason)
-    console.print(f"allocation {a.id} of {a.user}: {a.state}")
+    console().print(f"allocation {a.id} of {a.user}: {a.state}")
 
 
 def _drain(ctx: typer.Context, target: str, reason: str, undrain: bool) -> None:
     with client_of(ctx) as c:
         res = c.drain(target, reason, undrain=undrain)
     word = "undrained" if undrain else "drained"
-    console.print(f"{word} {len(res['units'])} unit(s): {', '.join(res['units'])}")
+    console().print(f"{word} {len(res['units'])} unit(s): {', '.join(res['units'])}")
 
 
 @app.command("drain")
@@ -115,7 +114,7 @@ def grant(
         print_json(g.model_dump(mode="json"))
         return
     span = f"until {local_time(g.until)}" if g.until else "with no end (until revoked)"
-    console.print(f"granted {g.user} bare-metal GPU access {span} (grant {g.id})", soft_wrap=True)
+    console().print(f"granted {g.user} bare-metal GPU access {span} (grant {g.id})", soft_wrap=True)
 
 
 @app.command("revoke")
@@ -133,7 +132,7 @@ def revoke(
     if as_json:
         print_json(g.model_dump(mode="json"))
         return
-    console.print(f"revoked grant {g.id} of {g.user}", soft_wrap=True)
+    console().print(f"revoked grant {g.id} of {g.user}", soft_wrap=True)
 
 
 @app.command("grants")
@@ -148,9 +147,9 @@ def grants(
         print_json([r.model_dump(mode="json") for r in rows])
         return
     if not rows:
-        console.print("Nobody may compute on the bare host (no exempt users, no grants).")
+        console().print("Nobody may compute on the bare host (no exempt users, no grants).")
         return
-    t = Table()
+    t = new_table()
     for col in ("User", "Access", "Until", "Reason", "By", "Since"):
         t.add_column(col)
     for r in rows:
@@ -162,7 +161,7 @@ def grants(
             r.granted_by or "–",
             local_time(r.granted_at),
         )
-    console.print(t)
+    console().print(t)
 
 
 @app.command("host-processes")
@@ -177,9 +176,9 @@ def host_processes(
         print_json([r.model_dump(mode="json") for r in rows])
         return
     if not rows:
-        console.print("No GPU processes.")
+        console().print("No GPU processes.")
         return
-    t = Table()
+    t = new_table()
     for col in ("PID", "User", "Name", "GPUs", "Status", "Container", "Action", "Seen"):
         t.add_column(col)
     for r in rows:
@@ -195,4 +194,4 @@ def host_processes(
             r.action or "–",
             age(r.first_seen),
         )
-    console.print(t)
+    console().print(t)

@@ -189,11 +189,11 @@ def _print_table(
         )
         if on
     ]
-    console.print(f"user:   {resolved.user}", markup=False)
-    console.print(f"group:  {group}", markup=False)
+    console().print(f"user:   {resolved.user}", markup=False)
+    console().print(f"group:  {group}", markup=False)
     if roles:
-        console.print(f"roles:  {', '.join(roles)}", markup=False)
-    console.print(f"config: {config.source}", markup=False)
+        console().print(f"roles:  {', '.join(roles)}", markup=False)
+    console().print(f"config: {config.source}", markup=False)
     table = Table(box=None, pad_edge=False, show_edge=False)
     for column in ("key", "value", "source"):
         table.add_column(column, overflow="fold")
@@ -201,4 +201,4 @@ def _print_table(
         if key == "max_gpueq_total" and source is None:
             continue
         table.add_row(key, _human(kind, value), source or "")
-    console.print(table)
+    console().print(table)

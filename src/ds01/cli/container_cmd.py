@@ -6,10 +6,9 @@ import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from ds01.cli.context import client_of
-from ds01.cli.output import console, err_console, print_json
+from ds01.cli.output import console, err_console, new_table, print_json
 from ds01.cli.timefmt import age, local_time
 from ds01.errors import UsageError
 
@@ -103,16 +102,16 @@ def deploy(
         if as_json or not sys.stderr.isatty():
             out = c.deploy(body, on_progress=None if as_json else _plain_progress)
         else:
-            with err_console.status("deploying…") as status:
+            with err_console().status("deploying…") as status:
                 out = c.deploy(body, on_progress=lambda t: status.update(f"{t}…"))
     if as_json:
         print_json(out.model_dump(mode="json"))
         return
-    console.print(f"[green]✓[/] {out.name} is {out.state}: {_gpus_text(out)}")
+    console().print(f"[green]✓[/] {out.name} is {out.state}: {_gpus_text(out)}")
     if out.note:
-        console.print(out.note)
+        console().print(out.note)
     if detach or not sys.stdin.isatty():
-        console.print(f"Open a shell with: ds01 container shell {out.name}")
+        console().print(f"Open a shell with: ds01 container shell {out.name}")
         return
     from ds01.cli.shell import open_shell
 
@@ -120,7 +119,7 @@ def deploy(
 
 
 def _plain_progress(text: str) -> None:
-    err_console.print(f"… {text}")
+    err_console().print(f"… {text}")
 
 
 @app.command("list")
@@ -136,9 +135,9 @@ def list_(
         print_json([r.model_dump(mode="json") for r in rows])
         return
     if not rows:
-        console.print("No containers. Create one with: ds01 container deploy NAME --image IMAGE")
+        console().print("No containers. Create one with: ds01 container deploy NAME --image IMAGE")
         return
-    t = Table()
+    t = new_table()
     cols = ["Name", "Image", "State", "GPUs", "Allocation", "Uptime"]
     if all_users:
         cols.insert(0, "Owner")
@@ -156,7 +155,7 @@ def list_(
         if all_users:
             cells.insert(0, r.owner or "?")
         t.add_row(*cells)
-    console.print(t)
+    console().print(t)
 
 
 def _op(ctx: typer.Context, name: str, op: str) -> None:
@@ -165,10 +164,10 @@ def _op(ctx: typer.Context, name: str, op: str) -> None:
     with client_of(ctx) as c:
         data = c.container_op(name, op)
     if op == "retire":
-        console.print(f"{name} retired: container removed, GPUs released.")
+        console().print(f"{name} retired: container removed, GPUs released.")
         return
     out = ContainerOut.model_validate(data)
-    console.print(f"{out.name}: {out.state}; allocation {_alloc_text(out)}")
+    console().print(f"{out.name}: {out.state}; allocation {_alloc_text(out)}")
 
 
 @app.command()
@@ -219,7 +218,7 @@ def inspect(
     if as_json:
         print_json(out.model_dump(mode="json"))
         return
-    t = Table(show_header=False)
+    t = new_table(show_header=False)
     t.add_column("Field")
     t.add_column("Value")
     for key, value in (
@@ -234,7 +233,7 @@ def inspect(
         ("Started", local_time(out.started_at)),
     ):
         t.add_row(key, value)
-    console.print(t)
+    console().print(t)
 
 
 @app.command()

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from ds01.cli.context import client_of
-from ds01.cli.output import console, print_json
+from ds01.cli.output import console, new_table, print_json
 from ds01.cli.timefmt import local_time, parse_since
 
 
@@ -32,9 +31,9 @@ def events(
         print_json([e.model_dump(mode="json") for e in evs])
         return
     if not evs:
-        console.print("No events.")
+        console().print("No events.")
         return
-    t = Table()
+    t = new_table()
     for col in ("Time", "Kind", "Action", "User", "Alloc", "Reason", "Message"):
         t.add_column(col)
     for e in evs:
@@ -47,4 +46,4 @@ def events(
             e.reason,
             e.message,
         )
-    console.print(t)
+    console().print(t)

@@ -191,7 +191,7 @@ def _print_warnings(sample: MachineSample) -> None:
     from ds01.cli.output import err_console
 
     for warning in sample.warnings:
-        err_console.print(f"warning: {warning}", markup=False, soft_wrap=True)
+        err_console().print(f"warning: {warning}", markup=False, soft_wrap=True)
 
 
 @app.command("inventory")
@@ -221,7 +221,7 @@ def inventory(
         print_json(sample_to_json(sample))
         return
     for table in inventory_tables(sample):
-        console.print(table)
+        console().print(table)
     _print_warnings(sample)
 
 
@@ -243,20 +243,20 @@ def status(ctx: typer.Context, sim: SimOption = None, as_json: JsonOption = Fals
             with client_of(ctx) as c:
                 view = c.gpu_status()
         except DaemonUnavailable as err:
-            err_console.print(f"note: {err.what}; showing the GPUs without who holds them.")
+            err_console().print(f"note: {err.what}; showing the GPUs without who holds them.")
         else:
             if as_json:
                 print_json(view.model_dump(mode="json"))
             else:
-                console.print(daemon_status_table(view))
+                console().print(daemon_status_table(view))
                 for w in view.warnings:
-                    err_console.print(f"warning: {w}")
+                    err_console().print(f"warning: {w}")
             return
     sample = _take_sample(ctx, sim)
     if as_json:
         print_json(units_to_json(sample))
         return
-    console.print(status_table(sample))
+    console().print(status_table(sample))
     _print_warnings(sample)
 
 

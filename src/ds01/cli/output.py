@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
-
-from rich.console import Console
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from ds01.errors import Ds01Error
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+
+@cache
+def console() -> Console:
+    """Standard output for people. Made on first use: importing Rich's console costs time
+    that `ds01 --help` and --json output should not pay."""
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+@cache
+def err_console() -> Console:
+    """Standard error for notes, progress and errors."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
 
 
 def print_json(data: Any) -> None:
@@ -21,6 +38,13 @@ def print_json(data: Any) -> None:
 def print_error(err: Ds01Error) -> None:
     """What failed / why / what to do — one line each, no traceback."""
     lines = err.lines()
-    err_console.print(f"[bold red]error:[/] {lines[0]}", markup=True, soft_wrap=True)
+    err_console().print(f"[bold red]error:[/] {lines[0]}", markup=True, soft_wrap=True)
     for line in lines[1:]:
-        err_console.print(f"  {line}", markup=False, soft_wrap=True)
+        err_console().print(f"  {line}", markup=False, soft_wrap=True)
+
+
+def new_table(*args: Any, **kwargs: Any) -> Table:
+    """A Rich table; rich.table is imported here, only by commands that draw one."""
+    from rich.table import Table
+
+    return Table(*args, **kwargs)

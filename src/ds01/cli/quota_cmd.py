@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from ds01.cli.context import client_of
-from ds01.cli.output import console, print_json
+from ds01.cli.output import console, new_table, print_json
 from ds01.cli.timefmt import local_time
 
 
@@ -23,15 +22,15 @@ def quota(
         print_json(q.model_dump(mode="json"))
         return
     group = f" (group {q.group})" if q.group else ""
-    console.print(f"[bold]{q.user}[/]{group}")
-    console.print(
+    console().print(f"[bold]{q.user}[/]{group}")
+    console().print(
         f"GPU quota: using {q.used_gpueq:g} of {q.max_gpueq:g} gpueq, "
         f"{q.remaining_gpueq:g} left; containers {q.containers} of {q.max_containers}"
     )
     if q.exempt:
-        console.print("You are exempt: you may also use GPUs directly on the host.")
+        console().print("You are exempt: you may also use GPUs directly on the host.")
     if q.allocations:
-        t = Table(title="Holding", title_justify="left")
+        t = new_table(title="Holding", title_justify="left")
         for col in ("ID", "Container", "State", "Units", "gpueq", "Until"):
             t.add_column(col)
         for a in q.allocations:
@@ -48,11 +47,11 @@ def quota(
                 f"{a.gpueq:g}",
                 local_time(until),
             )
-        console.print(t)
-    t = Table(title="Limits", title_justify="left")
+        console().print(t)
+    t = new_table(title="Limits", title_justify="left")
     t.add_column("Limit")
     t.add_column("Value")
     t.add_column("From")
     for key, lv in q.limits.items():
         t.add_row(key, "unlimited" if lv.value is None else str(lv.value), lv.source)
-    console.print(t)
+    console().print(t)
