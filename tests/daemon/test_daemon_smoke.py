@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-from conftest import BIN, Daemon
+from support import BIN, Daemon
 
 
 def test_daemon_answers_health_and_whoami(daemon_factory: Any) -> None:
@@ -37,9 +37,19 @@ def test_check_validates_config_and_state(daemon_factory: Any) -> None:
     d: Daemon = daemon_factory()
     d.stop()
     r = subprocess.run(
-        [str(BIN / "ds01d"), "--check", "--config", str(d.config_path),
-         "--state-dir", str(d.state_dir), "--run-dir", str(d.run_dir)],
-        capture_output=True, text=True, timeout=30,
+        [
+            str(BIN / "ds01d"),
+            "--check",
+            "--config",
+            str(d.config_path),
+            "--state-dir",
+            str(d.state_dir),
+            "--run-dir",
+            str(d.run_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert r.returncode == 0, r.stderr
     assert f"config ok: {d.config_path}" in r.stdout
@@ -51,7 +61,9 @@ def test_check_reports_a_broken_config_with_its_line(daemon_factory: Any) -> Non
     d.config_path.write_text("defaults:\n  max_gpus: 2\n")
     r = subprocess.run(
         [str(BIN / "ds01d"), "--check", "--config", str(d.config_path)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert r.returncode == 2
     assert f"{d.config_path}:2:3: defaults.max_gpus:" in r.stderr
