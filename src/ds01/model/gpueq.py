@@ -15,9 +15,17 @@ class GpuEq:
     __slots__ = ("_v",)
 
     def __init__(self, value: Fraction | int | str = 0) -> None:
-        self._v = Fraction(value)
-        if self._v < 0:
+        v = value if type(value) is Fraction else Fraction(value)
+        if v.numerator < 0:
             raise ValueError(f"gpueq cannot be negative: {value}")
+        self._v = v
+
+    @classmethod
+    def _of(cls, v: Fraction) -> GpuEq:
+        # Arithmetic results are already valid Fractions: skip __init__ (hot in placement).
+        g = object.__new__(cls)
+        g._v = v
+        return g
 
     @classmethod
     def of(cls, numerator: int, denominator: int = 1) -> GpuEq:
@@ -35,24 +43,28 @@ class GpuEq:
         acc = Fraction(0)
         for v in values:  # type: ignore[attr-defined]
             acc += v.fraction
-        return GpuEq(acc)
+        return GpuEq._of(acc)
 
     @property
     def fraction(self) -> Fraction:
         return self._v
 
     def __add__(self, other: GpuEq) -> GpuEq:
-        return GpuEq(self._v + other._v)
+        return GpuEq._of(self._v + other._v)
 
     def __sub__(self, other: GpuEq) -> GpuEq:
         """Saturates at zero: 'what is left' never goes negative."""
-        return GpuEq(max(Fraction(0), self._v - other._v))
+        d = self._v - other._v
+        return GpuEq._of(d if d.numerator > 0 else Fraction(0))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, GpuEq) and self._v == other._v
 
     def __lt__(self, other: GpuEq) -> bool:
-        return self._v < other._v
+        # Cross-multiplying is exact and much cheaper than Fraction's generic comparison,
+        # which placement calls thousands of times per second.
+        a, b = self._v, other._v
+        return a.numerator * b.denominator < b.numerator * a.denominator
 
     def __hash__(self) -> int:
         return hash(self._v)

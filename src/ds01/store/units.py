@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import Unit, UnitKind
@@ -23,20 +25,43 @@ class UnitRow:
     last_released_at: float | None
 
 
+_UNIT_COLUMNS = (
+    "uuid",
+    "kind",
+    "gpu_uuid",
+    "gpu_index",
+    "model",
+    "memory_total_mib",
+    "gpueq",
+    "profile",
+    "gpu_instance_id",
+    "compute_instance_id",
+    "numa_node",
+    "nvlink_group",
+)
+
+
 def _unit_of(r: sqlite3.Row) -> Unit:
+    return _unit_from(tuple(r[c] for c in _UNIT_COLUMNS))
+
+
+@lru_cache(maxsize=4096)
+def _unit_from(values: tuple[Any, ...]) -> Unit:
+    """Units are immutable and read on every decision: build each distinct row once."""
+    (uuid, kind, gpu_uuid, gpu_index, model, memory, gpueq, profile, gi, ci, numa, nvlink) = values
     return Unit(
-        uuid=r["uuid"],
-        kind=UnitKind(r["kind"]),
-        gpu_uuid=r["gpu_uuid"],
-        gpu_index=r["gpu_index"],
-        model=r["model"],
-        memory_total_mib=r["memory_total_mib"],
-        gpueq=GpuEq(r["gpueq"]),
-        profile=r["profile"],
-        gpu_instance_id=r["gpu_instance_id"],
-        compute_instance_id=r["compute_instance_id"],
-        numa_node=r["numa_node"],
-        nvlink_group=r["nvlink_group"],
+        uuid=uuid,
+        kind=UnitKind(kind),
+        gpu_uuid=gpu_uuid,
+        gpu_index=gpu_index,
+        model=model,
+        memory_total_mib=memory,
+        gpueq=GpuEq(gpueq),
+        profile=profile,
+        gpu_instance_id=gi,
+        compute_instance_id=ci,
+        numa_node=numa,
+        nvlink_group=nvlink,
     )
 
 
