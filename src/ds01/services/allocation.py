@@ -130,22 +130,25 @@ class AllocationService:
 
     # ---- decisions -------------------------------------------------------------------
 
-    def _snapshot(self, conn: sqlite3.Connection, now: float) -> Snapshot:
-        live = allocs.live(conn)
-        holder: dict[str, AllocationRow] = {}
-        for a in live:
-            for u in a.units:
-                holder[u.uuid] = a
+    def _snapshot(
+        self, conn: sqlite3.Connection, now: float, user: str, group: str | None
+    ) -> Snapshot:
+        """What place() needs, and no more: who holds each unit (one join), the full holdings
+        of the caller and of their group (quotas), and held allocations (what frees up next).
+        Other users' allocations are not materialised, so a decision does not slow down as the
+        host fills up."""
+        holder = allocs.live_unit_holders(conn)
         states = tuple(
             UnitState(
                 unit=r.unit,
-                alloc_id=holder[r.unit.uuid].id if r.unit.uuid in holder else None,
-                holder=holder[r.unit.uuid].user if r.unit.uuid in holder else None,
+                alloc_id=holder[r.unit.uuid][0] if r.unit.uuid in holder else None,
+                holder=holder[r.unit.uuid][1] if r.unit.uuid in holder else None,
                 drained=r.drained,
                 last_released_at=_ts(r.last_released_at),
             )
             for r in units_store.all_units(conn)
         )
+        rows = {a.id: a for a in allocs.live_relevant(conn, user, group)}
         holdings = tuple(
             Holding(
                 alloc_id=a.id,
@@ -156,7 +159,7 @@ class AllocationService:
                 group=a.group,
                 hold_until=_ts(a.hold_until),
             )
-            for a in live
+            for a in rows.values()
         )
         return Snapshot(units=states, holdings=holdings, now=_ts(now))
 
@@ -194,7 +197,11 @@ class AllocationService:
                             fix=f"Retire it first (ds01 container retire {req.container}) or"
                             " pick another name.",
                         )
-                placement = place(self._snapshot(conn, now), request, resolved.limits)
+                placement = place(
+                    self._snapshot(conn, now, caller.name, resolved.group),
+                    request,
+                    resolved.limits,
+                )
                 alloc_id = allocs.insert(
                     conn,
                     user=caller.name,
