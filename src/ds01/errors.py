@@ -128,6 +128,10 @@ class RefusalReason(StrEnum):
     PATH_NOT_ALLOWED = "path_not_allowed"
     IMAGE_NOT_FOUND = "image_not_found"
     POLICY = "policy"
+    # The Docker gate (gate/refusal.py maps each of its rules to one of these).
+    ENDPOINT_NOT_ALLOWED = "endpoint_not_allowed"
+    HOST_PRIVILEGE = "host_privilege"
+    RESERVED_SETTING = "reserved_setting"
 
 
 class Refusal(Ds01Error):

@@ -106,6 +106,18 @@ def _someone_took_the_4g(env: Env, client: docker.DockerClient) -> Callable[[], 
     return lambda: None
 
 
+def _image_with_a_device_list_volume(env: Env, client: docker.DockerClient) -> Callable[[], None]:
+    """An image whose VOLUME sits where NVIDIA's hook reads device lists: on a hardened host
+    it would hand the container every GPU."""
+    import io
+
+    dockerfile = (
+        "FROM ds01-test/busybox:latest\nVOLUME /var/run/nvidia-container-devices/all\n"
+    ).encode()
+    client.images.build(fileobj=io.BytesIO(dockerfile), tag="ds01-test/devvol:1", rm=True)
+    return lambda: client.images.remove("ds01-test/devvol:1", force=True)
+
+
 @pytest.mark.parametrize(
     ("setup", "user", "body", "kind", "reason", "in_what"),
     [
@@ -153,6 +165,15 @@ def _someone_took_the_4g(env: Env, client: docker.DockerClient) -> Callable[[], 
             "no_capacity",
             "",
             id="a request no free unit can meet is refused",
+        ),
+        pytest.param(
+            _image_with_a_device_list_volume,
+            "alice",
+            {"name": "sneaky", "image": "ds01-test/devvol:1", "gpus": 1},
+            "refusal",
+            "policy",
+            "mounts /var/run/nvidia-container-devices/all",
+            id="an image that mounts onto NVIDIA's device-list path is refused and undone",
         ),
         pytest.param(
             _no_clash,

@@ -19,6 +19,7 @@ Pinning rules (BRIEF §2 layer 2, §6 items 1 and 3):
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -162,6 +163,25 @@ def ds01_labels(spec: ContainerSpec, now: datetime) -> dict[str, str]:
 # in unprivileged containers and takes the devices from mounts at this path instead. Only ds01
 # creates such mounts (the gate refuses them from users), so the list is exactly the allocation.
 DEVICE_LIST_DIR = "/var/run/nvidia-container-devices"
+DEVICE_LIST_DIRS = (DEVICE_LIST_DIR, "/run/nvidia-container-devices")
+
+
+def is_device_list_path(target: str) -> bool:
+    """True for a container path where NVIDIA's hook would read a device list."""
+    norm = posixpath.normpath("/" + target.strip().lstrip("/"))
+    return any(norm == d or norm.startswith(d + "/") for d in DEVICE_LIST_DIRS)
+
+
+def foreign_device_list_mounts(inspect: Mapping[str, Any], gpu_uuids: tuple[str, ...]) -> list[str]:
+    """Mount destinations on the device-list path that ds01 did not put there — e.g. from an
+    image's VOLUME — which would hand the container GPUs outside its allocation."""
+    ours = {f"{DEVICE_LIST_DIR}/{u}" for u in gpu_uuids}
+    return [
+        str(m.get("Destination"))
+        for m in inspect.get("Mounts") or []
+        if is_device_list_path(str(m.get("Destination") or ""))
+        and str(m.get("Destination")) not in ours
+    ]
 
 
 def device_list_mounts(gpu_uuids: tuple[str, ...]) -> list[Mount]:

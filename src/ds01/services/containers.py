@@ -31,7 +31,7 @@ from ds01.identity import Caller, docker_container_name, validate_container_name
 from ds01.model.allocation import AllocState
 from ds01.model.limits import Limits
 from ds01.runtime.engine import ContainerInfo, Engine, ShellSession
-from ds01.runtime.spec import ContainerSpec, WorkspaceMount
+from ds01.runtime.spec import ContainerSpec, WorkspaceMount, foreign_device_list_mounts
 from ds01.services.allocation import AllocationRequest, AllocationService
 from ds01.store.allocations import AllocationRow
 
@@ -202,6 +202,15 @@ class ContainerService:
             )
             progress("creating the container")
             container_id = self.engine.create(spec)
+            foreign = foreign_device_list_mounts(self.engine.inspect(container_id), spec.gpu_uuids)
+            if foreign:
+                raise Refusal(
+                    RefusalReason.POLICY,
+                    f"the image {req.image} mounts {', '.join(foreign)}",
+                    why="NVIDIA's runtime reads a container's GPU list from that path; only "
+                    "ds01 may put the allocated GPUs there.",
+                    fix="Use an image without a VOLUME under /var/run/nvidia-container-devices.",
+                )
             progress("starting the container")
             self.engine.start(container_id)
             row = self.allocations.activate(

@@ -1,0 +1,237 @@
+"""Benchmark: the Docker gate against the engine's own socket, side by side in one run.
+
+Runs a real ds01d (simulated 8xH100-mig-mixed machine) on a Docker engine you name — never the
+host's by accident: pass --docker-host or set DS01_TEST_DOCKER_HOST (scripts/test-docker.sh) —
+creates a throw-away user in the gate group, and times, interleaved round by round:
+
+  * `docker ps` (the whole command a user types) through the gate and directly on the engine
+    socket, both as that user (for the run, the engine socket is lent to the user's group and
+    its owner and mode are put back afterwards);
+  * `docker run --rm IMAGE true` the same two ways (through the gate this includes the policy
+    checks, a CPU-only allocation, stamping, and releasing it when the container goes);
+  * throughput of GET /containers/json with 16 concurrent keep-alive clients, both ways.
+
+Reports medians and the ratio gate/direct of medians (aim: ps ≤ 1.15, run ≤ 1.10), and requests
+per second. Must run as root (creates a user).
+
+Usage:  .venv/bin/python bench/gate.py [--rounds 15] [--seconds 5] [--docker-host unix:///…]
+Prints the machine description and a Markdown table to paste into bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import grp
+import os
+import platform
+import pwd
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MACHINE = ROOT / "examples" / "machines" / "8xH100-mig-mixed.yaml"
+IMAGE = "ds01-test/busybox:latest"
+DOCKER = shutil.which("docker", path="/usr/local/bin:/usr/bin") or "docker"
+CONFIG = """\
+defaults:
+  max_gpueq: 100
+  max_units_per_container: 4
+  max_containers: 500
+  allow_full_gpu: true
+  gpu_hold_after_stop: 0s
+  cpus: 1
+  memory: 256m
+host:
+  gate_group: {group}
+docker:
+  host: {host}
+"""
+
+LOAD = r'''
+import http.client, socket, sys, threading, time
+path, seconds, clients = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+
+class Conn(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+
+counts = [0] * clients
+errors = [0] * clients
+start = time.monotonic()
+deadline = start + seconds
+
+def worker(i):
+    c = Conn("docker")
+    while time.monotonic() < deadline:
+        c.request("GET", "/v1.41/containers/json")
+        r = c.getresponse()
+        r.read()
+        if r.status == 200:
+            counts[i] += 1
+        else:
+            errors[i] += 1
+
+threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(sum(counts) / (time.monotonic() - start), sum(errors))
+'''
+
+
+def as_uid(uid: int, gid: int) -> list[str]:
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+    return elapsed
+
+
+@contextlib.contextmanager
+def bench_user() -> Iterator[tuple[str, str]]:
+    tag = uuid.uuid4().hex[:6]
+    group, user = f"ds01bg{tag}", f"ds01b{tag}"
+    subprocess.run(["groupadd", group], check=True)
+    subprocess.run(["useradd", "--create-home", "--groups", group, user], check=True)
+    try:
+        yield user, group
+    finally:
+        subprocess.run(["pkill", "-KILL", "-u", user], capture_output=True, check=False)
+        subprocess.run(["userdel", "--remove", user], capture_output=True, check=False)
+        subprocess.run(["groupdel", group], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def lend_socket(path: str, gid: int) -> Iterator[None]:
+    """Let `gid` use the engine socket for the run (so both ways run as the same user)."""
+    st = os.stat(path)
+    os.chown(path, st.st_uid, gid)
+    os.chmod(path, 0o660)
+    try:
+        yield
+    finally:
+        os.chown(path, st.st_uid, st.st_gid)
+        os.chmod(path, st.st_mode & 0o7777)
+
+
+@contextlib.contextmanager
+def daemon(host: str, group: str) -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="ds01-bench-", dir="/tmp"))
+    base.chmod(0o755)
+    (base / "ds01.yaml").write_text(CONFIG.format(host=host, group=group))
+    log = open(base / "ds01d.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [str(BIN / "ds01d"), "--config", str(base / "ds01.yaml"), "--sim", str(MACHINE),
+         "--state-dir", str(base / "state"), "--run-dir", str(base / "run")],
+        stdout=log, stderr=log,
+    )
+    gate = base / "run" / "docker.sock"
+    try:
+        deadline = time.monotonic() + 30
+        while not gate.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"ds01d did not start:\n{(base / 'ds01d.log').read_text()}")
+            time.sleep(0.05)
+        yield gate
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    docker_v = subprocess.run([DOCKER, "--version"], capture_output=True, text=True,
+                              check=False).stdout
+    return (f"{platform.node()}: {os.cpu_count()} cores ({cpu}), Linux {platform.release()}, "
+            f"Python {platform.python_version()}, {docker_v.strip()}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--docker-host", default=os.environ.get("DS01_TEST_DOCKER_HOST"))
+    args = p.parse_args()
+    if not args.docker_host:
+        raise SystemExit("name the engine: --docker-host unix:///…/docker.sock "
+                         "(or DS01_TEST_DOCKER_HOST from scripts/test-docker.sh)")
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the benchmark creates a user for the gate")
+    engine_sock = args.docker_host.removeprefix("unix://")
+    with (
+        bench_user() as (user, group),
+        daemon(args.docker_host, group) as gate,
+        lend_socket(engine_sock, grp.getgrnam(group).gr_gid),
+    ):
+        pw = pwd.getpwnam(user)
+        as_user = as_uid(pw.pw_uid, pw.pw_gid)
+        ways = {
+            "gate": (as_user, f"unix://{gate}", str(gate)),
+            "direct": (as_user, args.docker_host, engine_sock),
+        }
+        base_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": pw.pw_dir}
+        commands = {
+            "docker ps": ["ps"],
+            f"docker run --rm {IMAGE} true": ["run", "--rm", IMAGE, "true"],
+        }
+        samples: dict[tuple[str, str], list[float]] = {
+            (c, w): [] for c in commands for w in ways
+        }
+        for i in range(args.rounds + 2):  # two warm-up rounds, not counted
+            order = list(ways) if i % 2 == 0 else list(reversed(ways))
+            for cmd, argv in commands.items():
+                for way in order:
+                    prefix, host, _ = ways[way]
+                    t = timed([*prefix, DOCKER, *argv], {**base_env, "DOCKER_HOST": host})
+                    if i >= 2:
+                        samples[(cmd, way)].append(t)
+        throughput: dict[str, tuple[float, int]] = {}
+        for way, (prefix, _, sock) in ways.items():
+            r = subprocess.run(
+                [*prefix, str(BIN / "python"), "-c", LOAD, sock, str(args.seconds), "16"],
+                capture_output=True, text=True, check=True, env=base_env,
+            )
+            rate, errors = r.stdout.split()
+            throughput[way] = (float(rate), int(errors))
+
+    print(f"## gate — {dt.date.today().isoformat()}\n")
+    print(f"Machine: {machine()}. Engine: dockerd on {args.docker_host}. "
+          f"{args.rounds} interleaved rounds; medians.\n")
+    print("| Command | direct (ms) | gate (ms) | gate / direct |")
+    print("|---|---|---|---|")
+    for cmd in commands:
+        d = statistics.median(samples[(cmd, "direct")]) * 1000
+        g = statistics.median(samples[(cmd, "gate")]) * 1000
+        print(f"| `{cmd}` | {d:.1f} | {g:.1f} | {g / d:.3f} |")
+    d_rate, d_err = throughput["direct"]
+    g_rate, g_err = throughput["gate"]
+    print(f"| GET /containers/json, 16 clients, {args.seconds:g} s (req/s) | {d_rate:.0f} | "
+          f"{g_rate:.0f} | {g_rate / d_rate:.3f} |")
+    if d_err or g_err:
+        print(f"\nErrors: direct {d_err}, gate {g_err}.")
+
+
+if __name__ == "__main__":
+    main()

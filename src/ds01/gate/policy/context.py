@@ -1,0 +1,87 @@
+"""What every rule gets: the caller, the recognised request, the daemon's services, the engine
+client — and what every rule returns: a Plan saying how to forward the request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+from ds01.config import Config
+from ds01.gate.engine import EngineClient
+from ds01.gate.policy.endpoints import GateRequest
+from ds01.gate.settings import GateSettings
+from ds01.identity import Caller
+from ds01.services.allocation import AllocationService
+from ds01.services.containers import ContainerService
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Called once the engine's response status is known: (status, whole body when the plan asked
+# for it, else None) → a replacement body, or None to forward the engine's.
+After = Callable[[int, bytes | None], Awaitable[bytes | None]]
+Abort = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class GateDeps:
+    allocations: AllocationService
+    containers: ContainerService
+    config: Callable[[], Config]
+    engine: EngineClient
+    settings: GateSettings
+    cgroup_driver: dict[str, str] = field(default_factory=dict)  # docker.host → driver
+    # full container ID → (monotonic time, inspect data): what ownership reads of a container
+    # (owner and allocation labels, mounts, device requests) never changes after creation.
+    inspected: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass
+class Ctx:
+    deps: GateDeps
+    caller: Caller
+    req: GateRequest
+    config: Config
+
+    @property
+    def is_admin(self) -> bool:
+        return self.caller.is_root or self.config.is_admin(self.caller.name, self.caller.groups)
+
+    @property
+    def engine(self) -> EngineClient:
+        return self.deps.engine
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A blocking call (the database, NSS, the filesystem) off the event loop."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def cgroup_driver(self) -> str:
+        host = self.config.docker.host
+        driver = self.deps.cgroup_driver.get(host)
+        if driver is None:
+            status, info = await self.engine.get("/info")
+            driver = str(info.get("CgroupDriver", "")) if status == 200 and info else ""
+            if driver:
+                self.deps.cgroup_driver[host] = driver
+        return driver or "cgroupfs"
+
+
+@dataclass
+class Plan:
+    """How to forward a checked request: the path and query to send (canonical, without the
+    version prefix), a replacement body (sent with Content-Length) or None to stream the
+    client's, and hooks for the engine's answer."""
+
+    path: str
+    query: list[tuple[str, str]]
+    body: bytes | None = None
+    capture_response: bool = False
+    after: After | None = None
+    on_abort: Abort | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def passthrough(ctx: Ctx) -> Plan:
+    return Plan(ctx.req.path, list(ctx.req.query))

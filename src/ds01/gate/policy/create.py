@@ -1,0 +1,495 @@
+"""POST /containers/create: the body rules, then the stamping.
+
+Read whole (capped), parsed strictly (jsonbody), every field known by name — Config at the top
+level (the engine also reads HostConfig fields there, for old clients: unknown to the gate, so
+refused), HostConfig, NetworkingConfig. Refused: empty or unparsable bodies; --privileged; added
+capabilities outside the allow-list; weakened security options; host pid/ipc/uts/userns/network/
+cgroup namespaces; devices and device cgroup rules; other runtimes; a cgroup parent; masked-path,
+annotation, storage, log-driver and OOM settings; GPU-selecting environment variables; ds01.*
+labels; host ports below 1024; other users' containers, networks and volumes; host paths the
+caller may not use (mounts.py); limits above the caller's (limits.py).
+
+Containers with host directories run as the caller (uid:gid), with no-new-privileges and no
+restart policy: a root process, or a set-uid binary in the image, could otherwise leave set-uid
+root files in the caller's home.
+
+Then the gate allocates (gpus.py), and stamps what ds01 owns, overwriting the request: labels
+ds01.managed/owner/allocation/name/created, the per-user cgroup parent, DeviceRequests = the
+allocated UUIDs (or NVIDIA_VISIBLE_DEVICES=void for CPU-only), and the limits. After the engine
+answers: 201 → the allocation becomes active on the new container ID; anything else → released.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from ds01.gate.policy import gpus, limits, mounts, ownership
+from ds01.gate.policy import volumes_networks as vn
+from ds01.gate.policy.context import Ctx, Plan
+from ds01.gate.policy.jsonbody import (
+    as_bool,
+    as_int,
+    as_list,
+    as_str,
+    as_str_map,
+    canonical,
+    dump,
+    parse_object,
+    short,
+)
+from ds01.gate.refusal import GateRefusal
+from ds01.gate.settings import normalize_cap
+from ds01.runtime.spec import (
+    ENV_VISIBLE_DEVICES,
+    LABEL_ALLOCATION,
+    LABEL_CREATED,
+    LABEL_MANAGED,
+    LABEL_NAME,
+    LABEL_OWNER,
+    VISIBLE_DEVICES_CPU_ONLY,
+    cgroup_parent,
+)
+from ds01.services.containers import host_fitted
+
+CONFIG_FIELDS = (
+    "Hostname",
+    "Domainname",
+    "User",
+    "AttachStdin",
+    "AttachStdout",
+    "AttachStderr",
+    "ExposedPorts",
+    "Tty",
+    "OpenStdin",
+    "StdinOnce",
+    "Env",
+    "Cmd",
+    "Healthcheck",
+    "ArgsEscaped",
+    "Image",
+    "Volumes",
+    "WorkingDir",
+    "Entrypoint",
+    "NetworkDisabled",
+    "MacAddress",
+    "OnBuild",
+    "Labels",
+    "StopSignal",
+    "StopTimeout",
+    "Shell",
+    "HostConfig",
+    "NetworkingConfig",
+)
+# Checked by a rule below (or by mounts/limits/gpus).
+HOST_CHECKED = (
+    "Binds",
+    "Mounts",
+    "NetworkMode",
+    "PortBindings",
+    "RestartPolicy",
+    "VolumeDriver",
+    "VolumesFrom",
+    "CapAdd",
+    "Capabilities",
+    "CgroupnsMode",
+    "GroupAdd",
+    "IpcMode",
+    "Cgroup",
+    "Links",
+    "OomScoreAdj",
+    "PidMode",
+    "Privileged",
+    "SecurityOpt",
+    "StorageOpt",
+    "UTSMode",
+    "UsernsMode",
+    "ShmSize",
+    "Runtime",
+    "Isolation",
+    "LogConfig",
+    "MaskedPaths",
+    "ReadonlyPaths",
+    "Annotations",
+    "CgroupParent",
+    "Devices",
+    "DeviceCgroupRules",
+    "DeviceRequests",
+    "CpuRealtimePeriod",
+    "CpuRealtimeRuntime",
+    "OomKillDisable",
+    "NanoCpus",
+    "CpuPeriod",
+    "CpuQuota",
+    "Memory",
+    "MemorySwap",
+    "PidsLimit",
+)
+# Any value is fine: they shape the container inside its own namespaces and cgroup.
+HOST_FREE = (
+    "ContainerIDFile",
+    "AutoRemove",
+    "CapDrop",
+    "Dns",
+    "DnsOptions",
+    "DnsSearch",
+    "ExtraHosts",
+    "PublishAllPorts",
+    "ReadonlyRootfs",
+    "Tmpfs",
+    "Sysctls",
+    "ConsoleSize",
+    "Init",
+    "Ulimits",
+    "CpuShares",
+    "BlkioWeight",
+    "BlkioWeightDevice",
+    "BlkioDeviceReadBps",
+    "BlkioDeviceWriteBps",
+    "BlkioDeviceReadIOps",
+    "BlkioDeviceWriteIOps",
+    "CpusetCpus",
+    "CpusetMems",
+    "KernelMemory",
+    "KernelMemoryTCP",
+    "MemoryReservation",
+    "MemorySwappiness",
+    "CpuCount",
+    "CpuPercent",
+    "IOMaximumIOps",
+    "IOMaximumBandwidth",
+)
+HOST_FIELDS = HOST_CHECKED + HOST_FREE
+ENDPOINT_FIELDS = (
+    "IPAMConfig",
+    "Links",
+    "Aliases",
+    "NetworkID",
+    "EndpointID",
+    "Gateway",
+    "IPAddress",
+    "IPPrefixLen",
+    "IPv6Gateway",
+    "GlobalIPv6Address",
+    "GlobalIPv6PrefixLen",
+    "MacAddress",
+    "DriverOpts",
+    "DNSNames",
+)
+ALLOWED_SECURITY_OPTS = frozenset(
+    {"no-new-privileges", "no-new-privileges=true", "no-new-privileges:true"}
+)
+BUILTIN_NET_MODES = frozenset({"", "default", "bridge", "none"})
+LOG_DRIVERS = frozenset({"", "json-file", "local", "none"})
+
+
+def _refuse(rule: str, what: str, summary: str | None = None) -> GateRefusal:
+    return GateRefusal(rule, what, summary=summary or what)
+
+
+# ---- host privileges --------------------------------------------------------------------
+
+
+def _privileges(ctx: Ctx, hc: dict[str, Any]) -> None:
+    if as_bool(hc.get("Privileged"), "HostConfig.Privileged"):
+        raise _refuse("create.privileged", "--privileged was refused", "Privileged=true")
+    allowed = ctx.deps.settings.cap_add
+    for cap in as_list(hc.get("CapAdd"), "HostConfig.CapAdd"):
+        name = normalize_cap(as_str(cap, "HostConfig.CapAdd"))
+        if name == "ALL" or name not in allowed:
+            raise _refuse("create.cap_add", f"--cap-add {name} was refused", f"CapAdd={name}")
+    if hc.get("Capabilities") is not None:
+        raise _refuse(
+            "create.cap_add",
+            "setting the capability set was refused",
+            f"Capabilities={short(hc.get('Capabilities'))}",
+        )
+    opts = [
+        as_str(o, "HostConfig.SecurityOpt")
+        for o in as_list(hc.get("SecurityOpt"), "HostConfig.SecurityOpt")
+    ]
+    for opt in opts:
+        if opt.strip().lower() not in ALLOWED_SECURITY_OPTS:
+            raise _refuse(
+                "create.security_opt", f"--security-opt {opt} was refused", f"SecurityOpt={opt}"
+            )
+    for key, flag, ok in (
+        ("PidMode", "--pid", ("",)),
+        ("IpcMode", "--ipc", ("", "private", "shareable", "none")),
+        ("UTSMode", "--uts", ("",)),
+        ("UsernsMode", "--userns", ("",)),
+        ("CgroupnsMode", "--cgroupns", ("", "private")),
+        ("NetworkMode", "--network", ()),
+    ):
+        value = as_str(hc.get(key), f"HostConfig.{key}")
+        if value.lower() == "host" or (
+            ok and value not in ok and not value.startswith("container:")
+        ):
+            raise _refuse("create.namespace", f"{flag} {value} was refused", f"{key}={value}")
+    devices = as_list(hc.get("Devices"), "HostConfig.Devices")
+    if devices:
+        first = devices[0].get("PathOnHost", "?") if isinstance(devices[0], dict) else devices[0]
+        raise _refuse(
+            "create.devices", f"--device {first} was refused", f"Devices={short(devices)}"
+        )
+    rules = as_list(hc.get("DeviceCgroupRules"), "HostConfig.DeviceCgroupRules")
+    if rules:
+        raise _refuse(
+            "create.devices",
+            f"--device-cgroup-rule {rules[0]} was refused",
+            f"DeviceCgroupRules={short(rules)}",
+        )
+    runtime = as_str(hc.get("Runtime"), "HostConfig.Runtime")
+    if runtime not in ("", "runc"):
+        raise _refuse("create.runtime", f"--runtime {runtime} was refused", f"Runtime={runtime}")
+    parent = as_str(hc.get("CgroupParent"), "HostConfig.CgroupParent")
+    if parent:
+        raise _refuse(
+            "create.cgroup_parent",
+            f"--cgroup-parent {parent} was refused",
+            f"CgroupParent={parent}",
+        )
+    _engine_settings(hc)
+
+
+def _engine_settings(hc: dict[str, Any]) -> None:
+    checks: list[tuple[bool, str]] = [
+        (hc.get("MaskedPaths") is not None, "--security-opt systempaths=unconfined (MaskedPaths)"),
+        (hc.get("ReadonlyPaths") is not None, "changing ReadonlyPaths"),
+        (bool(hc.get("Annotations")), "--annotation"),
+        (bool(hc.get("StorageOpt")), "--storage-opt"),
+        (as_str(hc.get("VolumeDriver"), "VolumeDriver") not in ("", "local"), "--volume-driver"),
+        (bool(as_str(hc.get("Cgroup"), "Cgroup")), "HostConfig.Cgroup"),
+        (as_int(hc.get("CpuRealtimePeriod"), "CpuRealtimePeriod") != 0, "--cpu-rt-period"),
+        (as_int(hc.get("CpuRealtimeRuntime"), "CpuRealtimeRuntime") != 0, "--cpu-rt-runtime"),
+        (as_bool(hc.get("OomKillDisable"), "OomKillDisable"), "--oom-kill-disable"),
+        (as_int(hc.get("OomScoreAdj"), "OomScoreAdj") < 0, "a negative --oom-score-adj"),
+        (as_str(hc.get("Isolation"), "Isolation") not in ("", "default"), "--isolation"),
+    ]
+    log = canonical(hc.get("LogConfig"), ("Type", "Config"), "HostConfig.LogConfig.")
+    driver = as_str(log.get("Type"), "LogConfig.Type")
+    checks.append((driver not in LOG_DRIVERS, f"--log-driver {driver}"))
+    for bad, what in checks:
+        if bad:
+            raise _refuse("create.engine_setting", f"{what} was refused")
+
+
+# ---- environment, labels, ports ---------------------------------------------------------
+
+
+def _env(top: dict[str, Any]) -> list[str]:
+    env = [as_str(e, "Env") for e in as_list(top.get("Env"), "Env")]
+    for entry in env:
+        key = entry.split("=", 1)[0]
+        if key in ownership.GATE_RESERVED_ENV:
+            raise _refuse(
+                "create.reserved_env", f"-e {key} was refused: {key} is set by ds01", f"Env {key}"
+            )
+    return env
+
+
+def _labels(top: dict[str, Any]) -> dict[str, str]:
+    labels = as_str_map(top.get("Labels"), "Labels")
+    vn.check_labels(labels, "--label")
+    return labels
+
+
+def _ports(hc: dict[str, Any]) -> None:
+    bindings = hc.get("PortBindings") or {}
+    if not isinstance(bindings, dict):
+        raise GateRefusal("body.unparsable", "HostConfig.PortBindings must be an object")
+    for port, items in bindings.items():
+        for raw in as_list(items, f"PortBindings[{port}]"):
+            b = canonical(raw, ("HostIp", "HostPort"), f"HostConfig.PortBindings[{port}].")
+            host_port = as_str(b.get("HostPort"), "HostPort")
+            low = host_port.split("-", 1)[0].strip()
+            if low and low != "0" and (not low.isdigit() or int(low) < 1024):
+                raise _refuse(
+                    "create.port",
+                    f"-p {host_port}:{port} was refused",
+                    f"PortBindings {host_port}:{port}",
+                )
+
+
+# ---- references to other containers and networks ----------------------------------------
+
+
+async def _container_ref(ctx: Ctx, ref: str, what: str) -> str:
+    data = await ownership.inspect(ctx, ref)
+    if not ctx.is_admin and ownership.owner_of(data) != ctx.caller.name:
+        raise _refuse(
+            "create.container_ref",
+            f"{what} {ref} was refused: that container is not yours",
+            f"{what} {ref}",
+        )
+    return str(data["Id"])
+
+
+async def _container_refs(ctx: Ctx, hc: dict[str, Any]) -> None:
+    for key, flag in (("PidMode", "--pid"), ("IpcMode", "--ipc"), ("NetworkMode", "--network")):
+        value = as_str(hc.get(key), key)
+        if value.startswith("container:"):
+            full = await _container_ref(ctx, value.split(":", 1)[1], f"{flag} container:")
+            hc[key] = f"container:{full}"
+    volumes_from = []
+    for raw in as_list(hc.get("VolumesFrom"), "HostConfig.VolumesFrom"):
+        ref, sep, mode = as_str(raw, "VolumesFrom").partition(":")
+        full = await _container_ref(ctx, ref, "--volumes-from")
+        volumes_from.append(full + sep + mode)
+    if volumes_from:
+        hc["VolumesFrom"] = volumes_from
+    hc["Links"] = await _links(ctx, hc.get("Links"), "HostConfig.Links") or None
+
+
+async def _links(ctx: Ctx, value: Any, where: str) -> list[str]:
+    out = []
+    for raw in as_list(value, where):
+        ref, sep, alias = as_str(raw, where).partition(":")
+        await _container_ref(ctx, ref, "--link")
+        out.append(ref + sep + alias)
+    return out
+
+
+async def endpoint_settings(ctx: Ctx, raw: Any, where: str) -> dict[str, Any]:
+    ep = canonical(raw, ENDPOINT_FIELDS, where)
+    if as_str_map(ep.get("DriverOpts"), where + "DriverOpts"):
+        raise _refuse("create.engine_setting", "network endpoint driver options were refused")
+    if ep.get("Links"):
+        ep["Links"] = await _links(ctx, ep.get("Links"), where + "Links")
+    return ep
+
+
+async def _networks(ctx: Ctx, hc: dict[str, Any], net: dict[str, Any]) -> None:
+    mode = as_str(hc.get("NetworkMode"), "NetworkMode")
+    if mode not in BUILTIN_NET_MODES and not mode.startswith("container:"):
+        await vn.require_network(ctx, mode, "use", builtin_ok=True)
+    endpoints = net.get("EndpointsConfig") or {}
+    if not isinstance(endpoints, dict):
+        raise GateRefusal("body.unparsable", "NetworkingConfig.EndpointsConfig must be an object")
+    out = {}
+    for name, raw in endpoints.items():
+        if name not in BUILTIN_NET_MODES:
+            await vn.require_network(ctx, name, "use", builtin_ok=True)
+        out[name] = await endpoint_settings(ctx, raw, f"NetworkingConfig.EndpointsConfig[{name}].")
+    if endpoints:
+        net["EndpointsConfig"] = out
+
+
+# ---- containers with host directories ---------------------------------------------------
+
+
+def _host_dir_rules(ctx: Ctx, top: dict[str, Any], hc: dict[str, Any], paths: list[str]) -> None:
+    if not paths or ctx.caller.is_root:
+        return
+    caller = ctx.caller
+    user = as_str(top.get("User"), "User")
+    if not user:
+        top["User"] = f"{caller.uid}:{caller.gid}"
+    elif not ownership.user_is_caller(caller, user):
+        raise _refuse(
+            "create.user",
+            f"--user {user} with host directories mounted was refused",
+            f"User={user} binds={paths}",
+        )
+    gids = ownership.caller_gids(caller)
+    for g in as_list(hc.get("GroupAdd"), "HostConfig.GroupAdd"):
+        text = as_str(g, "GroupAdd")
+        if not (text.isdigit() and int(text) in gids):
+            raise _refuse(
+                "create.user", f"--group-add {text} with host directories mounted was refused"
+            )
+    restart = canonical(
+        hc.get("RestartPolicy"), ("Name", "MaximumRetryCount"), "HostConfig.RestartPolicy."
+    )
+    if as_str(restart.get("Name"), "RestartPolicy.Name") not in ("", "no"):
+        raise _refuse(
+            "create.restart_policy",
+            f"--restart {restart.get('Name')} with host directories mounted was refused",
+        )
+    opts = [str(o) for o in as_list(hc.get("SecurityOpt"), "SecurityOpt")]
+    if not any(o.lower().startswith("no-new-privileges") for o in opts):
+        hc["SecurityOpt"] = [*opts, "no-new-privileges"]
+
+
+# ---- the rule, end to end ---------------------------------------------------------------
+
+
+async def check_create(ctx: Ctx, body: bytes | None) -> Plan:
+    data = parse_object(body or b"", "container create")
+    top = canonical(data, CONFIG_FIELDS, "")
+    hc = canonical(top.get("HostConfig"), HOST_FIELDS, "HostConfig.")
+    net = canonical(top.get("NetworkingConfig"), ("EndpointsConfig",), "NetworkingConfig.")
+    name = ctx.req.query_first("name") or ""
+
+    # 1. Pure checks: nothing is asked of anyone yet.
+    _privileges(ctx, hc)
+    env = _env(top)
+    labels = _labels(top)
+    _ports(hc)
+    mounts.check_body_volumes(top)
+    ask = gpus.parse(hc.get("DeviceRequests"))
+    resolved = await ctx.run(ctx.deps.allocations.limits_for, ctx.caller)
+    caps = host_fitted(resolved.limits)
+    limits.check_caps(hc, caps)
+    # 2. Checks that ask the engine (other containers, networks, volumes).
+    await _container_refs(ctx, hc)
+    await _networks(ctx, hc, net)
+    found = await mounts.check(ctx, hc)
+    _host_dir_rules(ctx, top, hc, found.host_paths)
+    # 3. Side effects, only once everything passed: volumes, then the allocation.
+    await mounts.create_volumes(ctx, found)
+    driver = await ctx.cgroup_driver()
+    row = await gpus.allocate(ctx, ask, name or None)
+
+    # 4. Stamp what ds01 owns, over whatever the request said.
+    limits.apply_defaults(hc, caps)
+    hc["DeviceRequests"] = gpus.device_requests(row)
+    if not row.units:
+        env = [e for e in env if e.split("=", 1)[0] != ENV_VISIBLE_DEVICES]
+        env.append(f"{ENV_VISIBLE_DEVICES}={VISIBLE_DEVICES_CPU_ONLY}")
+    top["Env"] = env
+    top["Labels"] = {
+        **labels,
+        LABEL_MANAGED: "true",
+        LABEL_OWNER: ctx.caller.name,
+        LABEL_ALLOCATION: str(row.id),
+        LABEL_NAME: name,
+        LABEL_CREATED: datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    hc["CgroupParent"] = cgroup_parent(ctx.caller.name, driver)
+    hc["Privileged"] = False
+    top["HostConfig"] = hc
+    if net:
+        top["NetworkingConfig"] = net
+
+    svc = ctx.deps.allocations
+    actor = ctx.caller.name
+
+    async def after(status: int, reply: bytes | None) -> bytes | None:
+        container_id = ""
+        if status == 201 and reply:
+            try:
+                container_id = str(json.loads(reply).get("Id", ""))
+            except (ValueError, AttributeError):
+                container_id = ""
+        if container_id:
+            await ctx.run(
+                svc.activate, row.id, container_id=container_id, actor=actor, reason="created"
+            )
+        else:
+            await ctx.run(svc.release_by_daemon, row.id, "create_failed")
+        return None
+
+    async def abort() -> None:
+        await ctx.run(svc.release_by_daemon, row.id, "create_failed")
+
+    return Plan(
+        ctx.req.path,
+        list(ctx.req.query),
+        body=dump(top),
+        capture_response=True,
+        after=after,
+        on_abort=abort,
+        notes={"allocation": row.id, "gpus": [u.uuid for u in row.units]},
+    )

@@ -1,0 +1,182 @@
+"""GPU requests in a container create (HostConfig.DeviceRequests) become ds01 allocations.
+
+`--gpus N` → N whole GPUs; `--gpus '"device=ID,…"'` → exactly those units (UUIDs from
+`ds01 gpu status`, or whole-GPU indices), honoured only when they are free and within quota;
+`--gpus all` → refused with a hint, unless the gate settings map it to the caller's maximum.
+The scheduler decides (same quotas and texts as `ds01 container deploy`); the request is then
+rewritten to exactly the allocated UUIDs (driver nvidia), never a count. Every container made
+through the gate gets an allocation, a CPU-only one when it asks for no GPU, as deploy does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ds01.errors import Ds01Error
+from ds01.gate.engine import seg
+from ds01.gate.policy.context import Ctx
+from ds01.gate.policy.jsonbody import as_int, as_list, as_str, as_str_map, canonical
+from ds01.gate.refusal import GateRefusal, from_error
+from ds01.model.gpueq import GpuEq
+from ds01.model.inventory import UnitKind
+from ds01.runtime.spec import NVIDIA_DRIVER
+from ds01.scheduler.snapshot import RequestKind
+from ds01.services.allocation import AllocationRequest
+from ds01.store.allocations import AllocationRow
+
+REQUEST_FIELDS = ("Driver", "Count", "DeviceIDs", "Capabilities", "Options")
+
+
+@dataclass(frozen=True)
+class GpuAsk:
+    """count: N GPUs, -1 for all; device_ids: specific units (count is then 0)."""
+
+    count: int
+    device_ids: tuple[str, ...] = ()
+
+
+def parse(value: Any) -> GpuAsk | None:
+    """The one GPU request in DeviceRequests, or None. Anything else there is refused."""
+    asks: list[GpuAsk] = []
+    for i, raw in enumerate(as_list(value, "HostConfig.DeviceRequests")):
+        where = f"HostConfig.DeviceRequests[{i}]."
+        req = canonical(raw, REQUEST_FIELDS, where, rule="gpu.request")
+        driver = as_str(req.get("Driver"), where + "Driver")
+        caps = [
+            str(c)
+            for group in as_list(req.get("Capabilities"), where + "Capabilities")
+            for c in as_list(group, where + "Capabilities")
+        ]
+        if driver not in ("", NVIDIA_DRIVER) or (driver == "" and "gpu" not in caps):
+            raise GateRefusal(
+                "create.devices",
+                f"a device request for driver {driver or '(any)'} with capabilities "
+                f"{caps or '(none)'} was refused",
+                summary=f"DeviceRequests[{i}]",
+            )
+        if as_str_map(req.get("Options"), where + "Options"):
+            raise GateRefusal("gpu.request", "GPU request options were refused")
+        ids = tuple(str(x).strip() for x in as_list(req.get("DeviceIDs"), where + "DeviceIDs"))
+        count = as_int(req.get("Count"), where + "Count")
+        if ids and count:
+            raise GateRefusal("gpu.request", "a GPU request with both a count and device IDs")
+        if count < -1:
+            raise GateRefusal("gpu.request", f"--gpus {count} is not a number of GPUs")
+        if ids or count:
+            asks.append(GpuAsk(count, ids))
+    if len(asks) > 1:
+        raise GateRefusal("gpu.request", "more than one --gpus request in one container")
+    return asks[0] if asks else None
+
+
+def describe(ask: GpuAsk | None) -> str:
+    if ask is None:
+        return "no GPU"
+    if ask.device_ids:
+        return f'--gpus "device={",".join(ask.device_ids)}"'
+    return "--gpus all" if ask.count == -1 else f"--gpus {ask.count}"
+
+
+async def _request(
+    ctx: Ctx, ask: GpuAsk | None, name: str | None
+) -> tuple[AllocationRequest, tuple[str, ...]]:
+    """The allocation request for an ask, and the exact units wanted (for device=…)."""
+    if ask is None:
+        return AllocationRequest(RequestKind.CPU, container=name), ()
+    if ask.count == -1:
+        if ctx.deps.settings.gpus_all != "max":
+            raise GateRefusal("gpu.all", "--gpus all was refused", summary="--gpus all")
+        return AllocationRequest(RequestKind.GPUS, count=await _most(ctx), container=name), ()
+    if ask.count > 0:
+        return AllocationRequest(RequestKind.GPUS, count=ask.count, container=name), ()
+    views = [v for v in await ctx.run(ctx.deps.allocations.status) if not v.unit.gone]
+    by_uuid = {v.unit.unit.uuid: v.unit.unit for v in views}
+    chosen = []
+    for dev in ask.device_ids:
+        unit = by_uuid.get(dev)
+        if unit is None and dev.isdigit():
+            matches = [u for u in by_uuid.values() if u.gpu_index == int(dev)]
+            whole = [u for u in matches if u.kind is UnitKind.GPU]
+            if matches and not whole:
+                raise GateRefusal(
+                    "gpu.request",
+                    f"GPU {dev} is split into MIG slices and cannot be given whole",
+                    fix="Name a MIG slice by its UUID (see 'ds01 gpu status'), or use --gpus N.",
+                )
+            unit = whole[0] if whole else None
+        if unit is None:
+            raise GateRefusal("gpu.request", f"there is no GPU or MIG unit {dev!r} on this machine")
+        chosen.append(unit)
+    wanted = tuple(dict.fromkeys(u.uuid for u in chosen))
+    kinds = {u.kind for u in chosen}
+    if kinds == {UnitKind.GPU}:
+        req = AllocationRequest(RequestKind.GPUS, count=len(wanted), container=name)
+    elif kinds == {UnitKind.MIG}:
+        profiles = tuple(u.profile or "" for u in chosen)
+        if not all(profiles):
+            raise GateRefusal("gpu.request", "a MIG unit without a known profile was named")
+        req = AllocationRequest(RequestKind.MIG, profiles=profiles, container=name)
+    else:
+        raise GateRefusal("gpu.request", "whole GPUs and MIG slices in one request")
+    return req, wanted
+
+
+async def _most(ctx: Ctx) -> int:
+    """`--gpus all` mapped to a number: the whole GPUs the caller may still take (at least 1,
+    so that a caller with none left gets the scheduler's quota refusal)."""
+    svc = ctx.deps.allocations
+    limits = (await ctx.run(svc.limits_for, ctx.caller)).limits
+    rows = await ctx.run(svc.live_allocations, ctx.caller, False)
+    left = limits.max_gpueq - GpuEq.total(r.gpueq for r in rows)
+    return max(1, min(limits.max_units_per_container, math.floor(float(left))))
+
+
+async def _forget_removed(ctx: Ctx, name: str) -> None:
+    """Release the caller's live allocations named `name` whose container is gone (Docker's
+    destroy event may not have been handled yet when the name is reused at once)."""
+    svc = ctx.deps.allocations
+    for row in await ctx.run(svc.live_allocations, ctx.caller, False):
+        if row.container != name or row.container_id is None:
+            continue
+        status, _ = await ctx.engine.get(f"/containers/{seg(row.container_id)}/json")
+        if status == 404:
+            await ctx.run(svc.release_by_daemon, row.id, "container_removed")
+
+
+async def allocate(ctx: Ctx, ask: GpuAsk | None, name: str | None) -> AllocationRow:
+    """Allocate for a container about to be created; GateRefusal with the scheduler's texts."""
+    req, wanted = await _request(ctx, ask, name)
+    svc = ctx.deps.allocations
+    if name:
+        await _forget_removed(ctx, name)
+    try:
+        row = await ctx.run(svc.allocate, ctx.caller, req, preferred_units=wanted)
+    except Ds01Error as err:
+        raise from_error("gpu.quota", err) from None
+    if wanted and sorted(u.uuid for u in row.units) != sorted(wanted):
+        got = {u.uuid for u in row.units}
+        await ctx.run(svc.release_by_daemon, row.id, "device_unavailable")
+        busy = [w for w in wanted if w not in got]
+        raise GateRefusal(
+            "gpu.device_unavailable",
+            f"{describe(ask)} was refused: {', '.join(busy)} "
+            f"{'is' if len(busy) == 1 else 'are'} not free",
+        )
+    return row
+
+
+def device_requests(row: AllocationRow) -> list[dict[str, Any]]:
+    """Exactly the allocated units, by UUID, with Docker's nvidia driver."""
+    if not row.units:
+        return []
+    return [
+        {
+            "Driver": NVIDIA_DRIVER,
+            "Count": 0,
+            "DeviceIDs": [u.uuid for u in row.units],
+            "Capabilities": [["gpu"]],
+            "Options": {},
+        }
+    ]

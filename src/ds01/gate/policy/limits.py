@@ -1,0 +1,114 @@
+"""Resource limits on containers made through the gate: the caller's ds01 limits (defaults ←
+group ← user, fitted to the host like `ds01 container deploy`) are caps, and fill in what the
+request leaves unset. Asking for more than the cap is refused, not silently lowered: the user
+should know what they got.
+
+Keys (HostConfig / update body): NanoCpus or CpuQuota/CpuPeriod ↔ cpus, Memory ↔ memory,
+MemorySwap ↔ memory_swap (memory + swap, like spec.create_kwargs: equal to Memory = no swap),
+ShmSize ↔ shm, PidsLimit ↔ pids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ds01.gate.policy.jsonbody import as_int
+from ds01.gate.refusal import GateRefusal
+from ds01.model.limits import Limits
+
+NANO = 1_000_000_000
+DEFAULT_CPU_PERIOD = 100_000
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("g", 1024**3), ("m", 1024**2), ("k", 1024)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale}{unit}"
+    return f"{n} bytes"
+
+
+def _cpus(hc: dict[str, Any]) -> float | None:
+    nano = as_int(hc.get("NanoCpus"), "NanoCpus")
+    if nano > 0:
+        return nano / NANO
+    quota = as_int(hc.get("CpuQuota"), "CpuQuota")
+    if quota > 0:
+        period = as_int(hc.get("CpuPeriod"), "CpuPeriod") or DEFAULT_CPU_PERIOD
+        return quota / period
+    return None
+
+
+def _refuse(rule: str, what: str, key: str, value: object) -> GateRefusal:
+    return GateRefusal(rule, what, summary=f"{key}={value}")
+
+
+def check_caps(
+    hc: dict[str, Any], limits: Limits, *, rule: str = "create.limit", partial: bool = False
+) -> None:
+    """Refuse values above the caller's limits. partial=True (update): only keys present."""
+    cpus = _cpus(hc)
+    if limits.cpus is not None and cpus is not None and cpus > limits.cpus + 1e-9:
+        raise _refuse(
+            rule, f"--cpus {cpus:g} is above your limit of {limits.cpus:g} CPUs", "cpus", cpus
+        )
+    memory = as_int(hc.get("Memory"), "Memory")
+    if limits.memory_bytes is not None:
+        if memory > limits.memory_bytes:
+            raise _refuse(
+                rule,
+                f"--memory {_size(memory)} is above your limit of {_size(limits.memory_bytes)}",
+                "Memory",
+                memory,
+            )
+        swap = as_int(hc.get("MemorySwap"), "MemorySwap")
+        if "MemorySwap" in hc or not partial:
+            allowed = _swap_allowed(memory or limits.memory_bytes, limits)
+            if swap < 0 or swap > allowed:
+                raise _refuse(
+                    rule,
+                    f"--memory-swap {'unlimited' if swap < 0 else _size(swap)} is above your "
+                    f"limit of {_size(allowed)} (memory + swap)",
+                    "MemorySwap",
+                    swap,
+                )
+    shm = as_int(hc.get("ShmSize"), "ShmSize")
+    if limits.shm_bytes is not None and shm > limits.shm_bytes:
+        raise _refuse(
+            rule,
+            f"--shm-size {_size(shm)} is above your limit of {_size(limits.shm_bytes)}",
+            "ShmSize",
+            shm,
+        )
+    pids = hc.get("PidsLimit")
+    if limits.pids is not None and pids is not None:
+        n = as_int(pids, "PidsLimit")
+        if (n <= 0 and ("PidsLimit" in hc and partial)) or n > limits.pids:
+            raise _refuse(
+                rule,
+                f"--pids-limit {'unlimited' if n <= 0 else n} is above your limit of {limits.pids}",
+                "PidsLimit",
+                n,
+            )
+
+
+def _swap_allowed(memory: int, limits: Limits) -> int:
+    """memory + the swap the limits allow on top of the memory cap."""
+    assert limits.memory_bytes is not None
+    total = limits.memory_swap_bytes if limits.memory_swap_bytes is not None else 0
+    extra = max(0, total - limits.memory_bytes)
+    return memory + extra
+
+
+def apply_defaults(hc: dict[str, Any], limits: Limits) -> None:
+    """Fill in the caller's limit wherever the request set none (after check_caps)."""
+    if limits.cpus is not None and _cpus(hc) is None:
+        hc["NanoCpus"] = round(limits.cpus * NANO)
+    if limits.memory_bytes is not None:
+        if as_int(hc.get("Memory"), "Memory") <= 0:
+            hc["Memory"] = limits.memory_bytes
+        if as_int(hc.get("MemorySwap"), "MemorySwap") == 0:
+            hc["MemorySwap"] = _swap_allowed(int(hc["Memory"]), limits)
+    if limits.shm_bytes is not None and as_int(hc.get("ShmSize"), "ShmSize") <= 0:
+        hc["ShmSize"] = limits.shm_bytes
+    if limits.pids is not None and as_int(hc.get("PidsLimit"), "PidsLimit") <= 0:
+        hc["PidsLimit"] = limits.pids

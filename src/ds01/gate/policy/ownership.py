@@ -1,0 +1,404 @@
+"""Container-scoped operations: whose container is it? Asked of the engine, never guessed.
+
+A container may be named in a path by name, full ID or ID prefix (and URL-encoded). The gate
+inspects it on root's engine socket (GET /containers/{ref}/json), reads the ds01.owner label the
+gate or ds01 stamped at creation, and forwards the request with the *full ID* in the path, so the
+engine acts on exactly the container that was checked (a rename or a new container with the same
+name in between cannot redirect it). Missing containers are answered 404 by the gate itself.
+
+Admins (root, the admin group) may act on any container. Exec instances are checked through
+their container. Also here: what start/restart/remove mean for the container's allocation, and
+the per-operation rules (exec bodies, copying into containers with host directories, update).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import time
+from typing import Any
+
+from ds01.errors import Ds01Error
+from ds01.gate.engine import seg
+from ds01.gate.policy import limits as limits_rules
+from ds01.gate.policy.context import After, Ctx, Plan
+from ds01.gate.policy.jsonbody import (
+    as_bool,
+    as_list,
+    as_str,
+    canonical,
+    dump,
+    parse_object,
+)
+from ds01.gate.refusal import GateRefusal, LocalReply, from_error
+from ds01.identity import Caller, caller_from_uid
+from ds01.model.allocation import AllocState
+from ds01.runtime.engine import ContainerInfo, container_info
+from ds01.runtime.spec import LABEL_OWNER
+from ds01.services.allocation import AllocationRequest
+from ds01.services.containers import RESERVED_ENV, allowed_host_path
+
+EXEC_FIELDS = (
+    "AttachStdin",
+    "AttachStdout",
+    "AttachStderr",
+    "Detach",
+    "DetachKeys",
+    "Tty",
+    "Env",
+    "Cmd",
+    "Privileged",
+    "User",
+    "WorkingDir",
+    "ConsoleSize",
+    "Container",  # sent by older SDKs; the engine uses the path (set to the checked ID below)
+)
+UPDATE_FIELDS = (
+    "RestartPolicy",
+    "CpuShares",
+    "NanoCpus",
+    "CpuPeriod",
+    "CpuQuota",
+    "CpusetCpus",
+    "CpusetMems",
+    "Memory",
+    "MemoryReservation",
+    "MemorySwap",
+    "KernelMemory",
+    "KernelMemoryTCP",
+    "PidsLimit",
+    "BlkioWeight",
+)
+EXTRA_RESERVED_ENV = frozenset({"NVIDIA_MIG_CONFIG_DEVICES", "NVIDIA_MIG_MONITOR_DEVICES"})
+GATE_RESERVED_ENV = RESERVED_ENV | EXTRA_RESERVED_ENV
+
+
+_FULL_ID = re.compile(r"[0-9a-f]{64}")
+INSPECT_TTL_S = 30.0
+INSPECT_CACHE_MAX = 4096
+
+
+async def inspect(ctx: Ctx, ref: str, *, kind: str = "container") -> dict[str, Any]:
+    """The engine's inspect data for a container named by name, ID or ID prefix. Answers for a
+    full ID are kept briefly (docker run asks attach, start and wait about the same ID): the
+    parts the rules read are fixed at creation, and an ID is never reused."""
+    full = _FULL_ID.fullmatch(ref) is not None
+    if full:
+        hit = ctx.deps.inspected.get(ref)
+        if hit is not None and time.monotonic() - hit[0] < INSPECT_TTL_S:
+            return hit[1]
+    status, data = await ctx.engine.get(f"/containers/{seg(ref)}/json")
+    if status == 404:
+        ctx.deps.inspected.pop(ref, None)
+        raise LocalReply(404, f"No such {kind}: {ref}")
+    if status != 200 or not isinstance(data, dict):
+        raise LocalReply(502, f"ds01: the engine could not look up container {ref!r} ({status})")
+    if len(ctx.deps.inspected) >= INSPECT_CACHE_MAX:
+        ctx.deps.inspected.clear()
+    ctx.deps.inspected[str(data.get("Id", ""))] = (time.monotonic(), data)
+    return data
+
+
+def owner_of(data: dict[str, Any]) -> str | None:
+    labels = (data.get("Config") or {}).get("Labels") or {}
+    owner = labels.get(LABEL_OWNER)
+    return owner if isinstance(owner, str) else None
+
+
+def short_name(data: dict[str, Any]) -> str:
+    return str(data.get("Name", "")).lstrip("/") or str(data.get("Id", ""))[:12]
+
+
+def require_owner(ctx: Ctx, data: dict[str, Any], ref: str, action: str) -> None:
+    if ctx.is_admin or owner_of(data) == ctx.caller.name:
+        return
+    raise GateRefusal(
+        "container.not_owner",
+        f"you may not {action} container {ref!r}: it belongs to another user",
+        summary=f"{ctx.req.endpoint} on {short_name(data)}",
+    )
+
+
+async def owned(ctx: Ctx, ref: str, action: str) -> dict[str, Any]:
+    data = await inspect(ctx, ref)
+    require_owner(ctx, data, ref, action)
+    return data
+
+
+def host_binds(data: dict[str, Any]) -> list[str]:
+    """Host paths bind-mounted into a container (from its inspect data)."""
+    return [
+        str(m.get("Source", ""))
+        for m in data.get("Mounts") or []
+        if isinstance(m, dict) and m.get("Type") == "bind"
+    ]
+
+
+ACTIONS = {
+    "container.inspect": "inspect",
+    "container.top": "list the processes of",
+    "container.logs": "read the logs of",
+    "container.changes": "inspect",
+    "container.export": "export",
+    "container.stats": "read the stats of",
+    "container.resize": "resize",
+    "container.start": "start",
+    "container.stop": "stop",
+    "container.restart": "restart",
+    "container.kill": "kill",
+    "container.update": "update",
+    "container.rename": "rename",
+    "container.pause": "pause",
+    "container.unpause": "unpause",
+    "container.attach": "attach to",
+    "container.wait": "wait for",
+    "container.remove": "remove",
+    "container.archive_stat": "copy from",
+    "container.archive_get": "copy from",
+    "container.archive_put": "copy into",
+    "container.exec": "run commands in",
+    "container.commit": "commit",
+}
+
+
+def _with_id(ctx: Ctx, full_id: str) -> str:
+    ref = ctx.req.params["id"]
+    prefix = "/containers/"
+    rest = ctx.req.path[len(prefix) + len(ref) :]
+    return f"{prefix}{full_id}{rest}"
+
+
+async def container_op(ctx: Ctx, body: bytes | None) -> Plan:
+    """Any /containers/{id}/… operation: ownership, then the operation's own rule."""
+    ref = ctx.req.params["id"]
+    name = ctx.req.name
+    data = await owned(ctx, ref, ACTIONS.get(name, "use"))
+    full_id = str(data["Id"])
+    plan = Plan(_with_id(ctx, full_id), list(ctx.req.query))
+    if name == "container.archive_put" and host_binds(data) and not ctx.caller.is_root:
+        raise GateRefusal(
+            "container.archive_put",
+            f"copying into container {ref!r} was refused: it has host directories mounted "
+            f"({', '.join(host_binds(data))})",
+            summary=f"{ctx.req.endpoint} path={ctx.req.query_first('path')}",
+        )
+    if name == "container.exec":
+        plan.body = _check_exec(ctx, data, body or b"")
+    elif name == "container.update":
+        plan.body = await _check_update(ctx, data, body or b"")
+    elif name in ("container.start", "container.restart"):
+        await _recheck_host_paths(ctx, data)
+        await _bind_allocation(ctx, data, plan)
+    elif name == "container.remove":
+        plan.after = _release_after_remove(ctx, data)
+    return plan
+
+
+async def commit(ctx: Ctx, body: bytes | None) -> Plan:
+    ref = ctx.req.query_first("container") or ""
+    if not ref:
+        return Plan(ctx.req.path, list(ctx.req.query))
+    data = await owned(ctx, ref, "commit")
+    query = [(k, str(data["Id"]) if k == "container" else v) for k, v in ctx.req.query]
+    return Plan(ctx.req.path, query)
+
+
+async def exec_op(ctx: Ctx, body: bytes | None) -> Plan:
+    exec_id = ctx.req.params["id"]
+    status, info = await ctx.engine.get(f"/exec/{seg(exec_id)}/json")
+    if status == 404 or not isinstance(info, dict):
+        raise LocalReply(404, f"No such exec instance: {exec_id}")
+    container = str(info.get("ContainerID", ""))
+    data = await inspect(ctx, container)
+    require_owner(ctx, data, short_name(data), "run commands in")
+    return Plan(ctx.req.path, list(ctx.req.query))
+
+
+# ---- exec -------------------------------------------------------------------------------
+
+
+def _check_exec(ctx: Ctx, data: dict[str, Any], body: bytes) -> bytes:
+    spec = canonical(parse_object(body, "exec create"), EXEC_FIELDS, "")
+    ref = short_name(data)
+    if as_bool(spec.get("Privileged"), "Privileged"):
+        raise GateRefusal(
+            "exec.privileged",
+            f"docker exec --privileged into {ref!r} was refused",
+            summary=f"exec {ref} privileged",
+        )
+    for entry in as_list(spec.get("Env"), "Env"):
+        key = as_str(entry, "Env").split("=", 1)[0]
+        if key in GATE_RESERVED_ENV:
+            raise GateRefusal(
+                "create.reserved_env",
+                f"docker exec -e {key} was refused: {key} is set by ds01",
+                summary=f"exec {ref} env {key}",
+            )
+    user = as_str(spec.get("User"), "User")
+    caller = ctx.caller
+    if user and host_binds(data) and not caller.is_root and not user_is_caller(caller, user):
+        raise GateRefusal(
+            "exec.user",
+            f"docker exec --user {user} into {ref!r} was refused: it has host directories mounted",
+            summary=f"exec {ref} user {user}",
+        )
+    if "Container" in spec:
+        spec["Container"] = str(data["Id"])
+    return dump(spec)
+
+
+def user_is_caller(caller: Caller, user: str) -> bool:
+    """'uid' or 'uid:gid' (numbers) naming the caller and one of their groups."""
+    uid_text, _, gid_text = user.partition(":")
+    if not uid_text.isdigit() or int(uid_text) != caller.uid:
+        return False
+    return not gid_text or (gid_text.isdigit() and int(gid_text) in caller_gids(caller))
+
+
+def caller_gids(caller: Caller) -> set[int]:
+    try:
+        return {caller.gid, *os.getgrouplist(caller.name, caller.gid)}
+    except OSError:
+        return {caller.gid}
+
+
+# ---- update -----------------------------------------------------------------------------
+
+
+async def _check_update(ctx: Ctx, data: dict[str, Any], body: bytes) -> bytes:
+    spec = canonical(
+        parse_object(body, "container update"), UPDATE_FIELDS, "", rule="container.update"
+    )
+    limits = (await ctx.run(ctx.deps.allocations.limits_for, ctx.caller)).limits
+    if not ctx.caller.is_root:
+        limits_rules.check_caps(spec, limits, rule="container.update", partial=True)
+    restart = canonical(spec.get("RestartPolicy"), ("Name", "MaximumRetryCount"), "RestartPolicy.")
+    if (
+        as_str(restart.get("Name"), "RestartPolicy.Name") not in ("", "no")
+        and host_binds(data)
+        and not ctx.caller.is_root
+    ):
+        raise GateRefusal(
+            "create.restart_policy",
+            f"a restart policy for {short_name(data)!r} was refused: it has host directories "
+            "mounted",
+        )
+    return dump(spec)
+
+
+# ---- host directories and allocations at start, restart and remove ---------------------
+
+
+async def _recheck_host_paths(ctx: Ctx, data: dict[str, Any]) -> None:
+    """The engine resolves bind sources again at every start: check them again too, as the
+    owner — a directory swapped for a symlink to /etc since the create is refused."""
+    paths = host_binds(data)
+    owner_name = owner_of(data)
+    if not paths or owner_name is None:
+        return
+    owner = await ctx.run(_owner_caller, ctx, owner_name)
+    if owner.is_root:
+        return
+    for path in paths:
+        try:
+            grant = await ctx.run(
+                allowed_host_path, owner, path, ctx.config, directories_only=False
+            )
+        except Ds01Error as err:
+            raise from_error("create.mount_path", err) from None
+        if grant.real != path:
+            raise GateRefusal(
+                "create.mount_path",
+                f"starting {short_name(data)!r} was refused: its mounted {path} now resolves "
+                f"to {grant.real}",
+                summary=f"start {short_name(data)} bind {path} -> {grant.real}",
+            )
+
+
+def _owner_caller(ctx: Ctx, owner: str) -> Caller:
+    if owner == ctx.caller.name:
+        return ctx.caller
+    try:
+        pw = pwd.getpwnam(owner)
+    except KeyError:
+        raise GateRefusal(
+            "container.reallocate", f"the owner {owner!r} of this container has no account"
+        ) from None
+    return caller_from_uid(pw.pw_uid, pw.pw_gid, 0, ctx.config.admin_group)
+
+
+async def _bind_allocation(ctx: Ctx, data: dict[str, Any], plan: Plan) -> None:
+    """A ds01 container starts only with a live allocation: one released while the container
+    was stopped is made again, on the same units, or the start is refused."""
+    info = container_info(data)
+    if info.owner is None or info.allocation_id is None:
+        return  # not made by ds01 or the gate (admins only get here)
+    svc = ctx.deps.allocations
+    row = await ctx.run(ctx.deps.containers.allocation_of, info)
+    fresh = False
+    if row is None:
+        row = await _reallocate(ctx, info)
+        fresh = True
+    alloc_id = row.id
+    actor = ctx.caller.name
+
+    async def after(status: int, _body: bytes | None) -> bytes | None:
+        if status in (204, 304):
+            current = await ctx.run(svc.get_any, alloc_id)
+            if current is not None and current.state is not AllocState.ACTIVE:
+                await ctx.run(
+                    svc.activate, alloc_id, container_id=info.id, actor=actor, reason="started"
+                )
+        elif fresh:
+            await ctx.run(svc.release_by_daemon, alloc_id, "start_failed")
+        return None
+
+    async def abort() -> None:
+        if fresh:
+            await ctx.run(svc.release_by_daemon, alloc_id, "start_failed")
+
+    plan.after = after
+    plan.on_abort = abort
+
+
+async def _reallocate(ctx: Ctx, info: ContainerInfo) -> Any:
+    svc = ctx.deps.allocations
+    assert info.owner is not None and info.allocation_id is not None
+    owner = await ctx.run(_owner_caller, ctx, info.owner)
+    old = await ctx.run(svc.get_any, info.allocation_id)
+    request = (
+        AllocationRequest.from_json(old.request, container=old.container)
+        if old is not None
+        else AllocationRequest.from_json({"kind": "cpu"}, container=None)
+    )
+    wanted = tuple(info.gpu_device_ids)
+    try:
+        row = await ctx.run(
+            svc.allocate, owner, request, existing_container=True, preferred_units=wanted
+        )
+    except Ds01Error as err:
+        raise from_error("gpu.quota", err) from None
+    if sorted(u.uuid for u in row.units) != sorted(wanted):
+        await ctx.run(svc.release_by_daemon, row.id, "restart_failed")
+        raise GateRefusal(
+            "container.reallocate",
+            f"container {info.name!r} cannot start: its GPUs ({', '.join(wanted)}) are in use "
+            "by another allocation",
+        )
+    return row
+
+
+def _release_after_remove(ctx: Ctx, data: dict[str, Any]) -> After:
+    info = container_info(data)
+
+    async def after(status: int, _body: bytes | None) -> bytes | None:
+        if status == 204:
+            ctx.deps.inspected.pop(info.id, None)
+        if status == 204 and info.owner is not None:
+            row = await ctx.run(ctx.deps.containers.allocation_of, info)
+            if row is not None:
+                await ctx.run(ctx.deps.allocations.release_by_daemon, row.id, "container_removed")
+        return None
+
+    return after

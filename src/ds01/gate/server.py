@@ -1,0 +1,611 @@
+"""The gate's listener and forwarder: <run-dir>/docker.sock speaking the Docker Engine API.
+
+Per client connection: the caller comes from SO_PEERCRED (kernel), never from the request. Each
+request head is read whole (bounded in size and time) and checked — endpoint allow-list, then
+the endpoint's rule (policy/), which may read a body whole (capped) — before anything is sent to
+the engine. Nothing from a connection reaches the engine until its first request has passed.
+
+Forwarding streams: request bodies the rules do not read (build contexts, archives, image
+loads) and every response body are copied as they arrive — Content-Length, chunked (chunk by
+chunk, so `logs -f`, `events` and `stats` flow live) or until close. When the engine switches
+protocols (101 for attach/exec/BuildKit sessions, or an unframed hijacked answer on those
+endpoints), the gate becomes a byte pipe in both directions and carries half-closes across:
+the client's end of input becomes a write-shutdown towards the engine (so `echo hi | docker run
+-i IMG cat` ends), and the engine's end of output a write-shutdown towards the client.
+
+Refusals are answered 403 {"message": …} (refusal.py) and recorded as `gate` audit events;
+malformed HTTP is answered 4xx and the connection closed. One connection's trouble (garbage,
+slow heads, disconnects) never touches another's: each is its own task with its own limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import logging
+import os
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ds01.errors import Ds01Error
+from ds01.gate.engine import EngineClient, EngineConn
+from ds01.gate.httpio import (
+    READ_CHUNK,
+    Headers,
+    HttpError,
+    PeerClosed,
+    Reader,
+    RequestHead,
+    ResponseHead,
+    copy_chunked,
+    copy_length,
+    copy_until_eof,
+    parse_request_head,
+    parse_response_head,
+    read_body,
+    read_chunked,
+)
+from ds01.gate.policy import decide
+from ds01.gate.policy.context import Ctx, GateDeps, Plan
+from ds01.gate.policy.endpoints import Body, GateRequest, classify, encode_target
+from ds01.gate.refusal import GateRefusal, LocalReply, engine_down, response_bytes
+from ds01.identity import Caller, caller_from_uid, peer_credentials
+from ds01.store import events
+
+log = logging.getLogger("ds01d.gate")
+
+HIJACK_GRACE_S = 2.0
+CALLER_TTL_S = 30.0
+AUDIT_RATE_PER_S = 20.0
+AUDIT_BURST = 100.0
+LINGER_MAX_BYTES = 64 * 1024 * 1024  # a refused request's body the gate reads away
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+    suppressed: int = 0
+
+
+class GateServer:
+    def __init__(self, deps: GateDeps) -> None:
+        self.deps = deps
+        self.settings = deps.settings
+        self._server: asyncio.AbstractServer | None = None
+        self._path: Path | None = None
+        self._conns: set[asyncio.Task[None]] = set()
+        self._per_uid: dict[int, int] = {}
+        self._callers: dict[tuple[int, int], tuple[float, Caller]] = {}
+        self._audit: dict[str, _Bucket] = {}
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    async def start(self, path: Path, group: str | None) -> None:
+        """Listen on `path`, mode 0660, group `group` when it exists (else root only)."""
+        tmp = path.with_name(path.name + ".new")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        self._server = await asyncio.start_unix_server(
+            self._on_connect, path=str(tmp), limit=READ_CHUNK * 4, backlog=1024
+        )
+        gid = 0
+        if group:
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                log.warning(
+                    "gate: group %r does not exist; %s stays root:root 0660 (only root can use "
+                    "it) until it does — create it and restart ds01d",
+                    group,
+                    path,
+                )
+        if os.geteuid() == 0:
+            os.chown(tmp, 0, gid)
+        os.chmod(tmp, 0o660)
+        os.replace(tmp, path)  # in place only once its mode and group are right
+        self._path = path
+        log.info("gate listening on %s (group %s)", path, group if gid else "root")
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._conns):
+            task.cancel()
+        for task in list(self._conns):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+        self.deps.engine.close()
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+
+    # ---- connections ------------------------------------------------------------------
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        sock = writer.get_extra_info("socket")
+        try:
+            pid, uid, gid = peer_credentials(sock)
+        except (OSError, AttributeError):
+            writer.close()
+            return
+        if (
+            len(self._conns) >= self.settings.max_connections
+            or self._per_uid.get(uid, 0) >= self.settings.max_connections_per_uid
+        ):
+            with contextlib.suppress(Exception):
+                busy = "ds01: too many connections to the gate"
+                writer.write(response_bytes(503, busy, close=True))
+                await writer.drain()
+            writer.close()
+            return
+        self._conns.add(task)
+        self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
+        try:
+            try:
+                caller = await self._caller(pid, uid, gid)
+            except Ds01Error as err:
+                writer.write(response_bytes(403, "\n".join(err.lines()), close=True))
+                with contextlib.suppress(Exception):
+                    await writer.drain()
+                return
+            await _Connection(self, caller, reader, writer).serve()
+        except (ConnectionError, PeerClosed, asyncio.IncompleteReadError):
+            pass
+        except Exception:
+            log.exception("gate: connection from uid %d failed", uid)
+        finally:
+            self._conns.discard(task)
+            self._per_uid[uid] -= 1
+            if not self._per_uid[uid]:
+                del self._per_uid[uid]
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _caller(self, pid: int, uid: int, gid: int) -> Caller:
+        now = time.monotonic()
+        hit = self._callers.get((uid, gid))
+        if hit and now - hit[0] < CALLER_TTL_S:
+            c = hit[1]
+            return Caller(c.uid, c.gid, pid, c.name, c.groups, c.is_admin)
+        admin_group = self.deps.config().admin_group
+        c = await asyncio.to_thread(caller_from_uid, uid, gid, pid, admin_group)
+        self._callers[(uid, gid)] = (now, c)
+        return c
+
+    # ---- audit ------------------------------------------------------------------------
+
+    async def record_refusal(self, caller: Caller, endpoint: str, ref: GateRefusal) -> None:
+        log.info("gate refused %s for %s: %s (%s)", endpoint, caller.name, ref.what, ref.rule)
+        now = time.monotonic()
+        b = self._audit.setdefault(caller.name, _Bucket(AUDIT_BURST, now))
+        b.tokens = min(AUDIT_BURST, b.tokens + (now - b.at) * AUDIT_RATE_PER_S)
+        b.at = now
+        if b.tokens < 1:
+            b.suppressed += 1
+            return
+        b.tokens -= 1
+        suppressed, b.suppressed = b.suppressed, 0
+        details: dict[str, object] = {
+            "endpoint": endpoint,
+            "rule": ref.rule,
+            "refusal_reason": ref.reason.value,
+            "status": ref.status,
+            "summary": ref.summary or ref.what,
+            "pid": caller.pid,
+        }
+        if suppressed:
+            details["suppressed_before"] = suppressed
+
+        def write() -> None:
+            with self.deps.allocations.db.transaction() as conn:
+                events.record(
+                    conn,
+                    kind="gate",
+                    action="refused",
+                    reason=ref.rule,
+                    actor=caller.name,
+                    user=caller.name,
+                    message=f"{endpoint}: {ref.what}",
+                    details=details,
+                )
+
+        try:
+            await asyncio.to_thread(write)
+        except Exception:
+            log.exception("gate: could not record a refusal event")
+
+
+class _Connection:
+    """One client connection: requests one after another, each checked, then forwarded."""
+
+    def __init__(
+        self,
+        server: GateServer,
+        caller: Caller,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.server = server
+        self.settings = server.settings
+        self.deps = server.deps
+        self.caller = caller
+        self.client = Reader(reader)
+        self.cw = writer
+        self.up: EngineConn | None = None
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.settings.idle_timeout_s):
+                        if not await self.client.wait_data():
+                            return
+                    async with asyncio.timeout(self.settings.head_timeout_s):
+                        raw = await self.client.read_head(self.settings.max_head_bytes)
+                except TimeoutError:
+                    if self.client.buf:
+                        await self._reply(408, "ds01: the request head came too slowly", close=True)
+                    return
+                if raw is None:
+                    return
+                try:
+                    head = parse_request_head(raw)
+                except HttpError as err:
+                    await self._reply(err.status, f"ds01: {err.message}", close=True)
+                    return
+                if not await self._one(head):
+                    return
+        except HttpError as err:
+            await self._reply(err.status, f"ds01: {err.message}", close=True)
+        finally:
+            if self.up is not None:
+                self.deps.engine.release(self.up)  # kept for the next client if still clean
+
+    async def _reply(self, status: int, message: str, *, close: bool) -> None:
+        with contextlib.suppress(Exception):
+            self.cw.write(response_bytes(status, message, close=close))
+            await self.cw.drain()
+
+    # ---- one request ------------------------------------------------------------------
+
+    async def _one(self, head: RequestHead) -> bool:
+        """Check and forward one request; False when the connection must end."""
+        body_unread = head.has_body
+        config = self.deps.config()
+        is_admin = self.caller.is_root or config.is_admin(self.caller.name, self.caller.groups)
+        endpoint = f"{head.method} {head.target.split('?', 1)[0]}"
+        try:
+            req = classify(head, is_admin)
+            endpoint = req.endpoint
+            _early_checks(head, req)
+            body: bytes | None = None
+            if req.route.body is Body.CHECKED:
+                body = await self._read_checked_body(head)
+                body_unread = False
+            ctx = Ctx(self.deps, self.caller, req, config)
+            plan = await decide(ctx, body)
+        except GateRefusal as ref:
+            await self.server.record_refusal(self.caller, endpoint, ref)
+            status, message = ref.status, ref.message
+        except LocalReply as lr:
+            status, message = lr.status, lr.message
+        except Ds01Error as err:  # the state database, a user lookup: not the caller's doing
+            log.error("gate: %s failed: %s", endpoint, " | ".join(err.lines()))
+            status, message = 503, "ds01: " + "\n".join(err.lines())
+        else:
+            return await self._forward(head, req, plan)
+        # Refused before the body was read: read it away (bounded), so that the client, still
+        # sending, gets to read the answer; then the connection can even go on.
+        if body_unread:
+            body_unread = not await self._discard_body(head)
+        close = body_unread or not head.keep_alive
+        await self._reply(status, message, close=close)
+        return not close
+
+    async def _discard_body(self, head: RequestHead) -> bool:
+        """Read and drop an unread request body; False when it could not be done in bounds."""
+        if _expects_continue(head):
+            return False  # the client waits for 100 Continue: it has sent nothing
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                if head.chunked:
+                    await read_chunked(self.client, LINGER_MAX_BYTES)
+                    return True
+                n = head.content_length or 0
+                if n > LINGER_MAX_BYTES:
+                    return False
+                while n > 0:
+                    data = await self.client.read_some(min(n, READ_CHUNK))
+                    if not data:
+                        return False
+                    n -= len(data)
+                return True
+        except (TimeoutError, HttpError, PeerClosed):
+            return False
+
+    async def _read_checked_body(self, head: RequestHead) -> bytes:
+        limit = self.settings.max_checked_body_bytes
+        if head.content_length is not None and head.content_length > limit:
+            raise GateRefusal(
+                "body.too_large",
+                f"a {head.content_length}-byte body was refused (the limit is {limit} bytes)",
+            )
+        if _expects_continue(head):
+            self.cw.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await self.cw.drain()
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                if head.chunked:
+                    return await read_chunked(self.client, limit)
+                return await self.client.read_exact(head.content_length or 0)
+        except TimeoutError:
+            raise HttpError(408, "the request body came too slowly") from None
+        except HttpError as err:
+            if err.status == 413:
+                raise GateRefusal(
+                    "body.too_large", f"a body over {limit} bytes was refused"
+                ) from None
+            raise
+
+    async def _upstream(self) -> EngineConn:
+        if self.up is not None and self.up.reusable:
+            return self.up
+        if self.up is not None:
+            self.up.close()
+        self.up = await self.deps.engine.acquire()
+        return self.up
+
+    async def _forward(self, head: RequestHead, req: GateRequest, plan: Plan) -> bool:
+        try:
+            up = await self._upstream()
+        except LocalReply as lr:
+            if plan.on_abort is not None:
+                await plan.on_abort()
+            await self._reply(lr.status, lr.message, close=True)
+            return False
+        headers = Headers(list(head.headers.items))
+        headers.remove("Content-Length", "Transfer-Encoding", "Expect")
+        stream_body = plan.body is None and head.has_body
+        if plan.body is not None:
+            headers.put("Content-Length", str(len(plan.body)))
+        elif head.chunked:
+            headers.put("Transfer-Encoding", "chunked")
+        elif head.content_length is not None:
+            headers.put("Content-Length", str(head.content_length))
+        target = encode_target(req.version, plan.path, plan.query)
+        sender: asyncio.Task[None] | None = None
+        answered = False
+        up.usable = False  # in flight: reusable again only once the exchange is complete
+        try:
+            up.writer.write(head.encode(target, headers))
+            if plan.body is not None:
+                up.writer.write(plan.body)
+            await up.writer.drain()
+            if stream_body:
+                if _expects_continue(head):
+                    self.cw.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                sender = asyncio.create_task(self._send_body(head, up))
+            rhead = await self._response_head(up, head.method)
+            answered = True
+            return await self._respond(head, req, plan, up, rhead, sender)
+        except (OSError, PeerClosed, HttpError, TimeoutError) as exc:
+            up.close()
+            if not answered:
+                if plan.on_abort is not None:
+                    await plan.on_abort()
+                down = engine_down(f"{type(exc).__name__}: {exc}")
+                await self._reply(down.status, down.message, close=True)
+            return False
+        finally:
+            if sender is not None and not sender.done():
+                sender.cancel()
+                up.close()
+
+    async def _send_body(self, head: RequestHead, up: EngineConn) -> None:
+        if head.chunked:
+            await copy_chunked(self.client, up.writer, canonical=True)
+        else:
+            await copy_length(self.client, up.writer, head.content_length or 0)
+
+    async def _response_head(self, up: EngineConn, method: str) -> ResponseHead:
+        while True:
+            raw = await up.reader.read_head(256 * 1024)
+            if raw is None:
+                raise PeerClosed("the engine closed the connection without answering")
+            rhead = parse_response_head(raw)
+            if 100 <= rhead.status < 200 and rhead.status != 101:
+                continue  # 100 Continue and friends: the gate answered those itself
+            return rhead
+
+    async def _respond(
+        self,
+        head: RequestHead,
+        req: GateRequest,
+        plan: Plan,
+        up: EngineConn,
+        rhead: ResponseHead,
+        sender: asyncio.Task[None] | None,
+    ) -> bool:
+        framing, length = rhead.framing(head.method)
+        if rhead.status == 101 or (framing == "close" and req.route.hijack and rhead.status < 300):
+            if not req.route.hijack:
+                up.close()
+                return False
+            await _after(plan, rhead.status, None)
+            self.cw.write(rhead.raw)
+            await self.cw.drain()
+            if sender is not None:
+                await sender
+            await self._pipe(up)
+            return False
+        if plan.capture_response:
+            data = await read_body(
+                up.reader, framing, length, self.deps.settings.max_engine_reply_bytes
+            )
+            replaced = await _after(plan, rhead.status, data)
+            out = replaced if replaced is not None else data
+            h = Headers(list(rhead.headers.items))
+            h.remove("Content-Length", "Transfer-Encoding")
+            if framing != "none" or replaced is not None:
+                h.put("Content-Length", str(len(out)))
+            if framing == "close":
+                h.put("Connection", "close")
+            line = rhead.raw.split(b"\r\n", 1)[0] + b"\r\n"
+            self.cw.write(line + h.encode() + b"\r\n" + (out if framing != "none" else b""))
+            await self.cw.drain()
+        else:
+            await _after(plan, rhead.status, None)
+            if framing == "length" and len(up.reader.buf) >= length:
+                # The whole (small) body is here already: one write, one system call.
+                self.cw.write(rhead.raw + await up.reader.read_exact(length))
+            elif framing == "length":
+                self.cw.write(rhead.raw)
+                await copy_length(up.reader, self.cw, length)
+            else:
+                self.cw.write(rhead.raw)
+                if framing == "chunked":
+                    copy = copy_chunked(up.reader, self.cw, canonical=False)
+                elif framing == "close":
+                    copy = copy_until_eof(up.reader, self.cw)
+                else:
+                    copy = None
+                if copy is not None:
+                    idle_client = head.method == "GET" and (sender is None or sender.done())
+                    await self._stream(copy, up, watch_client=idle_client)
+            await self.cw.drain()
+        if sender is not None:
+            if not sender.done():
+                return False  # the engine answered before reading the body: start afresh
+            if sender.exception() is not None:
+                return False
+        if framing == "close" or not rhead.keep_alive:
+            up.close()
+            return False
+        up.usable = True
+        return head.keep_alive
+
+    async def _stream(
+        self, copy: Coroutine[Any, Any, None], up: EngineConn, *, watch_client: bool
+    ) -> None:
+        """Run a response copy that may last (events, logs -f, stats). With watch_client, a
+        client that goes away ends it at once rather than at the engine's next message."""
+        task = asyncio.create_task(copy)
+        if not watch_client:
+            await task
+            return
+        watch = asyncio.create_task(self._client_gone())
+        try:
+            done, _ = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if task not in done and watch.result():
+                up.close()
+                raise ConnectionResetError("the client went away during a streamed response")
+            await task
+        finally:
+            for t in (task, watch):
+                if not t.done():
+                    t.cancel()
+                with contextlib.suppress(BaseException):
+                    await t
+
+    async def _client_gone(self) -> bool:
+        """True when the client closes its end; False (stop watching) when it sends more than
+        a request head's worth meanwhile, or never."""
+        while len(self.client.buf) <= self.settings.max_head_bytes:
+            if not await self.client.fill():
+                return True
+        await asyncio.Event().wait()  # never: the copy decides
+        return False
+
+    # ---- hijacked streams -------------------------------------------------------------
+
+    async def _pipe(self, up: EngineConn) -> None:
+        """Bytes both ways until both sides are done, carrying half-closes across."""
+        client, cw = self.client, self.cw
+
+        async def to_engine() -> None:
+            pending = client.take_buffered()
+            if pending:
+                up.writer.write(pending)
+            while data := await client.read_some(READ_CHUNK):
+                up.writer.write(data)
+                await up.writer.drain()
+            await up.writer.drain()
+            if up.writer.can_write_eof():
+                up.writer.write_eof()
+
+        async def to_client() -> None:
+            pending = up.reader.take_buffered()
+            if pending:
+                cw.write(pending)
+            while data := await up.reader.read_some(READ_CHUNK):
+                cw.write(data)
+                await cw.drain()
+            await cw.drain()
+            if cw.can_write_eof():
+                cw.write_eof()
+
+        t_in = asyncio.create_task(to_engine())
+        t_out = asyncio.create_task(to_client())
+        try:
+            done, _ = await asyncio.wait({t_in, t_out}, return_when=asyncio.FIRST_COMPLETED)
+            if t_in in done and t_in.exception() is None and not t_out.done():
+                await asyncio.wait({t_out})  # input ended: the output may go on (half-close)
+            elif not t_out.done():
+                await asyncio.wait({t_out}, timeout=0)
+            if t_out.done() and not t_in.done():
+                await asyncio.wait({t_in}, timeout=HIJACK_GRACE_S)
+        finally:
+            for t in (t_in, t_out):
+                if not t.done():
+                    t.cancel()
+                with contextlib.suppress(BaseException):
+                    await t
+            up.close()
+
+
+async def _after(plan: Plan, status: int, body: bytes | None) -> bytes | None:
+    """Run the plan's hook on the engine's answer. A failing hook (the database) must not cost
+    the client its answer: the engine has acted already, and reconcile repairs the books."""
+    if plan.after is None:
+        return None
+    try:
+        return await plan.after(status, body)
+    except Exception:
+        log.exception("gate: bookkeeping after the engine's answer (%d) failed", status)
+        return None
+
+
+def _expects_continue(head: RequestHead) -> bool:
+    return (head.headers.get("Expect") or "").strip().lower() == "100-continue"
+
+
+def _early_checks(head: RequestHead, req: GateRequest) -> None:
+    """Header rules that hold for every endpoint."""
+    ctype = (head.headers.get("Content-Type") or "").lower()
+    if "x-www-form-urlencoded" in ctype or "multipart/form-data" in ctype:
+        raise GateRefusal(
+            "request.form_body", f"{req.endpoint} with a {ctype.split(';')[0]} body was refused"
+        )
+    if head.upgrade is not None and not req.route.hijack:
+        raise GateRefusal("request.upgrade", f"{req.endpoint} with Connection: Upgrade was refused")
+    expect = head.headers.get("Expect")
+    if expect is not None and expect.strip().lower() != "100-continue":
+        raise HttpError(417, f"Expect: {expect} is not supported")
+    encoding = (head.headers.get("Content-Encoding") or "identity").strip().lower()
+    if req.route.body is Body.CHECKED and encoding != "identity":
+        raise GateRefusal(
+            "body.unparsable", f"{req.endpoint} with Content-Encoding {encoding} was refused"
+        )
+
+
+__all__ = ["EngineClient", "GateDeps", "GateServer"]

@@ -1,0 +1,54 @@
+"""The gate's own knobs: size and time limits of the HTTP front end, and the two policy choices
+the issue leaves to the admin (`--gpus all`, added capabilities).
+
+Owns the defaults. The config file has no `gate:` section yet; `GateSettings.from_config` reads
+one if a later config version adds it (keys `gpus_all` and `cap_add`), so the daemon's wiring
+does not change when it does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ds01.config import Config
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """gpus_all: "refuse" (default) answers `--gpus all` with a hint to ask for a number;
+    "max" maps it to the most whole GPUs the caller may still take.
+    cap_add: capabilities `--cap-add` may name (upper case, without CAP_); empty by default."""
+
+    gpus_all: Literal["refuse", "max"] = "refuse"
+    cap_add: frozenset[str] = field(default_factory=frozenset)
+    max_head_bytes: int = 64 * KiB  # request line + headers; beyond → 431
+    max_checked_body_bytes: int = 1 * MiB  # bodies the gate reads and checks; beyond → 413
+    max_engine_reply_bytes: int = 64 * MiB  # what the gate reads from the engine for itself
+    idle_timeout_s: float = 300.0  # a kept-alive connection with no request
+    head_timeout_s: float = 15.0  # from a request's first byte to its last header
+    body_timeout_s: float = 60.0  # reading a checked body
+    engine_timeout_s: float = 60.0  # one engine query made by the gate itself
+    max_connections: int = 2048
+    max_connections_per_uid: int = 256
+
+    @classmethod
+    def from_config(cls, config: Config) -> GateSettings:
+        section = getattr(config, "gate", None)
+        if section is None:
+            return cls()
+        gpus_all = getattr(section, "gpus_all", "refuse")
+        caps = getattr(section, "cap_add", ()) or ()
+        return cls(
+            gpus_all="max" if gpus_all == "max" else "refuse",
+            cap_add=frozenset(normalize_cap(str(c)) for c in caps),
+        )
+
+
+def normalize_cap(name: str) -> str:
+    """'cap_sys_admin', 'SYS_ADMIN', 'CAP_SYS_ADMIN' → 'SYS_ADMIN' (Docker accepts all three)."""
+    upper = name.strip().upper()
+    return upper.removeprefix("CAP_")
