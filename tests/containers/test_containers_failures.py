@@ -111,9 +111,7 @@ def _image_with_a_device_list_volume(env: Env, client: docker.DockerClient) -> C
     it would hand the container every GPU."""
     import io
 
-    dockerfile = (
-        "FROM ds01-test/busybox:latest\nVOLUME /var/run/nvidia-container-devices/all\n"
-    ).encode()
+    dockerfile = b"FROM ds01-test/busybox:latest\nVOLUME /var/run/nvidia-container-devices/all\n"
     client.images.build(fileobj=io.BytesIO(dockerfile), tag="ds01-test/devvol:1", rm=True)
     return lambda: client.images.remove("ds01-test/devvol:1", force=True)
 

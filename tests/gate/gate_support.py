@@ -100,13 +100,23 @@ class GateWorld:
         return name
 
     def docker(
-        self, user: str, *args: str, stdin: str | None = None, timeout: float = 120,
-        cli: str = DOCKER_CLI, env: dict[str, str] | None = None, cwd: str | None = None,
+        self,
+        user: str,
+        *args: str,
+        stdin: str | None = None,
+        timeout: float = 120,
+        cli: str = DOCKER_CLI,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """The real docker CLI as `user`, with DOCKER_HOST pointing at the gate."""
         return run_as(
-            user, [cli, *args], env={"DOCKER_HOST": self.docker_host, **(env or {})},
-            stdin=stdin, timeout=timeout, cwd=cwd,
+            user,
+            [cli, *args],
+            env={"DOCKER_HOST": self.docker_host, **(env or {})},
+            stdin=stdin,
+            timeout=timeout,
+            cwd=cwd,
         )
 
     def agent(self, user: str) -> Agent:
@@ -114,18 +124,32 @@ class GateWorld:
 
 
 def run_as(
-    user: str, args: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None,
-    timeout: float = 120, cwd: str | None = None,
+    user: str,
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 120,
+    cwd: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Like conftest.as_user, with a timeout and stdin of the caller's choosing."""
     pw = pwd.getpwnam(user)
     full_env = {
-        "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin", "HOME": pw.pw_dir, "USER": user,
-        "LOGNAME": user, "LANG": "C.UTF-8", **(env or {}),
+        "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": pw.pw_dir,
+        "USER": user,
+        "LOGNAME": user,
+        "LANG": "C.UTF-8",
+        **(env or {}),
     }
     cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", *args]
     return subprocess.run(
-        cmd, env=full_env, capture_output=True, text=True, timeout=timeout, input=stdin,
+        cmd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
         cwd=cwd or pw.pw_dir,
     )
 
@@ -173,7 +197,7 @@ def remove_containers_of(docker_host: str, owners: list[str]) -> None:
 
 # ---- raw HTTP as a user ------------------------------------------------------------------
 
-_AGENT = r'''
+_AGENT = r"""
 import base64, json, socket, sys, time
 
 def more(s, deadline):
@@ -227,7 +251,7 @@ for line in sys.stdin:
     finally:
         s.close()
     print(json.dumps(out), flush=True)
-'''
+"""
 
 
 @dataclass
@@ -271,9 +295,19 @@ class Agent:
     def __init__(self, user: str, socket_path: str) -> None:
         pw = pwd.getpwnam(user)
         self.proc = subprocess.Popen(
-            ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups",
-             str(BIN / "python"), "-c", _AGENT, socket_path],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [
+                "setpriv",
+                f"--reuid={pw.pw_uid}",
+                f"--regid={pw.pw_gid}",
+                "--init-groups",
+                str(BIN / "python"),
+                "-c",
+                _AGENT,
+                socket_path,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
             env={"PATH": "/usr/bin:/bin", "HOME": pw.pw_dir},
         )
 
@@ -286,11 +320,19 @@ class Agent:
         return base64.b64decode(out["data"])
 
     def request(
-        self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None,
-        raw_body: bytes | None = None, timeout: float = 10,
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        raw_body: bytes | None = None,
+        timeout: float = 10,
     ) -> Reply:
-        payload = raw_body if raw_body is not None else (
-            json.dumps(body).encode() if body is not None else b""
+        payload = (
+            raw_body
+            if raw_body is not None
+            else (json.dumps(body).encode() if body is not None else b"")
         )
         h = {"Host": "docker", **(headers or {})}
         if body is not None and "Content-Type" not in h:
@@ -328,15 +370,23 @@ def chunked(data: bytes, size: int = 7) -> bytes:
 
 
 def run_in_pty(
-    user: str, argv: list[str], env: dict[str, str], *, steps: list[tuple[bytes, bytes]],
+    user: str,
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    steps: list[tuple[bytes, bytes]],
     timeout: float = 60.0,
 ) -> tuple[int, str]:
     """Run argv as `user` on a new pseudo-terminal; for each (wait_for, keys) step, once the
     output holds wait_for, type keys. Returns (exit status, everything the terminal showed)."""
     pw = pwd.getpwnam(user)
     full_env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": pw.pw_dir, "USER": user,
-        "LANG": "C.UTF-8", "TERM": "xterm", **env,
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": pw.pw_dir,
+        "USER": user,
+        "LANG": "C.UTF-8",
+        "TERM": "xterm",
+        **env,
     }
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))

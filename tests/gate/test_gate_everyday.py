@@ -86,11 +86,24 @@ def test_detached_logs_exec_attach_stop_rm(day: Everyday) -> None:
     assert r.returncode == 0, r.stderr
     # logs -f streams live: stop following once a few lines came
     proc = subprocess.Popen(
-        ["setpriv", f"--reuid={_uid(alice)}", f"--regid={_gid(alice)}", "--init-groups",
-         "docker", "logs", "-f", name],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "DOCKER_HOST": w.docker_host,
-             "HOME": os.path.expanduser(f"~{alice}")},
+        [
+            "setpriv",
+            f"--reuid={_uid(alice)}",
+            f"--regid={_gid(alice)}",
+            "--init-groups",
+            "docker",
+            "logs",
+            "-f",
+            name,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "DOCKER_HOST": w.docker_host,
+            "HOME": os.path.expanduser(f"~{alice}"),
+        },
     )
     assert proc.stdout is not None
     lines = [proc.stdout.readline() for _ in range(5)]
@@ -99,17 +112,32 @@ def test_detached_logs_exec_attach_stop_rm(day: Everyday) -> None:
     assert lines == [f"line-{i}\n" for i in range(1, 6)]
     # exec -it on a terminal
     rc, out = run_in_pty(
-        alice, ["docker", "exec", "-it", name, "sh"], {"DOCKER_HOST": w.docker_host},
+        alice,
+        ["docker", "exec", "-it", name, "sh"],
+        {"DOCKER_HOST": w.docker_host},
         steps=[(b"# ", b"echo in-$((6*7))\r"), (b"in-42", b"exit\r")],
     )
     assert rc == 0 and "in-42" in out, out
     # attach (no stdin) sees the running output; stopping the container ends it
     attach = subprocess.Popen(
-        ["setpriv", f"--reuid={_uid(alice)}", f"--regid={_gid(alice)}", "--init-groups",
-         "docker", "attach", "--no-stdin", name],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "DOCKER_HOST": w.docker_host,
-             "HOME": os.path.expanduser(f"~{alice}")},
+        [
+            "setpriv",
+            f"--reuid={_uid(alice)}",
+            f"--regid={_gid(alice)}",
+            "--init-groups",
+            "docker",
+            "attach",
+            "--no-stdin",
+            name,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "DOCKER_HOST": w.docker_host,
+            "HOME": os.path.expanduser(f"~{alice}"),
+        },
     )
     assert attach.stdout is not None
     assert attach.stdout.readline().startswith("line-")
@@ -148,8 +176,10 @@ def test_build_legacy_and_buildkit(day: Everyday, docker_client: docker.DockerCl
     w, alice = day.w, day.alice
     ctx = user_dir(alice, "build")
     with open(os.path.join(ctx, "Dockerfile"), "w") as f:
-        f.write(f"FROM {TEST_IMAGE}\nCOPY data.txt /data.txt\nRUN echo built >> /data.txt\n"
-                'CMD ["cat", "/data.txt"]\n')
+        f.write(
+            f"FROM {TEST_IMAGE}\nCOPY data.txt /data.txt\nRUN echo built >> /data.txt\n"
+            'CMD ["cat", "/data.txt"]\n'
+        )
     with open(os.path.join(ctx, "data.txt"), "w") as f:
         f.write("context\n")
     for p in ("Dockerfile", "data.txt"):
@@ -162,8 +192,17 @@ def test_build_legacy_and_buildkit(day: Everyday, docker_client: docker.DockerCl
     # BuildKit: Debian's docker 20.10 client has it built in (sessions over /session, /grpc)
     need(os.path.exists("/usr/bin/docker"), "Debian's docker.io client is not installed")
     tag2 = f"ds01-gatetest/{alice}:buildkit"
-    r = w.docker(alice, "build", "--network", "none", "-t", tag2, ctx, cli="/usr/bin/docker",
-                 env={"DOCKER_BUILDKIT": "1"})
+    r = w.docker(
+        alice,
+        "build",
+        "--network",
+        "none",
+        "-t",
+        tag2,
+        ctx,
+        cli="/usr/bin/docker",
+        env={"DOCKER_BUILDKIT": "1"},
+    )
     assert r.returncode == 0, r.stderr
     r = w.docker(alice, "run", "--rm", tag2)
     assert r.stdout == "context\nbuilt\n", r.stderr
@@ -178,8 +217,18 @@ def test_ps_and_events_show_only_ones_own(day: Everyday) -> None:
     assert w.docker(day.alice, "run", "--name", mine, TEST_IMAGE, "true").returncode == 0
     assert w.docker(day.bob, "run", "--name", theirs, TEST_IMAGE, "true").returncode == 0
     until = str(int(time.time()) + 1)
-    r = w.docker(day.alice, "events", "--since", since, "--until", until, "--filter",
-                 "type=container", "--format", "{{.Actor.Attributes.name}} {{.Action}}")
+    r = w.docker(
+        day.alice,
+        "events",
+        "--since",
+        since,
+        "--until",
+        until,
+        "--filter",
+        "type=container",
+        "--format",
+        "{{.Actor.Attributes.name}} {{.Action}}",
+    )
     assert r.returncode == 0, r.stderr
     names = {line.split()[0] for line in r.stdout.splitlines()}
     assert mine in names and theirs not in names
@@ -222,8 +271,12 @@ def test_compose_up_and_down(day: Everyday, docker_client: docker.DockerClient) 
     r = run_as(alice, [compose, "up", "-d"], env=env, cwd=proj, timeout=180)
     assert r.returncode == 0, r.stderr
     project = env["COMPOSE_PROJECT_NAME"]
-    running = {c.name: c for c in docker_client.containers.list(
-        filters={"label": f"com.docker.compose.project={project}"})}
+    running = {
+        c.name: c
+        for c in docker_client.containers.list(
+            filters={"label": f"com.docker.compose.project={project}"}
+        )
+    }
     assert len(running) == 2
     assert {c.labels["ds01.owner"] for c in running.values()} == {alice}
 
@@ -238,7 +291,8 @@ def test_compose_up_and_down(day: Everyday, docker_client: docker.DockerClient) 
     r = run_as(alice, [compose, "down", "-v"], env=env, cwd=proj, timeout=180)
     assert r.returncode == 0, r.stderr
     assert not docker_client.containers.list(
-        all=True, filters={"label": f"com.docker.compose.project={project}"})
+        all=True, filters={"label": f"com.docker.compose.project={project}"}
+    )
 
 
 SDK = """
@@ -311,12 +365,28 @@ def test_live_events_and_stats_stream(day: Everyday) -> None:
     w, alice = day.w, day.alice
     name = unique("live")
     events = subprocess.Popen(
-        ["setpriv", f"--reuid={_uid(alice)}", f"--regid={_gid(alice)}", "--init-groups",
-         "docker", "events", "--filter", "type=container", "--filter", "event=start",
-         "--format", "{{.Actor.Attributes.name}}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "DOCKER_HOST": w.docker_host,
-             "HOME": os.path.expanduser(f"~{alice}")},
+        [
+            "setpriv",
+            f"--reuid={_uid(alice)}",
+            f"--regid={_gid(alice)}",
+            "--init-groups",
+            "docker",
+            "events",
+            "--filter",
+            "type=container",
+            "--filter",
+            "event=start",
+            "--format",
+            "{{.Actor.Attributes.name}}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "DOCKER_HOST": w.docker_host,
+            "HOME": os.path.expanduser(f"~{alice}"),
+        },
     )
     try:
         time.sleep(0.5)  # subscribed

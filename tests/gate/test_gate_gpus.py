@@ -64,8 +64,9 @@ def test_two_users_at_once_get_disjoint_gpus(gpus: Gpus) -> None:
     results: dict[str, str] = {}
 
     def run(user: str) -> None:
-        r = w.docker(user, "run", "-d", "--name", f"{user}-g2", "--gpus", "2", TEST_IMAGE,
-                     *STOPPABLE)
+        r = w.docker(
+            user, "run", "-d", "--name", f"{user}-g2", "--gpus", "2", TEST_IMAGE, *STOPPABLE
+        )
         results[user] = r.stderr if r.returncode else ""
 
     threads = [threading.Thread(target=run, args=(u,)) for u in (gpus.alice, gpus.bob)]
@@ -88,8 +89,17 @@ def test_quota_refusal_reads_as_through_deploy(gpus: Gpus) -> None:
     assert r.returncode != 0
     gate = r.stderr.split("Error response from daemon: ", 1)[1].split("\n\nRun 'docker", 1)[0]
     gate_lines = [line.strip() for line in gate.removeprefix("ds01: ").splitlines()]
-    d = w.d.cli("container", "deploy", unique("q"), "--image", TEST_IMAGE, "--gpus", "1",
-                "--detach", user=gpus.alice)
+    d = w.d.cli(
+        "container",
+        "deploy",
+        unique("q"),
+        "--image",
+        TEST_IMAGE,
+        "--gpus",
+        "1",
+        "--detach",
+        user=gpus.alice,
+    )
     assert d.returncode == 1
     err = d.stderr[d.stderr.index("error:") :].removeprefix("error:")
     assert gate_lines == [line.strip() for line in err.strip().splitlines()]
@@ -113,19 +123,36 @@ def test_specific_units_only_when_free(gpus: Gpus) -> None:
     mig = [u for u in status["units"] if u["kind"] == "mig" and u["user"] is None]
     whole = [u for u in status["units"] if u["kind"] == "gpu" and u["user"] is None]
     slice_uuid, gpu_index = mig[0]["uuid"], whole[0]["gpu_index"]
-    r = w.docker(gpus.bob, "run", "-d", "--name", "bob-slice", "--gpus",
-                 f'"device={slice_uuid}"', TEST_IMAGE, *STOPPABLE)
+    r = w.docker(
+        gpus.bob,
+        "run",
+        "-d",
+        "--name",
+        "bob-slice",
+        "--gpus",
+        f'"device={slice_uuid}"',
+        TEST_IMAGE,
+        *STOPPABLE,
+    )
     assert r.returncode == 0, r.stderr
     assert visible(w, gpus.bob, "bob-slice") == [slice_uuid]
-    r = w.docker(gpus.alice, "run", "-d", "--name", "alice-idx", "--gpus",
-                 f'"device={gpu_index}"', TEST_IMAGE, *STOPPABLE)
+    r = w.docker(
+        gpus.alice,
+        "run",
+        "-d",
+        "--name",
+        "alice-idx",
+        "--gpus",
+        f'"device={gpu_index}"',
+        TEST_IMAGE,
+        *STOPPABLE,
+    )
     assert r.returncode == 0, r.stderr
     assert visible(w, gpus.alice, "alice-idx") == [whole[0]["uuid"]]
     # bob's slice is not free: alice cannot have it
-    r = w.docker(gpus.alice, "run", "--rm", "--gpus", f'"device={slice_uuid}"', TEST_IMAGE,
-                 "true")
+    r = w.docker(gpus.alice, "run", "--rm", "--gpus", f'"device={slice_uuid}"', TEST_IMAGE, "true")
     assert r.returncode != 0
-    assert f"ds01: --gpus \"device={slice_uuid}\" was refused: {slice_uuid} is not free" in r.stderr
+    assert f'ds01: --gpus "device={slice_uuid}" was refused: {slice_uuid} is not free' in r.stderr
     assert "A specific unit is given only when it is free and within your quota." in r.stderr
     r = w.docker(gpus.alice, "run", "--rm", "--gpus", '"device=GPU-nope"', TEST_IMAGE, "true")
     assert "there is no GPU or MIG unit 'GPU-nope' on this machine" in r.stderr

@@ -86,7 +86,7 @@ class RecordingRelay:
             self._listener.close()
 
 
-FLOOD = r'''
+FLOOD = r"""
 import os, random, socket, sys, threading, time
 path, mark, seconds, n = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 deadline = time.monotonic() + seconds
@@ -185,7 +185,7 @@ for t in threads: t.start()
 for t in threads: t.join()
 for s in hold: s.close()
 print(sorted(counts.items()))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -203,8 +203,19 @@ def test_hostile_http_never_reaches_the_engine_nor_stops_others(relay: Recording
         flood_out: list[str] = []
 
         def flood() -> None:
-            r = run_as(mallory, [str(BIN / "python"), "-c", FLOOD, w.gate, MARK,
-                                 str(FLOOD_SECONDS), str(CONNECTIONS)], timeout=120)
+            r = run_as(
+                mallory,
+                [
+                    str(BIN / "python"),
+                    "-c",
+                    FLOOD,
+                    w.gate,
+                    MARK,
+                    str(FLOOD_SECONDS),
+                    str(CONNECTIONS),
+                ],
+                timeout=120,
+            )
             flood_out.append(r.stdout + r.stderr)
 
         t = threading.Thread(target=flood)

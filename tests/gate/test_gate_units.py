@@ -31,8 +31,11 @@ def head(text: str) -> bytes:
 # ---- request heads ------------------------------------------------------------------------
 
 BAD_HEADS = [
-    ("both Content-Length and Transfer-Encoding",
-     "POST /x HTTP/1.1\nContent-Length: 3\nTransfer-Encoding: chunked\n", 400),
+    (
+        "both Content-Length and Transfer-Encoding",
+        "POST /x HTTP/1.1\nContent-Length: 3\nTransfer-Encoding: chunked\n",
+        400,
+    ),
     ("Content-Length twice", "POST /x HTTP/1.1\nContent-Length: 3\nContent-Length: 3\n", 400),
     ("a transfer coding other than chunked", "POST /x HTTP/1.1\nTransfer-Encoding: gzip\n", 501),
     ("chunked, then gzip", "POST /x HTTP/1.1\nTransfer-Encoding: chunked, gzip\n", 501),
@@ -57,10 +60,19 @@ def test_ambiguous_heads_are_refused(text: str, status: int) -> None:
 
 
 def test_a_plain_head_is_read() -> None:
-    h = parse_request_head(head("POST /v1.41/build?t=x HTTP/1.1\nHost: docker\n"
-                                "Transfer-Encoding: Chunked\nConnection: Upgrade\nUpgrade: tcp\n"))
+    h = parse_request_head(
+        head(
+            "POST /v1.41/build?t=x HTTP/1.1\nHost: docker\n"
+            "Transfer-Encoding: Chunked\nConnection: Upgrade\nUpgrade: tcp\n"
+        )
+    )
     assert (h.method, h.target, h.minor, h.chunked, h.content_length) == (
-        "POST", "/v1.41/build?t=x", 1, True, None)
+        "POST",
+        "/v1.41/build?t=x",
+        1,
+        True,
+        None,
+    )
     assert h.upgrade == "tcp"
     assert h.keep_alive
 
@@ -90,27 +102,43 @@ def test_chunked_body_over_the_cap_is_413() -> None:
 # ---- targets and the allow-list -----------------------------------------------------------
 
 TARGETS = [
-    ("a version prefix", "/v1.41/containers/json?all=1", "/v1.41/containers/json",
-     [("all", "1")]),
+    ("a version prefix", "/v1.41/containers/json?all=1", "/v1.41/containers/json", [("all", "1")]),
     ("percent-encoded letters", "/v1.41/containers/%63reate", "/v1.41/containers/create", []),
-    ("plus in the query is a space", "/images/json?filters=a+b", "/images/json",
-     [("filters", "a b")]),
-    ("an encoded slash in a name stays one segment's text",
-     "/images/a%2Fb/json", "/images/a/b/json", []),
+    (
+        "plus in the query is a space",
+        "/images/json?filters=a+b",
+        "/images/json",
+        [("filters", "a b")],
+    ),
+    (
+        "an encoded slash in a name stays one segment's text",
+        "/images/a%2Fb/json",
+        "/images/a/b/json",
+        [],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("target", "path", "query"),
-                         [pytest.param(t, p, q, id=n) for n, t, p, q in TARGETS])
+@pytest.mark.parametrize(
+    ("target", "path", "query"), [pytest.param(t, p, q, id=n) for n, t, p, q in TARGETS]
+)
 def test_targets_are_decoded_like_go(target: str, path: str, query: list[Any]) -> None:
     assert split_target(target) == (path, query)
 
 
-@pytest.mark.parametrize("target", [
-    "/containers/json?a=1;b=2", "/containers/%zz/json", "/containers//json",
-    "/containers/../info", "/containers/./json", "/containers/json#frag", "/a%00b",
-    "/containers/%ff/json",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/containers/json?a=1;b=2",
+        "/containers/%zz/json",
+        "/containers//json",
+        "/containers/../info",
+        "/containers/./json",
+        "/containers/json#frag",
+        "/a%00b",
+        "/containers/%ff/json",
+    ],
+)
 def test_unclean_targets_are_refused(target: str) -> None:
     with pytest.raises(HttpError):
         split_target(target)
@@ -120,30 +148,38 @@ ROUTES = [
     ("ping", "GET", "/_ping", "ping"),
     ("versioned list", "GET", "/v1.41/containers/json", "containers.list"),
     ("a container by name", "POST", "/v1.24/containers/web-1/start", "container.start"),
-    ("an image name with a slash and tag", "DELETE", "/images/ds01-test/busybox:latest",
-     "image.remove"),
+    (
+        "an image name with a slash and tag",
+        "DELETE",
+        "/images/ds01-test/busybox:latest",
+        "image.remove",
+    ),
     ("exec start", "POST", "/exec/abc/start", "exec.start"),
     ("BuildKit session", "POST", "/session", "build.session"),
 ]
 
 
-@pytest.mark.parametrize(("method", "target", "name"),
-                         [pytest.param(m, t, n, id=i) for i, m, t, n in ROUTES])
+@pytest.mark.parametrize(
+    ("method", "target", "name"), [pytest.param(m, t, n, id=i) for i, m, t, n in ROUTES]
+)
 def test_allowed_routes(method: str, target: str, name: str) -> None:
     req = classify(parse_request_head(head(f"{method} {target} HTTP/1.1\n")), is_admin=False)
     assert req.name == name
 
 
-@pytest.mark.parametrize(("target", "rule"), [
-    ("GET /swarm", "endpoint.admin_only"),
-    ("POST /v1.41/plugins/pull", "endpoint.admin_only"),
-    ("GET /v1.41/distribution/x/json", "endpoint.admin_only"),
-    ("GET /system/df", "endpoint.admin_only"),
-    ("POST /build/prune", "endpoint.admin_only"),
-    ("GET /containers/a/b/json", "endpoint.unknown"),
-    ("PATCH /containers/a/json", "endpoint.unknown"),
-    ("GET /v1.41/nonexistent", "endpoint.unknown"),
-])
+@pytest.mark.parametrize(
+    ("target", "rule"),
+    [
+        ("GET /swarm", "endpoint.admin_only"),
+        ("POST /v1.41/plugins/pull", "endpoint.admin_only"),
+        ("GET /v1.41/distribution/x/json", "endpoint.admin_only"),
+        ("GET /system/df", "endpoint.admin_only"),
+        ("POST /build/prune", "endpoint.admin_only"),
+        ("GET /containers/a/b/json", "endpoint.unknown"),
+        ("PATCH /containers/a/json", "endpoint.unknown"),
+        ("GET /v1.41/nonexistent", "endpoint.unknown"),
+    ],
+)
 def test_refused_routes(target: str, rule: str) -> None:
     method, path = target.split()
     with pytest.raises(GateRefusal) as err:
@@ -159,33 +195,37 @@ def test_admins_reach_the_admin_families_but_not_unknown_ones() -> None:
 
 
 def test_targets_are_re_encoded_canonically() -> None:
-    assert encode_target("/v1.41", "/images/ds01-test/busybox:latest/json",
-                         [("filters", '{"a":1}')]) == (
-        "/v1.41/images/ds01-test/busybox:latest/json?filters=%7B%22a%22%3A1%7D")
+    assert encode_target(
+        "/v1.41", "/images/ds01-test/busybox:latest/json", [("filters", '{"a":1}')]
+    ) == ("/v1.41/images/ds01-test/busybox:latest/json?filters=%7B%22a%22%3A1%7D")
 
 
 # ---- JSON the way Go reads it -------------------------------------------------------------
 
 
 def test_keys_are_matched_with_gos_case_folding() -> None:
-    data = parse_object('{"hostconfig": {"Bind\u017f": ["/x:/y"], "\u212aernelMemory": 1}}'
-                        .encode(), "create")
+    data = parse_object(
+        '{"hostconfig": {"Bind\u017f": ["/x:/y"], "\u212aernelMemory": 1}}'.encode(), "create"
+    )
     top = canonical(data, ("HostConfig",), "")
     hc = canonical(top["HostConfig"], ("Binds", "KernelMemory"), "HostConfig.")
     assert hc == {"Binds": ["/x:/y"], "KernelMemory": 1}
 
 
-@pytest.mark.parametrize(("body", "rule"), [
-    (b"", "body.empty"),
-    (b"   ", "body.empty"),
-    (b"[]", "body.unparsable"),
-    (b'{"a": NaN}', "body.unparsable"),
-    (b'{"a": 1e999}', "body.unparsable"),
-    (b'{"a": 1} trailing', "body.unparsable"),
-    (b'{"Image": "x", "image": "y"}', "body.unparsable"),
-    (b'{"Image": "\xff"}', "body.unparsable"),
-    (b"\xef\xbb\xbf{}", "body.unparsable"),
-])
+@pytest.mark.parametrize(
+    ("body", "rule"),
+    [
+        (b"", "body.empty"),
+        (b"   ", "body.empty"),
+        (b"[]", "body.unparsable"),
+        (b'{"a": NaN}', "body.unparsable"),
+        (b'{"a": 1e999}', "body.unparsable"),
+        (b'{"a": 1} trailing', "body.unparsable"),
+        (b'{"Image": "x", "image": "y"}', "body.unparsable"),
+        (b'{"Image": "\xff"}', "body.unparsable"),
+        (b"\xef\xbb\xbf{}", "body.unparsable"),
+    ],
+)
 def test_bodies_the_gate_cannot_read_exactly_are_refused(body: bytes, rule: str) -> None:
     with pytest.raises(GateRefusal) as err:
         parse_object(body, "container create")
@@ -194,7 +234,8 @@ def test_bodies_the_gate_cannot_read_exactly_are_refused(body: bytes, rule: str)
 
 def test_unknown_fields_pass_only_when_empty() -> None:
     assert canonical({"Known": 1, "Other": None, "More": [], "Zero": 0}, ("Known",), "") == {
-        "Known": 1}
+        "Known": 1
+    }
     with pytest.raises(GateRefusal) as err:
         canonical({"Known": 1, "Other": True}, ("Known",), "HostConfig.")
     assert err.value.rule == "create.unknown_field"
@@ -203,27 +244,43 @@ def test_unknown_fields_pass_only_when_empty() -> None:
 
 # ---- limits and filters -------------------------------------------------------------------
 
-LIMITS = Limits(max_gpueq=GpuEq(1), max_units_per_container=1, max_containers=1,
-                allow_full_gpu=True, cpus=2.0, memory_bytes=1024**3,
-                memory_swap_bytes=2 * 1024**3, shm_bytes=64 * 1024**2, pids=100)
+LIMITS = Limits(
+    max_gpueq=GpuEq(1),
+    max_units_per_container=1,
+    max_containers=1,
+    allow_full_gpu=True,
+    cpus=2.0,
+    memory_bytes=1024**3,
+    memory_swap_bytes=2 * 1024**3,
+    shm_bytes=64 * 1024**2,
+    pids=100,
+)
 
 
 def test_defaults_fill_what_the_request_left_unset() -> None:
     hc: dict[str, Any] = {"Memory": 512 * 1024**2}
     check_caps(hc, LIMITS)
     apply_defaults(hc, LIMITS)
-    assert hc == {"Memory": 512 * 1024**2, "NanoCpus": 2_000_000_000,
-                  "MemorySwap": 1536 * 1024**2, "ShmSize": 64 * 1024**2, "PidsLimit": 100}
+    assert hc == {
+        "Memory": 512 * 1024**2,
+        "NanoCpus": 2_000_000_000,
+        "MemorySwap": 1536 * 1024**2,
+        "ShmSize": 64 * 1024**2,
+        "PidsLimit": 100,
+    }
 
 
-@pytest.mark.parametrize(("hc", "what"), [
-    ({"NanoCpus": 3_000_000_000}, "--cpus 3 is above your limit of 2 CPUs"),
-    ({"CpuQuota": 300000, "CpuPeriod": 100000}, "--cpus 3 is above your limit of 2 CPUs"),
-    ({"Memory": 2 * 1024**3}, "--memory 2g is above your limit of 1g"),
-    ({"MemorySwap": -1}, "--memory-swap unlimited is above your limit of 2g (memory + swap)"),
-    ({"ShmSize": 128 * 1024**2}, "--shm-size 128m is above your limit of 64m"),
-    ({"PidsLimit": 101}, "--pids-limit 101 is above your limit of 100"),
-])
+@pytest.mark.parametrize(
+    ("hc", "what"),
+    [
+        ({"NanoCpus": 3_000_000_000}, "--cpus 3 is above your limit of 2 CPUs"),
+        ({"CpuQuota": 300000, "CpuPeriod": 100000}, "--cpus 3 is above your limit of 2 CPUs"),
+        ({"Memory": 2 * 1024**3}, "--memory 2g is above your limit of 1g"),
+        ({"MemorySwap": -1}, "--memory-swap unlimited is above your limit of 2g (memory + swap)"),
+        ({"ShmSize": 128 * 1024**2}, "--shm-size 128m is above your limit of 64m"),
+        ({"PidsLimit": 101}, "--pids-limit 101 is above your limit of 100"),
+    ],
+)
 def test_caps(hc: dict[str, Any], what: str) -> None:
     with pytest.raises(GateRefusal) as err:
         check_caps(hc, LIMITS)
@@ -237,8 +294,9 @@ def test_owner_filter_is_added_to_the_users_own() -> None:
     class _Ctx:
         caller = _Caller()
 
-    out = filters.with_owner(_Ctx(), [("all", "1"), ("filters", '{"label":["a=b"],"status":'
-                                                                 '{"exited":true}}')])  # type: ignore[arg-type]
+    out = filters.with_owner(
+        _Ctx(), [("all", "1"), ("filters", '{"label":["a=b"],"status":{"exited":true}}')]
+    )  # type: ignore[arg-type]
     assert out[0] == ("all", "1")
     assert json.loads(out[1][1]) == {
         "label": {"a=b": True, "ds01.owner=h.baker@hertie-school.lan": True},
@@ -253,9 +311,24 @@ def test_every_rule_is_documented() -> None:
     doc = (ROOT / "docs" / "gate.md").read_text()
     documented = set(re.findall(r"`([a-z_]+\.[a-z_]+)`", doc))
     assert set(RULES) - documented == set()
-    assert documented & {r for r in documented if r.split(".")[0] in
-                         {"endpoint", "create", "gpu", "container", "exec", "image", "build",
-                          "volume", "network", "body", "request"}} <= set(RULES)
+    assert documented & {
+        r
+        for r in documented
+        if r.split(".")[0]
+        in {
+            "endpoint",
+            "create",
+            "gpu",
+            "container",
+            "exec",
+            "image",
+            "build",
+            "volume",
+            "network",
+            "body",
+            "request",
+        }
+    } <= set(RULES)
 
 
 def test_refusal_messages_say_what_why_and_instead() -> None:
@@ -263,8 +336,10 @@ def test_refusal_messages_say_what_why_and_instead() -> None:
         assert rule.why.endswith(".") and rule.instead.endswith((".", ")")), rule.id
     ref = GateRefusal("create.privileged", "--privileged was refused")
     assert ref.message.splitlines() == [
-        "ds01: --privileged was refused", RULES["create.privileged"].why,
-        RULES["create.privileged"].instead]
+        "ds01: --privileged was refused",
+        RULES["create.privileged"].why,
+        RULES["create.privileged"].instead,
+    ]
 
 
 # ---- --gpus all, mapped to the caller's maximum when the admin says so --------------------
@@ -307,12 +382,15 @@ def _ctx(gpus_all: str, limits: Limits, held: list[GpuEq]) -> Any:
     return Ctx()
 
 
-@pytest.mark.parametrize(("max_gpueq", "per_container", "held", "count"), [
-    ("4", 2, [], 2),
-    ("4", 8, ["1"], 3),
-    ("3/2", 8, [], 1),
-    ("2", 8, ["2"], 1),  # nothing left: 1, so that the scheduler refuses it for quota
-])
+@pytest.mark.parametrize(
+    ("max_gpueq", "per_container", "held", "count"),
+    [
+        ("4", 2, [], 2),
+        ("4", 8, ["1"], 3),
+        ("3/2", 8, [], 1),
+        ("2", 8, ["2"], 1),  # nothing left: 1, so that the scheduler refuses it for quota
+    ],
+)
 def test_gpus_all_maps_to_the_most_whole_gpus_left(
     max_gpueq: str, per_container: int, held: list[str], count: int
 ) -> None:
@@ -320,8 +398,12 @@ def test_gpus_all_maps_to_the_most_whole_gpus_left(
 
     from ds01.gate.policy import gpus
 
-    limits = Limits(max_gpueq=GpuEq(Fraction(max_gpueq)), max_units_per_container=per_container,
-                    max_containers=9, allow_full_gpu=True)
+    limits = Limits(
+        max_gpueq=GpuEq(Fraction(max_gpueq)),
+        max_units_per_container=per_container,
+        max_containers=9,
+        allow_full_gpu=True,
+    )
     ctx = _ctx("max", limits, [GpuEq(Fraction(h)) for h in held])
     req, wanted = asyncio.run(gpus._request(ctx, gpus.GpuAsk(-1), "c"))
     assert (req.kind.value, req.count, wanted) == ("gpus", count, ())
@@ -336,14 +418,17 @@ def test_gpus_all_is_refused_by_default() -> None:
     assert err.value.rule == "gpu.all"
 
 
-@pytest.mark.parametrize(("requests", "expected"), [
-    ([{"Driver": "", "Count": 2, "Capabilities": [["gpu"]]}], (2, ())),
-    ([{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}], (-1, ())),
-    ([{"Driver": "nvidia", "DeviceIDs": ["0", "GPU-x"]}], (0, ("0", "GPU-x"))),
-    ([{"driver": "", "count": 1, "capabilities": [["gpu", "compute"]]}], (1, ())),
-    ([{"Driver": "", "Count": 0, "Capabilities": [["gpu"]]}], None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    ("requests", "expected"),
+    [
+        ([{"Driver": "", "Count": 2, "Capabilities": [["gpu"]]}], (2, ())),
+        ([{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}], (-1, ())),
+        ([{"Driver": "nvidia", "DeviceIDs": ["0", "GPU-x"]}], (0, ("0", "GPU-x"))),
+        ([{"driver": "", "count": 1, "capabilities": [["gpu", "compute"]]}], (1, ())),
+        ([{"Driver": "", "Count": 0, "Capabilities": [["gpu"]]}], None),
+        (None, None),
+    ],
+)
 def test_gpu_requests_are_read(requests: Any, expected: Any) -> None:
     from ds01.gate.policy import gpus
 
@@ -351,14 +436,20 @@ def test_gpu_requests_are_read(requests: Any, expected: Any) -> None:
     assert (None if ask is None else (ask.count, ask.device_ids)) == expected
 
 
-@pytest.mark.parametrize(("requests", "rule"), [
-    ([{"Driver": "amd", "Count": 1}], "create.devices"),
-    ([{"Driver": "", "Count": 1, "Capabilities": [["compute"]]}], "create.devices"),
-    ([{"Driver": "", "Count": 1, "DeviceIDs": ["0"], "Capabilities": [["gpu"]]}], "gpu.request"),
-    ([{"Driver": "nvidia", "Count": 1}, {"Driver": "nvidia", "Count": 1}], "gpu.request"),
-    ([{"Driver": "nvidia", "Count": 1, "Options": {"x": "y"}}], "gpu.request"),
-    ([{"Driver": "nvidia", "Count": 1, "Extra": True}], "gpu.request"),
-])
+@pytest.mark.parametrize(
+    ("requests", "rule"),
+    [
+        ([{"Driver": "amd", "Count": 1}], "create.devices"),
+        ([{"Driver": "", "Count": 1, "Capabilities": [["compute"]]}], "create.devices"),
+        (
+            [{"Driver": "", "Count": 1, "DeviceIDs": ["0"], "Capabilities": [["gpu"]]}],
+            "gpu.request",
+        ),
+        ([{"Driver": "nvidia", "Count": 1}, {"Driver": "nvidia", "Count": 1}], "gpu.request"),
+        ([{"Driver": "nvidia", "Count": 1, "Options": {"x": "y"}}], "gpu.request"),
+        ([{"Driver": "nvidia", "Count": 1, "Extra": True}], "gpu.request"),
+    ],
+)
 def test_unreadable_gpu_requests_are_refused(requests: Any, rule: str) -> None:
     from ds01.gate.policy import gpus
 

@@ -50,8 +50,15 @@ def db(tmp_path: Path) -> Database:
 def _reserve(db: Database, user: str, *units: Unit) -> int:
     with db.transaction() as conn:
         return allocs.insert(
-            conn, user=user, uid=None, group=None, container=None, request={},
-            units=units, now=1000.0, expires_at=1120.0,
+            conn,
+            user=user,
+            uid=None,
+            group=None,
+            container=None,
+            request={},
+            units=units,
+            now=1000.0,
+            expires_at=1120.0,
         )
 
 
@@ -109,8 +116,17 @@ def test_transitions_outside_the_table_are_refused(db: Database, path: list[str]
 
 def test_a_failed_decision_leaves_nothing_behind(db: Database) -> None:
     with pytest.raises(RuntimeError), db.transaction() as conn:
-        allocs.insert(conn, user="alice", uid=None, group=None, container="x", request={},
-                      units=(GPU0,), now=1.0, expires_at=2.0)
+        allocs.insert(
+            conn,
+            user="alice",
+            uid=None,
+            group=None,
+            container="x",
+            request={},
+            units=(GPU0,),
+            now=1.0,
+            expires_at=2.0,
+        )
         events.record(conn, kind="alloc", action="reserved", reason="test")
         raise RuntimeError("crash between write and commit")
     with db.transaction() as conn:
