@@ -132,6 +132,7 @@ def _build(schema: ConfigFile, source: str, base_dir: Path) -> Config:
         allocation=schema.allocation,
         storage=schema.storage,
         host=schema.host,
+        gate=schema.gate,
     )
 
 

@@ -20,6 +20,7 @@ from ds01.config.schema import (
     POLICY_KINDS,
     AllocationSection,
     DockerSection,
+    GateSection,
     GpuSection,
     GroupSpec,
     HostSection,
@@ -80,6 +81,7 @@ class Config:
     allocation: AllocationSection
     storage: StorageSection
     host: HostSection
+    gate: GateSection
 
     @property
     def sim_machine(self) -> Path | None:

@@ -251,6 +251,13 @@ class DockerSection(_Section):
     default_image: OptText = None
 
 
+class GateSection(_Section):
+    """The Docker gate's two policy choices (docs/gate.md)."""
+
+    gpus_all: Annotated[Literal["refuse", "max"], _v(_choice("refuse", "max"))] = "refuse"
+    cap_add: Annotated[tuple[Text, ...], _LIST] = ()
+
+
 class AllocationSection(_Section):
     reservation_timeout: Duration1 = 120  # seconds
 
@@ -304,6 +311,7 @@ class ConfigFile(_Section):
     allocation: Annotated[AllocationSection, _empty_if_null(dict)] = AllocationSection()
     storage: Annotated[StorageSection, _empty_if_null(dict)] = StorageSection()
     host: Annotated[HostSection, _empty_if_null(dict)] = HostSection()
+    gate: Annotated[GateSection, _empty_if_null(dict)] = GateSection()
 
 
 # Limit keys in display order, each with its kind (drives formatting and JSON values).

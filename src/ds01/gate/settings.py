@@ -1,9 +1,7 @@
 """The gate's own knobs: size and time limits of the HTTP front end, and the two policy choices
 the issue leaves to the admin (`--gpus all`, added capabilities).
 
-Owns the defaults. The config file has no `gate:` section yet; `GateSettings.from_config` reads
-one if a later config version adds it (keys `gpus_all` and `cap_add`), so the daemon's wiring
-does not change when it does.
+Owns the defaults; the two policy choices come from the config's `gate:` section.
 """
 
 from __future__ import annotations
@@ -37,14 +35,10 @@ class GateSettings:
 
     @classmethod
     def from_config(cls, config: Config) -> GateSettings:
-        section = getattr(config, "gate", None)
-        if section is None:
-            return cls()
-        gpus_all = getattr(section, "gpus_all", "refuse")
-        caps = getattr(section, "cap_add", ()) or ()
+        section = config.gate
         return cls(
-            gpus_all="max" if gpus_all == "max" else "refuse",
-            cap_add=frozenset(normalize_cap(str(c)) for c in caps),
+            gpus_all=section.gpus_all,
+            cap_add=frozenset(normalize_cap(c) for c in section.cap_add),
         )
 
 
