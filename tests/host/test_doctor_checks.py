@@ -17,6 +17,7 @@ import pytest
 from host_support import ds01
 
 from ds01.config import Config, parse_config_text
+from ds01.config.schema import GPU_HOST_GROUP
 from ds01.host.doctor import (
     Context,
     Status,
@@ -28,7 +29,6 @@ from ds01.host.doctor import (
     state,
 )
 from ds01.host.doctor import daemon as daemon_checks
-from ds01.host.users import GPU_HOST_GROUP
 from ds01.paths import Paths
 from support import Daemon, Users
 
