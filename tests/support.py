@@ -7,12 +7,16 @@ Fixtures that use them live in conftest.py; tests import the helpers with `from 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
+import select
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 import uuid
 from pathlib import Path
@@ -218,3 +222,63 @@ defaults:
 allocation:
   reservation_timeout: 2m
 """
+
+
+def run_in_pty(
+    user: str,
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    steps: list[tuple[bytes, bytes]],
+    timeout: float = 60.0,
+) -> tuple[int, str]:
+    """Run argv as `user` on a new pseudo-terminal; for each (wait_for, keys) step, once the
+    output holds wait_for, type keys. Returns (exit status, everything the terminal showed).
+
+    Each step waits a moment before typing: the ds01 CLI puts the terminal in raw mode when a
+    shell opens, which discards input typed before that."""
+    pw = pwd.getpwnam(user)
+    full_env = {
+        "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": pw.pw_dir,
+        "USER": user,
+        "LOGNAME": user,
+        "LANG": "C.UTF-8",
+        "TERM": "xterm",
+        **env,
+    }
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", *argv]
+    proc = subprocess.Popen(
+        cmd, stdin=slave, stdout=slave, stderr=slave, env=full_env, start_new_session=True
+    )
+    os.close(slave)
+    out = bytearray()
+    todo = list(steps)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                out += data
+            if todo and todo[0][0] in out:
+                time.sleep(0.3)
+                os.write(master, todo.pop(0)[1])
+            if not ready and proc.poll() is not None:
+                break
+        else:
+            raise AssertionError(f"{argv} did not finish within {timeout:.0f}s:\n{out.decode()}")
+        rc = proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        os.close(master)
+    return rc, out.decode(errors="replace")

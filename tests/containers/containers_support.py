@@ -8,18 +8,13 @@ Built on tests/support.py (real ds01d processes, real Unix users), like the shar
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import pwd
-import select
 import shutil
-import signal
 import socket
 import sqlite3
-import struct
 import subprocess
-import termios
 import threading
 import time
 import uuid
@@ -29,6 +24,7 @@ from typing import Any, TypeVar
 
 import docker
 
+import support
 from support import BIN, MACHINES, TEST_IMAGE, Daemon, Users, as_user, need, short_tmp
 
 __all__ = ["BIN", "MACHINES", "TEST_IMAGE", "Daemon", "Users", "as_user", "need", "short_tmp"]
@@ -265,59 +261,9 @@ def run_in_pty(
     keys: bytes,
     timeout: float = 60.0,
 ) -> tuple[int, str]:
-    """Run argv as the real user on a new pseudo-terminal; once the output holds `type_after`
-    (the shell's prompt), type `keys`. Returns (exit status, everything the terminal showed).
-
-    Typing earlier would be lost: the ds01 CLI puts the terminal in raw mode when the shell
-    opens, which discards input typed before that.
-    """
-    pw = pwd.getpwnam(user)
-    full_env = {
-        "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": pw.pw_dir,
-        "USER": user,
-        "LOGNAME": user,
-        "LANG": "C.UTF-8",
-        "TERM": "xterm",
-        **env,
-    }
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", *argv]
-    proc = subprocess.Popen(
-        cmd, stdin=slave, stdout=slave, stderr=slave, env=full_env, start_new_session=True
-    )
-    os.close(slave)
-    out = bytearray()
-    typed = False
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # EIO: every process holding the terminal has closed it
-                    break
-                if not data:
-                    break
-                out += data
-            if not typed and type_after in out:
-                # A moment for the CLI to finish switching the terminal to raw mode.
-                time.sleep(0.3)
-                os.write(master, keys)
-                typed = True
-            if not ready and proc.poll() is not None:
-                break
-        else:
-            raise AssertionError(f"{argv} did not finish within {timeout:.0f}s:\n{out.decode()}")
-        rc = proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        os.close(master)
-    return rc, out.decode(errors="replace")
+    """Run argv as the real user on a pty; once the output holds `type_after` (the shell's
+    prompt), type `keys`. Returns (exit status, everything the terminal showed)."""
+    return support.run_in_pty(user, argv, env, steps=[(type_after, keys)], timeout=timeout)
 
 
 # ---- an engine that can go away -------------------------------------------------------------

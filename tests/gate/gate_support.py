@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import importlib.util
 import json
 import os
 import pwd
-import select
 import shutil
-import signal
-import struct
 import subprocess
-import termios
 import time
 import uuid
 from collections.abc import Iterator
@@ -367,62 +362,6 @@ def chunked(data: bytes, size: int = 7) -> bytes:
 
 
 # ---- a terminal --------------------------------------------------------------------------
-
-
-def run_in_pty(
-    user: str,
-    argv: list[str],
-    env: dict[str, str],
-    *,
-    steps: list[tuple[bytes, bytes]],
-    timeout: float = 60.0,
-) -> tuple[int, str]:
-    """Run argv as `user` on a new pseudo-terminal; for each (wait_for, keys) step, once the
-    output holds wait_for, type keys. Returns (exit status, everything the terminal showed)."""
-    pw = pwd.getpwnam(user)
-    full_env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": pw.pw_dir,
-        "USER": user,
-        "LANG": "C.UTF-8",
-        "TERM": "xterm",
-        **env,
-    }
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", *argv]
-    proc = subprocess.Popen(
-        cmd, stdin=slave, stdout=slave, stderr=slave, env=full_env, start_new_session=True
-    )
-    os.close(slave)
-    out = bytearray()
-    todo = list(steps)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:
-                    break
-                if not data:
-                    break
-                out += data
-            if todo and todo[0][0] in out:
-                time.sleep(0.3)
-                os.write(master, todo.pop(0)[1])
-            if not ready and proc.poll() is not None:
-                break
-        else:
-            raise AssertionError(f"{argv} did not finish within {timeout:.0f}s:\n{out.decode()}")
-        rc = proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        os.close(master)
-    return rc, out.decode(errors="replace")
 
 
 def wait_for(check: Any, what: str, timeout: float = 30.0) -> Any:

@@ -25,11 +25,12 @@ from gate_support import (
     gate_world,
     need,
     run_as,
-    run_in_pty,
     unique,
     user_dir,
     wait_for,
 )
+
+from support import run_in_pty
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
