@@ -33,6 +33,7 @@ from ds01.model.limits import Limits
 from ds01.runtime.engine import ContainerInfo, Engine, ShellSession
 from ds01.runtime.spec import ContainerSpec, WorkspaceMount, foreign_device_list_mounts
 from ds01.services.allocation import AllocationRequest, AllocationService
+from ds01.services.owners import OwnerBook
 from ds01.store.allocations import AllocationRow
 
 log = logging.getLogger("ds01d.containers")
@@ -83,6 +84,7 @@ class ContainerService:
         self.allocations = allocations
         self.engine = engine
         self._config = config
+        self.owners = OwnerBook(allocations.db)
         # Containers a user command is stopping, starting or removing right now: the Docker
         # events these cause are that command's to record (reason "stopped", "retired"…), so
         # the reconciler leaves them alone instead of racing it with "container_exited" or

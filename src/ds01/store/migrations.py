@@ -161,9 +161,33 @@ def _v2_grants(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v3_objects(conn: sqlite3.Connection) -> None:
+    """Owner records of engine objects (store/objects.py). Containers already bound to an
+    allocation are adopted from the allocation's user: the database, not a label, says whose
+    they are."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE objects (
+            kind TEXT NOT NULL CHECK (kind IN ('container', 'volume', 'network', 'tag', 'image')),
+            key TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (kind, key)
+        );
+        CREATE INDEX objects_owner ON objects (kind, owner);
+        INSERT OR IGNORE INTO objects (kind, key, owner, origin, created_at)
+            SELECT 'container', container_id, user, 'adopted', created_at FROM allocations
+            WHERE container_id IS NOT NULL;
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "bare-metal grants and host process reports", _v2_grants),
+    (3, "owner records of containers, volumes, networks and image tags", _v3_objects),
 ]
 
 
