@@ -147,7 +147,7 @@ def test_unclean_targets_are_refused(target: str) -> None:
 ROUTES = [
     ("ping", "GET", "/_ping", "ping"),
     ("versioned list", "GET", "/v1.41/containers/json", "containers.list"),
-    ("a container by name", "POST", "/v1.24/containers/web-1/start", "container.start"),
+    ("a container by name", "POST", "/v1.40/containers/web-1/start", "container.start"),
     (
         "an image name with a slash and tag",
         "DELETE",

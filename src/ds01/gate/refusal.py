@@ -68,6 +68,21 @@ _RULES: tuple[Rule, ...] = (
         "Send each parameter once, with valid JSON for filters.",
     ),
     Rule(
+        "request.api_version",
+        R.BAD_REQUEST,
+        "Old Docker API versions read requests differently: below 1.24 a start request may "
+        "carry host settings (mounts, host namespaces, --privileged) that the gate never sees.",
+        "Use a current docker CLI or SDK (they negotiate the version themselves), or send "
+        "/v1.41/… requests.",
+    ),
+    Rule(
+        "body.not_allowed",
+        R.BAD_REQUEST,
+        "This call takes no request body; old API versions read container settings from one, "
+        "so the gate refuses any body it would not be able to check.",
+        "Send the request without a body (the docker CLI and SDKs do).",
+    ),
+    Rule(
         "body.empty",
         R.BAD_REQUEST,
         "The gate checks every container, exec and volume/network request before the engine "

@@ -289,11 +289,15 @@ class _Connection:
             endpoint = req.endpoint
             _early_checks(head, req)
             body: bytes | None = None
-            if req.route.body is Body.CHECKED:
+            if req.route.body is Body.CHECKED or (req.route.body is Body.NONE and head.has_body):
                 body = await self._read_checked_body(head)
                 body_unread = False
+            if req.route.body is Body.NONE and body is not None:
+                _no_body(req, body)
             ctx = Ctx(self.deps, self.caller, req, config)
             plan = await decide(ctx, body)
+            if req.route.body is Body.NONE and body is not None:
+                plan.body = b""  # read (and found empty) here: forward none
         except GateRefusal as ref:
             await self.server.record_refusal(self.caller, endpoint, ref)
             status, message = ref.status, ref.message
@@ -585,6 +589,19 @@ async def _after(plan: Plan, status: int, body: bytes | None) -> bytes | None:
         return None
 
 
+_EMPTY_BODIES = (b"", b"{}", b"null")
+
+
+def _no_body(req: GateRequest, body: bytes) -> None:
+    """An endpoint that takes no body gets none: SDKs send nothing, `{}` or `null`."""
+    if body.strip().replace(b" ", b"") not in _EMPTY_BODIES:
+        raise GateRefusal(
+            "body.not_allowed",
+            f"{req.endpoint} with a request body was refused",
+            summary=f"{req.endpoint} body={body[:120]!r}",
+        )
+
+
 def _expects_continue(head: RequestHead) -> bool:
     return (head.headers.get("Expect") or "").strip().lower() == "100-continue"
 
@@ -602,7 +619,7 @@ def _early_checks(head: RequestHead, req: GateRequest) -> None:
     if expect is not None and expect.strip().lower() != "100-continue":
         raise HttpError(417, f"Expect: {expect} is not supported")
     encoding = (head.headers.get("Content-Encoding") or "identity").strip().lower()
-    if req.route.body is Body.CHECKED and encoding != "identity":
+    if req.route.body is not Body.STREAM and encoding != "identity":
         raise GateRefusal(
             "body.unparsable", f"{req.endpoint} with Content-Encoding {encoding} was refused"
         )

@@ -23,6 +23,7 @@ from ds01.gate.refusal import GateRefusal
 
 
 class Body(Enum):
+    NONE = "none"  # the endpoint takes no body: anything but an empty one is refused
     STREAM = "stream"  # forwarded as it comes (build contexts, archives, image loads)
     CHECKED = "checked"  # read whole (capped) and checked before anything is forwarded
 
@@ -32,7 +33,7 @@ class Route:
     method: str
     pattern: re.Pattern[str]
     name: str
-    body: Body = Body.STREAM
+    body: Body = Body.NONE
     hijack: bool = False  # the engine may switch the connection to a raw stream
     admin_only: bool = False
 
@@ -82,7 +83,7 @@ ROUTES: tuple[Route, ...] = (
     _r("HEAD", "/_ping", "ping"),
     _r("GET", "/version", "version"),
     _r("GET", "/info", "info"),
-    _r("POST", "/auth", "auth"),
+    _r("POST", "/auth", "auth", body=Body.STREAM),
     _r("GET", "/events", "events"),
     # containers
     _r("GET", "/containers/json", "containers.list"),
@@ -109,21 +110,21 @@ ROUTES: tuple[Route, ...] = (
     _r("DELETE", _C, "container.remove"),
     _r("HEAD", f"{_C}/archive", "container.archive_stat"),
     _r("GET", f"{_C}/archive", "container.archive_get"),
-    _r("PUT", f"{_C}/archive", "container.archive_put"),
+    _r("PUT", f"{_C}/archive", "container.archive_put", body=Body.STREAM),
     _r("POST", f"{_C}/exec", "container.exec", body=Body.CHECKED),
-    _r("POST", "/commit", "container.commit"),
+    _r("POST", "/commit", "container.commit", body=Body.STREAM),
     # exec instances
-    _r("POST", f"/exec/{_ID}/start", "exec.start", hijack=True),
+    _r("POST", f"/exec/{_ID}/start", "exec.start", body=Body.CHECKED, hijack=True),
     _r("POST", f"/exec/{_ID}/resize", "exec.resize"),
     _r("GET", f"/exec/{_ID}/json", "exec.inspect"),
     # images and builds
     _r("GET", "/images/json", "images.list"),
-    _r("POST", "/images/create", "images.create"),
-    _r("POST", "/images/load", "images.load"),
+    _r("POST", "/images/create", "images.create", body=Body.STREAM),
+    _r("POST", "/images/load", "images.load", body=Body.STREAM),
     _r("GET", "/images/get", "images.save"),
     _r("GET", "/images/search", "images.search"),
     _r("POST", "/images/prune", "images.prune"),
-    _r("POST", "/build", "build"),
+    _r("POST", "/build", "build", body=Body.STREAM),
     _r("POST", "/build/cancel", "build.cancel"),
     _r("POST", "/build/prune", "build.prune", admin_only=True),
     _r("POST", "/session", "build.session", hijack=True),
@@ -164,6 +165,18 @@ ADMIN_PREFIXES = (
 )
 
 _VERSION = re.compile(r"/v([0-9.]+)(/.*)?")
+# The oldest Engine API version the gate speaks (Docker 19.03). Older versions let a start
+# request carry host settings (Binds, PidMode, Privileged: honoured below 1.24) and read fields
+# under other names; every client in use negotiates 1.40 or newer.
+MIN_API_VERSION = (1, 40)
+
+
+def api_version(text: str) -> tuple[int, int] | None:
+    """'1.41' → (1, 41); None when it is not MAJOR.MINOR."""
+    major, dot, minor = text.partition(".")
+    if not dot or not major.isdigit() or not minor.isdigit():
+        return None
+    return int(major), int(minor)
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 _BAD_PCT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CTL = re.compile(r"[\x00-\x1f\x7f]")
@@ -226,6 +239,14 @@ def classify(head: RequestHead, is_admin: bool) -> GateRequest:
     if m is not None:
         version = f"/v{m.group(1)}"
         path = m.group(2) or "/"
+        number = api_version(m.group(1))
+        if number is None or number < MIN_API_VERSION:
+            floor = ".".join(map(str, MIN_API_VERSION))
+            raise GateRefusal(
+                "request.api_version",
+                f"Docker API version {m.group(1)} was refused (the gate speaks {floor} and newer)",
+                summary=f"{head.method} {version}{path}",
+            )
     shown = f"{head.method} {path}"
     for prefix in ADMIN_PREFIXES:
         if path == prefix or path.startswith(prefix + "/"):
@@ -248,4 +269,4 @@ def classify(head: RequestHead, is_admin: bool) -> GateRequest:
     )
 
 
-_ADMIN_ROUTE = Route("*", re.compile(".*"), "admin.passthrough", hijack=False)
+_ADMIN_ROUTE = Route("*", re.compile(".*"), "admin.passthrough", body=Body.STREAM)

@@ -54,6 +54,7 @@ EXEC_FIELDS = (
     "ConsoleSize",
     "Container",  # sent by older SDKs; the engine uses the path (set to the checked ID below)
 )
+EXEC_START_FIELDS = ("Detach", "Tty", "ConsoleSize")
 UPDATE_FIELDS = (
     "RestartPolicy",
     "CpuShares",
@@ -212,7 +213,13 @@ async def exec_op(ctx: Ctx, body: bytes | None) -> Plan:
     container = str(info.get("ContainerID", ""))
     data = await inspect(ctx, container)
     require_owner(ctx, data, short_name(data), "run commands in")
-    return Plan(ctx.req.path, list(ctx.req.query))
+    plan = Plan(ctx.req.path, list(ctx.req.query))
+    if ctx.req.name == "exec.start":
+        spec = canonical(
+            parse_object(body or b"", "exec start", empty_ok=True), EXEC_START_FIELDS, ""
+        )
+        plan.body = dump(spec)
+    return plan
 
 
 # ---- exec -------------------------------------------------------------------------------
