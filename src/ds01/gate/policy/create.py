@@ -52,6 +52,7 @@ from ds01.runtime.spec import (
     cgroup_parent,
 )
 from ds01.services.containers import host_fitted
+from ds01.services.owners import ObjectKind
 
 CONFIG_FIELDS = (
     "Hostname",
@@ -474,6 +475,13 @@ async def check_create(ctx: Ctx, body: bytes | None) -> Plan:
             except (ValueError, AttributeError):
                 container_id = ""
         if container_id:
+            await ctx.run(
+                ctx.deps.containers.owners.record,
+                ObjectKind.CONTAINER,
+                container_id,
+                actor,
+                origin="gate",
+            )
             await ctx.run(
                 svc.activate, row.id, container_id=container_id, actor=actor, reason="created"
             )
