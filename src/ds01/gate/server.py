@@ -456,17 +456,24 @@ class _Connection:
             data = await read_body(
                 up.reader, framing, length, self.deps.settings.max_engine_reply_bytes
             )
-            replaced = await _after(plan, rhead.status, data)
-            out = replaced if replaced is not None else data
-            h = Headers(list(rhead.headers.items))
-            h.remove("Content-Length", "Transfer-Encoding")
-            if framing != "none" or replaced is not None:
-                h.put("Content-Length", str(len(out)))
-            if framing == "close":
-                h.put("Connection", "close")
-            line = rhead.raw.split(b"\r\n", 1)[0] + b"\r\n"
-            self.cw.write(line + h.encode() + b"\r\n" + (out if framing != "none" else b""))
-            await self.cw.drain()
+            try:
+                replaced = await _after(plan, rhead.status, data)
+            except GateRefusal as ref:
+                # The hook judged what the engine stored and undid it (create, update).
+                await self.server.record_refusal(self.caller, req.endpoint, ref)
+                self.cw.write(response_bytes(ref.status, ref.message, close=not head.keep_alive))
+                await self.cw.drain()
+            else:
+                out = replaced if replaced is not None else data
+                h = Headers(list(rhead.headers.items))
+                h.remove("Content-Length", "Transfer-Encoding")
+                if framing != "none" or replaced is not None:
+                    h.put("Content-Length", str(len(out)))
+                if framing == "close":
+                    h.put("Connection", "close")
+                line = rhead.raw.split(b"\r\n", 1)[0] + b"\r\n"
+                self.cw.write(line + h.encode() + b"\r\n" + (out if framing != "none" else b""))
+                await self.cw.drain()
         else:
             await _after(plan, rhead.status, None)
             if framing == "length" and len(up.reader.buf) >= length:
@@ -579,11 +586,14 @@ class _Connection:
 
 async def _after(plan: Plan, status: int, body: bytes | None) -> bytes | None:
     """Run the plan's hook on the engine's answer. A failing hook (the database) must not cost
-    the client its answer: the engine has acted already, and reconcile repairs the books."""
+    the client its answer: the engine has acted already, and reconcile repairs the books. A
+    GateRefusal from a capturing hook is a verdict on what the engine stored (and undid)."""
     if plan.after is None:
         return None
     try:
         return await plan.after(status, body)
+    except GateRefusal:
+        raise  # a verdict on what the engine stored: the caller answers it
     except Exception:
         log.exception("gate: bookkeeping after the engine's answer (%d) failed", status)
         return None
