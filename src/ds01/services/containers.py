@@ -33,7 +33,7 @@ from ds01.model.limits import Limits
 from ds01.runtime.engine import ContainerInfo, Engine, ShellSession
 from ds01.runtime.spec import ContainerSpec, WorkspaceMount, foreign_device_list_mounts
 from ds01.services.allocation import AllocationRequest, AllocationService
-from ds01.services.owners import OwnerBook
+from ds01.services.owners import ObjectKind, OwnerBook
 from ds01.store.allocations import AllocationRow
 
 log = logging.getLogger("ds01d.containers")
@@ -152,9 +152,9 @@ class ContainerService:
         from ds01.runtime.engine import container_info
 
         info = container_info(data)
-        # Names are derived from the owner, but the label is checked too: never act on a
-        # container whose recorded owner is someone else.
-        if info.owner != caller.name:
+        # Names are derived from the owner, but the owner record is checked too: never act on
+        # a container ds01 did not make for this caller (its ds01.owner label proves nothing).
+        if self.owners.owner(ObjectKind.CONTAINER, info.id) != caller.name:
             raise NotFound(f"you have no container named '{name}'")
         return info
 
@@ -204,6 +204,9 @@ class ContainerService:
             )
             progress("creating the container")
             container_id = self.engine.create(spec)
+            # Recorded before anything else can fail: the record, not a label, makes it the
+            # caller's (and lets a restarted ds01d tell it from a forged half-deploy).
+            self.owners.record(ObjectKind.CONTAINER, container_id, caller.name, origin="deploy")
             foreign = foreign_device_list_mounts(self.engine.inspect(container_id), spec.gpu_uuids)
             if foreign:
                 raise Refusal(
@@ -231,8 +234,9 @@ class ContainerService:
         if container_id is not None:
             try:
                 self.engine.remove(container_id, force=True)
+                self.owners.forget(ObjectKind.CONTAINER, container_id)
             except Ds01Error as err:
-                # Reconcile removes it later: the container carries our allocation label.
+                # Its owner record stays: it is the caller's, to see and retire.
                 log.error("could not remove half-deployed container %s: %s", container_id, err)
         self.allocations.release_by_daemon(alloc_id, "deploy_failed")
 
@@ -268,12 +272,10 @@ class ContainerService:
         return ContainerView(self._info(info.id), row)
 
     def allocation_of(self, info: ContainerInfo) -> AllocationRow | None:
-        """The live allocation of a container: bound by container ID (a re-allocation after a
-        release), else the one its ds01.allocation label names."""
-        row = self.allocations.live_for_container_id(info.id)
-        if row is None and info.allocation_id is not None:
-            row = self._live(info.allocation_id)
-        return row
+        """The live allocation bound to the container's ID in the database. Never the one its
+        ds01.allocation label names: a label is forgeable (an image LABEL, a legacy build
+        step), and every activation binds the container ID (AllocationService.activate)."""
+        return self.allocations.live_for_container_id(info.id)
 
     def _hold_after_stop(
         self, info: ContainerInfo, actor: str, reason: str
@@ -283,10 +285,6 @@ class ContainerService:
             return row
         held = self.allocations.hold(row.id, actor=actor, reason=reason)
         return held if held.state is not AllocState.RELEASED else None
-
-    def _live(self, alloc_id: int) -> AllocationRow | None:
-        row = self.allocations.get_any(alloc_id)
-        return row if row is not None and row.state is not AllocState.RELEASED else None
 
     def start(self, caller: Caller, name: str) -> ContainerView:
         info = self._find_owned(caller, name)
@@ -312,6 +310,8 @@ class ContainerService:
         its filesystem (docker commit); mounted workspaces are untouched.
         """
         old = self.allocations.get_any(info.allocation_id) if info.allocation_id else None
+        if old is not None and (old.container_id != info.id or old.user != caller.name):
+            old = None  # the label named an allocation that was never this container's
         request = (
             AllocationRequest.from_json(old.request, container=info.short_name)
             if old is not None
@@ -361,7 +361,9 @@ class ContainerService:
             working_dir=cfg.get("WorkingDir") or None,
         )
         self.engine.remove(info.id, force=True)
+        self.owners.forget(ObjectKind.CONTAINER, info.id)
         new_id = self.engine.create(spec)
+        self.owners.record(ObjectKind.CONTAINER, new_id, caller.name, origin="deploy")
         self.engine.start(new_id)
         self.allocations.activate(
             row.id, container_id=new_id, actor=caller.name, reason="restarted_on_new_units"
@@ -380,6 +382,7 @@ class ContainerService:
             row = self.allocation_of(info)
             if row is not None:
                 self.allocations.release_by_daemon(row.id, "retired")
+            self.owners.forget(ObjectKind.CONTAINER, info.id)
         return info.id
 
     # ---- reads -----------------------------------------------------------------------
@@ -388,17 +391,15 @@ class ContainerService:
         if all_users:
             self.allocations.require_admin(caller, "listing everyone's containers")
         self._require_engine()
+        # Whose each container is comes from the owner records, and so does the owner shown: a
+        # build container with a forged ds01.owner label shows no owner (admins see it so).
         infos = self.engine.list_managed(all=True)
+        owners = self.owners.owners(ObjectKind.CONTAINER, [i.id for i in infos])
+        infos = [replace(i, owner=owners.get(i.id)) for i in infos]
         if not all_users:
             infos = [i for i in infos if i.owner == caller.name]
-        live = {r.id: r for r in self.allocations.all_live()}
-        by_container = {r.container_id: r for r in live.values() if r.container_id}
-        out = []
-        for i in infos:
-            row = by_container.get(i.id) or (
-                live.get(i.allocation_id) if i.allocation_id is not None else None
-            )
-            out.append(ContainerView(i, row))
+        by_container = {r.container_id: r for r in self.allocations.all_live() if r.container_id}
+        out = [ContainerView(i, by_container.get(i.id)) for i in infos]
         return sorted(out, key=lambda v: (v.info.owner or "", v.info.short_name or v.info.name))
 
     def _view_by_name(self, caller: Caller, name: str) -> ContainerView:

@@ -4,6 +4,13 @@ A ds01 container stopped or removed behind ds01's back → its allocation is hel
 a running container without a live allocation → flagged for admins (and an event). Runs at
 daemon start, on every Docker event, and periodically to catch events missed while Docker or
 ds01d was down.
+
+A container is tied to an allocation only by the allocation's container_id column (set by every
+activation) and to a user only by its owner record (services/owners.py). The ds01.allocation and
+ds01.owner labels are never acted on: a Dockerfile `LABEL ds01.allocation=<id>` built with the
+legacy builder makes build containers that carry them, and their destroy event once released
+another user's allocation. The one use of a label is at startup, as a hint to find a deploy that
+died half-way; the hint is verified against the database (_half_deployed).
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from ds01.model.allocation import AllocState
 from ds01.runtime.engine import ContainerInfo, container_info
 from ds01.services.allocation import DAEMON
 from ds01.services.containers import ContainerService
+from ds01.services.owners import ObjectKind
 from ds01.store import events
+from ds01.store.allocations import AllocationRow
 
 log = logging.getLogger("ds01d.reconcile")
 
@@ -38,16 +47,17 @@ class Reconciler:
         """One full pass. Raises RuntimeUnavailable when Docker cannot be listed."""
         infos = self.containers.engine.list_managed(all=True)
         by_id = {i.id: i for i in infos}
-        by_alloc = {i.allocation_id: i for i in infos if i.allocation_id is not None}
-        for row in self.allocations.all_live():
-            info = by_id.get(row.container_id or "") or by_alloc.get(row.id)
+        live = self.allocations.all_live()
+        live_ids = {r.container_id for r in live if r.container_id}
+        for row in live:
             if row.state is AllocState.RESERVED:
                 if startup:
                     # Whatever deploy created this reservation died with the old daemon.
-                    if info is not None:
-                        self._remove_half_deployed(info)
+                    for half in self._half_deployed(row, infos, live_ids):
+                        self._remove_half_deployed(half)
                     self.allocations.release_by_daemon(row.id, "daemon_restarted")
                 continue
+            info = by_id.get(row.container_id or "")
             if info is None:
                 if row.container is not None or row.container_id is not None:
                     self.allocations.release_by_daemon(row.id, "container_removed")
@@ -55,14 +65,42 @@ class Reconciler:
             self.apply(info, row_state=row.state, alloc_id=row.id)
         orphans = []
         live_ids = {r.container_id for r in self.allocations.all_live() if r.container_id}
-        live_allocs = {r.id for r in self.allocations.all_live()}
         for i in infos:
-            bound = i.id in live_ids or (i.allocation_id in live_allocs)
-            if i.running and not bound:
+            if i.running and i.id not in live_ids:
                 orphans.append(Orphan(i, "running without a live allocation"))
             elif i.gpu_unpinned:
                 orphans.append(Orphan(i, "asks for GPUs by count, not by UUID"))
         self._flag(orphans)
+
+    def _half_deployed(
+        self, row: AllocationRow, infos: list[ContainerInfo], live_ids: set[str]
+    ) -> list[ContainerInfo]:
+        """The containers a deploy of the reserved allocation `row` made before ds01d died.
+
+        Found by their ds01.allocation label, which anyone can forge, so each is checked
+        against the database: not bound to another live allocation, and either recorded as
+        made by ds01 for the allocation's user (deploy records right after the create), or
+        unrecorded (the gate died between the engine's answer and its record), never started
+        and labelled with that user. Whatever passes is a container no user but the
+        allocation's owner could act on and that never ran: removing a forged one (a legacy
+        build step of someone's image) costs its builder a build step, and nobody a container.
+        """
+        owners = self.containers.owners.owners(
+            ObjectKind.CONTAINER, [i.id for i in infos if i.allocation_id == row.id]
+        )
+        out = []
+        for info in infos:
+            if info.allocation_id != row.id or info.id in live_ids:
+                continue
+            recorded = owners.get(info.id)
+            if recorded == row.user or (
+                recorded is None
+                and info.owner == row.user
+                and info.started_at is None
+                and info.state == "created"
+            ):
+                out.append(info)
+        return out
 
     def _flag(self, orphans: list[Orphan]) -> None:
         self.orphans = orphans
@@ -92,6 +130,7 @@ class Reconciler:
         except Ds01Error as err:
             log.error("could not remove half-deployed container %s: %s", info.name, err)
             return
+        self.containers.owners.forget(ObjectKind.CONTAINER, info.id)
         with self.allocations.db.transaction() as conn:
             events.record(
                 conn,
@@ -127,17 +166,14 @@ class Reconciler:
         cid = str(event.get("id") or "")
         if action not in ("die", "stop", "start", "destroy") or not cid:
             return
+        if action == "destroy":
+            # The engine says it is gone (IDs are never reused): its owner record goes too.
+            self.containers.owners.forget(ObjectKind.CONTAINER, cid)
         if cid in self.containers.acting_on:
             return  # a user command is changing it and records the transition itself
+        # Only the allocation bound to this container ID: never one its labels name (the
+        # event's Actor.Attributes are the container's labels, forgeable by any image).
         row = self.allocations.live_for_container_id(cid)
-        if row is None:
-            actor = event.get("Actor")
-            attrs = actor.get("Attributes", {}) if isinstance(actor, dict) else {}
-            label = attrs.get("ds01.allocation") if isinstance(attrs, dict) else None
-            if label is not None and str(label).isdigit():
-                candidate = self.allocations.get_any(int(str(label)))
-                if candidate is not None and candidate.state is not AllocState.RELEASED:
-                    row = candidate
         if row is None or row.state is AllocState.RESERVED:
             return  # not bound yet: the deploy in progress owns it
         if action != "destroy" and self._outdated(cid, started=action == "start"):

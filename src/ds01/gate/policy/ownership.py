@@ -1,10 +1,17 @@
 """Container-scoped operations: whose container is it? Asked of the engine, never guessed.
 
 A container may be named in a path by name, full ID or ID prefix (and URL-encoded). The gate
-inspects it on root's engine socket (GET /containers/{ref}/json), reads the ds01.owner label the
-gate or ds01 stamped at creation, and forwards the request with the *full ID* in the path, so the
-engine acts on exactly the container that was checked (a rename or a new container with the same
-name in between cannot redirect it). Missing containers are answered 404 by the gate itself.
+inspects it on root's engine socket (GET /containers/{ref}/json), reads the owner ds01 recorded
+for its full ID when the gate or `ds01 container deploy` created it (services/owners.py; the
+ds01.owner label is a display copy that an image LABEL or a legacy build step can forge), and
+forwards the request with the *full ID* in the path, so the engine acts on exactly the container
+that was checked (a rename or a new container with the same name in between cannot redirect it).
+A container without a record belongs to no user: only admins act on it. Missing containers are
+answered 404 by the gate itself.
+
+Container names with a '.' are ds01's namespace: '<sanitised user>.<name>' is what `ds01
+container deploy` names a user's container, so only that user may create or rename to such a
+name (check_container_name).
 
 Admins (root, the admin group) may act on any container. Exec instances are checked through
 their container. Also here: what start/restart/remove mean for the container's allocation, and
@@ -32,12 +39,12 @@ from ds01.gate.policy.jsonbody import (
     parse_object,
 )
 from ds01.gate.refusal import GateRefusal, LocalReply, from_error
-from ds01.identity import Caller, caller_from_uid
+from ds01.identity import Caller, caller_from_uid, sanitize_username
 from ds01.model.allocation import AllocState
 from ds01.runtime.engine import ContainerInfo, container_info
-from ds01.runtime.spec import LABEL_OWNER
 from ds01.services.allocation import AllocationRequest
 from ds01.services.containers import RESERVED_ENV, allowed_host_path
+from ds01.services.owners import ObjectKind
 
 EXEC_FIELDS = (
     "AttachStdin",
@@ -80,15 +87,21 @@ INSPECT_TTL_S = 30.0
 INSPECT_CACHE_MAX = 4096
 
 
+# Where inspect() puts the recorded owner in the engine's inspect data (no engine field has a
+# ':' in its name, so an engine reply can never carry it).
+OWNER_KEY = "ds01:owner"
+
+
 async def inspect(ctx: Ctx, ref: str, *, kind: str = "container") -> dict[str, Any]:
-    """The engine's inspect data for a container named by name, ID or ID prefix. Answers for a
+    """The engine's inspect data for a container named by name, ID or ID prefix, with the
+    owner ds01 recorded for its full ID (OWNER_KEY; read it with owner_of). Answers for a
     full ID are kept briefly (docker run asks attach, start and wait about the same ID): the
     parts the rules read are fixed at creation, and an ID is never reused."""
     full = _FULL_ID.fullmatch(ref) is not None
     if full:
         hit = ctx.deps.inspected.get(ref)
         if hit is not None and time.monotonic() - hit[0] < INSPECT_TTL_S:
-            return hit[1]
+            return await _with_owner(ctx, hit[1])
     status, data = await ctx.engine.get(f"/containers/{seg(ref)}/json")
     if status == 404:
         ctx.deps.inspected.pop(ref, None)
@@ -98,13 +111,42 @@ async def inspect(ctx: Ctx, ref: str, *, kind: str = "container") -> dict[str, A
     if len(ctx.deps.inspected) >= INSPECT_CACHE_MAX:
         ctx.deps.inspected.clear()
     ctx.deps.inspected[str(data.get("Id", ""))] = (time.monotonic(), data)
+    return await _with_owner(ctx, data)
+
+
+async def _with_owner(ctx: Ctx, data: dict[str, Any]) -> dict[str, Any]:
+    """Look the owner record up unless one was found before: a record never changes once
+    made, but one may appear after a first look (the gate records it when the engine has
+    answered the create), so "no owner" is never kept."""
+    if data.get(OWNER_KEY) is None:
+        owners = ctx.deps.containers.owners
+        data[OWNER_KEY] = await ctx.run(owners.owner, ObjectKind.CONTAINER, str(data.get("Id")))
     return data
 
 
 def owner_of(data: dict[str, Any]) -> str | None:
-    labels = (data.get("Config") or {}).get("Labels") or {}
-    owner = labels.get(LABEL_OWNER)
+    """The recorded owner of a container from inspect(); None (admins only) when ds01 did not
+    make it. Never the ds01.owner label: an image LABEL or a legacy build step forges it."""
+    owner = data.get(OWNER_KEY)
     return owner if isinstance(owner, str) else None
+
+
+def check_container_name(ctx: Ctx, name: str) -> None:
+    """Names with a '.' are '<sanitised user>.<name>', the names `ds01 container deploy` gives
+    (identity.docker_container_name): a user may create or rename a container to one only
+    under their own prefix, so nobody can squat the name of another user's next deploy."""
+    bare = name.removeprefix("/")  # the engine accepts "/name" and stores "name"
+    if "." not in bare or ctx.is_admin:
+        return
+    prefix = bare.split(".", 1)[0]
+    mine = sanitize_username(ctx.caller.name)
+    if prefix != mine:
+        raise GateRefusal(
+            "create.name_reserved",
+            f"the container name {bare!r} was refused: names '<user>.<name>' are reserved for "
+            f"that user's ds01 containers (yours start with '{mine}.')",
+            summary=f"name {bare}",
+        )
 
 
 def short_name(data: dict[str, Any]) -> str:
@@ -177,23 +219,82 @@ async def container_op(ctx: Ctx, body: bytes | None) -> Plan:
     data = await owned(ctx, ref, ACTIONS.get(name, "use"))
     full_id = str(data["Id"])
     plan = Plan(_with_id(ctx, full_id), list(ctx.req.query))
-    if name == "container.archive_put" and host_binds(data) and not ctx.caller.is_root:
+    if name in ARCHIVE_OPS and host_binds(data) and not ctx.caller.is_root:
+        # The engine re-mounts every bind source as root for these, following a symlink
+        # swapped in since: the host path could be anything by then. The caller can reach
+        # those directories on the host anyway.
         raise GateRefusal(
-            "container.archive_put",
-            f"copying into container {ref!r} was refused: it has host directories mounted "
+            ARCHIVE_OPS[name],
+            f"copying {'into' if name == 'container.archive_put' else 'out of'} container "
+            f"{ref!r} was refused: it has host directories mounted "
             f"({', '.join(host_binds(data))})",
             summary=f"{ctx.req.endpoint} path={ctx.req.query_first('path')}",
         )
     if name == "container.exec":
         plan.body = _check_exec(ctx, data, body or b"")
+        await _judge_before_run(ctx, full_id, None, "running commands in")
     elif name == "container.update":
         plan.body = await _check_update(ctx, data, body or b"")
+        plan.capture_response = True
+        plan.after = _judge_after_update(ctx, full_id)
+    elif name == "container.unpause":
+        await _judge_before_run(ctx, full_id, None, "unpausing")
     elif name in ("container.start", "container.restart"):
         await _recheck_host_paths(ctx, data)
         await _bind_allocation(ctx, data, plan)
+        units = plan.notes.get("units")
+        await _judge_before_run(ctx, full_id, units, ACTIONS[name] + "ing")
     elif name == "container.remove":
         plan.after = _release_after_remove(ctx, data)
+    elif name == "container.rename":
+        check_container_name(ctx, ctx.req.query_first("name") or "")
     return plan
+
+
+ARCHIVE_OPS = {
+    "container.archive_put": "container.archive_put",
+    "container.archive_get": "container.archive_get",
+    "container.archive_stat": "container.archive_get",
+    "container.export": "container.archive_get",
+}
+
+
+async def _judge_before_run(
+    ctx: Ctx, container_id: str, units: tuple[str, ...] | None, action: str
+) -> None:
+    """Refuse to let a container run (or run more) unless it holds every invariant as the
+    engine stores it now. `units`: its allocation's units when the caller knows them (start),
+    else read from its live allocation."""
+    from ds01.gate.policy import outcome
+
+    data = await outcome.fresh_inspect(ctx, container_id)
+    owner_name = owner_of(data)
+    if owner_name is None:
+        return  # no ds01 owner: only admins reach it, and they act with their own judgement
+    owner = await ctx.run(_owner_caller, ctx, owner_name)
+    if units is None:
+        row = await ctx.run(ctx.deps.allocations.live_for_container_id, container_id)
+        units = tuple(u.uuid for u in row.units) if row is not None else None
+    found = await outcome.judge(ctx, data, owner, units)
+    if found:
+        raise outcome.refusal(short_name(data), action, found)
+
+
+def _judge_after_update(ctx: Ctx, container_id: str) -> After:
+    """An update is judged by what the engine then stored; a container it leaves outside the
+    invariants is stopped (the engine cannot undo an update)."""
+
+    async def after(status: int, _body: bytes | None) -> bytes | None:
+        if status != 200:
+            return None
+        try:
+            await _judge_before_run(ctx, container_id, None, "updating")
+        except GateRefusal:
+            await ctx.engine.request("POST", f"/containers/{container_id}/kill")
+            raise
+        return None
+
+    return after
 
 
 async def commit(ctx: Ctx, body: bytes | None) -> Plan:
@@ -250,6 +351,9 @@ def _check_exec(ctx: Ctx, data: dict[str, Any], body: bytes) -> bytes:
             f"docker exec --user {user} into {ref!r} was refused: it has host directories mounted",
             summary=f"exec {ref} user {user}",
         )
+    if user and host_binds(data) and not user.partition(":")[2]:
+        # 'exec -u UID' alone runs with gid 0 (root's group): give it the caller's own group.
+        spec["User"] = f"{user.partition(':')[0]}:{caller.gid}"
     if "Container" in spec:
         spec["Container"] = str(data["Id"])
     return dump(spec)
@@ -337,15 +441,17 @@ def _owner_caller(ctx: Ctx, owner: str) -> Caller:
 
 async def _bind_allocation(ctx: Ctx, data: dict[str, Any], plan: Plan) -> None:
     """A ds01 container starts only with a live allocation: one released while the container
-    was stopped is made again, on the same units, or the start is refused."""
-    info = container_info(data)
-    if info.owner is None or info.allocation_id is None:
+    was stopped is made again, on the same units, or the start is refused. The allocation is
+    the one bound to the container's ID in the database, never one a label names."""
+    owner = owner_of(data)
+    if owner is None:
         return  # not made by ds01 or the gate (admins only get here)
+    info = container_info(data)
     svc = ctx.deps.allocations
     row = await ctx.run(ctx.deps.containers.allocation_of, info)
     fresh = False
     if row is None:
-        row = await _reallocate(ctx, info)
+        row = await _reallocate(ctx, info, owner)
         fresh = True
     alloc_id = row.id
     actor = ctx.caller.name
@@ -369,11 +475,15 @@ async def _bind_allocation(ctx: Ctx, data: dict[str, Any], plan: Plan) -> None:
     plan.on_abort = abort
 
 
-async def _reallocate(ctx: Ctx, info: ContainerInfo) -> Any:
+async def _reallocate(ctx: Ctx, info: ContainerInfo, owner_name: str) -> Any:
+    """A new allocation for the recorded owner, on the container's units. The request's shape
+    is copied from the container's earlier allocation: the label names it, but it is used only
+    when the database says that allocation was this container's."""
     svc = ctx.deps.allocations
-    assert info.owner is not None and info.allocation_id is not None
-    owner = await ctx.run(_owner_caller, ctx, info.owner)
-    old = await ctx.run(svc.get_any, info.allocation_id)
+    owner = await ctx.run(_owner_caller, ctx, owner_name)
+    old = await ctx.run(svc.get_any, info.allocation_id) if info.allocation_id else None
+    if old is not None and (old.container_id != info.id or old.user != owner_name):
+        old = None
     request = (
         AllocationRequest.from_json(old.request, container=old.container)
         if old is not None
@@ -397,15 +507,18 @@ async def _reallocate(ctx: Ctx, info: ContainerInfo) -> Any:
 
 
 def _release_after_remove(ctx: Ctx, data: dict[str, Any]) -> After:
+    """Once the engine has removed the container: release the allocation bound to its ID and
+    drop its owner record (IDs are never reused, so this only keeps the table small)."""
     info = container_info(data)
 
     async def after(status: int, _body: bytes | None) -> bytes | None:
-        if status == 204:
-            ctx.deps.inspected.pop(info.id, None)
-        if status == 204 and info.owner is not None:
-            row = await ctx.run(ctx.deps.containers.allocation_of, info)
-            if row is not None:
-                await ctx.run(ctx.deps.allocations.release_by_daemon, row.id, "container_removed")
+        if status != 204:
+            return None
+        ctx.deps.inspected.pop(info.id, None)
+        row = await ctx.run(ctx.deps.containers.allocation_of, info)
+        if row is not None:
+            await ctx.run(ctx.deps.allocations.release_by_daemon, row.id, "container_removed")
+        await ctx.run(ctx.deps.containers.owners.forget, ObjectKind.CONTAINER, info.id)
         return None
 
     return after
