@@ -39,8 +39,11 @@ def test_gpu_units_are_requested_by_exact_uuids_in_order(make_spec: MakeSpec) ->
             "Options": {},
         }
     ]
-    # The pin has one source (the DeviceRequest); ds01 adds no NVIDIA env of its own.
-    assert "NVIDIA_VISIBLE_DEVICES" not in kw["environment"]
+    # The env names the same units, over any image ENV NVIDIA_VISIBLE_DEVICES=all.
+    assert kw["environment"]["NVIDIA_VISIBLE_DEVICES"] == (
+        "MIG-bbbbbbbb-5555-6666-7777-888888888888,GPU-aaaaaaaa-1111-2222-3333-444444444444,"
+        "MIG-GPU-cccccccc-1111-2222-3333-444444444444/1/0"
+    )
 
 
 def test_each_unit_is_also_listed_as_a_device_list_mount(make_spec: MakeSpec) -> None:
@@ -73,7 +76,7 @@ def test_a_cpu_only_container_has_no_device_list_mounts(make_spec: MakeSpec) -> 
 
 def test_gpu_container_drops_a_user_supplied_visible_devices(make_spec: MakeSpec) -> None:
     kw = kwargs_for(make_spec(gpu_uuids=(GPU,), env={"NVIDIA_VISIBLE_DEVICES": "all", "A": "1"}))
-    assert kw["environment"] == {"A": "1"}
+    assert kw["environment"] == {"A": "1", "NVIDIA_VISIBLE_DEVICES": GPU}
 
 
 def test_cpu_only_container_gets_no_device_request_and_visible_devices_void(

@@ -256,6 +256,13 @@ _RULES: tuple[Rule, ...] = (
         "Networks belong to the user who made them.",
         "Use one of your networks ('docker network ls'), bridge, or none.",
     ),
+    Rule(
+        "create.name_reserved",
+        R.NOT_OWNER,
+        "Container names '<user>.<name>' are the names 'ds01 container deploy' gives that "
+        "user's containers; taking one would block their deploy.",
+        "Pick a name without a '.', or start it with your own user name and a '.'.",
+    ),
     # ---- GPUs -----------------------------------------------------------------------------
     Rule(
         "gpu.all",
@@ -306,11 +313,35 @@ _RULES: tuple[Rule, ...] = (
         "Copy the file into the mounted directory on the host instead (cp FILE ~/…).",
     ),
     Rule(
+        "container.archive_get",
+        R.POLICY,
+        "For docker cp and export the engine mounts the container's host directories again, as "
+        "root, following whatever the host path is by then (a symlink swapped in since could "
+        "point anywhere).",
+        "Copy from the mounted directory on the host, or stream files out with docker exec "
+        "(docker exec NAME tar -C /dir -c . | tar -x).",
+    ),
+    Rule(
         "container.update",
         R.POLICY,
         "Only CPU, memory, process limits within your ds01 limits and the restart policy can be "
         "changed on a running container.",
         "Update within 'ds01 quota', or remove the container and run it again.",
+    ),
+    Rule(
+        "container.invariant",
+        R.HOST_PRIVILEGE,
+        "ds01 checks every container as the engine stored it before it runs: no host "
+        "privileges, devices or namespaces, only your own host paths (run as you), your limits, "
+        "and exactly your allocated GPUs. This one breaks that (a created one is removed again).",
+        "Run it without what the message names; 'ds01 quota' shows your limits. If ds01 made "
+        "it this way, tell an admin.",
+    ),
+    Rule(
+        "create.shm_tmpfs",
+        R.POLICY,
+        "A tmpfs over /dev/shm would bypass the shared-memory limit.",
+        "Use --shm-size within your limit ('ds01 quota').",
     ),
     Rule(
         "exec.privileged",

@@ -149,6 +149,7 @@ class Engine:
         self.timeout_s = timeout_s
         self._client: docker.DockerClient | None = None
         self._cgroup_driver: str | None = None  # per client: it changes only with dockerd
+        self._default_runtime = "runc"
         # list_managed: container ID → (summary State, Status, name; what inspect gave).
         self._info_cache: dict[str, tuple[tuple[str, str, str], ContainerInfo]] = {}
         self._lock = threading.Lock()
@@ -255,7 +256,13 @@ class Engine:
             with self._translate("read the Docker engine's info"):
                 info = self._api().info()
             self._cgroup_driver = str(info.get("CgroupDriver", ""))
+            self._default_runtime = str(info.get("DefaultRuntime") or "runc")
         return self._cgroup_driver
+
+    def info_default_runtime(self) -> str:
+        """The runtime the engine gives a container that names none (``docker info``)."""
+        self.info_cgroup_driver()
+        return self._default_runtime
 
     # -- images ---------------------------------------------------------------------------
 

@@ -184,6 +184,11 @@ def foreign_device_list_mounts(inspect: Mapping[str, Any], gpu_uuids: tuple[str,
     ]
 
 
+def visible_devices(gpu_uuids: tuple[str, ...]) -> str:
+    """NVIDIA_VISIBLE_DEVICES for a container pinned to these units."""
+    return ",".join(gpu_uuids) if gpu_uuids else VISIBLE_DEVICES_CPU_ONLY
+
+
 def device_list_mounts(gpu_uuids: tuple[str, ...]) -> list[Mount]:
     """One read-only /dev/null bind per unit at DEVICE_LIST_DIR/<UUID>."""
     return [
@@ -211,8 +216,10 @@ def create_kwargs(
     device_requests: list[DeviceRequest] = []
     if spec.gpu_uuids:
         # Docker's nvidia driver (active when nvidia-container-runtime-hook is on dockerd's PATH)
-        # puts exactly these IDs into NVIDIA_VISIBLE_DEVICES, replacing any value from the image.
-        # No env of our own: one source of truth for the pin.
+        # puts exactly these IDs into NVIDIA_VISIBLE_DEVICES. The same value is also set as the
+        # container's own env, over any image ENV (nvidia/cuda images say "all"), so that the
+        # stored container never names wider devices than its pin (invariant I7).
+        env[ENV_VISIBLE_DEVICES] = visible_devices(spec.gpu_uuids)
         device_requests.append(
             DeviceRequest(
                 driver=NVIDIA_DRIVER, device_ids=list(spec.gpu_uuids), capabilities=[["gpu"]]

@@ -23,6 +23,8 @@ T = TypeVar("T")
 # for it, else None) → a replacement body, or None to forward the engine's.
 After = Callable[[int, bytes | None], Awaitable[bytes | None]]
 Abort = Callable[[], Awaitable[None]]
+# Called once a streamed answer has been forwarded whole (or the stream broke): (status).
+Finished = Callable[[int], Awaitable[None]]
 
 
 @dataclass
@@ -32,7 +34,8 @@ class GateDeps:
     config: Callable[[], Config]
     engine: EngineClient
     settings: GateSettings
-    cgroup_driver: dict[str, str] = field(default_factory=dict)  # docker.host → driver
+    # docker.host → cgroup driver; docker.host + "#runtime" → the engine's default runtime
+    cgroup_driver: dict[str, str] = field(default_factory=dict)
     # full container ID → (monotonic time, inspect data): what ownership reads of a container
     # (owner and allocation labels, mounts, device requests) never changes after creation.
     inspected: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
@@ -58,21 +61,32 @@ class Ctx:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def cgroup_driver(self) -> str:
+        return (await self._engine_info())[0]
+
+    async def default_runtime(self) -> str:
+        return (await self._engine_info())[1]
+
+    async def _engine_info(self) -> tuple[str, str]:
+        """(cgroup driver, default runtime) of the engine, read once per engine address."""
         host = self.config.docker.host
         driver = self.deps.cgroup_driver.get(host)
+        runtime = self.deps.cgroup_driver.get(host + "#runtime", "runc")
         if driver is None:
             status, info = await self.engine.get("/info")
             driver = str(info.get("CgroupDriver", "")) if status == 200 and info else ""
             if driver:
+                runtime = str(info.get("DefaultRuntime") or "runc")
                 self.deps.cgroup_driver[host] = driver
-        return driver or "cgroupfs"
+                self.deps.cgroup_driver[host + "#runtime"] = runtime
+        return driver or "cgroupfs", runtime
 
 
 @dataclass
 class Plan:
     """How to forward a checked request: the path and query to send (canonical, without the
     version prefix), a replacement body (sent with Content-Length) or None to stream the
-    client's, and hooks for the engine's answer."""
+    client's, and hooks for the engine's answer: headers to replace in its head, an observer
+    of a streamed body's bytes (tap) and a hook for when that stream has ended (finished)."""
 
     path: str
     query: list[tuple[str, str]]
@@ -80,6 +94,9 @@ class Plan:
     capture_response: bool = False
     after: After | None = None
     on_abort: Abort | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    tap: Callable[[bytes], None] | None = None
+    finished: Finished | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
 

@@ -22,10 +22,12 @@ answers: 201 → the allocation becomes active on the new container ID; anything
 from __future__ import annotations
 
 import json
+import logging
+import posixpath
 from datetime import UTC, datetime
 from typing import Any
 
-from ds01.gate.policy import gpus, limits, mounts, ownership
+from ds01.gate.policy import gpus, limits, mounts, outcome, ownership
 from ds01.gate.policy import volumes_networks as vn
 from ds01.gate.policy.context import Ctx, Plan
 from ds01.gate.policy.jsonbody import (
@@ -48,11 +50,13 @@ from ds01.runtime.spec import (
     LABEL_MANAGED,
     LABEL_NAME,
     LABEL_OWNER,
-    VISIBLE_DEVICES_CPU_ONLY,
     cgroup_parent,
+    visible_devices,
 )
 from ds01.services.containers import host_fitted
 from ds01.services.owners import ObjectKind
+
+log = logging.getLogger("ds01d.gate")
 
 CONFIG_FIELDS = (
     "Hostname",
@@ -296,6 +300,21 @@ def _labels(top: dict[str, Any]) -> dict[str, str]:
     return labels
 
 
+def _shm(hc: dict[str, Any]) -> None:
+    """/dev/shm is sized by --shm-size (capped); a tmpfs of one's own there is not."""
+    targets = [str(t) for t in (hc.get("Tmpfs") or {})] if isinstance(hc.get("Tmpfs"), dict) else []
+    for raw in as_list(hc.get("Mounts"), "HostConfig.Mounts"):
+        if isinstance(raw, dict):
+            m = canonical(
+                raw, mounts.MOUNT_FIELDS, "HostConfig.Mounts[].", rule="create.mount_option"
+            )
+            if as_str(m.get("Type"), "Type") == "tmpfs":
+                targets.append(as_str(m.get("Target"), "Target"))
+    for target in targets:
+        if posixpath.normpath("/" + target.strip().lstrip("/")) == "/dev/shm":
+            raise _refuse("create.shm_tmpfs", f"a tmpfs at {target} was refused", f"tmpfs {target}")
+
+
 def _ports(hc: dict[str, Any]) -> None:
     bindings = hc.get("PortBindings") or {}
     if not isinstance(bindings, dict):
@@ -327,20 +346,26 @@ async def _container_ref(ctx: Ctx, ref: str, what: str) -> str:
     return str(data["Id"])
 
 
-async def _container_refs(ctx: Ctx, hc: dict[str, Any]) -> None:
+async def _container_refs(ctx: Ctx, hc: dict[str, Any]) -> list[str]:
+    """Resolve references to other containers (must be the caller's) to full IDs; the host
+    paths the container inherits through --volumes-from."""
     for key, flag in (("PidMode", "--pid"), ("IpcMode", "--ipc"), ("NetworkMode", "--network")):
         value = as_str(hc.get(key), key)
         if value.startswith("container:"):
             full = await _container_ref(ctx, value.split(":", 1)[1], f"{flag} container:")
             hc[key] = f"container:{full}"
     volumes_from = []
+    inherited: list[str] = []
     for raw in as_list(hc.get("VolumesFrom"), "HostConfig.VolumesFrom"):
         ref, sep, mode = as_str(raw, "VolumesFrom").partition(":")
         full = await _container_ref(ctx, ref, "--volumes-from")
         volumes_from.append(full + sep + mode)
+        # Its host directories come along: the run-as-you rules apply to them too.
+        inherited += ownership.host_binds(await ownership.inspect(ctx, full))
     if volumes_from:
         hc["VolumesFrom"] = volumes_from
     hc["Links"] = await _links(ctx, hc.get("Links"), "HostConfig.Links") or None
+    return inherited
 
 
 async def _links(ctx: Ctx, value: Any, where: str) -> list[str]:
@@ -393,6 +418,9 @@ def _host_dir_rules(ctx: Ctx, top: dict[str, Any], hc: dict[str, Any], paths: li
             f"--user {user} with host directories mounted was refused",
             f"User={user} binds={paths}",
         )
+    elif not user.partition(":")[2]:
+        # '-u UID' alone runs with gid 0 (root's group): give it the caller's own group.
+        top["User"] = f"{user.partition(':')[0]}:{caller.gid}"
     gids = ownership.caller_gids(caller)
     for g in as_list(hc.get("GroupAdd"), "HostConfig.GroupAdd"):
         text = as_str(g, "GroupAdd")
@@ -428,16 +456,17 @@ async def check_create(ctx: Ctx, body: bytes | None) -> Plan:
     env = _env(top)
     labels = _labels(top)
     _ports(hc)
+    _shm(hc)
     mounts.check_body_volumes(top)
     ask = gpus.parse(hc.get("DeviceRequests"))
     resolved = await ctx.run(ctx.deps.allocations.limits_for, ctx.caller)
     caps = host_fitted(resolved.limits)
     limits.check_caps(hc, caps)
     # 2. Checks that ask the engine (other containers, networks, volumes).
-    await _container_refs(ctx, hc)
+    inherited = await _container_refs(ctx, hc)
     await _networks(ctx, hc, net)
     found = await mounts.check(ctx, hc)
-    _host_dir_rules(ctx, top, hc, found.host_paths)
+    _host_dir_rules(ctx, top, hc, found.host_paths + inherited)
     # 3. Side effects, only once everything passed: volumes, then the allocation.
     await mounts.create_volumes(ctx, found)
     driver = await ctx.cgroup_driver()
@@ -446,9 +475,11 @@ async def check_create(ctx: Ctx, body: bytes | None) -> Plan:
     # 4. Stamp what ds01 owns, over whatever the request said.
     limits.apply_defaults(hc, caps)
     hc["DeviceRequests"] = gpus.device_requests(row)
-    if not row.units:
-        env = [e for e in env if e.split("=", 1)[0] != ENV_VISIBLE_DEVICES]
-        env.append(f"{ENV_VISIBLE_DEVICES}={VISIBLE_DEVICES_CPU_ONLY}")
+    units = tuple(u.uuid for u in row.units)
+    if units:
+        hc["Mounts"] = [*(hc.get("Mounts") or []), *gpus.device_list_mounts(units)]
+    env = [e for e in env if e.split("=", 1)[0] != ENV_VISIBLE_DEVICES]
+    env.append(f"{ENV_VISIBLE_DEVICES}={visible_devices(units)}")
     top["Env"] = env
     top["Labels"] = {
         **labels,
@@ -474,19 +505,28 @@ async def check_create(ctx: Ctx, body: bytes | None) -> Plan:
                 container_id = str(json.loads(reply).get("Id", ""))
             except (ValueError, AttributeError):
                 container_id = ""
-        if container_id:
-            await ctx.run(
-                ctx.deps.containers.owners.record,
-                ObjectKind.CONTAINER,
-                container_id,
-                actor,
-                origin="gate",
-            )
-            await ctx.run(
-                svc.activate, row.id, container_id=container_id, actor=actor, reason="created"
-            )
-        else:
+        if not container_id:
             await ctx.run(svc.release_by_daemon, row.id, "create_failed")
+            return None
+        await ctx.run(
+            ctx.deps.containers.owners.record,
+            ObjectKind.CONTAINER,
+            container_id,
+            actor,
+            origin="gate",
+        )
+        try:
+            stored = await outcome.fresh_inspect(ctx, container_id)
+            found = await outcome.judge(ctx, stored, ctx.caller, units)
+        except BaseException:
+            await _undo_create(ctx, container_id, row.id)
+            raise
+        if found:
+            await _undo_create(ctx, container_id, row.id)
+            raise outcome.refusal(name or container_id[:12], "creating", found)
+        await ctx.run(
+            svc.activate, row.id, container_id=container_id, actor=actor, reason="created"
+        )
         return None
 
     async def abort() -> None:
@@ -501,3 +541,12 @@ async def check_create(ctx: Ctx, body: bytes | None) -> Plan:
         on_abort=abort,
         notes={"allocation": row.id, "gpus": [u.uuid for u in row.units]},
     )
+
+
+async def _undo_create(ctx: Ctx, container_id: str, alloc_id: int) -> None:
+    """Remove a container the engine made but ds01 refuses to run, and free its allocation."""
+    status, _ = await ctx.engine.request("DELETE", f"/containers/{container_id}?force=1&v=1")
+    if status not in (204, 404):
+        # Left for reconcile: it is stopped by the invariant sweep if it ever runs.
+        log.error("gate: could not remove refused container %s (%d)", container_id, status)
+    await ctx.run(ctx.deps.allocations.release_by_daemon, alloc_id, "create_refused")

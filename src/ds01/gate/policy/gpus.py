@@ -22,6 +22,7 @@ from ds01.gate.refusal import GateRefusal, from_error
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import UnitKind
 from ds01.runtime.spec import NVIDIA_DRIVER
+from ds01.runtime.spec import device_list_mounts as spec_device_list_mounts
 from ds01.scheduler.snapshot import RequestKind
 from ds01.services.allocation import AllocationRequest
 from ds01.store.allocations import AllocationRow
@@ -179,4 +180,12 @@ def device_requests(row: AllocationRow) -> list[dict[str, Any]]:
             "Capabilities": [["gpu"]],
             "Options": {},
         }
+    ]
+
+
+def device_list_mounts(units: tuple[str, ...]) -> list[dict[str, Any]]:
+    """ds01's device-list mounts (runtime.spec.device_list_mounts) as Engine API Mounts."""
+    return [
+        {"Type": "bind", "Source": str(m["Source"]), "Target": str(m["Target"]), "ReadOnly": True}
+        for m in spec_device_list_mounts(units)
     ]

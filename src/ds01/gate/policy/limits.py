@@ -46,6 +46,10 @@ def check_caps(
     hc: dict[str, Any], limits: Limits, *, rule: str = "create.limit", partial: bool = False
 ) -> None:
     """Refuse values above the caller's limits. partial=True (update): only keys present."""
+    for key in ("CpuQuota", "CpuPeriod", "NanoCpus"):
+        if as_int(hc.get(key), key) < 0:
+            # --cpu-quota -1 means "no quota": next to NanoCpus it lifts the CPU limit.
+            raise _refuse(rule, f"a negative {key} (no CPU limit) was refused", key, hc.get(key))
     cpus = _cpus(hc)
     if limits.cpus is not None and cpus is not None and cpus > limits.cpus + 1e-9:
         raise _refuse(

@@ -42,8 +42,9 @@ from ds01.gate.refusal import GateRefusal, LocalReply, from_error
 from ds01.identity import Caller, caller_from_uid, sanitize_username
 from ds01.model.allocation import AllocState
 from ds01.runtime.engine import ContainerInfo, container_info
+from ds01.runtime.spec import is_device_list_path
 from ds01.services.allocation import AllocationRequest
-from ds01.services.containers import RESERVED_ENV, allowed_host_path
+from ds01.services.containers import RESERVED_ENV
 from ds01.services.owners import ObjectKind
 
 EXEC_FIELDS = (
@@ -174,7 +175,9 @@ def host_binds(data: dict[str, Any]) -> list[str]:
     return [
         str(m.get("Source", ""))
         for m in data.get("Mounts") or []
-        if isinstance(m, dict) and m.get("Type") == "bind"
+        if isinstance(m, dict)
+        and m.get("Type") == "bind"
+        and not is_device_list_path(str(m.get("Destination") or ""))  # ds01's GPU list
     ]
 
 
@@ -240,7 +243,6 @@ async def container_op(ctx: Ctx, body: bytes | None) -> Plan:
     elif name == "container.unpause":
         await _judge_before_run(ctx, full_id, None, "unpausing")
     elif name in ("container.start", "container.restart"):
-        await _recheck_host_paths(ctx, data)
         await _bind_allocation(ctx, data, plan)
         units = plan.notes.get("units")
         await _judge_before_run(ctx, full_id, units, ACTIONS[name] + "ing")
@@ -401,32 +403,6 @@ async def _check_update(ctx: Ctx, data: dict[str, Any], body: bytes) -> bytes:
 # ---- host directories and allocations at start, restart and remove ---------------------
 
 
-async def _recheck_host_paths(ctx: Ctx, data: dict[str, Any]) -> None:
-    """The engine resolves bind sources again at every start: check them again too, as the
-    owner — a directory swapped for a symlink to /etc since the create is refused."""
-    paths = host_binds(data)
-    owner_name = owner_of(data)
-    if not paths or owner_name is None:
-        return
-    owner = await ctx.run(_owner_caller, ctx, owner_name)
-    if owner.is_root:
-        return
-    for path in paths:
-        try:
-            grant = await ctx.run(
-                allowed_host_path, owner, path, ctx.config, directories_only=False
-            )
-        except Ds01Error as err:
-            raise from_error("create.mount_path", err) from None
-        if grant.real != path:
-            raise GateRefusal(
-                "create.mount_path",
-                f"starting {short_name(data)!r} was refused: its mounted {path} now resolves "
-                f"to {grant.real}",
-                summary=f"start {short_name(data)} bind {path} -> {grant.real}",
-            )
-
-
 def _owner_caller(ctx: Ctx, owner: str) -> Caller:
     if owner == ctx.caller.name:
         return ctx.caller
@@ -454,6 +430,7 @@ async def _bind_allocation(ctx: Ctx, data: dict[str, Any], plan: Plan) -> None:
         row = await _reallocate(ctx, info, owner)
         fresh = True
     alloc_id = row.id
+    plan.notes["units"] = tuple(u.uuid for u in row.units)
     actor = ctx.caller.name
 
     async def after(status: int, _body: bytes | None) -> bytes | None:
