@@ -329,20 +329,3 @@ def test_container_info_flags_gpu_requests_by_count(
     data = {**INSPECT, "HostConfig": {"DeviceRequests": [request_]}}
     info = container_info(data)
     assert (info.gpu_device_ids, info.gpu_unpinned) == (ids, unpinned)
-
-
-def test_device_list_mounts_that_ds01_did_not_make_are_found() -> None:
-    from ds01.runtime.spec import foreign_device_list_mounts
-
-    inspect = {
-        "Mounts": [
-            {"Destination": f"/var/run/nvidia-container-devices/{GPU}", "Source": "/dev/null"},
-            {"Destination": "/var/run/nvidia-container-devices/all", "Source": "/var/lib/x"},
-            {"Destination": "/run/nvidia-container-devices/../nvidia-container-devices/0"},
-            {"Destination": "/workspace", "Source": "/home/a/w"},
-        ]
-    }
-    assert foreign_device_list_mounts(inspect, (GPU,)) == [
-        "/var/run/nvidia-container-devices/all",
-        "/run/nvidia-container-devices/../nvidia-container-devices/0",
-    ]

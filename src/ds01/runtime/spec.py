@@ -172,18 +172,6 @@ def is_device_list_path(target: str) -> bool:
     return any(norm == d or norm.startswith(d + "/") for d in DEVICE_LIST_DIRS)
 
 
-def foreign_device_list_mounts(inspect: Mapping[str, Any], gpu_uuids: tuple[str, ...]) -> list[str]:
-    """Mount destinations on the device-list path that ds01 did not put there — e.g. from an
-    image's VOLUME — which would hand the container GPUs outside its allocation."""
-    ours = {f"{DEVICE_LIST_DIR}/{u}" for u in gpu_uuids}
-    return [
-        str(m.get("Destination"))
-        for m in inspect.get("Mounts") or []
-        if is_device_list_path(str(m.get("Destination") or ""))
-        and str(m.get("Destination")) not in ours
-    ]
-
-
 def visible_devices(gpu_uuids: tuple[str, ...]) -> str:
     """NVIDIA_VISIBLE_DEVICES for a container pinned to these units."""
     return ",".join(gpu_uuids) if gpu_uuids else VISIBLE_DEVICES_CPU_ONLY

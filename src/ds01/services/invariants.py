@@ -39,6 +39,7 @@ from ds01.config import Config
 from ds01.errors import Ds01Error
 from ds01.identity import Caller
 from ds01.model.limits import Limits
+from ds01.runtime.engine import Engine
 from ds01.runtime.spec import (
     DEVICE_LIST_DIR,
     ENV_VISIBLE_DEVICES,
@@ -46,6 +47,7 @@ from ds01.runtime.spec import (
     VISIBLE_DEVICES_CPU_ONLY,
     is_device_list_path,
 )
+from ds01.services.owners import ObjectKind, OwnerBook
 
 NANO = 1_000_000_000
 DEFAULT_CPU_PERIOD = 100_000
@@ -412,3 +414,24 @@ def expectation_for(
         host_path=host_path_rule(owner, config),
         container_owner=container_owner,
     )
+
+
+def judge(
+    engine: Engine,
+    owners: OwnerBook,
+    config: Config,
+    owner: Caller,
+    data: Mapping[str, Any],
+    units: tuple[str, ...] | None,
+) -> list[Violation]:
+    """violations() for a container of `owner`, with the engine's facts read through `engine`
+    (the daemon's side: deploy and the invariant sweep; the gate has its own async reader)."""
+    exp = expectation_for(
+        owner,
+        config,
+        cgroup_driver=engine.info_cgroup_driver(),
+        default_runtime=engine.info_default_runtime(),
+        units=units,
+        container_owner=lambda ref: owners.owner(ObjectKind.CONTAINER, ref),
+    )
+    return violations(data, exp)

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from enum import Enum
+from enum import StrEnum
 
 
-class ObjectKind(str, Enum):
+class ObjectKind(StrEnum):
     CONTAINER = "container"
     VOLUME = "volume"
     NETWORK = "network"
