@@ -17,6 +17,9 @@ __all__ = ["ObjectKind", "OwnerBook"]
 class OwnerBook:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Set once the gate has adopted the labelled volumes and networks of before owner
+        # records (gate/policy/volumes_networks.py adopt_labelled): once per daemon.
+        self.labelled_adopted = False
 
     def record(self, kind: ObjectKind, key: str, owner: str, *, origin: str) -> None:
         with self.db.transaction() as conn:
@@ -25,6 +28,11 @@ class OwnerBook:
     def adopt(self, kind: ObjectKind, key: str, owner: str, *, origin: str) -> bool:
         with self.db.transaction() as conn:
             return objects.adopt(conn, kind, key, owner, origin=origin)
+
+    def adopt_all(self, found: list[tuple[ObjectKind, str, str]], *, origin: str) -> int:
+        """adopt() for each (kind, key, owner), in one transaction; how many were recorded."""
+        with self.db.transaction() as conn:
+            return sum(objects.adopt(conn, k, key, o, origin=origin) for k, key, o in found)
 
     def owner(self, kind: ObjectKind, key: str) -> str | None:
         with self.db.transaction(immediate=False) as conn:

@@ -1,8 +1,22 @@
-"""Narrow list, event and prune requests to the caller's own objects by adding the label filter
-`ds01.owner=<caller>` to the engine's `filters` query parameter. The engine ANDs label filters,
-so a user's own filters can only narrow further, never widen.
+"""Narrow lists, events and prunes to the caller's own objects (admins: everything).
 
-The parameter is parsed strictly (one `filters` parameter, a JSON object of lists or of
+Container and volume lists: the engine's reply is read whole and filtered by the owner records
+(services/owners.py), so a container whose ds01.owner label names the caller (a legacy build
+step of an image with `LABEL ds01.owner=<caller>`) is not listed, and one made for the caller is
+whatever its labels say.
+
+Container prunes: the engine can narrow a prune only by label, so the gate removes the caller's
+stopped containers itself, one by one (prune_containers).
+
+Events stream and cannot be held back for filtering: they keep the label filter
+`ds01.owner=<caller>`, which the engine ANDs with the user's own. What that lets through is
+limited to events of objects whose labels name the caller — the caller's own, and build
+containers (and images) built from an image whose LABEL names them: a builder can make such
+events appear in someone's `docker events`, and sees the events of builds that others run from
+an image labelled with the builder's name (IDs, image names, exit codes). Nobody can see events
+of a container ds01 made for someone else: ds01 stamps the owner label over the image's.
+
+The `filters` parameter is parsed strictly (one parameter, a JSON object of lists or of
 {value: true} maps, each key once) and re-encoded in the map form every API version reads.
 """
 
@@ -11,10 +25,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ds01.gate.policy.context import Ctx, Plan
+from ds01.gate.engine import query_json, seg
+from ds01.gate.policy.context import After, Ctx, Plan
 from ds01.gate.policy.jsonbody import parse_object
 from ds01.gate.refusal import GateRefusal
 from ds01.runtime.spec import LABEL_OWNER
+from ds01.services.owners import ObjectKind
 
 
 def parse(query: list[tuple[str, str]]) -> dict[str, dict[str, bool]]:
@@ -48,6 +64,113 @@ def with_owner(ctx: Ctx, query: list[tuple[str, str]]) -> list[tuple[str, str]]:
 async def own_only(ctx: Ctx, body: bytes | None) -> Plan:
     """GET /containers/json, GET /events, GET /volumes: the caller's own (admins: all)."""
     query = list(ctx.req.query)
-    if not ctx.is_admin:
-        query = with_owner(ctx, query)
-    return Plan(ctx.req.path, query)
+    if ctx.is_admin:
+        return Plan(ctx.req.path, query)
+    if ctx.req.name == "events":
+        return Plan(ctx.req.path, with_owner(ctx, query))
+    parse(query)  # the engine reads the user's filters: refuse what it could read otherwise
+    plan = Plan(ctx.req.path, query)
+    plan.capture_response = True
+    plan.after = _list_filter(ctx)
+    return plan
+
+
+def _list_filter(ctx: Ctx) -> After:
+    """The hook that keeps, of the engine's list reply, what the caller owns."""
+    volumes = ctx.req.name == "volumes.list"
+
+    async def after(status: int, reply: bytes | None) -> bytes | None:
+        if status != 200 or reply is None:
+            return None
+        data = json.loads(reply)
+        items = (data.get("Volumes") if isinstance(data, dict) else data) if volumes else data
+        if not isinstance(items, list):
+            return None if not volumes or items is None else b'{"Volumes":[],"Warnings":[]}'
+        if volumes:
+            from ds01.gate.policy import volumes_networks as vn
+
+            await vn.adopt_labelled(ctx)
+        kind, key = (ObjectKind.VOLUME, "Name") if volumes else (ObjectKind.CONTAINER, "Id")
+        keys = [str(i.get(key, "")) for i in items if isinstance(i, dict)]
+        owners = await ctx.run(ctx.deps.containers.owners.owners, kind, keys)
+        me = ctx.caller.name
+        keep = [i for i in items if isinstance(i, dict) and owners.get(str(i.get(key))) == me]
+        out: Any = {**data, "Volumes": keep} if volumes else keep
+        return json.dumps(out).encode()
+
+    return after
+
+
+# ---- container prune ------------------------------------------------------------------
+
+PRUNE_FILTERS = frozenset({"label", "label!"})
+# A prune the engine runs to answer in its own format while removing nothing: containers made
+# before 1970-01-01T00:00:01.
+PRUNE_NOTHING = json.dumps({"until": {"1": True}}, separators=(",", ":"))
+
+
+async def prune_containers(ctx: Ctx, body: bytes | None) -> Plan:
+    """POST /containers/prune. The engine narrows a prune only by label, and a container's
+    labels are forgeable (a legacy build step runs in a container with its image's labels), so
+    for a non-admin the gate removes the caller's stopped containers itself, one by one (the
+    same removal as `docker rm`, which fails on a container started meanwhile), and answers
+    with the engine's reply to a prune that matches nothing, listing what it removed.
+    SpaceReclaimed is not measured (0)."""
+    if ctx.is_admin:
+        return Plan(ctx.req.path, list(ctx.req.query))
+    wanted = parse(ctx.req.query)
+    if set(wanted) - PRUNE_FILTERS:
+        raise GateRefusal(
+            "request.query",
+            f"docker container prune --filter {', '.join(sorted(set(wanted) - PRUNE_FILTERS))} "
+            "is not supported by the gate (only label filters); remove containers with "
+            "docker rm $(docker ps -aq -f status=exited)",
+        )
+    rest = [(k, v) for k, v in ctx.req.query if k != "filters"]
+    plan = Plan(ctx.req.path, [*rest, ("filters", PRUNE_NOTHING)])
+
+    async def after(status: int, reply: bytes | None) -> bytes | None:
+        if status != 200:
+            return None
+        removed = await _remove_stopped(ctx, wanted)
+        return json.dumps({"ContainersDeleted": removed or None, "SpaceReclaimed": 0}).encode()
+
+    plan.capture_response = True
+    plan.after = after
+    return plan
+
+
+def _labels_match(labels: dict[str, str], wanted: dict[str, dict[str, bool]]) -> bool:
+    """The engine's label / label! prune filters: `key` or `key=value`."""
+
+    def has(spec: str) -> bool:
+        key, eq, value = spec.partition("=")
+        return key in labels and (not eq or labels[key] == value)
+
+    return all(has(s) for s in wanted.get("label", {})) and not any(
+        has(s) for s in wanted.get("label!", {})
+    )
+
+
+async def _remove_stopped(ctx: Ctx, wanted: dict[str, dict[str, bool]]) -> list[str]:
+    stopped = query_json({"status": ["created", "exited", "dead"]})
+    status, items = await ctx.engine.get(f"/containers/json?all=1&filters={stopped}")
+    if status != 200 or not isinstance(items, list):
+        return []
+    ids = [str(c.get("Id", "")) for c in items if isinstance(c, dict)]
+    owners = await ctx.run(ctx.deps.containers.owners.owners, ObjectKind.CONTAINER, ids)
+    removed = []
+    for c in items:
+        cid = str(c.get("Id", ""))
+        if owners.get(cid) != ctx.caller.name or not _labels_match(c.get("Labels") or {}, wanted):
+            continue
+        status, _ = await ctx.engine.request("DELETE", f"/containers/{seg(cid)}")
+        if status != 204:
+            continue  # started (or removed) meanwhile
+        removed.append(cid)
+        ctx.deps.inspected.pop(cid, None)
+        row = await ctx.run(ctx.deps.allocations.live_for_container_id, cid)
+        if row is not None:
+            await ctx.run(ctx.deps.allocations.release_by_daemon, row.id, "container_removed")
+        await ctx.run(ctx.deps.containers.owners.forget, ObjectKind.CONTAINER, cid)
+    return removed
