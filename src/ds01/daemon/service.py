@@ -27,6 +27,8 @@ from ds01.services.containers import ContainerService
 from ds01.services.grants import GrantService
 from ds01.services.hostproc import HostProcessWatch
 from ds01.services.reconcile import Reconciler
+from ds01.services.invariants import describe
+from ds01.services.sweep import InvariantSweep
 from ds01.store.db import Database
 
 log = logging.getLogger("ds01d")
@@ -47,6 +49,7 @@ class Daemon:
         self.engine = Engine(self.config.docker.host)
         self.containers = ContainerService(self.allocations, self.engine, lambda: self.config)
         self.reconciler = Reconciler(self.containers)
+        self.sweep = InvariantSweep(self.containers)
         self._wire_host_access()
         self.docker_state = "unknown"
         self._stopping = False
@@ -154,6 +157,7 @@ class Daemon:
     def _reconcile_once(self, startup: bool = False) -> None:
         try:
             self.reconciler.run(startup=startup)
+            self.sweep.run()
         except Ds01Error as err:
             if self.docker_state != "down":
                 log.error(
@@ -253,6 +257,15 @@ class Daemon:
                 problem=o.problem,
             )
             for o in self.reconciler.orphans
+        ] + [
+            OrphanOut(
+                container_id=s.container_id,
+                docker_name=s.name,
+                owner=s.owner,
+                gpu_device_ids=[],
+                problem="stopped by ds01: " + describe(list(s.found)),
+            )
+            for s in self.sweep.stopped
         ]
 
     async def stop(self) -> None:
