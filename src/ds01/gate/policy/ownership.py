@@ -270,7 +270,8 @@ async def _judge_before_run(
     from ds01.gate.policy import outcome
 
     data = await outcome.fresh_inspect(ctx, container_id)
-    owner_name = owner_of(data)
+    owners = ctx.deps.containers.owners
+    owner_name = await ctx.run(owners.owner, ObjectKind.CONTAINER, container_id)
     if owner_name is None:
         return  # no ds01 owner: only admins reach it, and they act with their own judgement
     owner = await ctx.run(_owner_caller, ctx, owner_name)
