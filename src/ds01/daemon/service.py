@@ -26,8 +26,8 @@ from ds01.services.allocation import AllocationService
 from ds01.services.containers import ContainerService
 from ds01.services.grants import GrantService
 from ds01.services.hostproc import HostProcessWatch
-from ds01.services.reconcile import Reconciler
 from ds01.services.invariants import describe
+from ds01.services.reconcile import Reconciler
 from ds01.services.sweep import InvariantSweep
 from ds01.store.db import Database
 
