@@ -364,6 +364,30 @@ _RULES: tuple[Rule, ...] = (
         "Remove only images your own containers use; 'docker ps -a' shows yours.",
     ),
     Rule(
+        "image.not_owner",
+        R.NOT_OWNER,
+        "Images a user builds, commits, imports or loads are theirs alone: they can hold that "
+        "user's files and secrets (an ENV HF_TOKEN=…).",
+        "Use your own images or shared ones ('docker images' lists those you may use); to share "
+        "an image, ask an admin to tag it.",
+    ),
+    Rule(
+        "image.tag_not_owner",
+        R.NOT_OWNER,
+        "A tag names what everyone who runs it gets: only the user who made it may move or "
+        "remove it, and tags made by admins (or before ds01 recorded tags) are shared and "
+        "read-only.",
+        "Use a name of your own, e.g. <you>/NAME:TAG ('docker images' shows the tags).",
+    ),
+    Rule(
+        "build.buildkit",
+        R.POLICY,
+        "BuildKit speaks HTTP/2 inside its connection, which the gate cannot check: it could "
+        "prune everyone's build cache or reach the host's network.",
+        "Build with the classic builder: DOCKER_BUILDKIT=0 docker build … (docker 23 and newer "
+        "without the buildx plugin do this by themselves; unset DOCKER_BUILDKIT=1).",
+    ),
+    Rule(
         "image.import_url",
         R.POLICY,
         "The engine would fetch the URL as root from inside the host's network.",
@@ -379,8 +403,10 @@ _RULES: tuple[Rule, ...] = (
     Rule(
         "build.option",
         R.HOST_PRIVILEGE,
-        "Build steps would run in the host's network or outside your cgroup.",
-        "Drop --network host / --cgroup-parent from docker build.",
+        "Build steps would run in the host's network or outside your cgroup, or a pulled base "
+        "image would replace a tag others use.",
+        "Drop --network host / --cgroup-parent / --pull from docker build (docker pull the base "
+        "image first).",
     ),
     Rule(
         "volume.not_owner",

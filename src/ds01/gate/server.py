@@ -26,10 +26,10 @@ import grp
 import logging
 import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ds01.errors import Ds01Error
 from ds01.gate.engine import EngineClient, EngineConn
@@ -440,6 +440,8 @@ class _Connection:
         rhead: ResponseHead,
         sender: asyncio.Task[None] | None,
     ) -> bool:
+        if plan.response_headers:
+            rhead = _with_headers(rhead, plan.response_headers)
         framing, length = rhead.framing(head.method)
         if rhead.status == 101 or (framing == "close" and req.route.hijack and rhead.status < 300):
             if not req.route.hijack:
@@ -476,24 +478,10 @@ class _Connection:
                 await self.cw.drain()
         else:
             await _after(plan, rhead.status, None)
-            if framing == "length" and len(up.reader.buf) >= length:
-                # The whole (small) body is here already: one write, one system call.
-                self.cw.write(rhead.raw + await up.reader.read_exact(length))
-            elif framing == "length":
-                self.cw.write(rhead.raw)
-                await copy_length(up.reader, self.cw, length)
-            else:
-                self.cw.write(rhead.raw)
-                if framing == "chunked":
-                    copy = copy_chunked(up.reader, self.cw, canonical=False)
-                elif framing == "close":
-                    copy = copy_until_eof(up.reader, self.cw)
-                else:
-                    copy = None
-                if copy is not None:
-                    idle_client = head.method == "GET" and (sender is None or sender.done())
-                    await self._stream(copy, up, watch_client=idle_client)
-            await self.cw.drain()
+            try:
+                await self._copy_response(head, up, rhead, sender, plan)
+            finally:
+                await _finished(plan, rhead.status)
         if sender is not None:
             if not sender.done():
                 return False  # the engine answered before reading the body: start afresh
@@ -504,6 +492,36 @@ class _Connection:
             return False
         up.usable = True
         return head.keep_alive
+
+    async def _copy_response(
+        self,
+        head: RequestHead,
+        up: EngineConn,
+        rhead: ResponseHead,
+        sender: asyncio.Task[None] | None,
+        plan: Plan,
+    ) -> None:
+        """Forward the engine's answer as it comes; a plan's tap sees every byte on the way."""
+        framing, length = rhead.framing(head.method)
+        cw = self.cw if plan.tap is None else cast(asyncio.StreamWriter, _Tap(self.cw, plan.tap))
+        if framing == "length" and len(up.reader.buf) >= length:
+            # The whole (small) body is here already: one write, one system call.
+            cw.write(rhead.raw + await up.reader.read_exact(length))
+        elif framing == "length":
+            cw.write(rhead.raw)
+            await copy_length(up.reader, cw, length)
+        else:
+            cw.write(rhead.raw)
+            if framing == "chunked":
+                copy = copy_chunked(up.reader, cw, canonical=False)
+            elif framing == "close":
+                copy = copy_until_eof(up.reader, cw)
+            else:
+                copy = None
+            if copy is not None:
+                idle_client = head.method == "GET" and (sender is None or sender.done())
+                await self._stream(copy, up, watch_client=idle_client)
+        await cw.drain()
 
     async def _stream(
         self, copy: Coroutine[Any, Any, None], up: EngineConn, *, watch_client: bool
@@ -597,6 +615,41 @@ async def _after(plan: Plan, status: int, body: bytes | None) -> bytes | None:
     except Exception:
         log.exception("gate: bookkeeping after the engine's answer (%d) failed", status)
         return None
+
+
+async def _finished(plan: Plan, status: int) -> None:
+    """Run the plan's end-of-stream hook (what a build or pull made, now that it is made)."""
+    if plan.finished is None:
+        return
+    try:
+        await plan.finished(status)
+    except Exception:
+        log.exception("gate: bookkeeping after the engine's streamed answer failed")
+
+
+class _Tap:
+    """The client's writer, showing every byte written to a plan's observer first (the image
+    ID a build reports at its end)."""
+
+    def __init__(self, writer: asyncio.StreamWriter, observe: Callable[[bytes], None]) -> None:
+        self.writer = writer
+        self.observe = observe
+
+    def write(self, data: bytes) -> None:
+        self.observe(data)
+        self.writer.write(data)
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+
+def _with_headers(rhead: ResponseHead, replace: dict[str, str]) -> ResponseHead:
+    """The engine's response head with some headers replaced (Builder-Version on _ping)."""
+    h = Headers(list(rhead.headers.items))
+    for name, value in replace.items():
+        h.put(name, value)
+    line = rhead.raw.split(b"\r\n", 1)[0] + b"\r\n"
+    return ResponseHead(line + h.encode() + b"\r\n", rhead.status, rhead.minor, h)
 
 
 _EMPTY_BODIES = (b"", b"{}", b"null")

@@ -8,7 +8,7 @@ recognised endpoint to its rule and returns the Plan for forwarding it.
     gpus.py               DeviceRequests → allocation → exact UUIDs
     ownership.py          container/exec-scoped operations; start/remove and allocations
     filters.py            list/events narrowed to the caller's objects
-    images.py             image removal, imports, builds, prunes
+    images.py             tags and private images, pulls, imports, loads, builds, prunes
     volumes_networks.py   volumes and networks: owner labels, drivers
     jsonbody.py           strict JSON reading shared by the body rules
 
@@ -31,13 +31,24 @@ RULES: dict[str, Rule] = {
     "containers.list": filters.own_only,
     "containers.create": create.check_create,
     "containers.prune": vn.prune_own,
-    "container.commit": ownership.commit,
+    "container.commit": images.commit,
     "exec.start": ownership.exec_op,
     "exec.resize": ownership.exec_op,
     "exec.inspect": ownership.exec_op,
+    "ping": images.ping,
+    "images.list": images.listing,
     "images.create": images.create,
+    "images.load": images.load,
+    "images.save": images.export,
     "images.prune": images.prune,
     "build": images.build,
+    "build.session": images.buildkit,
+    "build.grpc": images.buildkit,
+    "image.inspect": images.inspect,
+    "image.history": images.inspect,
+    "image.save": images.export,
+    "image.tag": images.tag,
+    "image.push": images.export,
     "image.remove": images.remove,
     "volumes.list": filters.own_only,
     "volumes.create": vn.volumes_create,
