@@ -43,9 +43,7 @@ def record(
     )
 
 
-def adopt(
-    conn: sqlite3.Connection, kind: ObjectKind, key: str, owner: str, *, origin: str
-) -> bool:
+def adopt(conn: sqlite3.Connection, kind: ObjectKind, key: str, owner: str, *, origin: str) -> bool:
     """Record an owner only where none is recorded yet; True when a record was made."""
     cur = conn.execute(
         "INSERT OR IGNORE INTO objects (kind, key, owner, origin, created_at) "
