@@ -215,7 +215,10 @@ def read_response(s, deadline):
         buf += d
     head, _, rest = buf.partition(b"\r\n\r\n")
     lower = head.lower()
-    if b"content-length:" in lower:
+    status = head.split(b" ", 2)[1:2]
+    if status in ([b"204"], [b"304"]):
+        done = lambda r: True  # no body by definition
+    elif b"content-length:" in lower:
         n = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
         done = lambda r: len(r) >= n
     elif b"transfer-encoding: chunked" in lower:

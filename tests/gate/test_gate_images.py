@@ -239,7 +239,6 @@ def test_private_image_usable_by_its_owner(lab: Lab, secret: tuple[str, str]) ->
     assert image_id.removeprefix("sha256:")[:12] in r.stdout.split()
 
 
-@pytest.mark.xfail(reason="create.py calls images.require_usable (another change)", strict=False)
 def test_private_image_not_runnable_by_others(lab: Lab, secret: tuple[str, str]) -> None:
     tag, _ = secret
     r = lab.w.docker(lab.mallory, "run", "--rm", tag, "sh", "-c", "echo $HF_TOKEN")

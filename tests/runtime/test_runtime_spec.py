@@ -241,6 +241,8 @@ def test_workspace_mounts_are_bind_mounts(make_spec: MakeSpec) -> None:
         {"Target": "/workspace", "Source": "/home/alice/ws", "Type": "bind", "ReadOnly": False},
         {"Target": "/data", "Source": "/data/shared", "Type": "bind", "ReadOnly": True},
     ]
+    # It sees host paths: it may never gain privileges (set-uid files in the image included).
+    assert kw["security_opt"] == ["no-new-privileges"]
 
 
 def test_relative_mount_paths_are_refused(make_spec: MakeSpec) -> None:

@@ -237,6 +237,10 @@ def create_kwargs(
         ]
         + device_list_mounts(spec.gpu_uuids),
     }
+    if spec.mounts:
+        # A container that sees host paths runs as its owner and can never gain privileges
+        # (set-uid files in the image included): invariant I9.
+        kwargs["security_opt"] = ["no-new-privileges"]
     if spec.working_dir is not None:
         kwargs["working_dir"] = spec.working_dir
     if limits.cpus is not None:

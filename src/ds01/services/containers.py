@@ -31,7 +31,8 @@ from ds01.identity import Caller, docker_container_name, validate_container_name
 from ds01.model.allocation import AllocState
 from ds01.model.limits import Limits
 from ds01.runtime.engine import ContainerInfo, Engine, ShellSession
-from ds01.runtime.spec import ContainerSpec, WorkspaceMount, foreign_device_list_mounts
+from ds01.runtime.spec import ContainerSpec, WorkspaceMount
+from ds01.services import invariants
 from ds01.services.allocation import AllocationRequest, AllocationService
 from ds01.services.owners import ObjectKind, OwnerBook
 from ds01.store.allocations import AllocationRow
@@ -207,14 +208,20 @@ class ContainerService:
             # Recorded before anything else can fail: the record, not a label, makes it the
             # caller's (and lets a restarted ds01d tell it from a forged half-deploy).
             self.owners.record(ObjectKind.CONTAINER, container_id, caller.name, origin="deploy")
-            foreign = foreign_device_list_mounts(self.engine.inspect(container_id), spec.gpu_uuids)
-            if foreign:
+            stored = self.engine.inspect(container_id)
+            found = invariants.judge(
+                self.engine, self.owners, self.config, caller, stored, spec.gpu_uuids
+            )
+            if found:
                 raise Refusal(
                     RefusalReason.POLICY,
-                    f"the image {req.image} mounts {', '.join(foreign)}",
-                    why="NVIDIA's runtime reads a container's GPU list from that path; only "
-                    "ds01 may put the allocated GPUs there.",
-                    fix="Use an image without a VOLUME under /var/run/nvidia-container-devices.",
+                    f"the container made from {req.image} breaks ds01's rules: "
+                    + invariants.describe(found),
+                    why="ds01 checks every container as the engine stored it before it runs; "
+                    "an image can add volumes (e.g. on NVIDIA's device-list path, where the "
+                    "runtime reads a container's GPU list) and settings a request did not ask for.",
+                    fix="Use an image without a VOLUME under /var/run/nvidia-container-devices; "
+                    "if the message names something else, tell an admin.",
                 )
             progress("starting the container")
             self.engine.start(container_id)

@@ -27,7 +27,7 @@ import posixpath
 from datetime import UTC, datetime
 from typing import Any
 
-from ds01.gate.policy import gpus, limits, mounts, outcome, ownership
+from ds01.gate.policy import gpus, images, limits, mounts, outcome, ownership
 from ds01.gate.policy import volumes_networks as vn
 from ds01.gate.policy.context import Ctx, Plan
 from ds01.gate.policy.jsonbody import (
@@ -452,6 +452,7 @@ async def check_create(ctx: Ctx, body: bytes | None) -> Plan:
     name = ctx.req.query_first("name") or ""
 
     # 1. Pure checks: nothing is asked of anyone yet.
+    ownership.check_container_name(ctx, name)
     _privileges(ctx, hc)
     env = _env(top)
     labels = _labels(top)
@@ -462,7 +463,8 @@ async def check_create(ctx: Ctx, body: bytes | None) -> Plan:
     resolved = await ctx.run(ctx.deps.allocations.limits_for, ctx.caller)
     caps = host_fitted(resolved.limits)
     limits.check_caps(hc, caps)
-    # 2. Checks that ask the engine (other containers, networks, volumes).
+    # 2. Checks that ask the engine (the image, other containers, networks, volumes).
+    await images.require_usable(ctx, as_str(top.get("Image"), "Image"))
     inherited = await _container_refs(ctx, hc)
     await _networks(ctx, hc, net)
     found = await mounts.check(ctx, hc)

@@ -177,6 +177,8 @@ def api_version(text: str) -> tuple[int, int] | None:
     if not dot or not major.isdigit() or not minor.isdigit():
         return None
     return int(major), int(minor)
+
+
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 _BAD_PCT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CTL = re.compile(r"[\x00-\x1f\x7f]")
