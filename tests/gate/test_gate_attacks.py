@@ -342,3 +342,14 @@ def test_the_sweep_stops_a_running_container_that_breaks_an_invariant(
                 "user",
             ]
             docker_client.api.remove_container(cid, force=True)
+
+
+def test_a_network_with_an_address_range_of_ones_choosing_is_refused(attack: Attack) -> None:
+    a = attack
+    net = unique("subnet")
+    r = a.w.docker(a.mallory, "network", "create", "--subnet", "10.99.0.0/16", net)
+    refused(r, "a network with the address range")
+    assert a.client.networks.list(names=[net]) == []
+    r = a.w.docker(a.mallory, "network", "create", net)
+    assert r.returncode == 0, r.stderr
+    assert a.w.docker(a.mallory, "network", "rm", net).returncode == 0

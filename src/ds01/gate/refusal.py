@@ -433,6 +433,13 @@ _RULES: tuple[Rule, ...] = (
         "host's own interfaces.",
         "Create a plain network: docker network create NAME.",
     ),
+    Rule(
+        "network.subnet",
+        R.POLICY,
+        "A network's address range becomes a route on the host; one that overlaps the lab's "
+        "own networks would send the host's traffic for them into your network.",
+        "Let Docker pick the range: docker network create NAME.",
+    ),
 )
 
 RULES: Final[dict[str, Rule]] = {r.id: r for r in _RULES}

@@ -24,6 +24,7 @@ from ds01.gate.policy import filters
 from ds01.gate.policy.context import Ctx, Plan
 from ds01.gate.policy.jsonbody import (
     as_bool,
+    as_list,
     as_str,
     as_str_map,
     canonical,
@@ -301,6 +302,15 @@ async def networks_create(ctx: Ctx, body: bytes | None) -> Plan:
             f"{short({k: spec.get(k) for k in ('Options', 'IPAM', 'Scope') if spec.get(k)})} "
             "was refused",
             summary=f"network create {short(spec)}",
+        )
+    subnets = [c for c in as_list(ipam.get("Config"), "IPAM.Config") if c]
+    if subnets and not ctx.is_admin:
+        # Each bridge network's subnet becomes a route on the host: one that overlaps the lab's
+        # own networks would send the host's traffic for them into a user's bridge.
+        raise GateRefusal(
+            "network.subnet",
+            f"a network with the address range {short(subnets)} was refused",
+            summary=f"network create IPAM.Config={short(subnets)}",
         )
     labels = as_str_map(spec.get("Labels"), "Labels")
     check_labels(labels, "network create")
