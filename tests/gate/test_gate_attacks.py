@@ -353,3 +353,26 @@ def test_a_network_with_an_address_range_of_ones_choosing_is_refused(attack: Att
     r = a.w.docker(a.mallory, "network", "create", net)
     assert r.returncode == 0, r.stderr
     assert a.w.docker(a.mallory, "network", "rm", net).returncode == 0
+
+
+def test_a_pulled_tag_may_be_pulled_again_by_another_user(attack: Attack) -> None:
+    """Its name means the registry's image either way; a locally made tag may not be (see
+    test_gate_images.py). No registry is reachable here: the gate forwards the pull, and the
+    engine's own error comes back."""
+    a = attack
+    tag = f"ds01-gatetest/pulled:{unique('t')}"
+    a.client.images.get(TEST_IMAGE).tag(tag)
+    db = sqlite3.connect(a.w.d.state_dir / "ds01.db", timeout=10)
+    try:
+        with db:
+            db.execute(
+                "INSERT INTO objects (kind, key, owner, origin, created_at) "
+                "VALUES ('tag', ?, 'someone-else', 'pull', ?)",
+                (f"docker.io/{tag}", time.time()),
+            )
+    finally:
+        db.close()
+    r = a.w.docker(a.mallory, "pull", tag, timeout=60)
+    assert "ds01:" not in r.stderr, r.stderr
+    assert not gate_events(a, "image.tag_not_owner")
+    a.client.images.remove(tag)

@@ -245,16 +245,21 @@ async def listing(ctx: Ctx, body: bytes | None) -> Plan:
 
 
 async def require_tag_writable(
-    ctx: Ctx, key: str | None, action: str, *, fix: str | None = None
+    ctx: Ctx, key: str | None, action: str, *, fix: str | None = None, pull: bool = False
 ) -> None:
-    """Refuse (image.tag_not_owner) writing the tag `key` unless it is new or the caller's."""
+    """Refuse (image.tag_not_owner) writing the tag `key` unless it is new or the caller's —
+    or, for a pull, a tag someone else also pulled: the name then means the registry's image
+    either way, and nobody's local build is replaced."""
     if key is None or ctx.is_admin:
         return
     tags = await engine_tags(ctx)
     if key not in tags:
         return
-    owner = await ctx.run(_book(ctx).owner, ObjectKind.TAG, key)
+    book = _book(ctx)
+    owner = await ctx.run(book.owner, ObjectKind.TAG, key)
     if owner == ctx.caller.name:
+        return
+    if pull and owner is not None and await ctx.run(book.origin, ObjectKind.TAG, key) == "pull":
         return
     whose = "another user's" if owner is not None else "shared (read-only)"
     raise GateRefusal(
@@ -399,11 +404,11 @@ async def _pull(ctx: Ctx) -> Plan:
     if name_only:
         repo = (normalise_tag(image) or "").rsplit(":", 1)[0]
         for old in sorted(k for k in await engine_tags(ctx) if k.rsplit(":", 1)[0] == repo):
-            await require_tag_writable(ctx, old, "docker pull onto", fix=fix)
+            await require_tag_writable(ctx, old, "docker pull onto", fix=fix, pull=True)
         keys: list[str] = []
     else:
         key = normalise_tag(image, new_tag)
-        await require_tag_writable(ctx, key, "docker pull onto", fix=fix)
+        await require_tag_writable(ctx, key, "docker pull onto", fix=fix, pull=True)
         keys = [key] if key is not None else []
     if keys:
         plan.finished = _record_existing(ctx, keys, "pull")
