@@ -246,6 +246,15 @@ def test_private_image_not_runnable_by_others(lab: Lab, secret: tuple[str, str])
     refused(r.stderr, f"you may not create containers from image {tag!r}")
 
 
+def test_private_image_not_deployable_by_others(lab: Lab, secret: tuple[str, str]) -> None:
+    tag, _ = secret
+    r = lab.w.d.cli(
+        "container", "deploy", "peek", "--image", tag, "--cpu-only", "--detach", user=lab.mallory
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"you may not deploy image {tag!r}: it is another user's private image" in r.stderr
+
+
 # ---- attack 4: build networks -------------------------------------------------------------
 
 

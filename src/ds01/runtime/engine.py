@@ -267,12 +267,15 @@ class Engine:
     # -- images ---------------------------------------------------------------------------
 
     def image_exists(self, ref: str) -> bool:
+        return self.image_id(ref) is not None
+
+    def image_id(self, ref: str) -> str | None:
+        """The ID (sha256:…) of the image `ref` names, None when there is none."""
         with self._translate("look up an image", image=ref):
             try:
-                self._docker().images.get(ref)
+                return str(self._docker().images.get(ref).id)
             except docker.errors.NotFound:
-                return False
-        return True
+                return None
 
     def pull(self, ref: str, progress: Callable[[Mapping[str, Any]], None] | None = None) -> None:
         """Pull ``ref`` (``name[:tag]``, ``name@digest``; tag defaults to latest), reporting each

@@ -182,6 +182,7 @@ class ContainerService:
         if not self.engine.image_exists(req.image):
             progress(f"pulling {req.image}")
             self.engine.pull(req.image, lambda m: progress(_pull_line(m)))
+        self._require_usable_image(caller, req.image)
 
         progress("allocating GPUs")
         alloc = self.allocations.allocate(caller, _with_container(req.allocation, req.name))
@@ -246,6 +247,21 @@ class ContainerService:
                 # Its owner record stays: it is the caller's, to see and retire.
                 log.error("could not remove half-deployed container %s: %s", container_id, err)
         self.allocations.release_by_daemon(alloc_id, "deploy_failed")
+
+    def _require_usable_image(self, caller: Caller, image: str) -> None:
+        """An image another user built, committed, imported or loaded is theirs alone (its
+        files and ENV may hold their secrets): the same rule as the gate's image.not_owner."""
+        image_id = self.engine.image_id(image)
+        owner = self.owners.owner(ObjectKind.IMAGE, image_id) if image_id else None
+        if owner is not None and owner != caller.name and not caller.is_admin:
+            raise Refusal(
+                RefusalReason.NOT_OWNER,
+                f"you may not deploy image {image!r}: it is another user's private image",
+                why="Images a user builds, commits, imports or loads can hold their files and "
+                "secrets; they are theirs alone.",
+                fix="Use your own image or a shared one (docker images); ask an admin to share "
+                "one.",
+            )
 
     def _require_engine(self) -> None:
         # ping() raises when the engine does not answer (it returns False only for an odd
