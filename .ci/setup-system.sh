@@ -4,6 +4,7 @@
 # installs the project into .venv).
 #
 #   docker.io       dockerd + containerd + runc for the private test engine (scripts/test-docker.sh)
+#   docker-compose  Compose (1.29) as users run it through the gate (tests/gate/test_gate_everyday.py)
 #   busybox-static  the statically linked busybox the test image is made from (no registry here)
 #   util-linux      setpriv / runuser / su, to act as the real Unix users the tests create
 #   passwd          useradd / userdel / groupadd
@@ -15,7 +16,7 @@
 # never use it (they talk to the private engine only).
 set -euo pipefail
 
-packages=(docker.io busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo "$@")
+packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo "$@")
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup-system: must run as root (apt-get install)" >&2
