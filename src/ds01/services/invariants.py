@@ -45,8 +45,10 @@ from ds01.runtime.spec import (
     ENV_VISIBLE_DEVICES,
     NVIDIA_DRIVER,
     VISIBLE_DEVICES_CPU_ONLY,
+    cgroup_parent,
     is_device_list_path,
 )
+from ds01.services.hostpaths import allowed_host_path, host_fitted
 from ds01.services.owners import ObjectKind, OwnerBook
 
 NANO = 1_000_000_000
@@ -356,10 +358,9 @@ def _runs_as_owner(
 
 
 def host_path_rule(owner: Caller, config: Config) -> Callable[[str, bool], str | None]:
-    """The mount rule of services.containers.allowed_host_path, for a path the engine stored:
+    """The mount rule of services.hostpaths.allowed_host_path, for a path the engine stored:
     allowed only if it is its own resolved path (a symlink swapped in since is refused), and
     read-only where the share is."""
-    from ds01.services.containers import allowed_host_path
 
     def check(path: str, read_write: bool) -> str | None:
         try:
@@ -396,9 +397,6 @@ def expectation_for(
     container_owner: Callable[[str], str | None],
 ) -> Expectation:
     """The facts about `owner` that the invariants compare a container with."""
-    from ds01.runtime.spec import cgroup_parent
-    from ds01.services.containers import host_fitted
-
     limits = host_fitted(config.resolve(owner.name, owner.groups).limits)
     return Expectation(
         owner=owner.name,

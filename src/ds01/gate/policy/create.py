@@ -53,7 +53,7 @@ from ds01.runtime.spec import (
     cgroup_parent,
     visible_devices,
 )
-from ds01.services.containers import host_fitted
+from ds01.services.hostpaths import host_fitted
 from ds01.services.owners import ObjectKind
 
 log = logging.getLogger("ds01d.gate")

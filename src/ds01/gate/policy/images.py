@@ -40,7 +40,7 @@ from ds01.gate.policy.context import Ctx, Plan, passthrough
 from ds01.gate.policy.jsonbody import parse_object
 from ds01.gate.refusal import GateRefusal, LocalReply
 from ds01.runtime.spec import LABEL_OWNER, cgroup_parent
-from ds01.services.containers import host_fitted
+from ds01.services.hostpaths import host_fitted
 from ds01.services.owners import ObjectKind, OwnerBook
 
 # BuildKit's marker for "the context comes over the session", not a URL.

@@ -20,7 +20,7 @@ from ds01.gate.policy.context import Ctx
 from ds01.gate.policy.jsonbody import as_bool, as_list, as_str, as_str_map, canonical, short
 from ds01.gate.refusal import GateRefusal
 from ds01.runtime.spec import is_device_list_path
-from ds01.services.containers import allowed_host_path
+from ds01.services.hostpaths import allowed_host_path
 
 MOUNT_FIELDS = (
     "Type",
