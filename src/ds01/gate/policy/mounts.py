@@ -1,6 +1,6 @@
 """Binds and mounts in a container create: which host paths and volumes a container may use.
 
-Host paths go through the same rule as `ds01 container deploy` (services.containers.
+Host paths go through the same rule as `ds01 container deploy` (services.hostpaths.
 allowed_host_path): resolved path; never /, /etc, /proc, /sys, /dev, /run (the Docker and ds01
 sockets), Docker's state; a shared path from the config (read-only if the share is) or a path the
 caller owns — so other users' homes and a symlink the user made to /etc are refused. The
