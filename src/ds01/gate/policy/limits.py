@@ -15,9 +15,7 @@ from typing import Any
 from ds01.gate.policy.jsonbody import as_int
 from ds01.gate.refusal import GateRefusal
 from ds01.model.limits import Limits
-
-NANO = 1_000_000_000
-DEFAULT_CPU_PERIOD = 100_000
+from ds01.services.invariants import NANO, effective_cpus, swap_allowed
 
 
 def _size(n: int) -> str:
@@ -25,17 +23,6 @@ def _size(n: int) -> str:
         if n >= scale and n % scale == 0:
             return f"{n // scale}{unit}"
     return f"{n} bytes"
-
-
-def _cpus(hc: dict[str, Any]) -> float | None:
-    nano = as_int(hc.get("NanoCpus"), "NanoCpus")
-    if nano > 0:
-        return nano / NANO
-    quota = as_int(hc.get("CpuQuota"), "CpuQuota")
-    if quota > 0:
-        period = as_int(hc.get("CpuPeriod"), "CpuPeriod") or DEFAULT_CPU_PERIOD
-        return quota / period
-    return None
 
 
 def _refuse(rule: str, what: str, key: str, value: object) -> GateRefusal:
@@ -50,7 +37,7 @@ def check_caps(
         if as_int(hc.get(key), key) < 0:
             # --cpu-quota -1 means "no quota": next to NanoCpus it lifts the CPU limit.
             raise _refuse(rule, f"a negative {key} (no CPU limit) was refused", key, hc.get(key))
-    cpus = _cpus(hc)
+    cpus = effective_cpus(hc)
     if limits.cpus is not None and cpus is not None and cpus > limits.cpus + 1e-9:
         raise _refuse(
             rule, f"--cpus {cpus:g} is above your limit of {limits.cpus:g} CPUs", "cpus", cpus
@@ -66,7 +53,7 @@ def check_caps(
             )
         swap = as_int(hc.get("MemorySwap"), "MemorySwap")
         if "MemorySwap" in hc or not partial:
-            allowed = _swap_allowed(memory or limits.memory_bytes, limits)
+            allowed = swap_allowed(memory or limits.memory_bytes, limits)
             if swap < 0 or swap > allowed:
                 raise _refuse(
                     rule,
@@ -95,23 +82,15 @@ def check_caps(
             )
 
 
-def _swap_allowed(memory: int, limits: Limits) -> int:
-    """memory + the swap the limits allow on top of the memory cap."""
-    assert limits.memory_bytes is not None
-    total = limits.memory_swap_bytes if limits.memory_swap_bytes is not None else 0
-    extra = max(0, total - limits.memory_bytes)
-    return memory + extra
-
-
 def apply_defaults(hc: dict[str, Any], limits: Limits) -> None:
     """Fill in the caller's limit wherever the request set none (after check_caps)."""
-    if limits.cpus is not None and _cpus(hc) is None:
+    if limits.cpus is not None and effective_cpus(hc) is None:
         hc["NanoCpus"] = round(limits.cpus * NANO)
     if limits.memory_bytes is not None:
         if as_int(hc.get("Memory"), "Memory") <= 0:
             hc["Memory"] = limits.memory_bytes
         if as_int(hc.get("MemorySwap"), "MemorySwap") == 0:
-            hc["MemorySwap"] = _swap_allowed(int(hc["Memory"]), limits)
+            hc["MemorySwap"] = swap_allowed(int(hc["Memory"]), limits)
     if limits.shm_bytes is not None and as_int(hc.get("ShmSize"), "ShmSize") <= 0:
         hc["ShmSize"] = limits.shm_bytes
     if limits.pids is not None and as_int(hc.get("PidsLimit"), "PidsLimit") <= 0:
