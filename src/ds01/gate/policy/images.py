@@ -41,6 +41,7 @@ from ds01.gate.policy.jsonbody import parse_object
 from ds01.gate.refusal import GateRefusal, LocalReply
 from ds01.runtime.spec import LABEL_OWNER, cgroup_parent
 from ds01.services.hostpaths import host_fitted
+from ds01.services.invariants import DEFAULT_CPU_PERIOD
 from ds01.services.owners import ObjectKind, OwnerBook
 
 # BuildKit's marker for "the context comes over the session", not a URL.
@@ -650,7 +651,7 @@ async def _build_resources(ctx: Ctx, query: list[tuple[str, str]]) -> list[tuple
     limits = host_fitted((await ctx.run(ctx.deps.allocations.limits_for, ctx.caller)).limits)
     limits_rules.check_caps(hc, limits)
     if limits.cpus is not None and hc.get("CpuQuota", 0) <= 0:
-        hc["CpuPeriod"] = hc.get("CpuPeriod") or limits_rules.DEFAULT_CPU_PERIOD
+        hc["CpuPeriod"] = hc.get("CpuPeriod") or DEFAULT_CPU_PERIOD
         hc["CpuQuota"] = round(limits.cpus * hc["CpuPeriod"])
     limits_rules.apply_defaults(hc, limits)
     parent = cgroup_parent(ctx.caller.name, await ctx.cgroup_driver())
