@@ -300,3 +300,24 @@ def test_a_container_stopped_behind_ds01s_back_is_held_then_released(
     # ds01 shows it as a stopped container whose GPUs went back.
     listed = _inspect(env, env.bob, "halted")
     assert (listed["state"], listed["allocation"]) == ("exited", None)
+
+
+def test_start_is_refused_when_the_workspace_became_a_symlink_elsewhere(
+    clean: Env, docker_client: docker.DockerClient
+) -> None:
+    """The engine mounts the workspace again at every start, following whatever the path is
+    by then: ds01 judges the container as stored before it starts it (issue 9)."""
+    env = clean
+    workspace = user_dir(env.alice, "swap-ws")
+    out = deploy(env.d, env.alice, "swap", "--cpu-only", "--workspace", workspace)
+    r = env.d.cli("container", "stop", "swap", user=env.alice)
+    assert r.returncode == 0, r.stderr
+    os.rmdir(workspace)
+    os.symlink("/etc", workspace)
+    r = env.d.cli("container", "start", "swap", user=env.alice)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "container 'swap' may not start: it mounts " in r.stderr
+    assert "(resolves to /etc)" in r.stderr
+    state = docker_client.api.inspect_container(out["docker_name"])["State"]
+    assert state["Running"] is False
+    os.unlink(workspace)

@@ -312,10 +312,25 @@ class ContainerService:
         info = self._find_owned(caller, name)
         self._require_engine()
         row = self.allocation_of(info)
+        fresh = row is None
         if row is None:
             row = self._reallocate(caller, info)
             if row is None:  # the container was recreated on other units
                 return self._view_by_name(caller, name)
+        units = tuple(u.uuid for u in row.units)
+        found = invariants.judge(
+            self.engine, self.owners, self.config, caller, self.engine.inspect(info.id), units
+        )
+        if found:
+            if fresh:
+                self.allocations.release_by_daemon(row.id, "start_refused")
+            raise Refusal(
+                RefusalReason.POLICY,
+                f"container '{name}' may not start: {invariants.describe(found)}",
+                why="ds01 checks every container as the engine stores it before it runs.",
+                fix=f"Retire it (ds01 container retire {name}) and deploy it again; if the "
+                "message names a mounted directory, put the directory back first.",
+            )
         with self._acting(info.id):
             self.engine.start(info.id)
             if row.state is not AllocState.ACTIVE:
