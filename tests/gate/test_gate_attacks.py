@@ -376,3 +376,21 @@ def test_a_pulled_tag_may_be_pulled_again_by_another_user(attack: Attack) -> Non
     assert "ds01:" not in r.stderr, r.stderr
     assert not gate_events(a, "image.tag_not_owner")
     a.client.images.remove(tag)
+
+
+def test_docker_cp_into_a_container_with_host_directories_copies_nothing(attack: Attack) -> None:
+    """The CLI first asks the engine about the destination (HEAD …/archive): the gate refuses
+    that with a head-only answer (a HEAD reply has no body), and the copy never starts."""
+    a = attack
+    d = user_dir(a.mallory, unique("cpin"))
+    as_user(a.mallory, ["sh", "-c", f"echo x > {d}/f.txt"])
+    name = unique("cpin")
+    r = a.w.docker(a.mallory, "run", "-d", "--name", name, "-v", f"{d}:/d", TEST_IMAGE, *STOPPABLE)
+    assert r.returncode == 0, r.stderr
+    r = a.w.docker(a.mallory, "cp", f"{d}/f.txt", f"{name}:/tmp/")
+    assert r.returncode != 0, r.stdout
+    assert "Unsolicited response" not in r.stderr, r.stderr
+    r = a.w.docker(a.mallory, "exec", name, "ls", "/tmp")
+    assert "f.txt" not in r.stdout
+    assert gate_events(a, "container.archive_get")
+    a.w.docker(a.mallory, "rm", "-f", name)

@@ -393,8 +393,8 @@ CASES: list[tuple[str, Attempt, str, str]] = [
         "docker exec --user 0",
     ),
     (
-        "docker cp into a container with a host directory",
-        Cli(("cp", "{own}/f.txt", "{mine}:/tmp/")),
+        "docker cp into a container with a host directory (the archive PUT)",
+        Api("PUT", f"{V}/containers/{{mine}}/archive?path=/tmp", raw_body=b"\0" * 1024),
         "container.archive_put",
         "copying into container",
     ),
@@ -815,5 +815,6 @@ def test_mounted_directory_swapped_for_a_symlink_is_refused_at_start(scene: Scen
     as_user(mallory, ["sh", "-c", f"rmdir {swap} && ln -s /etc {swap}"])
     r = w.docker(mallory, "start", name)
     assert r.returncode != 0
-    assert f"ds01: you may not mount {swap} (resolves to /etc)" in r.stderr
+    assert f"ds01: starting container {name!r} was refused: it mounts {swap}: " in r.stderr
+    assert f"you may not mount {swap} (resolves to /etc)" in r.stderr
     w.docker(mallory, "rm", name)

@@ -271,9 +271,16 @@ class _Connection:
             if self.up is not None:
                 self.deps.engine.release(self.up)  # kept for the next client if still clean
 
-    async def _reply(self, status: int, message: str, *, close: bool) -> None:
+    async def _reply(
+        self, status: int, message: str, *, close: bool, head_only: bool = False
+    ) -> None:
+        """An answer of the gate's own. To a HEAD request, the head alone (a body there would be
+        read as the start of the next response); the message is in the audit event."""
+        data = response_bytes(status, message, close=close)
+        if head_only:
+            data = data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
         with contextlib.suppress(Exception):
-            self.cw.write(response_bytes(status, message, close=close))
+            self.cw.write(data)
             await self.cw.drain()
 
     # ---- one request ------------------------------------------------------------------
@@ -313,7 +320,7 @@ class _Connection:
         if body_unread:
             body_unread = not await self._discard_body(head)
         close = body_unread or not head.keep_alive
-        await self._reply(status, message, close=close)
+        await self._reply(status, message, close=close, head_only=head.method == "HEAD")
         return not close
 
     async def _discard_body(self, head: RequestHead) -> bool:
