@@ -28,6 +28,7 @@ from gate_support import (
     user_dir,
 )
 
+from ds01.gate.refusal import RULES
 from ds01.runtime.spec import cgroup_parent
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
@@ -203,7 +204,9 @@ def _ids(user: str) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def secret(lab: Lab) -> tuple[str, str]:
     tag = f"{lab.alice}/secret:v1"
-    rc, out = build(lab.w, lab.alice, f"FROM {TEST_IMAGE}\nENV HF_TOKEN=hf_secret\n", "-t", tag)
+    # Unique content: an identical image left by an earlier run would already exist, unrecorded.
+    dockerfile = f"FROM {TEST_IMAGE}\nENV HF_TOKEN=hf_secret\nLABEL run={unique('r')}\n"
+    rc, out = build(lab.w, lab.alice, dockerfile, "-t", tag)
     assert rc == 0, out
     return tag, tag_id(lab, tag)
 
@@ -251,8 +254,98 @@ def test_private_image_not_deployable_by_others(lab: Lab, secret: tuple[str, str
     r = lab.w.d.cli(
         "container", "deploy", "peek", "--image", tag, "--cpu-only", "--detach", user=lab.mallory
     )
+    if r.returncode == 0:
+        lab.w.d.cli("container", "retire", "peek", user=lab.mallory)
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"you may not deploy image {tag!r}: it is another user's private image" in r.stderr
+
+
+# ---- a legacy build's Dockerfile names another user's private image ------------------------
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "args"),
+    [
+        ("FROM {tag}\nRUN cat /etc/hostname\n", ()),
+        ("ARG BASE={tag}\nFROM $BASE\n", ()),
+        ("ARG BASE\nFROM ${{BASE:-{tag}}}\n", ()),
+        ("ARG BASE={image}\nFROM ${{BASE}}\n", ("--build-arg", "BASE={tag}")),
+        ("FROM {image} AS one\nFROM one\nCOPY --from={tag} /etc /x\n", ()),
+        ("# escape=`\nFROM {image}\nCOPY `\n  --from={tag} /etc /x\n", ()),
+        ("from {image}\nonbuild copy --from={tag} /etc /x\n", ()),
+        ("FROM {image}\n", ("-f", "Dockerfile.lab")),
+    ],
+    ids=[
+        "FROM the tag",
+        "FROM an ARG default",
+        "FROM ${ARG:-default}",
+        "FROM an ARG given by --build-arg",
+        "COPY --from= the image",
+        "COPY --from= after a backtick continuation",
+        "ONBUILD COPY --from= (lower case)",
+        "FROM in a Dockerfile named by -f",
+    ],
+)
+def test_build_on_another_users_private_image_is_refused(
+    lab: Lab, secret: tuple[str, str], dockerfile: str, args: tuple[str, ...]
+) -> None:
+    tag, _ = secret
+    text = dockerfile.format(tag=tag, image=TEST_IMAGE)
+    args = tuple(a.format(tag=tag) for a in args)
+    if "-f" in args:
+        text = f"FROM {tag}\n"
+        ctx = user_dir(lab.mallory, unique("ctx"))
+        as_user(lab.mallory, ["sh", "-c", f"cat > {ctx}/Dockerfile.lab"], input=text)
+        as_user(lab.mallory, ["sh", "-c", f"echo 'FROM {TEST_IMAGE}' > {ctx}/Dockerfile"])
+        r = lab.w.docker(
+            lab.mallory, "build", "-f", f"{ctx}/Dockerfile.lab", ctx, env=LEGACY, timeout=180
+        )
+        rc, out = r.returncode, r.stdout + r.stderr
+    else:
+        rc, out = build(lab.w, lab.mallory, text, *args)
+    assert rc != 0, out
+    refused(out, f"you may not build from image {tag!r}: it is another user's private image")
+    assert "hf_secret" not in out
+
+
+def test_build_from_a_base_whose_onbuild_trigger_copies_a_private_image_is_refused(
+    lab: Lab, secret: tuple[str, str]
+) -> None:
+    tag, _ = secret
+    base = f"{lab.mallory}/trigger:{unique('t')}"
+    rc, out = build(lab.w, lab.mallory, f"FROM {TEST_IMAGE}\n", "-t", base)
+    assert rc == 0, out
+    # The trigger is put in by a commit --change (the gate checks Dockerfiles, not commits).
+    name = unique("trig")
+    assert lab.w.docker(lab.mallory, "create", "--name", name, base, "true").returncode == 0
+    r = lab.w.docker(
+        lab.mallory, "commit", "--change", f"ONBUILD COPY --from={tag} /etc /x", name, base
+    )
+    assert r.returncode == 0, r.stderr
+    lab.w.docker(lab.mallory, "rm", name)
+    rc, out = build(lab.w, lab.mallory, f"FROM {base}\n")
+    assert rc != 0, out
+    refused(out, f"you may not build from image {tag!r}")
+
+
+def test_a_compressed_build_context_is_refused(lab: Lab) -> None:
+    rc, out = build(lab.w, lab.mallory, f"FROM {TEST_IMAGE}\n", "--compress")
+    assert rc != 0, out
+    refused(out, "a gzip-compressed build context (docker build --compress) was refused")
+
+
+def test_builds_on_own_and_shared_images_and_stages_still_work(
+    lab: Lab, secret: tuple[str, str]
+) -> None:
+    tag, _ = secret
+    rc, out = build(
+        lab.w,
+        lab.alice,
+        f"ARG BASE={TEST_IMAGE}\nFROM $BASE AS one\nRUN echo one > /one\n"
+        f"FROM {tag}\nCOPY --from=one /one /one\nCOPY --from=0 /one /two\n"
+        f"FROM {lab.shared}\n",
+    )
+    assert rc == 0, out
 
 
 # ---- attack 4: build networks -------------------------------------------------------------
@@ -348,10 +441,14 @@ def test_buildkit_clients(lab: Lab) -> None:
         r = lab.w.docker(
             lab.mallory, "build", ctx, cli="/usr/bin/docker", env={"DOCKER_BUILDKIT": "1"}
         )
-        assert (r.returncode, r.stderr) == (
-            1,
+        # It opens /session and sends the build at once; whichever refusal it reads first is
+        # what it prints (the build's carries the gate's message).
+        assert r.returncode == 1, r.stderr
+        assert r.stderr in (
             "failed to dial gRPC: unable to upgrade to h2c, received 403\n",
-        )
+            "Error response from daemon: ds01: BuildKit (docker build with version=2) was refused"
+            f"\n{RULES['build.buildkit'].why}\n{RULES['build.buildkit'].instead}\n",
+        ), r.stderr
         r = lab.w.docker(lab.mallory, "build", "-q", ctx, cli="/usr/bin/docker")
         assert r.returncode == 0, r.stderr
     r = lab.w.docker(lab.mallory, "build", "-q", ctx, cli=DOCKER_CLI)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 CRLF = b"\r\n"
@@ -359,16 +360,25 @@ async def copy_length(reader: Reader, writer: asyncio.StreamWriter, n: int) -> N
         await writer.drain()
 
 
-async def copy_chunked(reader: Reader, writer: asyncio.StreamWriter, *, canonical: bool) -> None:
+async def copy_chunked(
+    reader: Reader,
+    writer: asyncio.StreamWriter,
+    *,
+    canonical: bool,
+    before_end: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Copy a chunked body chunk by chunk as it arrives. canonical=True (requests) re-encodes the
     size lines and drops trailers, so the engine sees plain chunks; the payload bytes are the
-    client's. canonical=False (responses) forwards every byte as received."""
+    client's. canonical=False (responses) forwards every byte as received. before_end runs
+    before the last chunk is written."""
     while True:
         line = await reader.read_line(MAX_CHUNK_LINE)
         size = chunk_size(line)
         size_line = b"%x\r\n" % size if canonical else line
         if size == 0:
             trailers = await skip_trailers(reader)
+            if before_end is not None:
+                await before_end()
             writer.write(size_line + (CRLF if canonical else trailers))
             await writer.drain()
             return

@@ -409,6 +409,15 @@ _RULES: tuple[Rule, ...] = (
         "image first).",
     ),
     Rule(
+        "build.context",
+        R.BAD_REQUEST,
+        "The gate reads a build's Dockerfile from its context as it passes, to check the images "
+        "it builds on; a context it cannot read as the engine would (compressed, its Dockerfile "
+        "a link, missing, repeated or over 1 MiB, a FROM it cannot expand) is not forwarded.",
+        "Build without --compress, with a plain Dockerfile in the context directory and FROM "
+        "lines that name images (or ARGs with values).",
+    ),
+    Rule(
         "volume.not_owner",
         R.NOT_OWNER,
         "Volumes belong to the user who made them.",

@@ -26,7 +26,7 @@ import grp
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -34,6 +34,8 @@ from typing import Any, cast
 from ds01.errors import Ds01Error
 from ds01.gate.engine import EngineClient, EngineConn
 from ds01.gate.httpio import (
+    CRLF,
+    MAX_CHUNK_LINE,
     READ_CHUNK,
     Headers,
     HttpError,
@@ -41,6 +43,7 @@ from ds01.gate.httpio import (
     Reader,
     RequestHead,
     ResponseHead,
+    chunk_size,
     copy_chunked,
     copy_length,
     copy_until_eof,
@@ -48,9 +51,11 @@ from ds01.gate.httpio import (
     parse_response_head,
     read_body,
     read_chunked,
+    skip_trailers,
 )
 from ds01.gate.policy import decide
-from ds01.gate.policy.context import Ctx, GateDeps, Plan
+from ds01.gate.policy.buildcontext import HOLD_BACK
+from ds01.gate.policy.context import BodyCheck, Ctx, GateDeps, Plan
 from ds01.gate.policy.endpoints import Body, GateRequest, classify, encode_target
 from ds01.gate.refusal import GateRefusal, LocalReply, engine_down, response_bytes
 from ds01.identity import Caller, caller_from_uid, peer_credentials
@@ -405,7 +410,16 @@ class _Connection:
             if stream_body:
                 if _expects_continue(head):
                     self.cw.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                sender = asyncio.create_task(self._send_body(head, up))
+                if plan.body_check is not None:
+                    sender = asyncio.create_task(self._send_checked_body(head, up, plan.body_check))
+                    refusal = await self._refused_while_sending(up, sender)
+                    if refusal is not None:
+                        up.close()
+                        await self.server.record_refusal(self.caller, req.endpoint, refusal)
+                        await self._reply(refusal.status, refusal.message, close=True)
+                        return False
+                else:
+                    sender = asyncio.create_task(self._send_body(head, up))
             rhead = await self._response_head(up, head.method)
             answered = True
             return await self._respond(head, req, plan, up, rhead, sender)
@@ -421,6 +435,75 @@ class _Connection:
             if sender is not None and not sender.done():
                 sender.cancel()
                 up.close()
+
+    async def _refused_while_sending(
+        self, up: EngineConn, sender: asyncio.Task[None]
+    ) -> GateRefusal | None:
+        """Wait until the engine starts answering or the checked body is refused, whichever
+        comes first (the engine cannot answer before it has the whole body)."""
+        answer = asyncio.create_task(up.reader.fill())
+        try:
+            await asyncio.wait({sender, answer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not answer.done():
+                answer.cancel()
+                with contextlib.suppress(BaseException):
+                    await answer
+        if not sender.done():
+            return None
+        failure = sender.exception()
+        if isinstance(failure, GateRefusal):
+            return failure
+        if failure is not None:
+            raise PeerClosed(f"the request body could not be forwarded: {failure!r}")
+        return None
+
+    async def _send_checked_body(self, head: RequestHead, up: EngineConn, check: BodyCheck) -> None:
+        """Forward the body as it comes, all but its last HOLD_BACK bytes, which go only once
+        `check` has passed; refused, the engine never gets the rest (and never acts)."""
+        pending = bytearray()
+
+        def send(data: bytes) -> None:
+            if data:
+                up.writer.write(b"%x\r\n" % len(data) + data + CRLF if head.chunked else data)
+
+        async for data in self._body_pieces(head):
+            check.feed(data)
+            pending += data
+            if len(pending) > HOLD_BACK:
+                send(bytes(pending[:-HOLD_BACK]))
+                del pending[:-HOLD_BACK]
+                await up.writer.drain()
+        await check.finish()
+        send(bytes(pending))
+        if head.chunked:
+            up.writer.write(b"0\r\n\r\n")
+        await up.writer.drain()
+
+    async def _body_pieces(self, head: RequestHead) -> AsyncIterator[bytes]:
+        """The request body's bytes as they arrive, chunked framing removed."""
+        if not head.chunked:
+            left = head.content_length or 0
+            while left > 0:
+                data = await self.client.read_some(min(left, READ_CHUNK))
+                if not data:
+                    raise PeerClosed("connection closed inside a message body")
+                left -= len(data)
+                yield data
+            return
+        while True:
+            size = chunk_size(await self.client.read_line(MAX_CHUNK_LINE))
+            if size == 0:
+                await skip_trailers(self.client)
+                return
+            while size > 0:
+                data = await self.client.read_some(min(size, READ_CHUNK))
+                if not data:
+                    raise PeerClosed("connection closed inside a chunk")
+                size -= len(data)
+                yield data
+            if await self.client.read_exact(2) != CRLF:
+                raise HttpError(400, "chunk not followed by CRLF")
 
     async def _send_body(self, head: RequestHead, up: EngineConn) -> None:
         if head.chunked:
@@ -485,10 +568,18 @@ class _Connection:
                 await self.cw.drain()
         else:
             await _after(plan, rhead.status, None)
-            try:
-                await self._copy_response(head, up, rhead, sender, plan)
-            finally:
+            ended = False
+
+            async def end() -> None:
+                nonlocal ended
+                ended = True
                 await _finished(plan, rhead.status)
+
+            try:
+                await self._copy_response(head, up, rhead, sender, plan, end)
+            finally:
+                if not ended:
+                    await end()
         if sender is not None:
             if not sender.done():
                 return False  # the engine answered before reading the body: start afresh
@@ -507,8 +598,11 @@ class _Connection:
         rhead: ResponseHead,
         sender: asyncio.Task[None] | None,
         plan: Plan,
+        end: Callable[[], Awaitable[None]],
     ) -> None:
-        """Forward the engine's answer as it comes; a plan's tap sees every byte on the way."""
+        """Forward the engine's answer as it comes; a plan's tap sees every byte on the way.
+        `end` runs before a chunked answer's last chunk goes out, so that what it records (a
+        build's image, a pull's tags) is in the books before the client learns it is done."""
         framing, length = rhead.framing(head.method)
         cw = self.cw if plan.tap is None else cast(asyncio.StreamWriter, _Tap(self.cw, plan.tap))
         if framing == "length" and len(up.reader.buf) >= length:
@@ -520,7 +614,7 @@ class _Connection:
         else:
             cw.write(rhead.raw)
             if framing == "chunked":
-                copy = copy_chunked(up.reader, cw, canonical=False)
+                copy = copy_chunked(up.reader, cw, canonical=False, before_end=end)
             elif framing == "close":
                 copy = copy_until_eof(up.reader, cw)
             else:

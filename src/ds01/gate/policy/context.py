@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from ds01.config import Config
 from ds01.gate.engine import EngineClient
@@ -25,6 +25,15 @@ After = Callable[[int, bytes | None], Awaitable[bytes | None]]
 Abort = Callable[[], Awaitable[None]]
 # Called once a streamed answer has been forwarded whole (or the stream broke): (status).
 Finished = Callable[[int], Awaitable[None]]
+
+
+class BodyCheck(Protocol):
+    """Judges a streamed request body as it passes: `feed` sees every byte in order (and may
+    refuse early); the body's last bytes are held back until `finish` has passed."""
+
+    def feed(self, data: bytes) -> None: ...
+
+    async def finish(self) -> None: ...
 
 
 @dataclass
@@ -97,6 +106,7 @@ class Plan:
     response_headers: dict[str, str] = field(default_factory=dict)
     tap: Callable[[bytes], None] | None = None
     finished: Finished | None = None
+    body_check: BodyCheck | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
 

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ds01.gate.engine import query_json, seg
-from ds01.gate.policy import filters, ownership
+from ds01.gate.policy import buildcontext, filters, ownership
 from ds01.gate.policy import limits as limits_rules
 from ds01.gate.policy import volumes_networks as vn
 from ds01.gate.policy.context import Ctx, Plan, passthrough
@@ -577,7 +577,36 @@ async def build(ctx: Ctx, body: bytes | None) -> Plan:
     plan = Plan(ctx.req.path, query)
     if not ctx.is_admin:
         _watch_build(ctx, plan, [k for k in tags if k is not None], await engine_ids(ctx))
+        plan.body_check = BuildCheck(ctx)
     return plan
+
+
+class BuildCheck:
+    """The images a legacy build's Dockerfile builds on must be usable by the caller (not another
+    user's private image), judged from the context as it streams past (buildcontext.py)."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.reader = buildcontext.ContextReader(ctx.req.query_first("dockerfile") or "")
+        raw = ctx.req.query_first("buildargs") or ""
+        args = parse_object(raw.encode(), "the build's buildargs") if raw.strip() else {}
+        self.buildargs = {str(k): None if v is None else str(v) for k, v in args.items()}
+
+    def feed(self, data: bytes) -> None:
+        self.reader.feed(data)
+
+    async def finish(self) -> None:
+        refs = buildcontext.image_refs(self.reader.dockerfile(), self.buildargs)
+        seen: set[str] = set()
+        while refs:
+            ref = refs.pop()
+            if ref in seen:
+                continue
+            seen.add(ref)
+            data = await usable_image(self.ctx, ref, "build from")
+            # A base image's ONBUILD triggers run in this build: their --from images too.
+            for trigger in ((data or {}).get("Config") or {}).get("OnBuild") or []:
+                refs += buildcontext.from_flags(str(trigger), [])
 
 
 def _refuse_build_option(ctx: Ctx, key: str, value: str) -> None:
