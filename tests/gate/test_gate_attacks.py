@@ -394,3 +394,38 @@ def test_docker_cp_into_a_container_with_host_directories_copies_nothing(attack:
     assert "f.txt" not in r.stdout
     assert gate_events(a, "container.archive_get")
     a.w.docker(a.mallory, "rm", "-f", name)
+
+
+def test_events_show_only_ones_own_containers_whatever_the_labels_say(attack: Attack) -> None:
+    """A legacy build step from an image labelled ds01.owner=<victim> carries that label; its
+    events must not reach the victim's `docker events` (nor the victim's reach anyone else)."""
+    a = attack
+    victim = a.w.user("victim")
+    since = str(int(time.time()) - 1)
+    own = unique("own")
+    r = a.w.docker(victim, "run", "--name", own, TEST_IMAGE, "true")
+    assert r.returncode == 0, r.stderr
+    ctx = user_dir(a.mallory, unique("lbl"))
+    dockerfile = f"FROM {TEST_IMAGE}\nLABEL ds01.owner={victim}\nRUN true\n"
+    as_user(a.mallory, ["sh", "-c", f"cat > {ctx}/Dockerfile"], input=dockerfile)
+    r = a.w.docker(a.mallory, "build", "--rm=false", ctx, env={"DOCKER_BUILDKIT": "0"})
+    assert r.returncode == 0, r.stderr
+    until = str(int(time.time()) + 2)
+    time.sleep(2)
+    r = a.w.docker(
+        victim,
+        "events",
+        "--since",
+        since,
+        "--until",
+        until,
+        "--filter",
+        "type=container",
+        "--format",
+        "{{.Actor.Attributes.name}} {{.Action}}",
+    )
+    assert r.returncode == 0, r.stderr
+    names = {line.split()[0] for line in r.stdout.splitlines()}
+    assert names == {own}, r.stdout
+    assert {line.split()[1] for line in r.stdout.splitlines()} >= {"create", "start", "die"}
+    a.w.docker(victim, "rm", own)

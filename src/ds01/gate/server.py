@@ -613,7 +613,9 @@ class _Connection:
             await copy_length(up.reader, cw, length)
         else:
             cw.write(rhead.raw)
-            if framing == "chunked":
+            if framing == "chunked" and plan.line_filter is not None:
+                copy = self._filtered_lines(up, plan.line_filter)
+            elif framing == "chunked":
                 copy = copy_chunked(up.reader, cw, canonical=False, before_end=end)
             elif framing == "close":
                 copy = copy_until_eof(up.reader, cw)
@@ -623,6 +625,33 @@ class _Connection:
                 idle_client = head.method == "GET" and (sender is None or sender.done())
                 await self._stream(copy, up, watch_client=idle_client)
         await cw.drain()
+
+    async def _filtered_lines(
+        self, up: EngineConn, keep: Callable[[bytes], Awaitable[bool]]
+    ) -> None:
+        """Copy a chunked answer of JSON lines (events), each line only if `keep` says so."""
+        pending = b""
+
+        async def send(lines: list[bytes]) -> None:
+            kept = [line + b"\n" for line in lines if line.strip() and await keep(line)]
+            if kept:
+                data = b"".join(kept)
+                self.cw.write(b"%x\r\n" % len(data) + data + CRLF)
+                await self.cw.drain()
+
+        while True:
+            size = chunk_size(await up.reader.read_line(MAX_CHUNK_LINE))
+            if size == 0:
+                await skip_trailers(up.reader)
+                await send([pending])
+                self.cw.write(b"0\r\n\r\n")
+                await self.cw.drain()
+                return
+            pending += await up.reader.read_exact(size)
+            if await up.reader.read_exact(2) != CRLF:
+                raise HttpError(502, "the engine's chunk was not followed by CRLF")
+            *lines, pending = pending.split(b"\n")
+            await send(lines)
 
     async def _stream(
         self, copy: Coroutine[Any, Any, None], up: EngineConn, *, watch_client: bool

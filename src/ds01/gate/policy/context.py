@@ -107,6 +107,8 @@ class Plan:
     tap: Callable[[bytes], None] | None = None
     finished: Finished | None = None
     body_check: BodyCheck | None = None
+    # A streamed answer of JSON lines (events): each line is forwarded only if this says so.
+    line_filter: Callable[[bytes], Awaitable[bool]] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
 

@@ -8,13 +8,11 @@ whatever its labels say.
 Container prunes: the engine can narrow a prune only by label, so the gate removes the caller's
 stopped containers itself, one by one (prune_containers).
 
-Events stream and cannot be held back for filtering: they keep the label filter
-`ds01.owner=<caller>`, which the engine ANDs with the user's own. What that lets through is
-limited to events of objects whose labels name the caller — the caller's own, and build
-containers (and images) built from an image whose LABEL names them: a builder can make such
-events appear in someone's `docker events`, and sees the events of builds that others run from
-an image labelled with the builder's name (IDs, image names, exit codes). Nobody can see events
-of a container ds01 made for someone else: ds01 stamps the owner label over the image's.
+Events: the engine narrows the stream by the label filter `ds01.owner=<caller>` (ANDed with the
+user's own), and the gate then judges each event as it passes: a container's or an image's event
+goes through only if ds01's records say the container or image is the caller's (an image
+`LABEL ds01.owner=<someone>` puts that label on build containers and images it did not make for
+them). Volume and network labels are set by the gate alone and need no second look.
 
 The `filters` parameter is parsed strictly (one parameter, a JSON object of lists or of
 {value: true} maps, each key once) and re-encoded in the map form every API version reads.
@@ -22,7 +20,9 @@ The `filters` parameter is parsed strictly (one parameter, a JSON object of list
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ds01.gate.engine import query_json, seg
@@ -67,7 +67,9 @@ async def own_only(ctx: Ctx, body: bytes | None) -> Plan:
     if ctx.is_admin:
         return Plan(ctx.req.path, query)
     if ctx.req.name == "events":
-        return Plan(ctx.req.path, with_owner(ctx, query))
+        plan = Plan(ctx.req.path, with_owner(ctx, query))
+        plan.line_filter = _own_event(ctx)
+        return plan
     parse(query)  # the engine reads the user's filters: refuse what it could read otherwise
     plan = Plan(ctx.req.path, query)
     plan.capture_response = True
@@ -99,6 +101,46 @@ def _list_filter(ctx: Ctx) -> After:
         return json.dumps(out).encode()
 
     return after
+
+
+RECORD_GRACE_S = 0.5
+
+
+def _own_event(ctx: Ctx) -> Callable[[bytes], Awaitable[bool]]:
+    """Whether one event (a JSON line) is about the caller's own container or image."""
+    book, me = ctx.deps.containers.owners, ctx.caller.name
+    known: dict[tuple[ObjectKind, str], bool] = {}  # the caller's own, seen before
+
+    async def keep(line: bytes) -> bool:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return False
+        if not isinstance(event, dict):
+            return False
+        kind = {"container": ObjectKind.CONTAINER, "image": ObjectKind.IMAGE}.get(
+            str(event.get("Type") or "")
+        )
+        if kind is None:
+            return True  # volumes, networks: their labels are the gate's own
+        actor = event.get("Actor") if isinstance(event.get("Actor"), dict) else {}
+        key = str((actor or {}).get("ID") or event.get("id") or "")
+        if (kind, key) in known:
+            return True
+        owner = await ctx.run(book.owner, kind, key)
+        if owner is None:
+            # The engine reports a create before the gate has recorded its owner: look once
+            # more a moment later (a forged label stays unrecorded).
+            await asyncio.sleep(RECORD_GRACE_S)
+            owner = await ctx.run(book.owner, kind, key)
+        if owner != me:
+            return False
+        if len(known) > 4096:
+            known.clear()
+        known[(kind, key)] = True
+        return True
+
+    return keep
 
 
 # ---- container prune ------------------------------------------------------------------
