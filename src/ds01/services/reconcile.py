@@ -45,9 +45,11 @@ class Reconciler:
 
     def run(self, *, startup: bool = False) -> None:
         """One full pass. Raises RuntimeUnavailable when Docker cannot be listed."""
+        # Allocations first, containers second: a deploy that finishes in between was still
+        # reserved when read (and is skipped), never "live without its container" (issue 10 D2).
+        live = self.allocations.all_live()
         infos = self.containers.engine.list_managed(all=True)
         by_id = {i.id: i for i in infos}
-        live = self.allocations.all_live()
         live_ids = {r.container_id for r in live if r.container_id}
         for row in live:
             if row.state is AllocState.RESERVED:
