@@ -27,6 +27,21 @@ def test_a_second_daemon_on_the_same_state_dir_is_refused(daemon_factory: Any) -
         assert c.health().status == "ok"
 
 
+def test_a_second_daemon_on_the_same_run_dir_is_refused(daemon_factory: Any) -> None:
+    """Another state directory but the same run directory: it would take over the sockets."""
+    d: Daemon = daemon_factory()
+    other = daemon_factory(start=False)
+    argv = other.argv()
+    argv[argv.index("--run-dir") + 1] = str(d.run_dir)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert f"another ds01d is already running on {d.run_dir}" in r.stderr
+    assert "use another --run-dir" in r.stderr
+    with d.client() as c:
+        assert c.health().status == "ok"
+    assert (d.run_dir / "api.sock").exists()
+
+
 def test_sigterm_stops_the_daemon_cleanly_and_removes_its_socket(daemon_factory: Any) -> None:
     d: Daemon = daemon_factory()
     assert d.stop() == 0

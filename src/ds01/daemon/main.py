@@ -39,10 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class InstanceLock:
-    """An flock on <state-dir>/ds01d.lock: one daemon per state directory."""
+    """An flock on <dir>/ds01d.lock: one daemon per state directory, and one per run directory
+    (a second daemon there would take over the first one's sockets)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, what: str = "state directory") -> None:
         self.path = path
+        self.what = what
         self._fh: IO[str] | None = None
 
     def acquire(self) -> None:
@@ -54,10 +56,12 @@ class InstanceLock:
             fh.seek(0)
             other = fh.read().strip() or "unknown"
             fh.close()
+            flag = "--state-dir" if self.what == "state directory" else "--run-dir"
             raise StateError(
                 f"another ds01d is already running on {self.path.parent} (pid {other})",
-                why="Two daemons on one state directory would both hand out the same GPUs.",
-                fix="Stop the other one (systemctl stop ds01d) or use another --state-dir.",
+                why=f"Two daemons on one {self.what} would both hand out the same GPUs"
+                + (" or take over each other's sockets." if flag == "--run-dir" else "."),
+                fix=f"Stop the other one (systemctl stop ds01d) or use another {flag}.",
             ) from None
         fh.seek(0)
         fh.truncate()
@@ -86,13 +90,19 @@ def run(argv: list[str] | None = None) -> None:
             sys.exit(check(paths, args.sim))
         from ds01.daemon.service import Daemon
 
-        daemon = Daemon(paths, sim=args.sim)
-        lock = InstanceLock(paths.lock_file)
-        lock.acquire()
+        # Both locks before anything is opened: a refused second daemon touches nothing.
+        locks = [
+            InstanceLock(paths.lock_file),
+            InstanceLock(paths.run_dir / "ds01d.lock", what="run directory"),
+        ]
         try:
+            for lock in locks:
+                lock.acquire()
+            daemon = Daemon(paths, sim=args.sim)
             asyncio.run(_main(daemon))
         finally:
-            lock.release()
+            for lock in locks:
+                lock.release()
     except Ds01Error as err:
         for i, line in enumerate(err.lines()):
             sys.stderr.write(("ds01d: error: " if i == 0 else "  ") + line + "\n")
