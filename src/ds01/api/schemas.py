@@ -155,11 +155,20 @@ class WhoAmIOut(BaseModel):
     admin: bool
 
 
+class LoopOut(BaseModel):
+    """One background loop of ds01d: its last successful pass (epoch seconds, None before the
+    first) and the error it is failing with now (None while it works)."""
+
+    last_ok: float | None
+    failing: str | None
+
+
 class HealthOut(BaseModel):
     status: str
     version: str
     backend: str
     docker: str
+    loops: dict[str, LoopOut] = {}
 
 
 class ErrorBody(BaseModel):

@@ -23,6 +23,7 @@ from ds01.api.schemas import (
     DrainIn,
     HealthOut,
     LimitValue,
+    LoopOut,
     OrphanOut,
     QuotaOut,
     ReleaseIn,
@@ -61,6 +62,7 @@ class ApiDeps:
     orphans: Callable[[], list[OrphanOut]] = lambda: []
     grants: GrantService | None = None
     host_processes: HostProcessWatch | None = None
+    loops: Callable[[], dict[str, LoopOut]] = dict
 
 
 class _CallerCache:
@@ -159,6 +161,7 @@ def build_app(deps: ApiDeps) -> web.Application:
                 version=__version__,
                 backend=deps.backend_name,
                 docker=deps.docker_state(),
+                loops=deps.loops(),
             )
         )
 

@@ -8,15 +8,18 @@ import contextlib
 import logging
 import os
 import threading
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
 
-from ds01.api.schemas import OrphanOut
+from ds01.api.schemas import LoopOut, OrphanOut
 from ds01.api.server import ApiDeps, build_app, serve
 from ds01.config import Config, load_config
-from ds01.errors import Ds01Error, InventoryError
+from ds01.daemon.loops import LoopHealth, supervised
+from ds01.errors import Ds01Error
 from ds01.gate import EngineClient, GateDeps, GateServer, GateSettings
 from ds01.inventory.backend import InventoryBackend
 from ds01.model.inventory import MachineSample
@@ -57,6 +60,7 @@ class Daemon:
         self.sample: MachineSample | None = None
         self._unit_set: frozenset[str] = frozenset()
         self._tasks: list[asyncio.Task[None]] = []
+        self.health = LoopHealth()
         self._runner: web.AppRunner | None = None
         self.gate: GateServer | None = None
 
@@ -80,16 +84,8 @@ class Daemon:
         self.grants.tick(force_sync=startup)  # at start: rewrite the file, re-read the group
         self.hostproc.scan(self.sample)
 
-    async def _host_access_loop(self) -> None:
-        while True:
-            await asyncio.sleep(HOST_ACCESS_TICK_S)
-            try:
-                await asyncio.to_thread(self._host_access_once)
-            except Ds01Error as err:
-                log.error("host access pass failed: %s", " | ".join(err.lines()))
-            except Exception:
-                # Enforcement must outlive a surprise: log it and try again next tick.
-                log.exception("host access pass failed")
+    async def _host_access_step(self) -> None:
+        await asyncio.to_thread(self._host_access_once)
 
     def reload_config(self) -> None:
         """SIGHUP: load the config again; a bad file keeps the last good config running."""
@@ -133,24 +129,17 @@ class Daemon:
                     len(result.returned),
                 )
 
-    async def _sampler(self) -> None:
-        interval = max(0.2, float(self.config.gpu.sample_interval))
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.apply_sample(await asyncio.to_thread(self.take_sample))
-            except InventoryError as err:
-                log.error("inventory sample failed: %s", " | ".join(err.lines()))
+    def _sample_interval(self) -> float:
+        return max(0.2, float(self.config.gpu.sample_interval))
 
-    async def _expiry(self) -> None:
-        while True:
-            await asyncio.sleep(EXPIRY_TICK_S)
-            try:
-                done = self.allocations.expire_due()
-                if done:
-                    log.info("released %d expired allocation(s): %s", len(done), done)
-            except Ds01Error as err:
-                log.error("expiry pass failed: %s", " | ".join(err.lines()))
+    async def _sample_step(self) -> None:
+        self.apply_sample(await asyncio.to_thread(self.take_sample))
+
+    async def _expiry_step(self) -> None:
+        # In a thread: a database held locked by someone else blocks up to its busy timeout.
+        done = await asyncio.to_thread(self.allocations.expire_due)
+        if done:
+            log.info("released %d expired allocation(s): %s", len(done), done)
 
     # ---- Docker ----------------------------------------------------------------------
 
@@ -170,15 +159,11 @@ class Daemon:
             log.info("Docker engine reachable at %s", self.config.docker.host)
         self.docker_state = "up"
 
-    async def _reconcile_loop(self) -> None:
-        while True:
-            await asyncio.sleep(RECONCILE_EVERY_S)
-            await asyncio.to_thread(self._reconcile_once)
+    async def _reconcile_step(self) -> None:
+        await asyncio.to_thread(self._reconcile_once)
 
     def _watch_events(self) -> None:
         """Blocking: follow Docker's event stream, reconnecting (with a full pass) after drops."""
-        import time
-
         while not self._stopping:
             try:
                 stream = self.engine.events(since=int(time.time()))
@@ -191,12 +176,24 @@ class Daemon:
                         self.reconciler.on_event(event)
                     except Ds01Error as err:
                         log.error("handling Docker event failed: %s", " | ".join(err.lines()))
+                    except Exception:
+                        # The database (locked, disk full): this event is lost, the next
+                        # reconcile pass repairs what it would have done.
+                        log.exception("handling Docker event failed")
+                self.health.last_ok["docker-events"] = time.time()
             except Ds01Error:
                 self.docker_state = "down"
+            except Exception:
+                log.exception("the Docker event watch failed; reconnecting")
             if not self._stopping:
                 time.sleep(EVENTS_RETRY_S)
 
     # ---- lifecycle -------------------------------------------------------------------
+
+    def _loop(
+        self, name: str, step: Callable[[], Awaitable[None]], interval: Callable[[], float]
+    ) -> asyncio.Task[None]:
+        return asyncio.create_task(supervised(name, step, interval, self.health), name=name)
 
     async def start(self) -> None:
         self.apply_sample(await asyncio.to_thread(self.take_sample))
@@ -213,16 +210,17 @@ class Daemon:
             docker_state=lambda: self.docker_state,
             containers=self.containers,
             orphans=self._orphans,
+            loops=self._loops,
             grants=self.grants,
             host_processes=self.hostproc,
         )
         self._runner = await serve(build_app(deps), str(self.paths.api_socket))
         await self._start_gate()
         self._tasks = [
-            asyncio.create_task(self._sampler(), name="sampler"),
-            asyncio.create_task(self._expiry(), name="expiry"),
-            asyncio.create_task(self._reconcile_loop(), name="reconcile"),
-            asyncio.create_task(self._host_access_loop(), name="host-access"),
+            self._loop("sampler", self._sample_step, self._sample_interval),
+            self._loop("expiry", self._expiry_step, lambda: EXPIRY_TICK_S),
+            self._loop("reconcile", self._reconcile_step, lambda: RECONCILE_EVERY_S),
+            self._loop("host-access", self._host_access_step, lambda: HOST_ACCESS_TICK_S),
         ]
         self._watcher = threading.Thread(
             target=self._watch_events, name="docker-events", daemon=True
@@ -246,6 +244,11 @@ class Daemon:
         )
         self.gate = GateServer(deps)
         await self.gate.start(self.paths.gate_socket, self.config.host.gate_group)
+
+    def _loops(self) -> dict[str, LoopOut]:
+        h = self.health
+        names = sorted({*h.last_ok, *h.failing})
+        return {n: LoopOut(last_ok=h.last_ok.get(n), failing=h.failing.get(n)) for n in names}
 
     def _orphans(self) -> list[OrphanOut]:
         return [
