@@ -127,6 +127,7 @@ class Daemon:
         self.machine = machine
         self.docker_host = docker_host
         self.log_path = base / "ds01d.log"
+        self.extra_args: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self.write_config(config)
 
@@ -160,6 +161,7 @@ class Daemon:
             str(self.state_dir),
             "--run-dir",
             str(self.run_dir),
+            *self.extra_args,
         ]
 
     def start(self, timeout: float = 30.0) -> None:

@@ -1,14 +1,17 @@
-"""`ds01d --check`: validate the config and the state database, change nothing."""
+"""`ds01d --check`: validate the config and the state database, change nothing (the database
+is opened read-only and never migrated)."""
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 
 from ds01.config import load_config
-from ds01.errors import EXIT_OK, EXIT_USAGE
+from ds01.errors import EXIT_OK, EXIT_USAGE, StateError
 from ds01.paths import Paths
 from ds01.store.allocations import double_allocations
-from ds01.store.db import Database
+from ds01.store.db import Database, verify_state_file
+from ds01.store.migrations import MIGRATIONS, schema_version
 
 
 def check(paths: Paths, sim: str | None) -> int:
@@ -20,15 +23,27 @@ def check(paths: Paths, sim: str | None) -> int:
     if not paths.db.exists():
         print(f"state: {paths.db} does not exist yet (created at first start)")
         return EXIT_OK
-    db = Database(paths.db, create=False)
+    try:
+        verify_state_file(paths.db)
+        db = Database(paths.db, read_only=True)
+    except StateError as err:
+        print(f"state: {err.what}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         problems = db.integrity_check()
-        doubles = double_allocations(db.conn)
+        version = schema_version(db.conn)
+        doubles = double_allocations(db.conn) if version >= 1 and not problems else []
+    except sqlite3.Error as err:
+        print(f"state: {paths.db} cannot be read: {err}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         db.close()
     if problems:
         print(f"state: integrity check failed: {'; '.join(problems)}", file=sys.stderr)
         return EXIT_USAGE
+    latest = max(v for v, _, _ in MIGRATIONS)
+    if version < latest:
+        print(f"state: schema version {version}; ds01d migrates it to {latest} at its next start")
     if doubles:
         print(f"state: units in two live allocations: {', '.join(doubles)}", file=sys.stderr)
         return EXIT_USAGE

@@ -19,6 +19,7 @@ from typing import IO
 from ds01 import __version__
 from ds01.errors import EXIT_USAGE, Ds01Error, StateError
 from ds01.paths import Paths
+from ds01.store.db import set_aside, verify_state_file
 
 log = logging.getLogger("ds01d")
 
@@ -33,6 +34,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--state-dir", help="state directory (env DS01_STATE_DIR, /var/lib/ds01)")
     p.add_argument("--run-dir", help="socket directory (env DS01_RUN_DIR, /run/ds01)")
     p.add_argument("--check", action="store_true", help="validate config and state, then exit")
+    p.add_argument(
+        "--init",
+        action="store_true",
+        help="start with an empty state when the state database is empty or damaged (the old "
+        "file is kept beside it as ds01.db.broken-<time>)",
+    )
     p.add_argument("--log-level", default=os.environ.get("DS01_LOG_LEVEL", "info"))
     p.add_argument("--version", action="version", version=f"ds01d {__version__}")
     return p.parse_args(argv)
@@ -98,6 +105,7 @@ def run(argv: list[str] | None = None) -> None:
         try:
             for lock in locks:
                 lock.acquire()
+            _trusted_state(paths, init=args.init)
             daemon = Daemon(paths, sim=args.sim)
             asyncio.run(_main(daemon))
         finally:
@@ -109,6 +117,17 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(err.exit_code if err.exit_code else EXIT_USAGE)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _trusted_state(paths: Paths, *, init: bool) -> None:
+    """Refuse an empty or damaged state database, unless told to start afresh (--init)."""
+    try:
+        verify_state_file(paths.db)
+    except StateError as err:
+        if not init:
+            raise
+        kept = set_aside(paths.db)
+        log.warning("%s; starting with an empty state (--init), the old file is %s", err.what, kept)
 
 
 async def _main(daemon: object) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,27 +18,39 @@ from pathlib import Path
 from ds01.errors import StateError
 from ds01.store.migrations import migrate
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
 
 class Database:
-    def __init__(self, path: Path | str, *, create: bool = True) -> None:
+    """The state database. read_only=True (`ds01d --check`) opens it without writing anything:
+    no journal-mode change, no migration."""
+
+    def __init__(self, path: Path | str, *, create: bool = True, read_only: bool = False) -> None:
         self.path = Path(path)
-        if not create and not self.path.exists():
+        if (not create or read_only) and not self.path.exists():
             raise StateError(
                 f"state database {self.path} does not exist",
                 fix="Start ds01d once to create it, or pass the right --state-dir.",
             )
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves (see transaction()).
-            self.conn = sqlite3.connect(
-                str(self.path), isolation_level=None, check_same_thread=False, timeout=10.0
-            )
+            if read_only:
+                self.conn = sqlite3.connect(
+                    f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=10.0
+                )
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # isolation_level=None: we issue BEGIN/COMMIT ourselves (see transaction()).
+                self.conn = sqlite3.connect(
+                    str(self.path), isolation_level=None, check_same_thread=False, timeout=10.0
+                )
             self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL is durable against process crashes (kill -9) in WAL mode; only a power
-            # loss can drop the last commits, and the reconcile at start repairs from Docker.
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute("PRAGMA foreign_keys=ON")
+            if not read_only:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                # NORMAL is durable against process crashes (kill -9) in WAL mode; only a
+                # power loss can drop the last commits, and the reconcile at start repairs
+                # from Docker.
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.execute("PRAGMA busy_timeout=10000")
         except sqlite3.Error as e:
             raise StateError(
@@ -48,8 +61,9 @@ class Database:
         # One connection shared by the event loop and worker threads: a transaction must never
         # interleave with another thread's statements, so the outermost level holds this lock.
         self._lock = threading.RLock()
-        with self.transaction():
-            migrate(self.conn)
+        if not read_only:
+            with self.transaction():
+                migrate(self.conn)
 
     def close(self) -> None:
         self.conn.close()
@@ -87,3 +101,42 @@ class Database:
         rows = self.conn.execute("PRAGMA integrity_check").fetchall()
         msgs = [str(r[0]) for r in rows]
         return [] if msgs == ["ok"] else msgs
+
+
+def verify_state_file(path: Path) -> None:
+    """Refuse a state database that exists but cannot be the one ds01d wrote: empty (0 bytes),
+    not an SQLite file, or damaged (SQLite's quick_check). Starting on it would silently forget
+    every allocation, grant and event. A missing file is a first start and passes."""
+    if not path.exists():
+        return
+    fix = (
+        f"Restore {path.name} from a backup, or start once with 'ds01d --init' to begin with an "
+        "empty state (the damaged file is kept beside it; running containers become orphans)."
+    )
+    with open(path, "rb") as fh:
+        head = fh.read(len(SQLITE_HEADER))
+    if not head:
+        raise StateError(f"state database {path} is empty (0 bytes)", fix=fix)
+    if head != SQLITE_HEADER:
+        raise StateError(f"state database {path} is not an SQLite database", fix=fix)
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+        try:
+            rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise StateError(f"state database {path} is damaged ({e})", fix=fix) from e
+    if rows != ["ok"]:
+        raise StateError(f"state database {path} is damaged: {'; '.join(rows[:3])}", fix=fix)
+
+
+def set_aside(path: Path) -> Path:
+    """Move a refused state database (and its WAL files) aside for `ds01d --init`."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.broken-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            src.rename(Path(str(target) + suffix))
+    return target

@@ -214,3 +214,12 @@ def migrate(conn: sqlite3.Connection) -> int:
             (version, name, time.time()),
         )
     return latest
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The newest migration applied (0 for a database ds01 never set up); reads only."""
+    try:
+        row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+    except sqlite3.OperationalError:
+        return 0  # no such table
+    return int(row[0] or 0)
