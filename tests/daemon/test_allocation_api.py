@@ -295,6 +295,11 @@ MALFORMED: dict[str, tuple[dict[str, Any], tuple[int, str, str]]] = {
         (400, "usage", "bad request: gpueq: Value error, expected a number like 0.5 or 3/7,"
          " got 'half'"),
     ),
+    "a gpueq with an exponent (Fraction would build 10**30000000)": (
+        {"gpueq": "1e30000000"},
+        (400, "usage", "bad request: gpueq: Value error, expected a number like 0.5 or 3/7,"
+         " got '1e30000000'"),
+    ),
     "an unknown field": (
         {"gpus": 1, "priority": "high"},
         (400, "usage", "bad request: priority: Extra inputs are not permitted"),
@@ -312,12 +317,15 @@ def test_a_malformed_request_is_a_usage_error_not_a_refusal(daemon_factory: Any)
             r = h.post("/v1/allocations", json=body)
             err = r.json()["error"]
             got[case] = (body, (r.status_code, err["kind"], err["what"]))
-        bad_id = h.get("/v1/allocations/x")
+        bad_ids = {i: h.get(f"/v1/allocations/{i}") for i in ("x", "9" * 30, "1" * 5000, "-1", "١")}
     assert got == MALFORMED
-    assert (bad_id.status_code, bad_id.json()["error"]["what"]) == (
-        400,
-        "allocation id must be a number, got 'x'",
-    )
+    assert {i: (r.status_code, r.json()["error"]["what"]) for i, r in bad_ids.items()} == {
+        "x": (400, "allocation id must be a number, got 'x'"),
+        "9" * 30: (400, f"allocation id must be a number, got {'9' * 30!r}"),
+        "1" * 5000: (400, f"allocation id must be a number, got {'1' * 40!r}"),
+        "-1": (400, "allocation id must be a number, got '-1'"),
+        "١": (400, "allocation id must be a number, got '١'"),
+    }
     with d.client() as c:
         assert c.events(kind="alloc") == []  # nothing was decided, so nothing was logged
 

@@ -251,12 +251,12 @@ def build_app(deps: ApiDeps) -> web.Application:
         return ok([convert.allocation_out(r) for r in rows])
 
     def _alloc_id(request: web.Request) -> int:
-        try:
-            return int(request.match_info["id"])
-        except ValueError:
-            raise UsageError(
-                f"allocation id must be a number, got {request.match_info['id']!r}"
-            ) from None
+        text = request.match_info["id"]
+        # Digits only, and no more than a database row ID has: int() of 5,000 digits raises a
+        # message about sys.set_int_max_str_digits, and a 2**64 an OverflowError in SQLite.
+        if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) < 2**63):
+            raise UsageError(f"allocation id must be a number, got {text[:40]!r}")
+        return int(text)
 
     async def get_allocation(request: web.Request) -> web.Response:
         return ok(convert.allocation_out(svc.get(caller_of(request), _alloc_id(request))))

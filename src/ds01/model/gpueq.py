@@ -6,8 +6,11 @@ decimal only for display.
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from functools import total_ordering
+
+_PLAIN = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6}|/[0-9]{1,6})?")
 
 
 @total_ordering
@@ -33,10 +36,18 @@ class GpuEq:
 
     @classmethod
     def parse(cls, text: str | int | float) -> GpuEq:
-        """Parse '1', '0.5', '3/7'. Floats are limited to a sensible denominator."""
+        """Parse '1', '0.5', '3/7'. Floats are limited to a sensible denominator.
+
+        Text is read only in those plain forms, at most 6 digits a part: Fraction itself would
+        take '1e30000000' and spend half a minute building the number (issue 10, D7)."""
         if isinstance(text, float):
             return cls(Fraction(text).limit_denominator(1000))
-        return cls(Fraction(str(text).strip()))
+        if isinstance(text, int):
+            return cls(Fraction(text))
+        plain = str(text).strip()
+        if not _PLAIN.fullmatch(plain):
+            raise ValueError(f"not a number like 0.5 or 3/7: {plain[:40]!r}")
+        return cls(Fraction(plain))
 
     @staticmethod
     def total(values: object) -> GpuEq:
