@@ -300,6 +300,18 @@ MALFORMED: dict[str, tuple[dict[str, Any], tuple[int, str, str]]] = {
         (400, "usage", "bad request: gpueq: Value error, expected a number like 0.5 or 3/7,"
          " got '1e30000000'"),
     ),
+    "a container name with a terminal escape": (
+        {"gpus": 1, "container": "job\x1b[2J"},
+        (400, "usage", "invalid container name 'job\\x1b[2J'"),
+    ),
+    "a container name with a newline (a forged table row)": (
+        {"gpus": 1, "container": "a\nb  GPU-0  root"},
+        (400, "usage", "invalid container name 'a\\nb  GPU-0  root'"),
+    ),
+    "a path as a container name": (
+        {"gpus": 1, "container": "../../etc/passwd"},
+        (400, "usage", "invalid container name '../../etc/passwd'"),
+    ),
     "an unknown field": (
         {"gpus": 1, "priority": "high"},
         (400, "usage", "bad request: priority: Extra inputs are not permitted"),

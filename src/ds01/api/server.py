@@ -39,7 +39,7 @@ from ds01.errors import (
     RuntimeUnavailable,
     UsageError,
 )
-from ds01.identity import Caller, caller_from_uid, peer_credentials
+from ds01.identity import Caller, caller_from_uid, peer_credentials, validate_container_name
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import MachineSample
 from ds01.scheduler.snapshot import RequestKind
@@ -230,6 +230,9 @@ def build_app(deps: ApiDeps) -> web.Application:
 
     async def allocate(request: web.Request) -> web.Response:
         body = await parse_body(request, AllocateIn)
+        if body.container is not None:
+            # The one name rule: the name reaches other users' tables and the audit log.
+            validate_container_name(body.container)
         if body.gpus is not None:
             req = AllocationRequest(RequestKind.GPUS, count=body.gpus, container=body.container)
         elif body.mig is not None:
