@@ -277,3 +277,21 @@ def test_commands_say_when_the_daemon_is_not_running(daemon_factory: Any) -> Non
         "  The daemon is not running, or DS01_RUN_DIR points elsewhere.",
         "  Ask an admin to start it (systemctl start ds01d), or check --run-dir.",
     ]
+
+
+def test_text_from_users_cannot_drive_another_users_terminal(daemon_factory: Any) -> None:
+    """A release reason is free text and lands in the audit log every admin reads: escape
+    sequences, C1 controls, newlines and Rich markup are shown, not obeyed (issue 10, D10)."""
+    d = daemon_factory(config=CONFIG)
+    a = holds_a_slice(d)
+    reason = "done\x1b[2J\x1b]0;pwned\x07\x9b31m[bold red]x[/]\nforged row"
+    with d.client() as c:
+        c.release(a.id, reason=reason)
+    out = d.cli("events", "--kind", "alloc").stdout
+    for raw in ("\x1b", "\x07", "\x9b", "\nforged row"):
+        assert raw not in out, repr(out)
+    flat = "".join(out.split())  # the table folds (and may shorten) a long cell
+    assert "done\\x1b[2J\\x1b" in flat and "[/]\\x0afor" in flat, out
+    # The record itself keeps the text as given: --json is for machines.
+    events = json.loads(d.cli("events", "--kind", "alloc", "--json").stdout)
+    assert [e["reason"] for e in events if e["action"] == "released"] == [reason]

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ds01.cli.context import client_of
-from ds01.cli.output import console, print_json
+from ds01.cli.output import console, escaped, print_json
 from ds01.cli.timefmt import local_time
 
 
@@ -28,5 +28,5 @@ def access(
         head = f"granted {span} (reason: {a.reason})"
     else:
         head = "containers only: use `ds01 container deploy …`"
-    console().print(f"[bold]{a.user}[/]: {head}", soft_wrap=True)
+    console().print(f"[bold]{escaped(a.user)}[/]: {escaped(head)}", markup=True, soft_wrap=True)
     console().print(a.how, markup=False, soft_wrap=True)

@@ -173,9 +173,8 @@ def _as_json(
 def _print_table(
     config: Config, resolved: ResolvedLimits, unix_groups: frozenset[str] | None
 ) -> None:
-    from rich.table import Table
 
-    from ds01.cli.output import console
+    from ds01.cli.output import console, new_table
 
     via = {"users": "users.<name>.group", "members": "members", "unix_group": "unix_group"}
     group = resolved.group or "(none: defaults only)"
@@ -194,7 +193,7 @@ def _print_table(
     if roles:
         console().print(f"roles:  {', '.join(roles)}", markup=False)
     console().print(f"config: {config.source}", markup=False)
-    table = Table(box=None, pad_edge=False, show_edge=False)
+    table = new_table(box=None, pad_edge=False, show_edge=False)
     for column in ("key", "value", "source"):
         table.add_column(column, overflow="fold")
     for key, kind, value, source in _rows(resolved):

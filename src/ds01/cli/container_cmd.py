@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ds01.cli.context import client_of
-from ds01.cli.output import console, err_console, new_table, print_json
+from ds01.cli.output import console, err_console, escaped, new_table, print_json
 from ds01.cli.timefmt import age, local_time
 from ds01.errors import UsageError
 
@@ -107,7 +107,10 @@ def deploy(
     if as_json:
         print_json(out.model_dump(mode="json"))
         return
-    console().print(f"[green]✓[/] {out.name} is {out.state}: {_gpus_text(out)}")
+    console().print(
+        f"[green]✓[/] {escaped(out.name)} is {out.state}: {escaped(_gpus_text(out))}",
+        markup=True,
+    )
     if out.note:
         console().print(out.note)
     if detach or not sys.stdin.isatty():

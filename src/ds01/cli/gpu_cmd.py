@@ -88,9 +88,10 @@ def _memory(used: int | None, total: int | None) -> str:
 def _table(title: str) -> Table:
     # Two spaces between columns and none at the edges: the tables fit 80 columns.
     from rich import box
-    from rich.table import Table
 
-    return Table(
+    from ds01.cli.output import new_table
+
+    return new_table(
         title=title,
         title_justify="left",
         box=box.SIMPLE_HEAD,

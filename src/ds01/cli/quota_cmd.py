@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ds01.cli.context import client_of
-from ds01.cli.output import console, new_table, print_json
+from ds01.cli.output import console, escaped, new_table, print_json
 from ds01.cli.timefmt import local_time
 
 
@@ -22,7 +22,7 @@ def quota(
         print_json(q.model_dump(mode="json"))
         return
     group = f" (group {q.group})" if q.group else ""
-    console().print(f"[bold]{q.user}[/]{group}")
+    console().print(f"[bold]{escaped(q.user)}[/]{escaped(group)}", markup=True)
     console().print(
         f"GPU quota: using {q.used_gpueq:g} of {q.max_gpueq:g} gpueq, "
         f"{q.remaining_gpueq:g} left; containers {q.containers} of {q.max_containers}"
