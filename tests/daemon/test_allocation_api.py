@@ -417,3 +417,14 @@ def test_the_client_says_when_the_daemon_is_not_there(daemon_factory: Any) -> No
         "The daemon is not running, or DS01_RUN_DIR points elsewhere.",
         "Ask an admin to start it (systemctl start ds01d), or check --run-dir.",
     ]
+
+
+def test_a_workspace_with_a_nul_byte_is_a_usage_error_not_a_500(daemon_factory: Any) -> None:
+    from ds01.api.schemas import DeployIn
+    from ds01.errors import UsageError
+
+    d: Daemon = daemon_factory(config=config())
+    with d.client() as c, pytest.raises(UsageError) as err:
+        c.deploy(DeployIn(name="job", image="img", workspace="/tmp/a\x00b", cpu_only=True))
+    assert err.value.what == "'/tmp/a\\x00b': a path with control characters"
+    assert "Traceback" not in d.log()

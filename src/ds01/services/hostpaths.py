@@ -51,6 +51,12 @@ def allowed_host_path(
     (SYSTEM_PATHS, "/") for anyone but root. Missing paths are refused (Docker would create them
     as root).
     """
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        # A NUL makes every os call raise ValueError; other control characters are no path
+        # anyone means, and would reach terminals in messages.
+        raise UsageError(
+            f"{path!r}: a path with control characters", fix="Give the directory's plain path."
+        )
     if not os.path.isabs(path):
         raise UsageError(
             f"{path}: give an absolute path",
