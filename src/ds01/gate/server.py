@@ -467,8 +467,21 @@ class _Connection:
             if data:
                 up.writer.write(b"%x\r\n" % len(data) + data + CRLF if head.chunked else data)
 
-        async for data in self._body_pieces(head):
-            check.feed(data)
+        pieces = self._body_pieces(head)
+        async for data in pieces:
+            try:
+                check.feed(data)
+            except GateRefusal:
+                # Read the rest away (bounded) before answering: a client still writing its
+                # body would otherwise see a broken pipe instead of the refusal.
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(self.settings.body_timeout_s):
+                        left = LINGER_MAX_BYTES
+                        async for rest in pieces:
+                            left -= len(rest)
+                            if left < 0:
+                                break
+                raise
             pending += data
             if len(pending) > HOLD_BACK:
                 send(bytes(pending[:-HOLD_BACK]))
