@@ -78,27 +78,56 @@ async def own_only(ctx: Ctx, body: bytes | None) -> Plan:
 
 
 def _list_filter(ctx: Ctx) -> After:
-    """The hook that keeps, of the engine's list reply, what the caller owns."""
-    volumes = ctx.req.name == "volumes.list"
+    """The hook that keeps, of the engine's container or volume list, what the caller owns."""
+    me = ctx.caller.name
+
+    def mine(_item: dict[str, Any], owner: str | None) -> bool:
+        return owner == me
+
+    if ctx.req.name == "volumes.list":
+        from ds01.gate.policy import volumes_networks as vn
+
+        return owned_reply(
+            ctx, ObjectKind.VOLUME, "Name", mine, envelope="Volumes", first=vn.adopt_labelled
+        )
+    return owned_reply(ctx, ObjectKind.CONTAINER, "Id", mine)
+
+
+Keep = Callable[[dict[str, Any], str | None], bool]
+
+
+def owned_reply(
+    ctx: Ctx,
+    kind: ObjectKind,
+    key: str,
+    keep: Keep,
+    *,
+    envelope: str | None = None,
+    first: Callable[[Ctx], Awaitable[None]] | None = None,
+) -> After:
+    """The one hook that narrows an engine list reply by ds01's owner records: each item (a
+    JSON object, its record looked up by item[key]) stays when keep(item, recorded owner)
+    says so. envelope: the list sits in that field of an object (volumes). first: what must
+    happen before the records are read (adopting labelled volumes and networks)."""
 
     async def after(status: int, reply: bytes | None) -> bytes | None:
         if status != 200 or reply is None:
             return None
         data = json.loads(reply)
-        items = (data.get("Volumes") if isinstance(data, dict) else data) if volumes else data
+        items = data.get(envelope) if envelope and isinstance(data, dict) else data
         if not isinstance(items, list):
-            return None if not volumes or items is None else b'{"Volumes":[],"Warnings":[]}'
-        if volumes:
-            from ds01.gate.policy import volumes_networks as vn
-
-            await vn.adopt_labelled(ctx)
-        kind, key = (ObjectKind.VOLUME, "Name") if volumes else (ObjectKind.CONTAINER, "Id")
-        keys = [str(i.get(key, "")) for i in items if isinstance(i, dict)]
+            return (
+                None
+                if envelope is None or items is None
+                else json.dumps({**data, envelope: []}).encode()
+            )
+        if first is not None:
+            await first(ctx)
+        objects = [i for i in items if isinstance(i, dict)]
+        keys = [str(i.get(key, "")) for i in objects]
         owners = await ctx.run(ctx.deps.containers.owners.owners, kind, keys)
-        me = ctx.caller.name
-        keep = [i for i in items if isinstance(i, dict) and owners.get(str(i.get(key))) == me]
-        out: Any = {**data, "Volumes": keep} if volumes else keep
-        return json.dumps(out).encode()
+        kept = [i for i in objects if keep(i, owners.get(str(i.get(key, ""))))]
+        return json.dumps({**data, envelope: kept} if envelope else kept).encode()
 
     return after
 

@@ -224,21 +224,11 @@ async def listing(ctx: Ctx, body: bytes | None) -> Plan:
         return plan
     me = ctx.caller.name
 
-    async def after(status: int, reply: bytes | None) -> bytes | None:
-        if status != 200 or reply is None:
-            return None
-        items = json.loads(reply)
-        if not isinstance(items, list):
-            return None
-        ids = [str(i.get("Id", "")) for i in items if isinstance(i, dict)]
-        owners = await ctx.run(_book(ctx).owners, ObjectKind.IMAGE, ids)
-        keep = [
-            i for i in items if isinstance(i, dict) and owners.get(str(i.get("Id", "")), me) == me
-        ]
-        return json.dumps(keep).encode()
+    def mine_or_shared(_image: dict[str, Any], owner: str | None) -> bool:
+        return owner is None or owner == me
 
     plan.capture_response = True
-    plan.after = after
+    plan.after = filters.owned_reply(ctx, ObjectKind.IMAGE, "Id", mine_or_shared)
     return plan
 
 

@@ -116,11 +116,6 @@ async def _owner(ctx: Ctx, kind: ObjectKind, key: str) -> str | None:
     return await ctx.run(ctx.deps.containers.owners.owner, kind, key)
 
 
-async def _owners(ctx: Ctx, kind: ObjectKind, keys: list[str]) -> dict[str, str]:
-    await adopt_labelled(ctx)
-    return await ctx.run(ctx.deps.containers.owners.owners, kind, keys)
-
-
 # ---- volumes ----------------------------------------------------------------------------
 
 
@@ -380,23 +375,13 @@ async def networks_list(ctx: Ctx, body: bytes | None) -> Plan:
         return plan
     me = ctx.caller.name
 
-    async def after(status: int, reply: bytes | None) -> bytes | None:
-        if status != 200 or reply is None:
-            return None
-        items = json.loads(reply)
-        if not isinstance(items, list):
-            return None
-        nets = [n for n in items if isinstance(n, dict)]
-        owners = await _owners(ctx, ObjectKind.NETWORK, [str(n.get("Id", "")) for n in nets])
-        keep = []
-        for n in nets:
-            n[OWNER_KEY] = owners.get(str(n.get("Id", "")))
-            if network_owner(n) == me or is_builtin(n):
-                keep.append({k: v for k, v in n.items() if k != OWNER_KEY})
-        return json.dumps(keep).encode()
+    def mine_or_builtin(net: dict[str, Any], owner: str | None) -> bool:
+        return owner == me or (owner is None and str(net.get("Name", "")) in BUILTIN_NETWORKS)
 
     plan.capture_response = True
-    plan.after = after
+    plan.after = filters.owned_reply(
+        ctx, ObjectKind.NETWORK, "Id", mine_or_builtin, first=adopt_labelled
+    )
     return plan
 
 
