@@ -4,7 +4,7 @@
 # container pinned to a MIG slice, and shows the status views. Everything lives in
 # /tmp/ds01-demo and is stopped at the end (pass --keep to leave it running and explore).
 #
-#   sudo ./scripts/demo.sh [--keep]
+#   ./scripts/demo.sh [--keep]      (as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keep=0
