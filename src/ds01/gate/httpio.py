@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 CRLF = b"\r\n"
@@ -308,14 +308,37 @@ def chunk_size(line: bytes) -> int:
 async def read_chunked(reader: Reader, limit: int) -> bytes:
     """A whole chunked body, decoded; HttpError 413 beyond `limit` bytes."""
     out = bytearray()
+    async for data in body_pieces(reader, chunked=True):
+        out += data
+        if len(out) > limit:
+            raise HttpError(413, "body too large")
+    return bytes(out)
+
+
+async def body_pieces(
+    reader: Reader, *, chunked: bool, length: int | None = None
+) -> AsyncIterator[bytes]:
+    """A message body's bytes as they arrive, chunked framing removed (trailers skipped)."""
+    if not chunked:
+        left = length or 0
+        while left > 0:
+            data = await reader.read_some(min(left, READ_CHUNK))
+            if not data:
+                raise PeerClosed("connection closed inside a message body")
+            left -= len(data)
+            yield data
+        return
     while True:
         size = chunk_size(await reader.read_line(MAX_CHUNK_LINE))
         if size == 0:
             await skip_trailers(reader)
-            return bytes(out)
-        if len(out) + size > limit:
-            raise HttpError(413, "body too large")
-        out += await reader.read_exact(size)
+            return
+        while size > 0:
+            data = await reader.read_some(min(size, READ_CHUNK))
+            if not data:
+                raise PeerClosed("connection closed inside a chunk")
+            size -= len(data)
+            yield data
         if await reader.read_exact(2) != CRLF:
             raise HttpError(400, "chunk not followed by CRLF")
 

@@ -26,7 +26,7 @@ import grp
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -35,7 +35,6 @@ from ds01.errors import Ds01Error
 from ds01.gate.engine import EngineClient, EngineConn
 from ds01.gate.httpio import (
     CRLF,
-    MAX_CHUNK_LINE,
     READ_CHUNK,
     Headers,
     HttpError,
@@ -43,7 +42,7 @@ from ds01.gate.httpio import (
     Reader,
     RequestHead,
     ResponseHead,
-    chunk_size,
+    body_pieces,
     copy_chunked,
     copy_length,
     copy_until_eof,
@@ -51,7 +50,6 @@ from ds01.gate.httpio import (
     parse_response_head,
     read_body,
     read_chunked,
-    skip_trailers,
 )
 from ds01.gate.policy import decide
 from ds01.gate.policy.buildcontext import HOLD_BACK
@@ -467,7 +465,7 @@ class _Connection:
             if data:
                 up.writer.write(b"%x\r\n" % len(data) + data + CRLF if head.chunked else data)
 
-        pieces = self._body_pieces(head)
+        pieces = body_pieces(self.client, chunked=head.chunked, length=head.content_length)
         async for data in pieces:
             try:
                 check.feed(data)
@@ -492,31 +490,6 @@ class _Connection:
         if head.chunked:
             up.writer.write(b"0\r\n\r\n")
         await up.writer.drain()
-
-    async def _body_pieces(self, head: RequestHead) -> AsyncIterator[bytes]:
-        """The request body's bytes as they arrive, chunked framing removed."""
-        if not head.chunked:
-            left = head.content_length or 0
-            while left > 0:
-                data = await self.client.read_some(min(left, READ_CHUNK))
-                if not data:
-                    raise PeerClosed("connection closed inside a message body")
-                left -= len(data)
-                yield data
-            return
-        while True:
-            size = chunk_size(await self.client.read_line(MAX_CHUNK_LINE))
-            if size == 0:
-                await skip_trailers(self.client)
-                return
-            while size > 0:
-                data = await self.client.read_some(min(size, READ_CHUNK))
-                if not data:
-                    raise PeerClosed("connection closed inside a chunk")
-                size -= len(data)
-                yield data
-            if await self.client.read_exact(2) != CRLF:
-                raise HttpError(400, "chunk not followed by CRLF")
 
     async def _send_body(self, head: RequestHead, up: EngineConn) -> None:
         if head.chunked:
@@ -652,19 +625,12 @@ class _Connection:
                 self.cw.write(b"%x\r\n" % len(data) + data + CRLF)
                 await self.cw.drain()
 
-        while True:
-            size = chunk_size(await up.reader.read_line(MAX_CHUNK_LINE))
-            if size == 0:
-                await skip_trailers(up.reader)
-                await send([pending])
-                self.cw.write(b"0\r\n\r\n")
-                await self.cw.drain()
-                return
-            pending += await up.reader.read_exact(size)
-            if await up.reader.read_exact(2) != CRLF:
-                raise HttpError(502, "the engine's chunk was not followed by CRLF")
-            *lines, pending = pending.split(b"\n")
+        async for data in body_pieces(up.reader, chunked=True):
+            *lines, pending = (pending + data).split(b"\n")
             await send(lines)
+        await send([pending])
+        self.cw.write(b"0\r\n\r\n")
+        await self.cw.drain()
 
     async def _stream(
         self, copy: Coroutine[Any, Any, None], up: EngineConn, *, watch_client: bool

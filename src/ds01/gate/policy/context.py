@@ -112,5 +112,17 @@ class Plan:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+# Where the rules put the owner ds01 recorded for an engine object into the engine's data for
+# it (no engine field has a ':' in its name, so an engine reply can never carry it).
+OWNER_KEY = "ds01:owner"
+
+
+def recorded_owner(data: dict[str, Any]) -> str | None:
+    """The recorded owner put into `data` under OWNER_KEY; None (admins only) when ds01 did not
+    make the object. Never a ds01.owner label: an image LABEL or a legacy build step forges it."""
+    owner = data.get(OWNER_KEY)
+    return owner if isinstance(owner, str) else None
+
+
 def passthrough(ctx: Ctx) -> Plan:
     return Plan(ctx.req.path, list(ctx.req.query))

@@ -29,7 +29,7 @@ from typing import Any
 from ds01.errors import Ds01Error
 from ds01.gate.engine import seg
 from ds01.gate.policy import limits as limits_rules
-from ds01.gate.policy.context import After, Ctx, Plan
+from ds01.gate.policy.context import OWNER_KEY, After, Ctx, Plan, recorded_owner
 from ds01.gate.policy.jsonbody import (
     as_bool,
     as_list,
@@ -88,11 +88,6 @@ INSPECT_TTL_S = 30.0
 INSPECT_CACHE_MAX = 4096
 
 
-# Where inspect() puts the recorded owner in the engine's inspect data (no engine field has a
-# ':' in its name, so an engine reply can never carry it).
-OWNER_KEY = "ds01:owner"
-
-
 async def inspect(ctx: Ctx, ref: str, *, kind: str = "container") -> dict[str, Any]:
     """The engine's inspect data for a container named by name, ID or ID prefix, with the
     owner ds01 recorded for its full ID (OWNER_KEY; read it with owner_of). Answers for a
@@ -126,10 +121,8 @@ async def _with_owner(ctx: Ctx, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def owner_of(data: dict[str, Any]) -> str | None:
-    """The recorded owner of a container from inspect(); None (admins only) when ds01 did not
-    make it. Never the ds01.owner label: an image LABEL or a legacy build step forges it."""
-    owner = data.get(OWNER_KEY)
-    return owner if isinstance(owner, str) else None
+    """The recorded owner of a container from inspect() (context.recorded_owner)."""
+    return recorded_owner(data)
 
 
 def check_container_name(ctx: Ctx, name: str) -> None:

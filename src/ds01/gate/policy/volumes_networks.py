@@ -21,7 +21,7 @@ from typing import Any
 
 from ds01.gate.engine import query_json, seg
 from ds01.gate.policy import filters
-from ds01.gate.policy.context import Ctx, Plan
+from ds01.gate.policy.context import OWNER_KEY, Ctx, Plan, recorded_owner
 from ds01.gate.policy.jsonbody import (
     as_bool,
     as_list,
@@ -236,10 +236,6 @@ async def volume_op(ctx: Ctx, body: bytes | None) -> Plan:
 # ---- networks ---------------------------------------------------------------------------
 
 
-# Where network_info() puts the recorded owner in the engine's data (cf. ownership.OWNER_KEY).
-OWNER_KEY = "ds01:owner"
-
-
 async def network_info(ctx: Ctx, ref: str) -> dict[str, Any] | None:
     """The engine's data for a network (by name, ID or ID prefix) with its recorded owner."""
     status, data = await ctx.engine.get(f"/networks/{seg(ref)}")
@@ -252,8 +248,8 @@ async def network_info(ctx: Ctx, ref: str) -> dict[str, Any] | None:
 
 
 def network_owner(data: dict[str, Any]) -> str | None:
-    owner = data.get(OWNER_KEY)
-    return owner if isinstance(owner, str) else None
+    """The recorded owner of a network from network_info() (context.recorded_owner)."""
+    return recorded_owner(data)
 
 
 def is_builtin(data: dict[str, Any]) -> bool:
