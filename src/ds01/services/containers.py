@@ -248,11 +248,14 @@ class ContainerService:
         self.allocations.release_by_daemon(alloc_id, "deploy_failed")
 
     def _require_usable_image(self, caller: Caller, image: str) -> None:
-        """An image another user built, committed, imported or loaded is theirs alone (its
-        files and ENV may hold their secrets): the same rule as the gate's image.not_owner."""
+        """Another user's private image (OwnerBook.private_image_of_another, the gate's rule
+        too) may not be deployed: its files and ENV may hold their secrets."""
         image_id = self.engine.image_id(image)
-        owner = self.owners.owner(ObjectKind.IMAGE, image_id) if image_id else None
-        if owner is not None and owner != caller.name and not caller.is_admin:
+        if (
+            image_id is not None
+            and not caller.is_admin
+            and self.owners.private_image_of_another(image_id, caller.name)
+        ):
             raise Refusal(
                 RefusalReason.NOT_OWNER,
                 f"you may not deploy image {image!r}: it is another user's private image",

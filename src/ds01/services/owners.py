@@ -53,3 +53,10 @@ class OwnerBook:
     def forget(self, kind: ObjectKind, key: str) -> None:
         with self.db.transaction() as conn:
             objects.forget(conn, kind, key)
+
+    def private_image_of_another(self, image_id: str, user: str) -> bool:
+        """The one image rule (gate and deploy): an image a user built, committed, imported or
+        loaded is theirs alone; an image with no record (pulled, made by an admin or before ds01
+        recorded images) is shared."""
+        owner = self.owner(ObjectKind.IMAGE, image_id)
+        return owner is not None and owner != user

@@ -179,12 +179,12 @@ async def usable_image(ctx: Ctx, ref: str, action: str) -> dict[str, Any] | None
     data = await image_data(ctx, ref)
     if data is None or ctx.is_admin:
         return data
-    owner = await ctx.run(_book(ctx).owner, ObjectKind.IMAGE, str(data.get("Id", "")))
-    if owner is not None and owner != ctx.caller.name:
+    image_id = str(data.get("Id", ""))
+    if await ctx.run(_book(ctx).private_image_of_another, image_id, ctx.caller.name):
         raise GateRefusal(
             "image.not_owner",
             f"you may not {action} image {ref!r}: it is another user's private image",
-            summary=f"{ctx.req.endpoint} on image {str(data.get('Id', ''))[:19]}",
+            summary=f"{ctx.req.endpoint} on image {image_id[:19]}",
         )
     return data
 
