@@ -114,6 +114,23 @@ class GateWorld:
             cwd=cwd,
         )
 
+    def container_events(self, user: str, since: str, until: str) -> list[tuple[str, str]]:
+        """(container name, action) of the container events `user` sees through the gate."""
+        r = self.docker(
+            user,
+            "events",
+            "--since",
+            since,
+            "--until",
+            until,
+            "--filter",
+            "type=container",
+            "--format",
+            "{{.Actor.Attributes.name}} {{.Action}}",
+        )
+        assert r.returncode == 0, r.stderr
+        return [(line.split()[0], line.split()[1]) for line in r.stdout.splitlines()]
+
     def agent(self, user: str) -> Agent:
         return Agent(user, self.gate)
 

@@ -412,20 +412,7 @@ def test_events_show_only_ones_own_containers_whatever_the_labels_say(attack: At
     assert r.returncode == 0, r.stderr
     until = str(int(time.time()) + 2)
     time.sleep(2)
-    r = a.w.docker(
-        victim,
-        "events",
-        "--since",
-        since,
-        "--until",
-        until,
-        "--filter",
-        "type=container",
-        "--format",
-        "{{.Actor.Attributes.name}} {{.Action}}",
-    )
-    assert r.returncode == 0, r.stderr
-    names = {line.split()[0] for line in r.stdout.splitlines()}
-    assert names == {own}, r.stdout
-    assert {line.split()[1] for line in r.stdout.splitlines()} >= {"create", "start", "die"}
+    seen = a.w.container_events(victim, since, until)
+    assert {name for name, _ in seen} == {own}, seen
+    assert {action for _, action in seen} >= {"create", "start", "die"}
     a.w.docker(victim, "rm", own)
