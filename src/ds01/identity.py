@@ -15,7 +15,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from ds01.errors import PermissionDenied, UsageError
+from ds01.errors import NotFound, PermissionDenied, UsageError
 
 _SAFE = re.compile(r"[a-z0-9]+")
 _UNSAFE_RUN = re.compile(r"[^a-z0-9]+")
@@ -112,6 +112,19 @@ def caller_from_uid(uid: int, gid: int, pid: int, admin_group: str | None) -> Ca
     groups = groups_of(pw.pw_name, pw.pw_gid)
     is_admin = uid == 0 or (admin_group is not None and admin_group in groups)
     return Caller(uid=uid, gid=gid, pid=pid, name=pw.pw_name, groups=groups, is_admin=is_admin)
+
+
+def caller_of_name(name: str, admin_group: str | None) -> Caller:
+    """The owner of a container as a Caller (their limits, their groups), for what ds01d does on
+    their behalf: restarting, judging or re-allocating their container."""
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        raise NotFound(
+            f"the owner {name!r} has no account",
+            fix="Ask an admin to check the account (getent passwd).",
+        ) from None
+    return caller_from_uid(pw.pw_uid, pw.pw_gid, 0, admin_group)
 
 
 def caller_of_socket(sock: socket.socket, admin_group: str | None) -> Caller:

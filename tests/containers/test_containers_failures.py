@@ -307,7 +307,7 @@ def test_a_daemon_killed_mid_deploy_cleans_up_when_it_starts_again(
         d.start()  # reconciles before it answers
 
         assert db_live(d) == []
-        assert db_allocation(d, alloc_id) == ("released", "daemon_restarted")
+        assert db_allocation(d, alloc_id) == ("released", "deploy_interrupted")
         assert containers_of(docker_client, "root") == []
         with d.client() as c:
             assert c.allocations(all_users=True) == []

@@ -1,5 +1,5 @@
-"""Which containers a restarted ds01d removes as a deploy that died half-way (Reconciler.
-_half_deployed), on a real state database: the ds01.allocation label only finds candidates; the
+"""Which containers a restarted ds01d removes as a create that died half-way (Recovery.
+half_deployed), on a real state database: the ds01.allocation label only finds candidates; the
 owner records decide. A label anyone can forge (a legacy build step of an image with
 `LABEL ds01.allocation=<id> ds01.owner=<user>`) must never get another user's container removed.
 """
@@ -92,6 +92,6 @@ def test_only_containers_the_database_ties_to_the_allocations_user_are_removed(
     owners.record(ObjectKind.CONTAINER, other_alloc.id, "alice", origin="deploy")
     infos = [deployed, gate_made, bobs, bobs_stopped, ran, other_user, bound, other_alloc]
 
-    got = reconciler._half_deployed(RESERVED, infos, {bound.id})
+    got = reconciler.containers.recovery.half_deployed(RESERVED, infos, {bound.id})
 
     assert [i.name for i in got] == ["ca", "cb"]

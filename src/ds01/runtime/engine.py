@@ -303,17 +303,24 @@ class Engine:
 
     # -- containers -----------------------------------------------------------------------
 
-    def create(self, spec: ContainerSpec) -> str:
-        """Create (not start) the container; returns its ID."""
+    def create(self, spec: ContainerSpec, *, name: str | None = None) -> str:
+        """Create (not start) the container, named spec.docker_name unless `name` is given (a
+        recreate makes the new container beside the old one, then renames it); returns its ID."""
         kwargs = create_kwargs(spec, self.info_cgroup_driver())
+        if name is not None:
+            kwargs["name"] = name
         with self._translate(
-            f"create container {spec.docker_name}",
-            container=spec.docker_name,
+            f"create container {kwargs['name']}",
+            container=str(kwargs["name"]),
             image=spec.image,
             name_conflict=True,
         ):
             container = self._docker().containers.create(**kwargs)
         return str(container.id)
+
+    def rename(self, container: str, name: str) -> None:
+        with self._translate(f"rename container {container}", container=container):
+            self._api().rename(container, name)
 
     def start(self, container: str) -> None:
         with self._translate(f"start container {container}", container=container):

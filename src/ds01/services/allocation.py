@@ -23,7 +23,7 @@ from ds01.model.inventory import MachineSample
 from ds01.scheduler.place import place
 from ds01.scheduler.snapshot import Holding, Request, RequestKind, Snapshot, UnitState
 from ds01.store import allocations as allocs
-from ds01.store import events
+from ds01.store import events, intents
 from ds01.store import units as units_store
 from ds01.store.allocations import AllocationRow
 from ds01.store.db import Database
@@ -81,6 +81,9 @@ class AllocationService:
         self.db = db
         self._config = config
         self._clock = clock
+        # Called after a user or admin released a live allocation (its row before the release):
+        # the container service stops a container still running on the units.
+        self.on_released: list[Callable[[AllocationRow], None]] = []
 
     @property
     def config(self) -> Config:
@@ -170,8 +173,12 @@ class AllocationService:
         *,
         existing_container: bool = False,
         preferred_units: Iterable[str] = (),
+        intent: intents.Intent | None = None,
     ) -> AllocationRow:
-        """Reserve units for the caller; bind() must follow within the reservation timeout."""
+        """Reserve units for the caller; activate() must follow within the reservation
+        timeout. With `intent`, the operation's intent record is written in the same
+        transaction (store/intents.py): the reservation then waits for activate() or a
+        release, and recovery decides if its operation dies."""
         resolved = self.limits_for(caller)
         now = self._clock()
         timeout = self.config.allocation.reservation_timeout
@@ -213,6 +220,8 @@ class AllocationService:
                     now=now,
                     expires_at=now + timeout,
                 )
+                if intent is not None:
+                    intents.open_intent(conn, alloc_id, intent, now)
                 events.record(
                     conn,
                     kind="alloc",
@@ -259,6 +268,7 @@ class AllocationService:
             src = allocs.transition(
                 conn, alloc_id, AllocState.ACTIVE, now, container_id=container_id
             )
+            intents.close(conn, alloc_id)  # the operation that reserved it is complete
             row = allocs.get(conn, alloc_id)
             assert row is not None
             events.record(
@@ -314,6 +324,7 @@ class AllocationService:
         now: float,
     ) -> AllocationRow:
         allocs.transition(conn, row.id, AllocState.RELEASED, now, release_reason=reason)
+        intents.close(conn, row.id)
         events.record(
             conn,
             kind="alloc",
@@ -343,7 +354,10 @@ class AllocationService:
                 )
             if row.state is AllocState.RELEASED:
                 return row
-            return self._release_in(conn, row, actor=caller.name, reason=reason, now=now)
+            out = self._release_in(conn, row, actor=caller.name, reason=reason, now=now)
+        for hook in self.on_released:
+            hook(row)
+        return out
 
     def release_by_daemon(self, alloc_id: int, reason: str) -> AllocationRow | None:
         now = self._clock()
@@ -440,6 +454,32 @@ class AllocationService:
     def all_live(self) -> list[AllocationRow]:
         with self.db.transaction(immediate=False) as conn:
             return allocs.live(conn)
+
+    def replace_intent(self, alloc_id: int, intent: intents.Intent) -> None:
+        with self.db.transaction() as conn:
+            intents.replace(conn, alloc_id, intent)
+
+    def close_intent(self, alloc_id: int) -> None:
+        """For an intent whose allocation already ended (no state to change)."""
+        with self.db.transaction() as conn:
+            intents.close(conn, alloc_id)
+
+    def intent_of(self, alloc_id: int) -> intents.IntentRow | None:
+        with self.db.transaction(immediate=False) as conn:
+            return intents.get(conn, alloc_id)
+
+    def open_intents(self) -> list[intents.IntentRow]:
+        with self.db.transaction(immediate=False) as conn:
+            return intents.all_open(conn)
+
+    def live_and_intents(self) -> tuple[list[AllocationRow], list[intents.IntentRow]]:
+        """Both in one read transaction: a consistent picture for reconcile."""
+        with self.db.transaction(immediate=False) as conn:
+            return allocs.live(conn), intents.all_open(conn)
+
+    def last_for_container_id(self, container_id: str) -> AllocationRow | None:
+        with self.db.transaction(immediate=False) as conn:
+            return allocs.last_for_container_id(conn, container_id)
 
     def live_for_container_id(self, container_id: str) -> AllocationRow | None:
         with self.db.transaction(immediate=False) as conn:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
+from ds01 import faults
 from ds01.config import Config
 from ds01.errors import (
     Ds01Error,
@@ -29,12 +31,14 @@ from ds01.errors import (
 from ds01.identity import Caller, docker_container_name, validate_container_name
 from ds01.model.allocation import AllocState
 from ds01.runtime.engine import ContainerInfo, Engine, ShellSession
-from ds01.runtime.spec import ContainerSpec, WorkspaceMount
+from ds01.runtime.spec import DEVICE_LIST_DIRS, ContainerSpec, WorkspaceMount
 from ds01.services import invariants
 from ds01.services.allocation import AllocationRequest, AllocationService
 from ds01.services.hostpaths import allowed_host_path, host_fitted
 from ds01.services.owners import ObjectKind, OwnerBook
+from ds01.services.recovery import Recovery, reallocation_request
 from ds01.store.allocations import AllocationRow
+from ds01.store.intents import Intent, IntentOp
 
 log = logging.getLogger("ds01d.containers")
 
@@ -85,6 +89,8 @@ class ContainerService:
         self.engine = engine
         self._config = config
         self.owners = OwnerBook(allocations.db)
+        self.recovery = Recovery(allocations, engine, self.owners, config)
+        allocations.on_released.append(self._stop_released)
         # Containers a user command is stopping, starting or removing right now: the Docker
         # events these cause are that command's to record (reason "stopped", "retired"…), so
         # the reconciler leaves them alone instead of racing it with "container_exited" or
@@ -102,6 +108,23 @@ class ContainerService:
     @property
     def config(self) -> Config:
         return self._config()
+
+    def _stop_released(self, row: AllocationRow) -> None:
+        """A released allocation's container must not keep running on the units (invariant
+        I2: they may be handed out at once). Stopped in the background: the release answers
+        now, and the reconcile pass stops it too if this fails."""
+        if row.container_id is None or row.state is not AllocState.ACTIVE:
+            return
+        cid = row.container_id
+
+        def stop() -> None:
+            try:
+                with self._acting(cid):
+                    self.engine.stop(cid)
+            except Ds01Error as err:
+                log.warning("could not stop %s after its allocation was released: %s", cid, err)
+
+        threading.Thread(target=stop, name="stop-released", daemon=True).start()
 
     # ---- checks ----------------------------------------------------------------------
 
@@ -184,9 +207,15 @@ class ContainerService:
         self._require_usable_image(caller, req.image)
 
         progress("allocating GPUs")
-        alloc = self.allocations.allocate(caller, _with_container(req.allocation, req.name))
-        container_id: str | None = None
-        try:
+        # The intent is written with the reservation: whatever happens from here on, a
+        # restarted ds01d (or this one, when Docker returns) finishes or undoes this deploy.
+        alloc = self.allocations.allocate(
+            caller,
+            _with_container(req.allocation, req.name),
+            intent=Intent(IntentOp.DEPLOY, caller.name, docker_name=docker_name),
+        )
+        faults.point("deploy.reserved")
+        with self.recovery.undo_on_failure(alloc.id):
             spec = ContainerSpec(
                 owner=caller.name,
                 uid=caller.uid,
@@ -206,8 +235,9 @@ class ContainerService:
             progress("creating the container")
             container_id = self.engine.create(spec)
             # Recorded before anything else can fail: the record, not a label, makes it the
-            # caller's (and lets a restarted ds01d tell it from a forged half-deploy).
+            # caller's (and lets recovery tell it from a forged one).
             self.owners.record(ObjectKind.CONTAINER, container_id, caller.name, origin="deploy")
+            faults.point("deploy.created")
             stored = self.engine.inspect(container_id)
             found = invariants.judge(
                 self.engine, self.owners, self.config, caller, stored, spec.gpu_uuids
@@ -225,27 +255,13 @@ class ContainerService:
                 )
             progress("starting the container")
             self.engine.start(container_id)
+            faults.point("deploy.started")
             row = self.allocations.activate(
                 alloc.id, container_id=container_id, actor=caller.name, reason="deployed"
             )
-        except BaseException as exc:
-            self._undo_deploy(alloc.id, container_id, exc)
-            raise
+            faults.point("deploy.activated")
         info = self._info(container_id)
         return ContainerView(info, row)
-
-    def _undo_deploy(self, alloc_id: int, container_id: str | None, exc: BaseException) -> None:
-        log.warning(
-            "deploy failed, undoing (allocation %s, container %s): %r", alloc_id, container_id, exc
-        )
-        if container_id is not None:
-            try:
-                self.engine.remove(container_id, force=True)
-                self.owners.forget(ObjectKind.CONTAINER, container_id)
-            except Ds01Error as err:
-                # Its owner record stays: it is the caller's, to see and retire.
-                log.error("could not remove half-deployed container %s: %s", container_id, err)
-        self.allocations.release_by_daemon(alloc_id, "deploy_failed")
 
     def _require_usable_image(self, caller: Caller, image: str) -> None:
         """Another user's private image (OwnerBook.private_image_of_another, the gate's rule
@@ -293,7 +309,9 @@ class ContainerService:
         self._require_engine()
         with self._acting(info.id):
             self.engine.stop(info.id)
+            faults.point("stop.stopped")
             row = self._hold_after_stop(info, actor=caller.name, reason="stopped")
+            faults.point("stop.held")
         return ContainerView(self._info(info.id), row)
 
     def allocation_of(self, info: ContainerInfo) -> AllocationRow | None:
@@ -315,18 +333,26 @@ class ContainerService:
         info = self._find_owned(caller, name)
         self._require_engine()
         row = self.allocation_of(info)
-        fresh = row is None
-        if row is None:
-            row = self._reallocate(caller, info)
-            if row is None:  # the container was recreated on other units
-                return self._view_by_name(caller, name)
-        units = tuple(u.uuid for u in row.units)
+        if row is not None:  # still held (or active): it starts on its own units
+            self._require_sound(caller, info, tuple(u.uuid for u in row.units), name)
+            with self._acting(info.id):
+                self.engine.start(info.id)
+                faults.point("start.started")
+                if row.state is not AllocState.ACTIVE:
+                    row = self.allocations.activate(
+                        row.id, container_id=info.id, actor=caller.name, reason="started"
+                    )
+                faults.point("start.activated")
+            return ContainerView(self._info(info.id), row)
+        return self._start_again(caller, info, name)
+
+    def _require_sound(
+        self, caller: Caller, info: ContainerInfo, units: tuple[str, ...], name: str
+    ) -> None:
         found = invariants.judge(
             self.engine, self.owners, self.config, caller, self.engine.inspect(info.id), units
         )
         if found:
-            if fresh:
-                self.allocations.release_by_daemon(row.id, "start_refused")
             raise Refusal(
                 RefusalReason.POLICY,
                 f"container '{name}' may not start: {invariants.describe(found)}",
@@ -334,54 +360,67 @@ class ContainerService:
                 fix=f"Retire it (ds01 container retire {name}) and deploy it again; if the "
                 "message names a mounted directory, put the directory back first.",
             )
-        with self._acting(info.id):
-            self.engine.start(info.id)
-            if row.state is not AllocState.ACTIVE:
-                row = self.allocations.activate(
-                    row.id, container_id=info.id, actor=caller.name, reason="started"
-                )
-        return ContainerView(self._info(info.id), row)
 
-    def _reallocate(self, caller: Caller, info: ContainerInfo) -> AllocationRow | None:
-        """Allocate again for a container whose allocation was released.
+    def _start_again(self, caller: Caller, info: ContainerInfo, name: str) -> ContainerView:
+        """Start a container whose allocation was released: allocate again.
 
         Docker cannot change a container's devices, so the same units are asked for first.
         When they are taken, the container is recreated on the new units from a snapshot of
         its filesystem (docker commit); mounted workspaces are untouched.
         """
-        old = self.allocations.get_any(info.allocation_id) if info.allocation_id else None
-        if old is not None and (old.container_id != info.id or old.user != caller.name):
-            old = None  # the label named an allocation that was never this container's
-        request = (
-            AllocationRequest.from_json(old.request, container=info.short_name)
-            if old is not None
-            else AllocationRequest.from_json({"kind": "cpu"}, container=info.short_name)
-        )
-        wanted = tuple(info.gpu_device_ids)
         # Not existing_container=True: with its allocation released, this container no longer
         # counts towards max_containers, so starting it must be checked like a new one (else
         # stop → release → deploy another → start the first runs one over the limit).
-        row = self.allocations.allocate(caller, request, preferred_units=wanted)
-        got = tuple(u.uuid for u in row.units)
-        if sorted(got) == sorted(wanted):
-            return row
-        try:
-            self._recreate(caller, info, row)
-        except BaseException:
-            self.allocations.release_by_daemon(row.id, "restart_failed")
-            raise
-        return None
+        wanted = tuple(info.gpu_device_ids)
+        row = self.allocations.allocate(
+            caller,
+            reallocation_request(self.allocations, info, caller.name, info.short_name),
+            preferred_units=wanted,
+            intent=Intent(IntentOp.START, caller.name, container_id=info.id),
+        )
+        faults.point("start.reserved")
+        with self.recovery.undo_on_failure(row.id), self._acting(info.id):
+            if sorted(u.uuid for u in row.units) != sorted(wanted):
+                self._recreate(caller, info, row)
+                return self._view_by_name(caller, name)
+            self._require_sound(caller, info, wanted, name)
+            self.engine.start(info.id)
+            faults.point("start.started")
+            row = self.allocations.activate(
+                row.id, container_id=info.id, actor=caller.name, reason="started"
+            )
+            faults.point("start.activated")
+        return ContainerView(self._info(info.id), row)
 
     def _recreate(self, caller: Caller, info: ContainerInfo, row: AllocationRow) -> None:
+        """Make the container again on the units of `row`: the new one is created beside the
+        old one and only then is the old one removed (never a moment without the user's
+        container); recovery finishes or undoes each step (services/recovery.py)."""
+        temp_name = f"ds01-recreate-{row.id}"
+        self.allocations.replace_intent(
+            row.id,
+            Intent(
+                IntentOp.RECREATE,
+                caller.name,
+                docker_name=info.name,
+                container_id=info.id,
+                new_name=temp_name,
+            ),
+        )
+        faults.point("recreate.reserved")
         data = self.engine.inspect(info.id)
         snapshot = self.engine.commit(info.id, f"ds01-snapshot/{info.name}")
+        faults.point("recreate.snapshot")
         cfg = data.get("Config") or {}
         env = dict(e.split("=", 1) for e in (cfg.get("Env") or []) if "=" in e)
         env = {k: v for k, v in env.items() if k not in RESERVED_ENV}
+        # The user's directories only: the device-list binds name the old units, and the new
+        # spec adds those of the new ones.
         mounts = tuple(
             WorkspaceMount(m["Source"], m["Destination"], not m.get("RW", True))
             for m in (data.get("Mounts") or [])
             if m.get("Type") == "bind"
+            and not any(str(m.get("Destination", "")).startswith(d + "/") for d in DEVICE_LIST_DIRS)
         )
         resolved = self.allocations.limits_for(caller)
         spec = ContainerSpec(
@@ -400,14 +439,14 @@ class ContainerService:
             stdin_open=bool(cfg.get("OpenStdin")),
             working_dir=cfg.get("WorkingDir") or None,
         )
+        new_id = self.engine.create(spec, name=temp_name)
+        self.owners.record(ObjectKind.CONTAINER, new_id, caller.name, origin="deploy")
+        faults.point("recreate.created")
         self.engine.remove(info.id, force=True)
         self.owners.forget(ObjectKind.CONTAINER, info.id)
-        new_id = self.engine.create(spec)
-        self.owners.record(ObjectKind.CONTAINER, new_id, caller.name, origin="deploy")
-        self.engine.start(new_id)
-        self.allocations.activate(
-            row.id, container_id=new_id, actor=caller.name, reason="restarted_on_new_units"
-        )
+        faults.point("recreate.old_removed")
+        new = self._info(new_id)
+        self.recovery.finish_recreate(row, new, info.name, quiet=False)
 
     def restart(self, caller: Caller, name: str) -> ContainerView:
         self.stop(caller, name)
@@ -419,9 +458,11 @@ class ContainerService:
         self._require_engine()
         with self._acting(info.id):
             self.engine.remove(info.id, force=True)
+            faults.point("retire.removed")
             row = self.allocation_of(info)
             if row is not None:
                 self.allocations.release_by_daemon(row.id, "retired")
+            faults.point("retire.released")
             self.owners.forget(ObjectKind.CONTAINER, info.id)
         return info.id
 

@@ -1,16 +1,19 @@
 """Keep allocations in step with what really happened to containers (containers issue §4).
 
-A ds01 container stopped or removed behind ds01's back → its allocation is held or released;
-a running container without a live allocation → flagged for admins (and an event). Runs at
-daemon start, on every Docker event, and periodically to catch events missed while Docker or
-ds01d was down.
+A ds01 container stopped or removed behind ds01's back → its allocation is held or released.
+A ds01 container running on GPUs without a live allocation (started behind ds01's back, or
+a start cut short) → it gets the same units again when its hold merely ran out and they are
+free, else it is stopped (invariant I2, docs/allocation.md); anything else running without an
+allocation is flagged for admins (and an event). Operations that died half-way are finished or
+undone first (services/recovery.py). Runs at daemon start, on every Docker event, and
+periodically to catch events missed while Docker or ds01d was down.
 
 A container is tied to an allocation only by the allocation's container_id column (set by every
 activation) and to a user only by its owner record (services/owners.py). The ds01.allocation and
 ds01.owner labels are never acted on: a Dockerfile `LABEL ds01.allocation=<id>` built with the
 legacy builder makes build containers that carry them, and their destroy event once released
-another user's allocation. The one use of a label is at startup, as a hint to find a deploy that
-died half-way; the hint is verified against the database (_half_deployed).
+another user's allocation. The one use of a label is to find a create that died half-way; the
+hint is verified against the database (Recovery.half_deployed).
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ds01.errors import Ds01Error, NotFound
+from ds01.errors import Ds01Error, NotFound, Refusal, RefusalReason
+from ds01.identity import caller_of_name
 from ds01.model.allocation import AllocState
 from ds01.runtime.engine import ContainerInfo, container_info
 from ds01.services.allocation import DAEMON
 from ds01.services.containers import ContainerService
 from ds01.services.owners import ObjectKind
+from ds01.services.recovery import REALLOCATE_AFTER, reallocation_request
 from ds01.store import events
-from ds01.store.allocations import AllocationRow
 
 log = logging.getLogger("ds01d.reconcile")
 
@@ -40,23 +44,30 @@ class Reconciler:
     def __init__(self, containers: ContainerService) -> None:
         self.containers = containers
         self.allocations = containers.allocations
+        self.recovery = containers.recovery
         self.orphans: list[Orphan] = []
         self._flagged: set[str] = set()
 
     def run(self, *, startup: bool = False) -> None:
         """One full pass. Raises RuntimeUnavailable when Docker cannot be listed."""
+        # Operations that died half-way first (an earlier process's, or ones that lost Docker
+        # while undoing themselves): every pass, so also as soon as Docker returns.
+        self.recovery.run()
         # Allocations first, containers second: a deploy that finishes in between was still
         # reserved when read (and is skipped), never "live without its container" (issue 10 D2).
-        live = self.allocations.all_live()
+        live, _ = self.allocations.live_and_intents()
         infos = self.containers.engine.list_managed(all=True)
         by_id = {i.id: i for i in infos}
-        live_ids = {r.container_id for r in live if r.container_id}
+        bound = {r.container_id for r in live if r.container_id}
+        removed: set[str] = set()
         for row in live:
             if row.state is AllocState.RESERVED:
-                if startup:
-                    # Whatever deploy created this reservation died with the old daemon.
-                    for half in self._half_deployed(row, infos, live_ids):
-                        self._remove_half_deployed(half)
+                if startup and self.allocations.intent_of(row.id) is None:
+                    # A reservation from before intents (or the API's own): whatever made it
+                    # died with the old daemon; its containers are found by their label.
+                    for half in self.recovery.half_deployed(row, infos, bound):
+                        self.recovery.remove_half_made(half, row.user, "deploy_interrupted")
+                        removed.add(half.id)
                     self.allocations.release_by_daemon(row.id, "daemon_restarted")
                 continue
             info = by_id.get(row.container_id or "")
@@ -65,44 +76,89 @@ class Reconciler:
                     self.allocations.release_by_daemon(row.id, "container_removed")
                 continue
             self.apply(info, row_state=row.state, alloc_id=row.id)
-        orphans = []
-        live_ids = {r.container_id for r in self.allocations.all_live() if r.container_id}
-        for i in infos:
-            if i.running and i.id not in live_ids:
-                orphans.append(Orphan(i, "running without a live allocation"))
-            elif i.gpu_unpinned:
-                orphans.append(Orphan(i, "asks for GPUs by count, not by UUID"))
-        self._flag(orphans)
+        self._flag(self._orphans([i for i in infos if i.id not in removed]))
 
-    def _half_deployed(
-        self, row: AllocationRow, infos: list[ContainerInfo], live_ids: set[str]
-    ) -> list[ContainerInfo]:
-        """The containers a deploy of the reserved allocation `row` made before ds01d died.
-
-        Found by their ds01.allocation label, which anyone can forge, so each is checked
-        against the database: not bound to another live allocation, and either recorded as
-        made by ds01 for the allocation's user (deploy records right after the create), or
-        unrecorded (the gate died between the engine's answer and its record), never started
-        and labelled with that user. Whatever passes is a container no user but the
-        allocation's owner could act on and that never ran: removing a forged one (a legacy
-        build step of someone's image) costs its builder a build step, and nobody a container.
-        """
-        owners = self.containers.owners.owners(
-            ObjectKind.CONTAINER, [i.id for i in infos if i.allocation_id == row.id]
-        )
+    def _orphans(self, infos: list[ContainerInfo]) -> list[Orphan]:
+        """Running containers without a live allocation, read again after the listing: a
+        deploy or start that completed meanwhile is bound by now or still has its intent."""
+        live, open_intents = self.allocations.live_and_intents()
+        bound = {r.container_id for r in live if r.container_id}
+        claimed = {
+            ref
+            for i in open_intents
+            for ref in (i.intent.container_id, i.intent.docker_name, i.intent.new_name)
+            if ref
+        } | {str(r.id) for r in live if r.state is AllocState.RESERVED}
         out = []
-        for info in infos:
-            if info.allocation_id != row.id or info.id in live_ids:
-                continue
-            recorded = owners.get(info.id)
-            if recorded == row.user or (
-                recorded is None
-                and info.owner == row.user
-                and info.started_at is None
-                and info.state == "created"
-            ):
-                out.append(info)
+        for i in infos:
+            if i.running and i.id not in bound:
+                if (
+                    i.id in self.containers.acting_on
+                    or i.id in claimed
+                    or i.name in claimed
+                    or str(i.allocation_id) in claimed
+                ):
+                    continue  # an operation is at work on it
+                problem = self._repair(i)
+                if problem is not None:
+                    out.append(Orphan(i, problem))
+            elif i.gpu_unpinned:
+                out.append(Orphan(i, "asks for GPUs by count, not by UUID"))
         return out
+
+    def _repair(self, info: ContainerInfo) -> str | None:
+        """A ds01 container that runs without a live allocation (started behind ds01's back,
+        or a start cut short) must not keep units someone else may be given (invariant I2):
+        its owner gets the same units again if they are free and within quota; otherwise it is
+        stopped. Returns the problem to show admins, None when repaired or gone."""
+        try:
+            info = container_info(self.containers.engine.inspect(info.id))
+        except NotFound:
+            return None
+        if not info.running or self.allocations.live_for_container_id(info.id) is not None:
+            return None  # stopped, or bound, since the listing
+        owner = self.containers.owners.owner(ObjectKind.CONTAINER, info.id)
+        if owner is None or not info.gpu_device_ids:
+            return "running without a live allocation"
+        wanted = tuple(info.gpu_device_ids)
+        last = self.allocations.last_for_container_id(info.id)
+        try:
+            if last is None or last.release_reason not in REALLOCATE_AFTER:
+                # Its units were taken from it (a release, an expired reservation): started
+                # again behind ds01's back, it does not get them back.
+                reason = last.release_reason if last is not None else "never allocated"
+                raise Refusal(RefusalReason.POLICY, f"its allocation ended: {reason}")
+            caller = caller_of_name(owner, self.containers.config.admin_group)
+            row = self.allocations.allocate(
+                caller,
+                reallocation_request(self.allocations, info, owner, info.short_name),
+                existing_container=True,
+                preferred_units=wanted,
+            )
+        except Ds01Error as err:
+            why = err.what
+        else:
+            if sorted(u.uuid for u in row.units) == sorted(wanted):
+                self.allocations.activate(
+                    row.id, container_id=info.id, actor=DAEMON, reason="container_started"
+                )
+                return None
+            self.allocations.release_by_daemon(row.id, "units_taken")
+            why = "its GPUs are held by another allocation"
+        self.containers.engine.stop(info.id)
+        with self.allocations.db.transaction() as conn:
+            events.record(
+                conn,
+                kind="container",
+                action="stopped",
+                reason="no_allocation",
+                actor=DAEMON,
+                user=owner,
+                message=f"{info.name}: stopped, it ran on GPUs without an allocation ({why})",
+                details={"container_id": info.id, "gpu_device_ids": list(wanted)},
+            )
+        log.warning("stopped %s: running on %s without an allocation (%s)", info.name, wanted, why)
+        return None
 
     def _flag(self, orphans: list[Orphan]) -> None:
         self.orphans = orphans
@@ -125,24 +181,6 @@ class Reconciler:
                     },
                 )
         self._flagged = now
-
-    def _remove_half_deployed(self, info: ContainerInfo) -> None:
-        try:
-            self.containers.engine.remove(info.id, force=True)
-        except Ds01Error as err:
-            log.error("could not remove half-deployed container %s: %s", info.name, err)
-            return
-        self.containers.owners.forget(ObjectKind.CONTAINER, info.id)
-        with self.allocations.db.transaction() as conn:
-            events.record(
-                conn,
-                kind="container",
-                action="removed",
-                reason="deploy_interrupted",
-                actor=DAEMON,
-                user=info.owner,
-                message=f"{info.name}: removed, its deploy did not finish",
-            )
 
     def apply(self, info: ContainerInfo, *, row_state: AllocState, alloc_id: int) -> None:
         if row_state is AllocState.ACTIVE and not info.running:

@@ -12,11 +12,10 @@ container service; decides nothing itself.
 from __future__ import annotations
 
 import logging
-import pwd
 from dataclasses import dataclass
 
 from ds01.errors import Ds01Error, NotFound
-from ds01.identity import Caller, caller_from_uid
+from ds01.identity import caller_of_name
 from ds01.services import invariants
 from ds01.services.allocation import DAEMON
 from ds01.services.containers import ContainerService
@@ -51,7 +50,7 @@ class InvariantSweep:
                 continue  # not made by ds01: reconcile flags it if it holds GPUs
             try:
                 data = engine.inspect(info.id)
-                owner = _caller(owner_name, self.containers.config.admin_group)
+                owner = caller_of_name(owner_name, self.containers.config.admin_group)
                 row = self.containers.allocations.live_for_container_id(info.id)
                 units = tuple(u.uuid for u in row.units) if row is not None else None
                 found = invariants.judge(
@@ -88,11 +87,3 @@ class InvariantSweep:
                 details={"container_id": cid, "violations": sorted({v.code for v in found})},
             )
         return Stopped(cid, name, owner, tuple(found))
-
-
-def _caller(name: str, admin_group: str | None) -> Caller:
-    try:
-        pw = pwd.getpwnam(name)
-    except KeyError:
-        raise NotFound(f"the owner {name!r} has no account") from None
-    return caller_from_uid(pw.pw_uid, pw.pw_gid, 0, admin_group)

@@ -197,6 +197,16 @@ def live_for_container_id(conn: sqlite3.Connection, container_id: str) -> Alloca
     return rows[0] if rows else None
 
 
+def last_for_container_id(conn: sqlite3.Connection, container_id: str) -> AllocationRow | None:
+    """The newest allocation ever bound to this container (live or released)."""
+    rows = _rows(
+        conn,
+        "id = (SELECT MAX(id) FROM allocations WHERE container_id = ?)",
+        (container_id,),
+    )
+    return rows[0] if rows else None
+
+
 def recent(conn: sqlite3.Connection, user: str | None, limit: int = 200) -> list[AllocationRow]:
     if user is None:
         return _rows(conn, "id IN (SELECT id FROM allocations ORDER BY id DESC LIMIT ?)", (limit,))
@@ -208,10 +218,13 @@ def recent(conn: sqlite3.Connection, user: str | None, limit: int = 200) -> list
 
 
 def due(conn: sqlite3.Connection, now: float) -> list[AllocationRow]:
-    """Reservations past their expiry and holds past their end."""
+    """Reservations past their expiry and holds past their end. A reservation with an open
+    intent (store/intents.py) is not due: a container may already run on its units, and only
+    recovery, which sees the containers, may end it."""
     return _rows(
         conn,
-        "(state = 'reserved' AND expires_at IS NOT NULL AND expires_at <= ?)"
+        "(state = 'reserved' AND expires_at IS NOT NULL AND expires_at <= ?"
+        " AND id NOT IN (SELECT allocation_id FROM intents))"
         " OR (state = 'held' AND hold_until IS NOT NULL AND hold_until <= ?)",
         (now, now),
     )

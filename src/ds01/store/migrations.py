@@ -184,10 +184,31 @@ def _v3_objects(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v4_intents(conn: sqlite3.Connection) -> None:
+    """Intent records of multi-step container operations (store/intents.py): written in the
+    transaction that reserves the units, deleted in the one that activates or releases them."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE intents (
+            allocation_id INTEGER PRIMARY KEY REFERENCES allocations (id),
+            op TEXT NOT NULL CHECK (op IN ('deploy', 'start', 'recreate', 'create')),
+            user TEXT NOT NULL,
+            docker_name TEXT,                 -- deploy: its container; recreate: the old one
+            container_id TEXT,                -- start, recreate: the container acted on
+            new_name TEXT,                    -- recreate: the new container's name until renamed
+            process TEXT NOT NULL,            -- the ds01d process working on it (intents.PROCESS)
+            created_at REAL NOT NULL
+        );
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "bare-metal grants and host process reports", _v2_grants),
     (3, "owner records of containers, volumes, networks and image tags", _v3_objects),
+    (4, "intent records of container operations", _v4_intents),
 ]
 
 

@@ -26,6 +26,7 @@ from ds01.runtime.spec import device_list_mounts as spec_device_list_mounts
 from ds01.scheduler.snapshot import RequestKind
 from ds01.services.allocation import AllocationRequest
 from ds01.store.allocations import AllocationRow
+from ds01.store.intents import Intent, IntentOp
 
 REQUEST_FIELDS = ("Driver", "Count", "DeviceIDs", "Capabilities", "Options")
 
@@ -153,7 +154,15 @@ async def allocate(ctx: Ctx, ask: GpuAsk | None, name: str | None) -> Allocation
     if name:
         await _forget_removed(ctx, name)
     try:
-        row = await ctx.run(svc.allocate, ctx.caller, req, preferred_units=wanted)
+        # The intent lets a restarted ds01d remove the container if the create dies half-way
+        # (services/recovery.py); activate or release closes it.
+        row = await ctx.run(
+            svc.allocate,
+            ctx.caller,
+            req,
+            preferred_units=wanted,
+            intent=Intent(IntentOp.CREATE, ctx.caller.name),
+        )
     except Ds01Error as err:
         raise from_error("gpu.quota", err) from None
     if wanted and sorted(u.uuid for u in row.units) != sorted(wanted):

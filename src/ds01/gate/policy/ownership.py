@@ -21,12 +21,11 @@ the per-operation rules (exec bodies, copying into containers with host director
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import time
 from typing import Any
 
-from ds01.errors import Ds01Error
+from ds01.errors import Ds01Error, NotFound
 from ds01.gate.engine import seg
 from ds01.gate.policy import limits as limits_rules
 from ds01.gate.policy.context import OWNER_KEY, After, Ctx, Plan, recorded_owner
@@ -39,13 +38,14 @@ from ds01.gate.policy.jsonbody import (
     parse_object,
 )
 from ds01.gate.refusal import GateRefusal, LocalReply, from_error
-from ds01.identity import Caller, caller_from_uid, sanitize_username
+from ds01.identity import Caller, caller_of_name, sanitize_username
 from ds01.model.allocation import AllocState
 from ds01.runtime.engine import ContainerInfo, container_info
 from ds01.runtime.spec import is_device_list_path
-from ds01.services.allocation import AllocationRequest
 from ds01.services.containers import RESERVED_ENV
 from ds01.services.owners import ObjectKind
+from ds01.services.recovery import reallocation_request
+from ds01.store.intents import Intent, IntentOp
 
 EXEC_FIELDS = (
     "AttachStdin",
@@ -401,12 +401,11 @@ def _owner_caller(ctx: Ctx, owner: str) -> Caller:
     if owner == ctx.caller.name:
         return ctx.caller
     try:
-        pw = pwd.getpwnam(owner)
-    except KeyError:
+        return caller_of_name(owner, ctx.config.admin_group)
+    except NotFound:
         raise GateRefusal(
             "container.reallocate", f"the owner {owner!r} of this container has no account"
         ) from None
-    return caller_from_uid(pw.pw_uid, pw.pw_gid, 0, ctx.config.admin_group)
 
 
 async def _bind_allocation(ctx: Ctx, data: dict[str, Any], plan: Plan) -> None:
@@ -447,23 +446,21 @@ async def _bind_allocation(ctx: Ctx, data: dict[str, Any], plan: Plan) -> None:
 
 
 async def _reallocate(ctx: Ctx, info: ContainerInfo, owner_name: str) -> Any:
-    """A new allocation for the recorded owner, on the container's units. The request's shape
-    is copied from the container's earlier allocation: the label names it, but it is used only
-    when the database says that allocation was this container's."""
+    """A new allocation for the recorded owner, on the container's units, shaped like the last
+    allocation the database bound to this container (services/recovery.reallocation_request).
+    Its intent record lets a restarted ds01d finish or undo the start (services/recovery.py)."""
     svc = ctx.deps.allocations
     owner = await ctx.run(_owner_caller, ctx, owner_name)
-    old = await ctx.run(svc.get_any, info.allocation_id) if info.allocation_id else None
-    if old is not None and (old.container_id != info.id or old.user != owner_name):
-        old = None
-    request = (
-        AllocationRequest.from_json(old.request, container=old.container)
-        if old is not None
-        else AllocationRequest.from_json({"kind": "cpu"}, container=None)
-    )
+    request = await ctx.run(reallocation_request, svc, info, owner_name, info.short_name)
     wanted = tuple(info.gpu_device_ids)
     try:
         row = await ctx.run(
-            svc.allocate, owner, request, existing_container=True, preferred_units=wanted
+            svc.allocate,
+            owner,
+            request,
+            existing_container=True,
+            preferred_units=wanted,
+            intent=Intent(IntentOp.START, owner_name, container_id=info.id),
         )
     except Ds01Error as err:
         raise from_error("gpu.quota", err) from None
