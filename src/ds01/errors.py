@@ -13,6 +13,7 @@ Owns every exception the project raises on purpose. Imports nothing from ds01.
     ├── PermissionDenied           the caller may not do this
     ├── InventoryError             a GPU backend failed (NVML missing, driver gone)
     ├── StateError                 the state database is unusable or out of step
+    │   ├── StateDiskFull          a write failed: the state disk has no space left
     │   ├── UnitAlreadyAllocated   the database constraint caught a double allocation
     │   └── InvalidTransition      an allocation state change the table does not allow
     ├── DaemonUnavailable          the CLI cannot reach ds01d
@@ -163,6 +164,12 @@ class InventoryError(Ds01Error):
 
 class StateError(Ds01Error):
     kind = "state"
+
+
+class StateDiskFull(StateError):
+    """A change could not be saved because the state disk is full; nothing of it was kept."""
+
+    kind = "state_disk_full"
 
 
 class UnitAlreadyAllocated(StateError):

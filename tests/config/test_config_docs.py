@@ -18,6 +18,7 @@ from ds01.config.schema import (
     HostSection,
     PolicyLayer,
     SharedPath,
+    StateSection,
     StorageSection,
     UserSpec,
 )
@@ -34,6 +35,7 @@ MODELS: list[type[BaseModel]] = [
     StorageSection,
     SharedPath,
     HostSection,
+    StateSection,
 ]
 KEYS = sorted({(f.alias or name) for model in MODELS for name, f in model.model_fields.items()})
 

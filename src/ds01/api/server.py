@@ -37,6 +37,7 @@ from ds01.errors import (
     PermissionDenied,
     Refusal,
     RuntimeUnavailable,
+    StateDiskFull,
     UsageError,
 )
 from ds01.identity import Caller, caller_from_uid, peer_credentials, validate_container_name
@@ -94,6 +95,8 @@ def status_for(err: Ds01Error) -> int:
         return 409
     if isinstance(err, RuntimeUnavailable):
         return 503
+    if isinstance(err, StateDiskFull):
+        return 507  # Insufficient Storage: nothing was saved; works again once there is space
     return 500
 
 

@@ -133,6 +133,7 @@ def _build(schema: ConfigFile, source: str, base_dir: Path) -> Config:
         storage=schema.storage,
         host=schema.host,
         gate=schema.gate,
+        state=schema.state,
     )
 
 

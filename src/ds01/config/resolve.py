@@ -26,6 +26,7 @@ from ds01.config.schema import (
     HostSection,
     LimitsLayer,
     Privacy,
+    StateSection,
     StorageSection,
     UserSpec,
 )
@@ -82,6 +83,7 @@ class Config:
     storage: StorageSection
     host: HostSection
     gate: GateSection
+    state: StateSection
 
     @property
     def sim_machine(self) -> Path | None:

@@ -262,6 +262,15 @@ class AllocationSection(_Section):
     reservation_timeout: Duration1 = 120  # seconds
 
 
+class StateSection(_Section):
+    """Automatic online backups of the state database (store/backup.py, docs/allocation.md)."""
+
+    # seconds between backups; null: no automatic backups
+    backup_interval: Annotated[int | None, _v(_duration(1), None)] = 3600
+    backup_keep: Annotated[int, _v(_int(1))] = 24  # newest backups kept, older ones deleted
+    backup_dir: Annotated[Path | None, _v(_absolute_path, None)] = None  # None: <state-dir>/backups
+
+
 class SharedPath(_Section):
     path: Annotated[Path, _v(_absolute_path)]
     read_only: Annotated[bool, _v(_bool)] = True
@@ -312,6 +321,7 @@ class ConfigFile(_Section):
     storage: Annotated[StorageSection, _empty_if_null(dict)] = StorageSection()
     host: Annotated[HostSection, _empty_if_null(dict)] = HostSection()
     gate: Annotated[GateSection, _empty_if_null(dict)] = GateSection()
+    state: Annotated[StateSection, _empty_if_null(dict)] = StateSection()
 
 
 # Limit keys in display order, each with its kind (drives formatting and JSON values).

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from ds01 import __version__
-from ds01.errors import EXIT_USAGE, Ds01Error, StateError
+from ds01.errors import EXIT_OK, EXIT_USAGE, Ds01Error, StateError, UsageError
 from ds01.paths import Paths
 from ds01.store.db import set_aside, verify_state_file
 
@@ -39,6 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="start with an empty state when the state database is empty or damaged (the old "
         "file is kept beside it as ds01.db.broken-<time>)",
+    )
+    p.add_argument(
+        "--restore",
+        metavar="FILE",
+        help="replace the state database with FILE (a backup), keeping the current one beside "
+        "it as ds01.db.before-restore-<time>; refused while ds01d runs",
     )
     p.add_argument("--log-level", default=os.environ.get("DS01_LOG_LEVEL", "info"))
     p.add_argument("--version", action="version", version=f"ds01d {__version__}")
@@ -91,6 +97,13 @@ def run(argv: list[str] | None = None) -> None:
     )
     paths = Paths.resolve(args.config, args.state_dir, args.run_dir)
     try:
+        if args.restore is not None:
+            if args.check or args.init:
+                raise UsageError(
+                    "--restore cannot be combined with --check or --init",
+                    fix="Run 'ds01d --restore FILE' on its own, then start ds01d.",
+                )
+            sys.exit(_restore(paths, Path(args.restore)))
         if args.check:
             from ds01.daemon.check import check
 
@@ -98,10 +111,7 @@ def run(argv: list[str] | None = None) -> None:
         from ds01.daemon.service import Daemon
 
         # Both locks before anything is opened: a refused second daemon touches nothing.
-        locks = [
-            InstanceLock(paths.lock_file),
-            InstanceLock(paths.run_dir / "ds01d.lock", what="run directory"),
-        ]
+        locks = _instance_locks(paths)
         try:
             for lock in locks:
                 lock.acquire()
@@ -117,6 +127,31 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(err.exit_code if err.exit_code else EXIT_USAGE)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _instance_locks(paths: Paths) -> list[InstanceLock]:
+    return [
+        InstanceLock(paths.lock_file),
+        InstanceLock(paths.run_dir / "ds01d.lock", what="run directory"),
+    ]
+
+
+def _restore(paths: Paths, source: Path) -> int:
+    """`ds01d --restore FILE`, under the same two locks as a running daemon: refused while one
+    runs on this state or run directory."""
+    from ds01.store.backup import restore_state
+
+    locks = _instance_locks(paths)
+    try:
+        for lock in locks:
+            lock.acquire()
+        result = restore_state(paths.db, source)
+    finally:
+        for lock in locks:
+            lock.release()
+    for line in result.lines():
+        print(f"ds01d: {line}")
+    return EXIT_OK
 
 
 def _trusted_state(paths: Paths, *, init: bool) -> None:

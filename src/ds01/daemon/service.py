@@ -32,6 +32,7 @@ from ds01.services.hostproc import HostProcessWatch
 from ds01.services.invariants import describe
 from ds01.services.reconcile import Reconciler
 from ds01.services.sweep import InvariantSweep
+from ds01.store.backup import backup_if_due, default_backup_dir
 from ds01.store.db import Database
 
 log = logging.getLogger("ds01d")
@@ -40,6 +41,7 @@ EXPIRY_TICK_S = 1.0
 HOST_ACCESS_TICK_S = 1.0  # grant expiry, warnings, host-access file, host GPU process watch
 RECONCILE_EVERY_S = 30.0
 EVENTS_RETRY_S = 2.0
+BACKUP_TICK_S = 60.0  # how often the backup loop looks whether a backup is due
 
 
 class Daemon:
@@ -141,6 +143,29 @@ class Daemon:
         if done:
             log.info("released %d expired allocation(s): %s", len(done), done)
 
+    # ---- backups ---------------------------------------------------------------------
+
+    def _backup_tick(self) -> float:
+        every = self.config.state.backup_interval
+        return float(min(every, BACKUP_TICK_S)) if every else BACKUP_TICK_S
+
+    async def _backup_step(self) -> None:
+        """An online backup when the newest is state.backup_interval old (store/backup.py). A
+        failure (a full disk) is the supervised loop's: logged once, tried again next tick."""
+        state = self.config.state
+        if state.backup_interval is None:  # automatic backups are off
+            return
+        backup_dir = state.backup_dir or default_backup_dir(self.paths.state_dir)
+        done = await asyncio.to_thread(
+            backup_if_due, self.paths.db, backup_dir, state.backup_interval, state.backup_keep
+        )
+        if done is not None:
+            log.info(
+                "state backup written: %s%s",
+                done.path,
+                f" ({len(done.deleted)} older deleted)" if done.deleted else "",
+            )
+
     # ---- Docker ----------------------------------------------------------------------
 
     def _reconcile_once(self, startup: bool = False) -> None:
@@ -221,6 +246,7 @@ class Daemon:
             self._loop("expiry", self._expiry_step, lambda: EXPIRY_TICK_S),
             self._loop("reconcile", self._reconcile_step, lambda: RECONCILE_EVERY_S),
             self._loop("host-access", self._host_access_step, lambda: HOST_ACCESS_TICK_S),
+            self._loop("backup", self._backup_step, self._backup_tick),
         ]
         self._watcher = threading.Thread(
             target=self._watch_events, name="docker-events", daemon=True

@@ -3,11 +3,17 @@
 Every decision runs inside `transaction()` — by default BEGIN IMMEDIATE, so the write lock is
 taken before the snapshot is read and no other writer can slip in between a check and its write.
 Nested calls become savepoints. Any exception, including KeyboardInterrupt/CancelledError
-(BaseException), rolls back: a half-written decision must never survive.
+(BaseException), rolls back: a half-written decision must never survive. A write that fails
+because the state disk is full (SQLite's "database or disk is full", ENOSPC) rolls back too and
+reaches the caller as `StateDiskFull` ("state disk full": what, why, what to do), never as a raw
+SQLite error; the next transaction works again as soon as there is space.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -15,10 +21,52 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ds01.errors import StateError
+from ds01.errors import StateDiskFull, StateError
 from ds01.store.migrations import migrate
 
+log = logging.getLogger("ds01d.store")
+
 SQLITE_HEADER = b"SQLite format 3\x00"
+# A "disk I/O error" from SQLite on a file system with less than this free counts as disk full
+# (growing the WAL index -shm reports SQLITE_IOERR_SHMSIZE rather than SQLITE_FULL).
+_NEARLY_FULL_BYTES = 64 * 1024
+
+
+def free_bytes(path: Path) -> int | None:
+    """Space an unprivileged writer may still use on the file system holding `path`."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def is_disk_full(exc: BaseException, path: Path | None = None) -> bool:
+    """True when `exc` says a write failed for want of space (on `path`'s file system)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc):
+        return True
+    if "disk I/O error" in str(exc) and path is not None:
+        free = free_bytes(path)
+        return free is not None and free < _NEARLY_FULL_BYTES
+    return False
+
+
+def disk_full_error(
+    exc: BaseException, path: Path, doing: str = "save a change to"
+) -> StateDiskFull:
+    """The "state disk full" error for a failed write to `path` (the database or a backup)."""
+    where = path.parent
+    return StateDiskFull(
+        f"state disk full: ds01d could not {doing} {path}",
+        why=f"The file system holding {where} has no space left ({exc}); nothing was changed.",
+        fix=f"Free space on the state disk (df -h {where}), then try again; ds01d carries on "
+        "by itself once there is space, no restart needed.",
+    )
 
 
 class Database:
@@ -75,26 +123,50 @@ class Database:
 
     def _transaction(self, immediate: bool) -> Iterator[sqlite3.Connection]:
         if self._depth == 0:
+            if self.conn.in_transaction:  # a ROLLBACK that failed earlier left one open
+                self._rollback()
             self.conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
         else:
             self.conn.execute(f"SAVEPOINT sp{self._depth}")
         self._depth += 1
         try:
             yield self.conn
-        except BaseException:
+        except BaseException as exc:
             self._depth -= 1
+            self._rollback()
+            if is_disk_full(exc, self.path.parent):
+                raise disk_full_error(exc, self.path) from exc
+            raise
+        else:
+            self._depth -= 1
+            try:
+                if self._depth == 0:
+                    self.conn.execute("COMMIT")
+                else:
+                    self.conn.execute(f"RELEASE sp{self._depth}")
+            except sqlite3.Error as exc:
+                # Not saved (a full disk fails here, when the WAL is appended): leave nothing
+                # of it pending. A savepoint's failure goes to the enclosing level's rollback.
+                if self._depth == 0:
+                    self._rollback()
+                if is_disk_full(exc, self.path.parent):
+                    raise disk_full_error(exc, self.path) from exc
+                raise
+
+    def _rollback(self) -> None:
+        """Undo the current level. SQLite may already have rolled the whole transaction back
+        itself (it does on SQLITE_FULL); then there is nothing left to undo at any level."""
+        if not self.conn.in_transaction:
+            return
+        try:
             if self._depth == 0:
                 self.conn.execute("ROLLBACK")
             else:
                 self.conn.execute(f"ROLLBACK TO sp{self._depth}")
                 self.conn.execute(f"RELEASE sp{self._depth}")
-            raise
-        else:
-            self._depth -= 1
-            if self._depth == 0:
-                self.conn.execute("COMMIT")
-            else:
-                self.conn.execute(f"RELEASE sp{self._depth}")
+        except sqlite3.Error:
+            # Keep the caller's error; the next transaction rolls back what is left.
+            log.exception("rollback of the state database failed")
 
     def integrity_check(self) -> list[str]:
         """Problems SQLite finds in the file; empty when healthy."""
@@ -131,10 +203,15 @@ def verify_state_file(path: Path) -> None:
         raise StateError(f"state database {path} is damaged: {'; '.join(rows[:3])}", fix=fix)
 
 
-def set_aside(path: Path) -> Path:
-    """Move a refused state database (and its WAL files) aside for `ds01d --init`."""
+def set_aside(path: Path, label: str = "broken") -> Path:
+    """Move a state database (and its WAL files) aside: a refused one for `ds01d --init`
+    (ds01.db.broken-<time>), the replaced one for `ds01d --restore` (label "before-restore")."""
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    target = path.with_name(f"{path.name}.broken-{stamp}")
+    target = path.with_name(f"{path.name}.{label}-{stamp}")
+    n = 1
+    while any(Path(str(target) + s).exists() for s in ("", "-wal", "-shm")):
+        n += 1
+        target = path.with_name(f"{path.name}.{label}-{stamp}-{n}")
     for suffix in ("", "-wal", "-shm"):
         src = Path(str(path) + suffix)
         if src.exists():
