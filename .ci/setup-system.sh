@@ -10,13 +10,14 @@
 #   passwd          useradd / userdel / groupadd
 #   libc-bin        ldd (test-docker.sh checks busybox is static), getent
 #   tar, procps     the image rootfs tarball; pgrep/ps in tests
+#   faketime        libfaketime: steps a real ds01d's wall clock (tests/daemon/test_clock_step.py)
 #
 # Extra package names given as arguments are installed the same way (e.g. prometheus, chromium).
 # Installing docker.io may start the system's own docker.service where systemd runs; the tests
 # never use it (they talk to the private engine only).
 set -euo pipefail
 
-packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo "$@")
+packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime "$@")
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup-system: must run as root (apt-get install)" >&2

@@ -128,6 +128,7 @@ class Daemon:
         self.docker_host = docker_host
         self.log_path = base / "ds01d.log"
         self.extra_args: list[str] = []
+        self.extra_env: dict[str, str] = {}  # added to ds01d's environment (e.g. LD_PRELOAD)
         self.proc: subprocess.Popen[bytes] | None = None
         self.write_config(config)
 
@@ -166,7 +167,8 @@ class Daemon:
 
     def start(self, timeout: float = 30.0) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log)
+        env = {**os.environ, **self.extra_env} if self.extra_env else None
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log, env=env)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

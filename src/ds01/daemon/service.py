@@ -26,6 +26,7 @@ from ds01.model.inventory import MachineSample
 from ds01.paths import Paths
 from ds01.runtime.engine import Engine, EventStream
 from ds01.services.allocation import AllocationService
+from ds01.services.clock import ClockWatch
 from ds01.services.containers import ContainerService
 from ds01.services.grants import GrantService
 from ds01.services.hostproc import HostProcessWatch
@@ -50,7 +51,9 @@ class Daemon:
         self.config: Config = load_config(paths.config)
         self.backend = self._open_backend(sim)
         self.db = Database(paths.db)
-        self.allocations = AllocationService(self.db, lambda: self.config)
+        # Every service reads the time through the clock watch (services/clock.py).
+        self.clock = ClockWatch(self.db)
+        self.allocations = AllocationService(self.db, lambda: self.config, clock=self.clock.now)
         self.engine = Engine(self.config.docker.host)
         self.containers = ContainerService(self.allocations, self.engine, lambda: self.config)
         self.reconciler = Reconciler(self.containers)
@@ -58,6 +61,9 @@ class Daemon:
         self._wire_host_access()
         self.docker_state = "unknown"
         self._stopping = False
+        # Set at stop: wakes the Docker event watch out of its retry pause (an Event, not
+        # time.sleep, also keeps ds01d runnable under libfaketime, tests/daemon/test_clock_step.py).
+        self._stopped = threading.Event()
         self._event_stream: EventStream | None = None
         self.sample: MachineSample | None = None
         self._unit_set: frozenset[str] = frozenset()
@@ -77,12 +83,21 @@ class Daemon:
         from ds01.notify import NOTIFICATIONS_LOG, Notifier
 
         self.notifier = Notifier(self.paths.state_dir / NOTIFICATIONS_LOG)
-        self.grants = GrantService(self.db, self.allocations, self.paths.run_dir, self.notifier)
-        self.hostproc = HostProcessWatch(self.db, self.allocations, self.grants, self.notifier)
+        self.grants = GrantService(
+            self.db, self.allocations, self.paths.run_dir, self.notifier, clock=self.clock.now
+        )
+        self.hostproc = HostProcessWatch(
+            self.db, self.allocations, self.grants, self.notifier, clock=self.clock.now
+        )
+        self.clock.on_step += [self.grants.clock_stepped, self.hostproc.clock_stepped]
         self.grants.on_ended.append(self.hostproc.grant_ended)
 
     def _host_access_once(self, startup: bool = False) -> None:
-        """Grants (expiry, warnings, file, group), then the host GPU process watch."""
+        """A wall-clock step first (every stored and cached deadline moves with it, in this
+        thread, before the grants and the process watch compare any), then grants (expiry,
+        warnings, file, group), then the host GPU process watch. Until a step is applied here,
+        the clock watch answers every other reader in the deadlines' old frame."""
+        self.clock.check()
         self.grants.tick(force_sync=startup)  # at start: rewrite the file, re-read the group
         self.hostproc.scan(self.sample)
 
@@ -211,7 +226,7 @@ class Daemon:
             except Exception:
                 log.exception("the Docker event watch failed; reconnecting")
             if not self._stopping:
-                time.sleep(EVENTS_RETRY_S)
+                self._stopped.wait(EVENTS_RETRY_S)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -299,6 +314,7 @@ class Daemon:
 
     async def stop(self) -> None:
         self._stopping = True
+        self._stopped.set()
         if self._event_stream is not None:
             self._event_stream.close()
         for t in self._tasks:

@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -409,6 +409,19 @@ class GrantService:
             )
             self._ended(row, "expired")
         return ended
+
+    def clock_stepped(self, step_s: float) -> None:
+        """ClockWatch.on_step: the stored grants moved by step_s; move the cached copies and the
+        last group check with them (called from the host-access pass, before tick())."""
+        self._live = {
+            user: replace(
+                g,
+                created_at=g.created_at + step_s if g.until is not None else g.created_at,
+                until=g.until + step_s if g.until is not None else None,
+            )
+            for user, g in self._live.items()
+        }
+        self._group_checked += step_s
 
     def _expire(self, g: GrantRow, now: float) -> GrantRow | None:
         with self.db.transaction() as conn:

@@ -291,6 +291,16 @@ class HostProcessWatch:
                 self._kill(t, now)
         self._view = tuple(replace(t) for t in current.values())
 
+    def clock_stepped(self, step_s: float) -> None:
+        """ClockWatch.on_step: a pending SIGKILL keeps the grace it had left (called from the
+        host-access pass, the thread that scans)."""
+        for t in self._tracked.values():
+            t.first_seen += step_s
+            if t.signalled_at is not None:
+                t.signalled_at += step_s
+            if t.kill_at is not None:
+                t.kill_at += step_s
+
     def _classify(self, t: HostProcess, live_by_container: dict[str, AllocationRow]) -> None:
         if t.container_id is not None:
             alloc = live_by_container.get(t.container_id)

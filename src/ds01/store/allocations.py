@@ -240,3 +240,15 @@ def double_allocations(conn: sqlite3.Connection) -> list[str]:
             " GROUP BY au.unit_uuid HAVING COUNT(*) > 1"
         )
     ]
+
+
+def shift_deadlines(conn: sqlite3.Connection, step_s: float) -> int:
+    """Move every live deadline (a reservation's expiry, a hold's end) by step_s seconds, for a
+    wall-clock step (services/clock.py): each keeps the time it had left. Returns how many
+    allocations moved."""
+    cur = conn.execute(
+        "UPDATE allocations SET expires_at = expires_at + ?, hold_until = hold_until + ?"
+        " WHERE state != 'released' AND (expires_at IS NOT NULL OR hold_until IS NOT NULL)",
+        (step_s, step_s),
+    )
+    return cur.rowcount

@@ -88,6 +88,18 @@ def end(conn: sqlite3.Connection, grant_id: int, *, now: float, reason: str, by:
     return cur.rowcount == 1
 
 
+def shift_live(conn: sqlite3.Connection, step_s: float) -> int:
+    """Move every live grant that has an end by step_s seconds, for a wall-clock step
+    (services/clock.py): its end, and its start with it, so it keeps both the time it had left
+    and its length (which decides the warnings that apply). Returns how many moved."""
+    cur = conn.execute(
+        "UPDATE grants SET until = until + ?, created_at = created_at + ?"
+        " WHERE ended_at IS NULL AND until IS NOT NULL",
+        (step_s, step_s),
+    )
+    return cur.rowcount
+
+
 def history(conn: sqlite3.Connection, user: str | None = None, limit: int = 200) -> list[GrantRow]:
     sql = "SELECT * FROM grants"
     args: list[object] = []
