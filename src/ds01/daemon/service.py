@@ -41,6 +41,18 @@ log = logging.getLogger("ds01d")
 EXPIRY_TICK_S = 1.0
 HOST_ACCESS_TICK_S = 1.0  # grant expiry, warnings, host-access file, host GPU process watch
 RECONCILE_EVERY_S = 30.0
+# Tests race reconcile against deploys with a much shorter pass (tests/containers/
+# test_reconcile_race.py); only root sets ds01d's environment.
+RECONCILE_ENV = "DS01_RECONCILE_EVERY_S"
+
+
+def _reconcile_every() -> float:
+    try:
+        return max(0.05, float(os.environ.get(RECONCILE_ENV, RECONCILE_EVERY_S)))
+    except ValueError:
+        return RECONCILE_EVERY_S
+
+
 EVENTS_RETRY_S = 2.0
 BACKUP_TICK_S = 60.0  # how often the backup loop looks whether a backup is due
 
@@ -69,6 +81,7 @@ class Daemon:
         self._unit_set: frozenset[str] = frozenset()
         self._tasks: list[asyncio.Task[None]] = []
         self.health = LoopHealth()
+        self._reconcile_every = _reconcile_every()
         self._runner: web.AppRunner | None = None
         self.gate: GateServer | None = None
 
@@ -259,7 +272,7 @@ class Daemon:
         self._tasks = [
             self._loop("sampler", self._sample_step, self._sample_interval),
             self._loop("expiry", self._expiry_step, lambda: EXPIRY_TICK_S),
-            self._loop("reconcile", self._reconcile_step, lambda: RECONCILE_EVERY_S),
+            self._loop("reconcile", self._reconcile_step, lambda: self._reconcile_every),
             self._loop("host-access", self._host_access_step, lambda: HOST_ACCESS_TICK_S),
             self._loop("backup", self._backup_step, self._backup_tick),
         ]

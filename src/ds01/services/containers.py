@@ -314,6 +314,22 @@ class ContainerService:
             faults.point("stop.held")
         return ContainerView(self._info(info.id), row)
 
+    def in_operation(self, info: ContainerInfo) -> bool:
+        """An operation is at work on the container: a command of this process acting on it,
+        or an open intent (a deploy, start, recreate or create not yet bound or undone) naming
+        it. Read before its allocation: an operation that ends in between has bound it."""
+        if info.id in self.acting_on:
+            return True
+        live, open_intents = self.allocations.live_and_intents()
+        claimed = {
+            ref
+            for i in open_intents
+            for ref in (i.intent.container_id, i.intent.docker_name, i.intent.new_name)
+            if ref
+        }
+        reserved = {r.id for r in live if r.state is AllocState.RESERVED}
+        return info.id in claimed or info.name in claimed or info.allocation_id in reserved
+
     def allocation_of(self, info: ContainerInfo) -> AllocationRow | None:
         """The live allocation bound to the container's ID in the database. Never the one its
         ds01.allocation label names: a label is forgeable (an image LABEL, a legacy build

@@ -70,6 +70,8 @@ class Reconciler:
                         removed.add(half.id)
                     self.allocations.release_by_daemon(row.id, "daemon_restarted")
                 continue
+            if row.container_id in self.containers.acting_on:
+                continue  # a retire, stop or start at work on it records its own transition
             info = by_id.get(row.container_id or "")
             if info is None:
                 if row.container is not None or row.container_id is not None:
@@ -79,26 +81,15 @@ class Reconciler:
         self._flag(self._orphans([i for i in infos if i.id not in removed]))
 
     def _orphans(self, infos: list[ContainerInfo]) -> list[Orphan]:
-        """Running containers without a live allocation, read again after the listing: a
-        deploy or start that completed meanwhile is bound by now or still has its intent."""
-        live, open_intents = self.allocations.live_and_intents()
-        bound = {r.container_id for r in live if r.container_id}
-        claimed = {
-            ref
-            for i in open_intents
-            for ref in (i.intent.container_id, i.intent.docker_name, i.intent.new_name)
-            if ref
-        } | {str(r.id) for r in live if r.state is AllocState.RESERVED}
+        """Running containers without a live allocation, judged after the listing: a deploy or
+        start that completed meanwhile is bound by now, or still has its intent."""
         out = []
         for i in infos:
-            if i.running and i.id not in bound:
-                if (
-                    i.id in self.containers.acting_on
-                    or i.id in claimed
-                    or i.name in claimed
-                    or str(i.allocation_id) in claimed
-                ):
-                    continue  # an operation is at work on it
+            if (
+                i.running
+                and not self.containers.in_operation(i)
+                and self.allocations.live_for_container_id(i.id) is None
+            ):
                 problem = self._repair(i)
                 if problem is not None:
                     out.append(Orphan(i, problem))

@@ -49,9 +49,12 @@ class InvariantSweep:
             if owner_name is None:
                 continue  # not made by ds01: reconcile flags it if it holds GPUs
             try:
+                busy = self.containers.in_operation(info)
                 data = engine.inspect(info.id)
                 owner = caller_of_name(owner_name, self.containers.config.admin_group)
                 row = self.containers.allocations.live_for_container_id(info.id)
+                if row is None and busy:
+                    continue  # a deploy or start binds it in a moment, or undoes it
                 units = tuple(u.uuid for u in row.units) if row is not None else None
                 found = invariants.judge(
                     engine, self.containers.owners, self.containers.config, owner, data, units
