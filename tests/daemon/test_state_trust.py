@@ -118,3 +118,29 @@ def test_check_reads_an_old_schema_without_migrating_it(daemon_factory: Any) -> 
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
     conn.close()
+
+
+def test_check_reports_a_broken_state_invariant_and_the_daemon_audits_it(
+    daemon_factory: Any,
+) -> None:
+    d: Daemon = daemon_factory()
+    with d.client() as c:
+        alloc = c.allocate(AllocateIn(gpueq="1/7", container="c0"))
+    assert d.stop() == 0
+    r = check(d)
+    assert r.returncode == 0, r.stderr
+    # The audit log loses the allocation's history (a hand edit, a damaged restore).
+    conn = sqlite3.connect(d.state_dir / "ds01.db", isolation_level=None)
+    conn.execute("DELETE FROM events WHERE allocation_id = ?", (alloc.id,))
+    conn.close()
+
+    r = check(d)
+    assert r.returncode == 2
+    line = f"state: invariant I5: allocation {alloc.id} is reserved but its audit log ends with"
+    assert f"{line} no event" in r.stderr
+
+    d.start()  # ds01d checks at start: logs it and audits it once, and keeps serving
+    assert f"state invariant broken: I5: allocation {alloc.id} is reserved" in d.log()
+    with d.client() as c:
+        audited = c.events(kind="daemon")
+    assert [(e.action, e.reason) for e in audited] == [("invariant", "I5")]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+import time
 
 from ds01.config import load_config
 from ds01.errors import EXIT_OK, EXIT_USAGE, StateError
 from ds01.paths import Paths
+from ds01.store import consistency
 from ds01.store.allocations import double_allocations
 from ds01.store.db import Database, verify_state_file
 from ds01.store.migrations import MIGRATIONS, schema_version
@@ -32,7 +34,15 @@ def check(paths: Paths, sim: str | None) -> int:
     try:
         problems = db.integrity_check()
         version = schema_version(db.conn)
-        doubles = double_allocations(db.conn) if version >= 1 and not problems else []
+        if problems or version < 1:
+            broken: list[str] = []
+        elif version >= 5:
+            broken = [str(p) for p in consistency.check(db.conn, time.time(), all_allocations=True)]
+        else:  # I1 only: the rest needs the intents table (migrated at the next start)
+            broken = [
+                f"I1: unit {u} is in more than one live allocation"
+                for u in double_allocations(db.conn)
+            ]
     except sqlite3.Error as err:
         print(f"state: {paths.db} cannot be read: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -44,8 +54,9 @@ def check(paths: Paths, sim: str | None) -> int:
     latest = max(v for v, _, _ in MIGRATIONS)
     if version < latest:
         print(f"state: schema version {version}; ds01d migrates it to {latest} at its next start")
-    if doubles:
-        print(f"state: units in two live allocations: {', '.join(doubles)}", file=sys.stderr)
+    if broken:
+        for line in broken:
+            print(f"state: invariant {line}", file=sys.stderr)
         return EXIT_USAGE
     print(f"state ok: {paths.db}")
     return EXIT_OK

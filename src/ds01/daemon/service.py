@@ -19,7 +19,7 @@ from ds01.api.schemas import LoopOut, OrphanOut
 from ds01.api.server import ApiDeps, build_app, serve
 from ds01.config import Config, load_config
 from ds01.daemon.loops import LoopHealth, supervised
-from ds01.errors import Ds01Error
+from ds01.errors import Ds01Error, RuntimeUnavailable
 from ds01.gate import EngineClient, GateDeps, GateServer, GateSettings
 from ds01.inventory.backend import InventoryBackend
 from ds01.model.inventory import MachineSample
@@ -82,6 +82,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self.health = LoopHealth()
         self._reconcile_every = _reconcile_every()
+        self.state_problems: list[str] = []  # the last state invariant check's findings
         self._runner: web.AppRunner | None = None
         self.gate: GateServer | None = None
 
@@ -198,9 +199,12 @@ class Daemon:
 
     def _reconcile_once(self, startup: bool = False) -> None:
         try:
-            self.reconciler.run(startup=startup)
-            self.sweep.run()
-        except Ds01Error as err:
+            try:
+                self.reconciler.run(startup=startup)
+                self.sweep.run()
+            finally:
+                self._check_state()  # the database's own invariants, Docker or not
+        except RuntimeUnavailable as err:
             if self.docker_state != "down":
                 log.error(
                     "Docker unavailable, deploys are refused until it returns: %s",
@@ -211,6 +215,15 @@ class Daemon:
         if self.docker_state != "up":
             log.info("Docker engine reachable at %s", self.config.docker.host)
         self.docker_state = "up"
+
+    def _check_state(self) -> None:
+        """I1, I3, I5 (store/consistency.py): a new violation is logged and audited once; the
+        current ones are in /v1/health and the doctor."""
+        found = self.allocations.check_state(set(self.state_problems))
+        for p in found:
+            if str(p) not in self.state_problems:
+                log.error("state invariant broken: %s", p)
+        self.state_problems = [str(p) for p in found]
 
     async def _reconcile_step(self) -> None:
         await asyncio.to_thread(self._reconcile_once)

@@ -23,7 +23,7 @@ from ds01.model.inventory import MachineSample
 from ds01.scheduler.place import place
 from ds01.scheduler.snapshot import Holding, Request, RequestKind, Snapshot, UnitState
 from ds01.store import allocations as allocs
-from ds01.store import events, intents
+from ds01.store import consistency, events, intents
 from ds01.store import units as units_store
 from ds01.store.allocations import AllocationRow
 from ds01.store.db import Database
@@ -467,6 +467,27 @@ class AllocationService:
     def intent_of(self, alloc_id: int) -> intents.IntentRow | None:
         with self.db.transaction(immediate=False) as conn:
             return intents.get(conn, alloc_id)
+
+    def check_state(self, known: set[str]) -> list[consistency.Problem]:
+        """The state invariants the database can prove (store/consistency.py). A problem not
+        in `known` (the last check's) is audited once, as a `daemon` event `invariant`."""
+        now = self._clock()
+        with self.db.transaction(immediate=False) as conn:
+            found = consistency.check(conn, now)
+        fresh = [p for p in found if str(p) not in known]
+        if fresh:
+            with self.db.transaction() as conn:
+                for p in fresh:
+                    events.record(
+                        conn,
+                        kind="daemon",
+                        action="invariant",
+                        reason=p.invariant,
+                        actor=DAEMON,
+                        message=p.message,
+                        ts=now,
+                    )
+        return found
 
     def open_intents(self) -> list[intents.IntentRow]:
         with self.db.transaction(immediate=False) as conn:

@@ -204,11 +204,18 @@ def _v4_intents(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v5_events_by_allocation(conn: sqlite3.Connection) -> None:
+    """The state invariant check (store/consistency.py) reads each live allocation's newest
+    event."""
+    _run_script(conn, "CREATE INDEX events_allocation ON events (allocation_id, id);")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "bare-metal grants and host process reports", _v2_grants),
     (3, "owner records of containers, volumes, networks and image tags", _v3_objects),
     (4, "intent records of container operations", _v4_intents),
+    (5, "index of events by allocation", _v5_events_by_allocation),
 ]
 
 
