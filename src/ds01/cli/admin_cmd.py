@@ -53,7 +53,7 @@ def alloc_release(
     alloc_id: Annotated[int, typer.Argument(help="Allocation ID (ds01 admin alloc list).")],
     reason: Annotated[str, typer.Option("--reason", help="Why; goes to the audit log.")],
 ) -> None:
-    """Release an allocation now (its container keeps running without GPUs being reserved)."""
+    """Release an allocation now; a container still running on its units is stopped."""
     with client_of(ctx) as c:
         a = c.release(alloc_id, reason=reason)
     console().print(f"allocation {a.id} of {a.user}: {a.state}")
