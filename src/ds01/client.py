@@ -1,7 +1,9 @@
 """Typed client for the ds01d API over its Unix socket. Used by the CLI and the tests.
 
 Errors from the daemon come back as the same ds01 error types the daemon raised, so the CLI
-renders them through its one error path.
+renders them through its one error path. Transport failures (a connection cut, a refused or
+slow daemon) become DaemonUnavailable in words, never an HTTP library's text; a stream that
+carried an error line before it broke raises that error.
 """
 
 from __future__ import annotations
@@ -97,16 +99,29 @@ class Client:
             r = self._http.request(method, path, **kw)
         except httpx.TransportError as e:
             raise self._unreachable(e) from e
+        data = self._json(r)
+        if r.status_code >= 400:
+            raise error_from_body(data if isinstance(data, dict) else {})
+        return data
+
+    @staticmethod
+    def _json(r: httpx.Response) -> Any:
         try:
-            data = r.json()
+            return r.json()
         except ValueError:
             raise DaemonUnavailable(
                 f"ds01d answered {r.status_code} with a body that is not JSON",
                 fix="Check that --run-dir points at ds01d's socket.",
             ) from None
-        if r.status_code >= 400:
-            raise error_from_body(data if isinstance(data, dict) else {})
-        return data
+
+    def _error_of(self, r: httpx.Response) -> Ds01Error:
+        """The error of a streamed request answered >= 400 (its body is read here)."""
+        try:
+            r.read()
+        except httpx.TransportError as e:
+            return self._unreachable(e)
+        data = self._json(r)
+        return error_from_body(data if isinstance(data, dict) else {})
 
     def _unreachable(self, e: Exception) -> DaemonUnavailable:
         if isinstance(e, httpx.ConnectError):
@@ -115,8 +130,16 @@ class Client:
                 why="The daemon is not running, or DS01_RUN_DIR points elsewhere.",
                 fix="Ask an admin to start it (systemctl start ds01d), or check --run-dir.",
             )
+        if isinstance(e, httpx.TimeoutException):
+            return DaemonUnavailable(
+                f"ds01d at {self.socket_path} did not answer in time",
+                why="It is very busy or stuck.",
+                fix="Try again; if it persists, ask an admin to check 'journalctl -u ds01d'.",
+            )
         return DaemonUnavailable(
-            f"talking to ds01d at {self.socket_path} failed: {e}",
+            f"ds01d at {self.socket_path} closed the connection before it answered",
+            why="It was restarting, or it refused the connection (for example, too many "
+            "connections from your user at once).",
             fix="Try again; if it persists, ask an admin to check 'journalctl -u ds01d'.",
         )
 
@@ -183,12 +206,16 @@ class Client:
                 "POST", "/v1/containers", json=req.model_dump(exclude_none=True), timeout=None
             ) as r:
                 if r.status_code >= 400:
-                    r.read()
-                    raise error_from_body(r.json())
+                    raise self._error_of(r)
                 for line in r.iter_lines():
                     if not line.strip():
                         continue
-                    msg = json.loads(line)
+                    try:
+                        msg = json.loads(line)
+                    except ValueError:
+                        continue  # not a line of ds01d's; the result or error line decides
+                    if not isinstance(msg, dict):
+                        continue
                     if "progress" in msg and on_progress is not None:
                         on_progress(str(msg["progress"]))
                     elif "error" in msg:
@@ -196,7 +223,12 @@ class Client:
                     elif "container" in msg:
                         result = msg["container"]
         except httpx.TransportError as e:
-            raise self._unreachable(e) from e
+            if result is None:
+                raise DaemonUnavailable(
+                    "ds01d ended the deploy before it said how it went",
+                    why="The connection was cut (ds01d restarting?).",
+                    fix="See 'ds01 container list' and 'ds01 events' for what happened.",
+                ) from e
         if result is None:
             raise DaemonUnavailable(
                 "ds01d ended the deploy without a result",
@@ -222,8 +254,7 @@ class Client:
                 "GET", f"/v1/containers/{name}/logs", params=params, timeout=None
             ) as r:
                 if r.status_code >= 400:
-                    r.read()
-                    raise error_from_body(r.json())
+                    raise self._error_of(r)
                 yield from r.iter_bytes()
         except httpx.TransportError as e:
             raise self._unreachable(e) from e

@@ -118,3 +118,57 @@ def test_docker_down_and_back(
     finally:
         relay.stop()
         remove_owned(docker_client, [user])
+
+
+# What the Docker SDK says when the engine is gone; none of it may reach a user.
+SDK_WORDS = (
+    "Traceback",
+    "ConnectionError",
+    "Connection aborted",
+    "FileNotFoundError",
+    "Errno",
+    "urllib3",
+    "HTTPConnection",
+    "DockerException",
+    "incomplete chunked read",
+)
+
+
+@pytest.mark.parametrize(
+    "command", ["stop", "start", "retire", "inspect", "logs"], ids=lambda c: f"container-{c}"
+)
+def test_container_commands_say_docker_is_down_in_user_words(
+    daemon_factory: Any,
+    docker_host: str,
+    docker_client: docker.DockerClient,
+    user: str,
+    command: str,
+) -> None:
+    d = daemon_factory(start=False)
+    relay = SocketRelay(d.base / "docker.sock", docker_host)
+    d.write_config(CONFIG.format(relay=relay.path))
+    relay.start()
+    try:
+        d.start()
+        wait_for(lambda: _docker_state(d) == "up", "ds01d to see Docker up")
+        out = deploy(d, user, "work", "--cpu-only")
+        relay.stop()
+        wait_for(lambda: _docker_state(d) == "down", "ds01d to see Docker down")
+
+        r = d.cli("container", command, "work", user=user)
+        assert r.returncode == 1, r.stdout + r.stderr
+        what, why, fix = (line.strip() for line in r.stderr.splitlines())
+        assert what == (
+            f"error: cannot look up container {out['docker_name']}: "
+            "the Docker engine is not reachable"
+        )
+        assert why == f"Docker is not running: its socket {relay.path} does not exist."
+        assert fix.endswith("GPU status and quotas keep working.")
+        shown = r.stdout + r.stderr
+        assert [w for w in SDK_WORDS if w in shown] == []
+        _still_serving(d, user)
+        # The daemon refused in words too: no traceback for an engine that is away.
+        assert "Traceback" not in d.log()
+    finally:
+        relay.stop()
+        remove_owned(docker_client, [user])

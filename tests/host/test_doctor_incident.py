@@ -60,6 +60,7 @@ CHECK_IDS = [
     "docker.nvidia-envvar-refused",
     "docker.files-current",
     "daemon.running",
+    "daemon.loops",
     "daemon.sockets",
     "daemon.host-access",
     "systemd.current",

@@ -465,8 +465,15 @@ def test_engine_down_is_runtime_unavailable(dead_host: str, make_spec: MakeSpec)
     engine = Engine(dead_host, timeout_s=5)
     with pytest.raises(RuntimeUnavailable) as exc:
         engine.ping()
-    assert exc.value.fix is not None and "dockerd" in exc.value.fix
-    assert exc.value.__cause__ is not None
+    err = exc.value
+    # In a user's words: what failed, why in plain words, what to do; never the SDK's text.
+    assert err.what == "cannot ping the Docker engine: the Docker engine is not reachable"
+    assert err.why is not None and err.why.startswith("Docker is not running")
+    assert err.fix is not None and "systemctl status docker" in err.fix
+    shown = "\n".join(err.lines())
+    for sdk_text in ("Error", "Connection aborted", "Errno", "urllib3", "HTTPConnection"):
+        assert sdk_text not in shown
+    assert err.__cause__ is not None  # the SDK's exception stays attached, for the log
     with pytest.raises(RuntimeUnavailable):
         engine.create(make_spec())
     with pytest.raises(RuntimeUnavailable):

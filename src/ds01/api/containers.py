@@ -1,11 +1,14 @@
 """Container endpoints. Docker calls are blocking, so each runs in a worker thread; deploy
-streams its progress as NDJSON lines ending in a result or an error line."""
+streams its progress as NDJSON lines ending in a result or an error line — always one of the
+two, so a client never sees a deploy stream cut off. A log stream that fails midway (Docker
+went away) ends cleanly; its cause goes to the daemon's log."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +24,7 @@ from ds01.api.schemas import (
 )
 from ds01.errors import Ds01Error, UsageError
 from ds01.identity import Caller
+from ds01.listener import RateLimitedLog
 from ds01.model.gpueq import GpuEq
 from ds01.runtime.engine import ShellSession
 from ds01.scheduler.snapshot import RequestKind
@@ -28,6 +32,9 @@ from ds01.services.allocation import AllocationRequest
 from ds01.services.containers import ContainerService, ContainerView, DeployRequest
 
 CPU_ONLY_NOTE = "CPU-only container: no GPU is visible inside (NVIDIA_VISIBLE_DEVICES=void)."
+
+log = logging.getLogger("ds01d.api")
+_unexpected = RateLimitedLog(log)
 
 
 def container_out(view: ContainerView) -> ContainerOut:
@@ -169,6 +176,16 @@ def add_routes(
                 view = service.deploy(caller, req, progress)
             except Ds01Error as err:
                 return _error_line(err)
+            except Exception:
+                # The stream is already open: an error line, never a cut-off stream.
+                _unexpected.log(logging.ERROR, "deploy", "deploy failed", exc_info=True)
+                return _error_line(
+                    Ds01Error(
+                        f"deploying '{req.name}' failed inside ds01d (an internal error)",
+                        fix="See 'ds01 container list'; tell an admin if it persists (the "
+                        "ds01d log has the details).",
+                    )
+                )
             return {"container": container_out(view).model_dump(mode="json")}
 
         task = asyncio.create_task(asyncio.to_thread(work))
@@ -227,6 +244,9 @@ def add_routes(
             if close is not None:
                 await asyncio.to_thread(close)
             raise
+        except Ds01Error as err:
+            # The head is sent: an error answer is no longer possible. End the stream cleanly.
+            log.info("a log stream ended early: %s", " | ".join(err.lines()))
         await resp.write_eof()
         return resp
 

@@ -13,6 +13,37 @@ from ds01.model.gpueq import GpuEq
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # No path, user name, image, environment or command can hold a NUL: refused here, once,
+        # for every text of every request body, before it reaches the OS (a 500 otherwise).
+        where = _nul_at(data, "")
+        if where is not None:
+            shown = "".join(c if c.isprintable() else "?" for c in where[:80])
+            raise ValueError(f"{shown or 'body'}: NUL characters are not allowed")
+        return data
+
+
+def _nul_at(value: Any, where: str) -> str | None:
+    """The path of the first text (or key) holding a NUL, or None."""
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{where}.{k}" if where else str(k)
+            if isinstance(k, str) and "\x00" in k:
+                return here
+            found = _nul_at(v, here)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _nul_at(v, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
+
 
 def _gpu_options(body: AllocateIn | DeployIn) -> list[str]:
     """Which of the mutually exclusive GPU options a request body sets."""
@@ -157,10 +188,13 @@ class WhoAmIOut(BaseModel):
 
 class LoopOut(BaseModel):
     """One background loop of ds01d: its last successful pass (epoch seconds, None before the
-    first) and the error it is failing with now (None while it works)."""
+    first), the error it is failing with now (None while it works), the seconds it waits
+    between passes (None for a loop driven by events) and when it started (epoch seconds)."""
 
     last_ok: float | None
     failing: str | None
+    interval_s: float | None = None
+    running_since: float | None = None
 
 
 class HealthOut(BaseModel):

@@ -2,10 +2,17 @@
 
 Handlers parse with api.schemas, call a service, and render. They never read NVML or Docker:
 GPU facts come from the latest MachineSample the daemon keeps.
+
+Every answer to a request that reached a handler is JSON: ds01 errors by kind (status_for),
+aiohttp's own 4xx (a body over MAX_BODY, a body read too slowly) as usage errors, and anything
+unexpected as a 500 "internal" error whose traceback goes to the log at a bounded rate.
+Connection limits and timeouts: api/site.py.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
 import time
@@ -31,6 +38,7 @@ from ds01.api.schemas import (
     UnitStatusOut,
     WhoAmIOut,
 )
+from ds01.api.site import GuardedSite, Guards, HttpLog
 from ds01.errors import (
     Ds01Error,
     NotFound,
@@ -41,6 +49,7 @@ from ds01.errors import (
     UsageError,
 )
 from ds01.identity import Caller, caller_from_uid, peer_credentials, validate_container_name
+from ds01.listener import ConnectionLimits, RateLimitedLog
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import MachineSample
 from ds01.scheduler.snapshot import RequestKind
@@ -51,6 +60,18 @@ from ds01.services.hostproc import HostProcessWatch
 
 _M = TypeVar("_M", bound=BaseModel)
 MAX_BODY = 64 * 1024
+
+# The ds01 CLI holds one connection per command; `logs -f` and shells hold theirs while open.
+API_LIMITS = ConnectionLimits(
+    idle_timeout_s=60.0,
+    head_timeout_s=15.0,
+    body_timeout_s=30.0,
+    max_connections=1024,
+    max_connections_per_uid=64,
+)
+_LIMITS = web.AppKey("limits", ConnectionLimits)
+
+log = logging.getLogger("ds01d.api")
 
 
 @dataclass
@@ -115,7 +136,12 @@ def ok(model: BaseModel | list[Any] | dict[str, Any], status: int = 200) -> web.
 
 
 async def parse_body(request: web.Request, schema: type[_M]) -> _M:
-    raw = await request.read()
+    limits = request.config_dict.get(_LIMITS, API_LIMITS)
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            raw = await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout() from None
     if not raw:
         raw = b"{}"
     try:
@@ -138,9 +164,27 @@ def caller_of(request: web.Request) -> Caller:
     return c
 
 
+def _http_error(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (413, 408, 405, …) as ds01 error bodies."""
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        what = f"the request body is too large (the limit is {MAX_BODY} bytes)"
+    elif isinstance(exc, web.HTTPRequestTimeout):
+        what = "the request body came too slowly"
+    else:
+        what = f"the request was refused: {exc.reason}"
+    resp = web.json_response(
+        {"error": {"kind": "usage", "what": what, "why": None, "fix": None, "reason": None}},
+        status=exc.status,
+    )
+    if exc.status in (408, 413):
+        resp.force_close()  # what is left of the body is not read
+    return resp
+
+
 def build_app(deps: ApiDeps) -> web.Application:
     cache = _CallerCache()
     svc = deps.allocations
+    unexpected = RateLimitedLog(log)
 
     @web.middleware
     async def identity_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -154,6 +198,27 @@ def build_app(deps: ApiDeps) -> web.Application:
             return await handler(request)
         except Ds01Error as err:
             return error_response(err)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _http_error(exc)
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception:
+            unexpected.log(
+                logging.ERROR,
+                "handler",
+                "%s %s failed unexpectedly",
+                request.method,
+                request.path[:200],
+                exc_info=True,
+            )
+            return error_response(
+                Ds01Error(
+                    "ds01d failed on this request (an internal error)",
+                    fix="Tell an admin; the ds01d log has the details (journalctl -u ds01d).",
+                )
+            )
 
     app = web.Application(middlewares=[identity_and_errors], client_max_size=MAX_BODY)
 
@@ -377,9 +442,22 @@ def _jsonable(v: object) -> object:
     return v
 
 
-async def serve(app: web.Application, path: str, mode: int = 0o666) -> web.AppRunner:
-    """Listen on a Unix socket with the given mode (0666: every local user may ask)."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+async def serve(
+    app: web.Application, path: str, mode: int = 0o666, limits: ConnectionLimits = API_LIMITS
+) -> web.AppRunner:
+    """Listen on a Unix socket with the given mode (0666: every local user may ask), with the
+    connection limits and timeouts of api/site.py."""
+    app[_LIMITS] = limits
+    guards = Guards()
+    app.middlewares.insert(0, guards.middleware)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        logger=HttpLog(logging.getLogger("ds01d.api")),
+        # Ours (api/site.py) close idle connections and slow heads; aiohttp's is only a backstop.
+        keepalive_timeout=limits.idle_timeout_s + limits.head_timeout_s,
+    )
     await runner.setup()
     if os.path.exists(path):
         os.unlink(path)
@@ -391,6 +469,6 @@ async def serve(app: web.Application, path: str, mode: int = 0o666) -> web.AppRu
         os.umask(old)
     os.chmod(path, mode)
     sock.listen(512)
-    site = web.SockSite(runner, sock)
+    site = GuardedSite(runner, sock, limits, guards)
     await site.start()
     return runner

@@ -18,16 +18,24 @@ from ds01.errors import UsageError
 
 if TYPE_CHECKING:
     from ds01.host.doctor import DoctorReport
+    from ds01.host.doctor.base import DaemonHealth
 
 _LABEL = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
 
 
-def _health(socket: Path) -> str:
+def _health(socket: Path) -> DaemonHealth:
     from ds01.client import Client
+    from ds01.host.doctor.base import DaemonHealth, LoopState
 
     with Client(socket, timeout=5.0) as client:
         h = client.health()
-    return f"status {h.status}, version {h.version}, backend {h.backend}, docker {h.docker}"
+    return DaemonHealth(
+        f"status {h.status}, version {h.version}, backend {h.backend}, docker {h.docker}",
+        {
+            name: LoopState(loop.last_ok, loop.failing, loop.interval_s, loop.running_since)
+            for name, loop in h.loops.items()
+        },
+    )
 
 
 def doctor(

@@ -3,7 +3,9 @@
 Each pass that fails — a ds01 error, an SQLite `OperationalError` (an admin's `sqlite3` holding
 the write lock, a full disk), anything — is logged once per distinct cause (with its traceback
 the first time), retried with a growing pause (up to a minute), and logged again when the loop
-recovers. Every loop's last success and current error are kept for health reports (issue 10).
+recovers. Every loop's last success and current error are kept for health reports (issue 10),
+with its interval and start time, so `ds01 doctor` can also tell a loop that stopped passing
+(stale) from one that is merely between passes.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ MAX_BACKOFF_S = 60.0
 
 @dataclass
 class LoopHealth:
-    """name → time of the last successful pass; name → the error the loop is failing with."""
+    """name → time of the last successful pass; name → the error the loop is failing with;
+    name → its interval between passes now (seconds); name → when it started (epoch)."""
 
     last_ok: dict[str, float] = field(default_factory=dict)
     failing: dict[str, str] = field(default_factory=dict)
+    interval_s: dict[str, float] = field(default_factory=dict)
+    since: dict[str, float] = field(default_factory=dict)
 
 
 def _describe(exc: BaseException) -> str:
@@ -43,7 +48,9 @@ async def supervised(
 ) -> None:
     """Run `step` every interval_s() seconds forever, surviving whatever it raises."""
     failures = 0
+    health.since[name] = time.time()
     while True:
+        health.interval_s[name] = interval_s()
         pause = interval_s() if not failures else min(MAX_BACKOFF_S, interval_s() * 2**failures)
         await asyncio.sleep(pause)
         try:

@@ -314,8 +314,16 @@ class Daemon:
 
     def _loops(self) -> dict[str, LoopOut]:
         h = self.health
-        names = sorted({*h.last_ok, *h.failing})
-        return {n: LoopOut(last_ok=h.last_ok.get(n), failing=h.failing.get(n)) for n in names}
+        names = sorted({*h.last_ok, *h.failing, *h.since})
+        return {
+            n: LoopOut(
+                last_ok=h.last_ok.get(n),
+                failing=h.failing.get(n),
+                interval_s=h.interval_s.get(n),
+                running_since=h.since.get(n),
+            )
+            for n in names
+        }
 
     def _orphans(self) -> list[OrphanOut]:
         return [

@@ -16,6 +16,8 @@ the client's end of input becomes a write-shutdown towards the engine (so `echo 
 Refusals are answered 403 {"message": …} (refusal.py) and recorded as `gate` audit events;
 malformed HTTP is answered 4xx and the connection closed. One connection's trouble (garbage,
 slow heads, disconnects) never touches another's: each is its own task with its own limits.
+Connections are accepted by ds01.listener, as api.sock's are: counted per uid and in all
+(settings.limits), the ones beyond answered 503 and closed at once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import contextlib
 import grp
 import logging
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -56,7 +59,8 @@ from ds01.gate.policy.buildcontext import HOLD_BACK
 from ds01.gate.policy.context import BodyCheck, Ctx, GateDeps, Plan
 from ds01.gate.policy.endpoints import Body, GateRequest, classify, encode_target
 from ds01.gate.refusal import GateRefusal, LocalReply, engine_down, response_bytes
-from ds01.identity import Caller, caller_from_uid, peer_credentials
+from ds01.identity import Caller, caller_from_uid
+from ds01.listener import Peer, UnixListener
 from ds01.store import events
 
 log = logging.getLogger("ds01d.gate")
@@ -79,10 +83,14 @@ class GateServer:
     def __init__(self, deps: GateDeps) -> None:
         self.deps = deps
         self.settings = deps.settings
-        self._server: asyncio.AbstractServer | None = None
+        self._listener = UnixListener(
+            "gate",
+            self.settings.limits,
+            self._serve_connection,
+            response_bytes(503, "ds01: too many connections to the gate", close=True),
+            log,
+        )
         self._path: Path | None = None
-        self._conns: set[asyncio.Task[None]] = set()
-        self._per_uid: dict[int, int] = {}
         self._callers: dict[tuple[int, int], tuple[float, Caller]] = {}
         self._audit: dict[str, _Bucket] = {}
 
@@ -93,9 +101,14 @@ class GateServer:
         tmp = path.with_name(path.name + ".new")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        self._server = await asyncio.start_unix_server(
-            self._on_connect, path=str(tmp), limit=READ_CHUNK * 4, backlog=1024
-        )
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(tmp))
+            sock.listen(1024)
+        except OSError:
+            sock.close()
+            raise
+        await self._listener.start(sock)
         gid = 0
         if group:
             try:
@@ -115,16 +128,7 @@ class GateServer:
         log.info("gate listening on %s (group %s)", path, group if gid else "root")
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._conns):
-            task.cancel()
-        for task in list(self._conns):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await self._server.wait_closed()
+        await self._listener.stop(cancel=True)
         self.deps.engine.close()
         if self._path is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -132,30 +136,16 @@ class GateServer:
 
     # ---- connections ------------------------------------------------------------------
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        sock = writer.get_extra_info("socket")
+    async def _serve_connection(self, conn: socket.socket, peer: Peer) -> None:
+        """One admitted connection (the listener counted it against the peer's uid)."""
         try:
-            pid, uid, gid = peer_credentials(sock)
-        except (OSError, AttributeError):
-            writer.close()
+            reader, writer = await asyncio.open_unix_connection(sock=conn, limit=READ_CHUNK * 4)
+        except OSError:
+            conn.close()
             return
-        if (
-            len(self._conns) >= self.settings.max_connections
-            or self._per_uid.get(uid, 0) >= self.settings.max_connections_per_uid
-        ):
-            with contextlib.suppress(Exception):
-                busy = "ds01: too many connections to the gate"
-                writer.write(response_bytes(503, busy, close=True))
-                await writer.drain()
-            writer.close()
-            return
-        self._conns.add(task)
-        self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
         try:
             try:
-                caller = await self._caller(pid, uid, gid)
+                caller = await self._caller(peer.pid, peer.uid, peer.gid)
             except Ds01Error as err:
                 writer.write(response_bytes(403, "\n".join(err.lines()), close=True))
                 with contextlib.suppress(Exception):
@@ -164,13 +154,7 @@ class GateServer:
             await _Connection(self, caller, reader, writer).serve()
         except (ConnectionError, PeerClosed, asyncio.IncompleteReadError):
             pass
-        except Exception:
-            log.exception("gate: connection from uid %d failed", uid)
         finally:
-            self._conns.discard(task)
-            self._per_uid[uid] -= 1
-            if not self._per_uid[uid]:
-                del self._per_uid[uid]
             with contextlib.suppress(Exception):
                 writer.close()
 
@@ -250,10 +234,10 @@ class _Connection:
         try:
             while True:
                 try:
-                    async with asyncio.timeout(self.settings.idle_timeout_s):
+                    async with asyncio.timeout(self.settings.limits.idle_timeout_s):
                         if not await self.client.wait_data():
                             return
-                    async with asyncio.timeout(self.settings.head_timeout_s):
+                    async with asyncio.timeout(self.settings.limits.head_timeout_s):
                         raw = await self.client.read_head(self.settings.max_head_bytes)
                 except TimeoutError:
                     if self.client.buf:
@@ -331,7 +315,7 @@ class _Connection:
         if _expects_continue(head):
             return False  # the client waits for 100 Continue: it has sent nothing
         try:
-            async with asyncio.timeout(self.settings.body_timeout_s):
+            async with asyncio.timeout(self.settings.limits.body_timeout_s):
                 if head.chunked:
                     await read_chunked(self.client, LINGER_MAX_BYTES)
                     return True
@@ -358,7 +342,7 @@ class _Connection:
             self.cw.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             await self.cw.drain()
         try:
-            async with asyncio.timeout(self.settings.body_timeout_s):
+            async with asyncio.timeout(self.settings.limits.body_timeout_s):
                 if head.chunked:
                     return await read_chunked(self.client, limit)
                 return await self.client.read_exact(head.content_length or 0)
@@ -473,7 +457,7 @@ class _Connection:
                 # Read the rest away (bounded) before answering: a client still writing its
                 # body would otherwise see a broken pipe instead of the refusal.
                 with contextlib.suppress(Exception):
-                    async with asyncio.timeout(self.settings.body_timeout_s):
+                    async with asyncio.timeout(self.settings.limits.body_timeout_s):
                         left = LINGER_MAX_BYTES
                         async for rest in pieces:
                             left -= len(rest)

@@ -10,9 +10,20 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ds01.config import Config
+from ds01.listener import ConnectionLimits
 
 KiB = 1024
 MiB = 1024 * KiB
+
+# Docker clients keep connections open longer and open more of them than the ds01 CLI does
+# (compose, VS Code, `docker logs -f` in several terminals).
+GATE_LIMITS = ConnectionLimits(
+    idle_timeout_s=300.0,
+    head_timeout_s=15.0,
+    body_timeout_s=60.0,
+    max_connections=2048,
+    max_connections_per_uid=256,
+)
 
 
 @dataclass(frozen=True)
@@ -26,12 +37,9 @@ class GateSettings:
     max_head_bytes: int = 64 * KiB  # request line + headers; beyond → 431
     max_checked_body_bytes: int = 1 * MiB  # bodies the gate reads and checks; beyond → 413
     max_engine_reply_bytes: int = 64 * MiB  # what the gate reads from the engine for itself
-    idle_timeout_s: float = 300.0  # a kept-alive connection with no request
-    head_timeout_s: float = 15.0  # from a request's first byte to its last header
-    body_timeout_s: float = 60.0  # reading a checked body
     engine_timeout_s: float = 60.0  # one engine query made by the gate itself
-    max_connections: int = 2048
-    max_connections_per_uid: int = 256
+    # Idle/head/body timeouts and connections per uid, as api.sock has them (ds01.listener).
+    limits: ConnectionLimits = GATE_LIMITS
 
     @classmethod
     def from_config(cls, config: Config) -> GateSettings:

@@ -5,7 +5,7 @@ checks, snapshots, interactive shells via shell.py) and the translation of every
 requests / socket error into the ds01 error tree at this boundary, keeping the cause with
 ``from`` (STYLE 6):
 
-    engine down or unreachable, timeouts      → RuntimeUnavailable
+    engine down or unreachable, timeouts      → RuntimeUnavailable, in user words (down.py)
     missing image (create, pull)              → Refusal(IMAGE_NOT_FOUND)
     name conflict on create (409)             → Refusal(NAME_IN_USE)
     missing container                         → NotFound
@@ -22,6 +22,7 @@ ds01d crash.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -35,7 +36,8 @@ import requests
 import urllib3.exceptions
 from docker.utils import parse_repository_tag
 
-from ds01.errors import Ds01Error, NotFound, Refusal, RefusalReason, RuntimeUnavailable
+from ds01.errors import Ds01Error, NotFound, Refusal, RefusalReason
+from ds01.runtime.down import engine_unreachable
 from ds01.runtime.shell import ShellSession, open_engine_socket, start_exec_upgraded
 from ds01.runtime.spec import (
     LABEL_ALLOCATION,
@@ -60,10 +62,6 @@ __all__ = [
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 DEFAULT_TIMEOUT_S = 60
 
-_FIX_ENGINE = (
-    "Check that dockerd is running ('systemctl status docker', 'docker info' as root) and that "
-    "ds01d points at its socket; ds01 retries on the next request."
-)
 _FIX_IMAGE = "Build or pull the image first (docker build / docker pull), or ask an admin for it."
 
 
@@ -157,13 +155,14 @@ class Engine:
     # -- plumbing -------------------------------------------------------------------------
 
     def _docker(self) -> docker.DockerClient:
+        """Called only inside _translate(action): a client that cannot be built (the engine is
+        down) is reported as that action failing, in the words the user's command used."""
         with self._lock:
             if self._client is None:
-                with self._translate("connect to the Docker engine"):
-                    # version=None: negotiate the API version with the engine (needs it up).
-                    self._client = docker.DockerClient(
-                        base_url=self.host, version=None, timeout=self.timeout_s
-                    )
+                # version=None: negotiate the API version with the engine (needs it up).
+                self._client = docker.DockerClient(
+                    base_url=self.host, version=None, timeout=self.timeout_s
+                )
             return self._client
 
     def _api(self) -> docker.APIClient:
@@ -181,11 +180,7 @@ class Engine:
         # Drop the client: the next call renegotiates with whatever engine is there by then.
         self._client = None
         self._cgroup_driver = None
-        raise RuntimeUnavailable(
-            f"cannot {action}: the Docker engine at {self.host} does not answer",
-            why=f"{type(exc).__name__}: {exc}",
-            fix=_FIX_ENGINE,
-        ) from exc
+        raise engine_unreachable(action, self.host, exc) from exc
 
     @contextlib.contextmanager
     def _translate(
@@ -232,6 +227,7 @@ class Engine:
         except (
             requests.exceptions.RequestException,
             urllib3.exceptions.HTTPError,
+            http.client.HTTPException,
             OSError,
         ) as exc:
             # Connection refused, socket missing, read timeout, a stream cut mid-way.
@@ -364,10 +360,11 @@ class Engine:
 
     def find(self, docker_name: str) -> dict[str, Any] | None:
         """The inspect data of the container with exactly this name, or None."""
-        try:
-            data = self.inspect(docker_name)
-        except NotFound:
-            return None
+        with self._translate(f"look up container {docker_name}", container=docker_name):
+            try:
+                data: dict[str, Any] = self._api().inspect_container(docker_name)
+            except docker.errors.NotFound:
+                return None
         # The engine also resolves IDs and ID prefixes; only an exact name counts here.
         return data if data.get("Name") == f"/{docker_name}" else None
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from ds01.errors import RuntimeUnavailable
+from ds01.runtime.down import engine_unreachable
 
 _MAX_HEADER_BYTES = 64 * 1024
 _CONNECT_TIMEOUT_S = 30.0
@@ -96,11 +97,7 @@ def open_engine_socket(host: str) -> socket.socket:
                 fix="Point ds01d at the engine's Unix socket (docker.host in ds01.yaml).",
             )
     except OSError as exc:
-        raise RuntimeUnavailable(
-            f"cannot open a shell: the Docker engine at {host} does not answer",
-            why=f"{type(exc).__name__}: {exc}",
-            fix="Check that dockerd is running ('systemctl status docker').",
-        ) from exc
+        raise engine_unreachable("open a shell", host, exc) from exc
     return sock
 
 

@@ -6,7 +6,7 @@
     devices     layer 3: /dev/nvidia* modes, device group, driver params, uvm gate, rule files
     profile     layer 1: profile files, PAM, real login shells of non-exempt/exempt/granted users
     docker      layer 2 and the gate: docker group, gate group, default runtime, NVIDIA runtime
-    daemon      ds01d: health, socket modes, host-access file, systemd files
+    daemon      ds01d: health, background loops, socket modes, host-access file, systemd files
     state       config validity and the read-only integrity check of the state database
     runner      the ordered list of check ids, --fix, and the exit code
 

@@ -64,13 +64,31 @@ USER_PATH = (
 )
 
 
+@dataclass(frozen=True)
+class LoopState:
+    """One background loop of ds01d as /v1/health reports it (epoch seconds)."""
+
+    last_ok: float | None
+    failing: str | None
+    interval_s: float | None  # None: driven by events, not by a timer
+    running_since: float | None
+
+
+@dataclass(frozen=True)
+class DaemonHealth:
+    """What ds01d's /v1/health said: a one-line summary and its loops by name."""
+
+    summary: str
+    loops: dict[str, LoopState] = field(default_factory=dict)
+
+
 @dataclass
 class Context:
     root: Path
     paths: Paths
     config: Config | None
     config_error: list[str] | None = None
-    health: Callable[[Path], str] | None = None  # api.sock → status text; raises if down
+    health: Callable[[Path], DaemonHealth] | None = None  # api.sock → health; raises if down
     user_path: tuple[str, ...] = USER_PATH
     now: float = field(default_factory=time.time)
     _shells: dict[str, tuple[str, str] | str] = field(default_factory=dict)

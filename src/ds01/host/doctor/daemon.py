@@ -3,6 +3,8 @@ file it writes is sound, its unit is current.
 
     daemon.running        api.sock answers /v1/health (live; the probe is injected by the CLI,
                           so this package never imports the client)
+    daemon.loops          every background loop of ds01d passes: none failing (FAIL), none
+                          without a success for much longer than its interval (WARN)
     daemon.sockets        api.sock 0666 (identity is SO_PEERCRED); docker.sock 0660 root:gate_group
     daemon.host-access    <run-dir>/host-access exists, root-owned, not writable by others,
                           parseable, and lists every exempt user of the config
@@ -42,7 +44,70 @@ def check_running(ctx: Context) -> Result:
             [str(line) for line in lines],
             "Start it: systemctl enable --now ds01d (logs: journalctl -u ds01d).",
         )
-    return Result(rid, Status.PASS, f"ds01d answers on {socket}", [status])
+    return Result(rid, Status.PASS, f"ds01d answers on {socket}", [status.summary])
+
+
+def stale_after(interval_s: float) -> float:
+    """A loop that has not passed for this long has stopped passing: three of its intervals
+    and a minute's grace (a slow pass, a busy host)."""
+    return 3 * interval_s + 60
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def check_loops(ctx: Context) -> Result:
+    rid = "daemon.loops"
+    if not ctx.live:
+        return Result(rid, Status.SKIP, _LIVE_ONLY)
+    if ctx.health is None:
+        return Result(rid, Status.SKIP, "no health probe available")
+    try:
+        health = ctx.health(ctx.paths.api_socket)
+    except Exception:
+        return Result(rid, Status.SKIP, "ds01d does not answer (see daemon.running)")
+    if not health.loops:
+        return Result(
+            rid,
+            Status.WARN,
+            "ds01d reports no background loops (an older ds01d, or it is still starting)",
+            fix="Run the doctor again in a minute; upgrade ds01d if it persists.",
+        )
+    failing: list[str] = []
+    stale: list[str] = []
+    evidence: list[str] = []
+    for name, loop in sorted(health.loops.items()):
+        every = f"every {loop.interval_s:g} s" if loop.interval_s else "on events"
+        last = "never" if loop.last_ok is None else _ago(max(0.0, ctx.now - loop.last_ok))
+        if loop.failing:
+            failing.append(name)
+            evidence.append(f"{name}: FAILING: {loop.failing} (last success {last})")
+            continue
+        evidence.append(f"{name}: last success {last} ({every})")
+        if loop.interval_s:
+            start = loop.last_ok if loop.last_ok is not None else loop.running_since
+            if start is not None and ctx.now - start > stale_after(loop.interval_s):
+                stale.append(name)
+    fix = (
+        "Read the cause in the ds01d log (journalctl -u ds01d): a locked or full state disk, "
+        "Docker, the GPU driver. Loops retry by themselves; restart ds01d if one stays stuck."
+    )
+    if failing:
+        return Result(
+            rid,
+            Status.FAIL,
+            f"failing: {', '.join(failing)}" + (f"; stale: {', '.join(stale)}" if stale else ""),
+            evidence,
+            fix,
+        )
+    if stale:
+        return Result(rid, Status.WARN, f"no recent success: {', '.join(stale)}", evidence, fix)
+    return Result(rid, Status.PASS, f"{len(health.loops)} background loops pass", evidence)
 
 
 def _socket_state(path: Path) -> tuple[int, str, int]:
