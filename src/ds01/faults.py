@@ -25,6 +25,10 @@ POINTS: dict[str, tuple[str, ...]] = {
     "recreate": ("reserved", "snapshot", "created", "old_removed", "renamed", "started"),
     "stop": ("stopped", "held"),
     "retire": ("removed", "released"),
+    # The Docker gate: the engine answered the create, the owner record was written; a start
+    # that allocated again, before and after the engine started the container.
+    "gate_create": ("answered", "recorded"),
+    "gate_start": ("reserved", "started"),
 }
 
 _armed = os.environ.get(ENV, "")

@@ -27,6 +27,7 @@ from typing import Any
 
 import docker
 import pytest
+import requests
 from containers_support import (
     MACHINES,
     STOPPABLE,
@@ -102,6 +103,9 @@ SCENARIOS = [
     ),
     Scenario("stop", "stop", "0s", {"stopped": STOPPED, "held": STOPPED}),
     Scenario("retire", "retire", "0s", {"removed": GONE, "released": GONE}),
+    # Through the Docker gate, as `docker create --gpus 1` and `docker start` would.
+    Scenario("gate_create", "gate_create", "0s", {"answered": GONE, "recorded": GONE}),
+    Scenario("gate_start", "gate_start", "0s", {"reserved": STOPPED, "started": RUNNING}),
 ]
 
 # Steps after which an intent is open, i.e. whose outcome must wait for Docker to return.
@@ -112,6 +116,8 @@ WITH_INTENT = {
     ("start_released", "reserved"),
     ("start_released", "started"),
     *(("recreate", step) for step in faults.POINTS["recreate"]),
+    *(("gate_create", step) for step in faults.POINTS["gate_create"]),
+    *(("gate_start", step) for step in faults.POINTS["gate_start"]),
 }
 
 
@@ -180,7 +186,7 @@ def _units_of(container: Any) -> list[str]:
 
 def _crash(w: World, call: Any) -> None:
     """Run the operation the armed ds01d dies in; it must die at the fault point."""
-    with pytest.raises(Ds01Error):
+    with pytest.raises((Ds01Error, docker.errors.DockerException, requests.RequestException)):
         call()
     assert w.d.proc is not None
     rc = w.d.proc.wait(timeout=60)
@@ -197,8 +203,12 @@ def test_crash_at_every_step(world: World, sc: Scenario, step: str, docker_down:
     w.d.start()
     body = DeployIn(name=w.name, image=TEST_IMAGE, gpus=1, command=list(STOPPABLE))
     before: Any = None
+    if sc.name.startswith("gate_"):
+        before = _through_the_gate(w, sc)
     with w.d.client() as c:
-        if sc.name == "deploy":
+        if sc.name.startswith("gate_"):
+            pass
+        elif sc.name == "deploy":
             _crash(w, lambda: c.deploy(body))
         else:
             c.deploy(body)
@@ -232,6 +242,40 @@ def test_crash_at_every_step(world: World, sc: Scenario, step: str, docker_down:
         w.d.start()  # recovers before it answers
 
     _check(w, sc.outcomes[step], before)
+
+
+def _through_the_gate(w: World, sc: Scenario) -> Any:
+    gate = docker.DockerClient(base_url=f"unix://{w.d.run_dir / 'docker.sock'}", timeout=60)
+    gpu = docker.types.DeviceRequest(count=1, capabilities=[["gpu"]])
+
+    def create() -> Any:
+        return gate.containers.create(
+            TEST_IMAGE, list(STOPPABLE), name=w.docker_name, device_requests=[gpu]
+        )
+
+    try:
+        if sc.name == "gate_create":
+            _crash(w, create)
+            return None
+        made = create()
+        made.start()
+        made.stop(timeout=5)
+        # hold 0s: the stop event releases the allocation; the next start allocates again.
+        wait_for(
+            lambda: (
+                not w.rows(
+                    "SELECT id FROM allocations WHERE state != 'released' AND container_id = ?",
+                    made.id,
+                )
+                or None
+            ),
+            "the stopped container's allocation to be released",
+        )
+        before = w.container()
+        _crash(w, made.start)
+        return before
+    finally:
+        gate.close()
 
 
 def _check(w: World, outcome: str, before: Any) -> None:

@@ -27,6 +27,7 @@ import posixpath
 from datetime import UTC, datetime
 from typing import Any
 
+from ds01 import faults
 from ds01.gate.policy import gpus, images, limits, mounts, outcome, ownership
 from ds01.gate.policy import volumes_networks as vn
 from ds01.gate.policy.context import Ctx, Plan
@@ -510,6 +511,7 @@ async def check_create(ctx: Ctx, body: bytes | None) -> Plan:
         if not container_id:
             await ctx.run(svc.release_by_daemon, row.id, "create_failed")
             return None
+        faults.point("gate_create.answered")
         await ctx.run(
             ctx.deps.containers.owners.record,
             ObjectKind.CONTAINER,
@@ -517,6 +519,7 @@ async def check_create(ctx: Ctx, body: bytes | None) -> Plan:
             actor,
             origin="gate",
         )
+        faults.point("gate_create.recorded")
         try:
             stored = await outcome.fresh_inspect(ctx, container_id)
             found = await outcome.judge(ctx, stored, ctx.caller, units)

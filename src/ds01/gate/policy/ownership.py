@@ -25,6 +25,7 @@ import re
 import time
 from typing import Any
 
+from ds01 import faults
 from ds01.errors import Ds01Error, NotFound
 from ds01.gate.engine import seg
 from ds01.gate.policy import limits as limits_rules
@@ -422,12 +423,15 @@ async def _bind_allocation(ctx: Ctx, data: dict[str, Any], plan: Plan) -> None:
     if row is None:
         row = await _reallocate(ctx, info, owner)
         fresh = True
+        faults.point("gate_start.reserved")
     alloc_id = row.id
     plan.notes["units"] = tuple(u.uuid for u in row.units)
     actor = ctx.caller.name
 
     async def after(status: int, _body: bytes | None) -> bytes | None:
         if status in (204, 304):
+            if fresh:
+                faults.point("gate_start.started")
             current = await ctx.run(svc.get_any, alloc_id)
             if current is not None and current.state is not AllocState.ACTIVE:
                 await ctx.run(
