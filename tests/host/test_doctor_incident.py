@@ -61,6 +61,7 @@ CHECK_IDS = [
     "docker.files-current",
     "daemon.running",
     "daemon.loops",
+    "daemon.invariants",
     "daemon.sockets",
     "daemon.host-access",
     "systemd.current",

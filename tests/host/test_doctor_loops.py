@@ -17,6 +17,7 @@ from typing import Any
 
 from host_support import ds01
 
+from ds01.api.schemas import AllocateIn
 from ds01.config import parse_config_text
 from ds01.host.doctor import Status, run_doctor
 from ds01.host.doctor.base import Context, DaemonHealth, LoopState
@@ -89,6 +90,36 @@ def test_doctor_shows_a_failing_loop_of_a_real_ds01d(daemon_factory: Any) -> Non
         wait(lambda: c.health().loops["expiry"].failing is None, "the expiry loop to recover")
     rc, check = doctor_loops(d)
     assert (rc, check["status"]) == (0, "pass"), check
+
+
+def test_doctor_fails_on_a_state_invariant_ds01d_found_broken(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(config=CONFIG)
+    with d.client() as c:
+        alloc = c.allocate(AllocateIn(gpueq="1/7", container="c0"))
+    assert d.stop() == 0
+
+    def doctor_invariants() -> tuple[int, dict[str, Any]]:
+        r = ds01(
+            "--run-dir", str(d.run_dir), "--config", str(d.config_path),
+            "doctor", "--json", "--only", "daemon.invariants",
+        )  # fmt: skip
+        (check,) = json.loads(r.stdout)["checks"]
+        return r.returncode, check
+
+    d.start()
+    rc, check = doctor_invariants()
+    assert (rc, check["status"]) == (0, "pass"), check
+    assert d.stop() == 0
+    conn = sqlite3.connect(d.state_dir / "ds01.db", isolation_level=None)
+    conn.execute("DELETE FROM events WHERE allocation_id = ?", (alloc.id,))  # history lost
+    conn.close()
+    d.start()
+    rc, check = doctor_invariants()
+    assert (rc, check["status"]) == (2, "fail"), check
+    assert check["evidence"] == [
+        f"I5: allocation {alloc.id} is reserved but its audit log ends with no event"
+    ]
+    assert "ds01d --check" in check["fix"]
 
 
 def test_a_stale_loop_warns_and_an_event_driven_one_never_does(tmp_path: Path) -> None:

@@ -203,6 +203,9 @@ class HealthOut(BaseModel):
     backend: str
     docker: str
     loops: dict[str, LoopOut] = {}
+    # Broken state invariants found by the last check (docs/allocation.md, "Invariants"),
+    # e.g. "I5: allocation 12 is active but its audit log ends with 'released'".
+    invariants: list[str] = []
 
 
 class ErrorBody(BaseModel):

@@ -85,6 +85,7 @@ class ApiDeps:
     grants: GrantService | None = None
     host_processes: HostProcessWatch | None = None
     loops: Callable[[], dict[str, LoopOut]] = dict
+    invariants: Callable[[], list[str]] = list
 
 
 class _CallerCache:
@@ -230,6 +231,7 @@ def build_app(deps: ApiDeps) -> web.Application:
                 backend=deps.backend_name,
                 docker=deps.docker_state(),
                 loops=deps.loops(),
+                invariants=deps.invariants(),
             )
         )
 

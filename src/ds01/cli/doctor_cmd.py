@@ -35,6 +35,7 @@ def _health(socket: Path) -> DaemonHealth:
             name: LoopState(loop.last_ok, loop.failing, loop.interval_s, loop.running_since)
             for name, loop in h.loops.items()
         },
+        list(h.invariants),
     )
 
 

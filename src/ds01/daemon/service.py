@@ -277,6 +277,7 @@ class Daemon:
             containers=self.containers,
             orphans=self._orphans,
             loops=self._loops,
+            invariants=lambda: list(self.state_problems),
             grants=self.grants,
             host_processes=self.hostproc,
         )

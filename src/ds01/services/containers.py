@@ -288,7 +288,7 @@ class ContainerService:
             up = self.engine.ping()
             detail = "ds01d cannot create or change containers while Docker is down."
         except RuntimeUnavailable as err:
-            up, detail = False, err.what
+            up, detail = False, err.why or err.what
         if not up:
             raise RuntimeUnavailable(
                 "the Docker engine is not reachable",

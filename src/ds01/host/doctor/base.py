@@ -76,10 +76,12 @@ class LoopState:
 
 @dataclass(frozen=True)
 class DaemonHealth:
-    """What ds01d's /v1/health said: a one-line summary and its loops by name."""
+    """What ds01d's /v1/health said: a one-line summary, its loops by name and the state
+    invariants its last check found broken."""
 
     summary: str
     loops: dict[str, LoopState] = field(default_factory=dict)
+    invariants: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -5,6 +5,7 @@ file it writes is sound, its unit is current.
                           so this package never imports the client)
     daemon.loops          every background loop of ds01d passes: none failing (FAIL), none
                           without a success for much longer than its interval (WARN)
+    daemon.invariants     ds01d's own check of its state finds no broken invariant (FAIL)
     daemon.sockets        api.sock 0666 (identity is SO_PEERCRED); docker.sock 0660 root:gate_group
     daemon.host-access    <run-dir>/host-access exists, root-owned, not writable by others,
                           parseable, and lists every exempt user of the config
@@ -108,6 +109,33 @@ def check_loops(ctx: Context) -> Result:
     if stale:
         return Result(rid, Status.WARN, f"no recent success: {', '.join(stale)}", evidence, fix)
     return Result(rid, Status.PASS, f"{len(health.loops)} background loops pass", evidence)
+
+
+def check_invariants(ctx: Context) -> Result:
+    rid = "daemon.invariants"
+    if not ctx.live:
+        return Result(rid, Status.SKIP, _LIVE_ONLY)
+    if ctx.health is None:
+        return Result(rid, Status.SKIP, "no health probe available")
+    try:
+        health = ctx.health(ctx.paths.api_socket)
+    except Exception:
+        return Result(rid, Status.SKIP, "ds01d does not answer (see daemon.running)")
+    if health.invariants:
+        return Result(
+            rid,
+            Status.FAIL,
+            f"{len(health.invariants)} broken state invariant(s)",
+            list(health.invariants),
+            "See docs/allocation.md (Invariants) and 'ds01 events --kind daemon'; "
+            "'ds01d --check' lists them from the database too. Report it as a ds01 bug.",
+        )
+    return Result(
+        rid,
+        Status.PASS,
+        "state invariants hold (one live allocation per unit, no reservation left over, "
+        "the audit log matches every live allocation)",
+    )
 
 
 def _socket_state(path: Path) -> tuple[int, str, int]:

@@ -39,6 +39,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("docker.files-current", docker.check_files_current),
     ("daemon.running", daemon.check_running),
     ("daemon.loops", daemon.check_loops),
+    ("daemon.invariants", daemon.check_invariants),
     ("daemon.sockets", daemon.check_sockets),
     ("daemon.host-access", daemon.check_host_access),
     ("systemd.current", daemon.check_systemd_current),
