@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 
 from ds01.host import hostaccess
-from ds01.host.doctor.base import Context, Result, Status, octal
+from ds01.host.doctor.base import Context, DaemonHealth, Result, Status, octal
 from ds01.host.doctor.files import files_current
 
 _LIVE_ONLY = "needs the live host (--root is set)"
@@ -62,16 +62,23 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
-def check_loops(ctx: Context) -> Result:
-    rid = "daemon.loops"
+def _health(ctx: Context, rid: str) -> DaemonHealth | Result:
+    """ds01d's health for a check that reads it, or the check's SKIP when there is none."""
     if not ctx.live:
         return Result(rid, Status.SKIP, _LIVE_ONLY)
     if ctx.health is None:
         return Result(rid, Status.SKIP, "no health probe available")
     try:
-        health = ctx.health(ctx.paths.api_socket)
+        return ctx.health(ctx.paths.api_socket)
     except Exception:
         return Result(rid, Status.SKIP, "ds01d does not answer (see daemon.running)")
+
+
+def check_loops(ctx: Context) -> Result:
+    rid = "daemon.loops"
+    health = _health(ctx, rid)
+    if isinstance(health, Result):
+        return health
     if not health.loops:
         return Result(
             rid,
@@ -113,14 +120,9 @@ def check_loops(ctx: Context) -> Result:
 
 def check_invariants(ctx: Context) -> Result:
     rid = "daemon.invariants"
-    if not ctx.live:
-        return Result(rid, Status.SKIP, _LIVE_ONLY)
-    if ctx.health is None:
-        return Result(rid, Status.SKIP, "no health probe available")
-    try:
-        health = ctx.health(ctx.paths.api_socket)
-    except Exception:
-        return Result(rid, Status.SKIP, "ds01d does not answer (see daemon.running)")
+    health = _health(ctx, rid)
+    if isinstance(health, Result):
+        return health
     if health.invariants:
         return Result(
             rid,
