@@ -69,7 +69,19 @@ class Recovery:
                 continue  # an operation of this process is still at work on it
             if row.intent.op is IntentOp.CREATE and listing is None:
                 listing = self.engine.list_managed(all=True)
-            self.resolve(row, listing or [], interrupted=True)
+            try:
+                self.resolve(row, listing or [], interrupted=True)
+            except RuntimeUnavailable:
+                raise
+            except Ds01Error as err:
+                # This one stays open for the next pass; the others go ahead.
+                log.error(
+                    "could not resolve the %s of allocation %s: %s",
+                    row.intent.op.value,
+                    row.allocation_id,
+                    " | ".join(err.lines()),
+                )
+                continue
             done += 1
         return done
 
@@ -120,7 +132,7 @@ class Recovery:
         self.abandoned.discard(row.allocation_id)
 
     def _undo_deploy(self, alloc: AllocationRow, row: IntentRow, reason: str) -> None:
-        data = self.engine.find(row.intent.docker_name or "") if row.intent.docker_name else None
+        data = self.engine.find(row.intent.docker_name) if row.intent.docker_name else None
         if data is not None:
             info = container_info(data)
             if info.allocation_id == alloc.id and self.owners.owner(
