@@ -16,10 +16,11 @@ from ds01.gate.httpio import HttpError, Reader, parse_request_head, read_chunked
 from ds01.gate.policy import filters
 from ds01.gate.policy.endpoints import classify, encode_target, split_target
 from ds01.gate.policy.jsonbody import canonical, parse_object
-from ds01.gate.policy.limits import apply_defaults, check_caps
+from ds01.gate.policy.limits import check_caps
 from ds01.gate.refusal import RULES, GateRefusal
 from ds01.model.gpueq import GpuEq
 from ds01.model.limits import Limits
+from ds01.runtime.stamp import fill_limits
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -260,7 +261,7 @@ LIMITS = Limits(
 def test_defaults_fill_what_the_request_left_unset() -> None:
     hc: dict[str, Any] = {"Memory": 512 * 1024**2}
     check_caps(hc, LIMITS)
-    apply_defaults(hc, LIMITS)
+    fill_limits(hc, LIMITS)
     assert hc == {
         "Memory": 512 * 1024**2,
         "NanoCpus": 2_000_000_000,

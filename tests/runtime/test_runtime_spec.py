@@ -1,4 +1,5 @@
-"""ContainerSpec and create_kwargs: the Docker arguments for a decided container, without Docker.
+"""ContainerSpec and create_body (runtime/stamp.py): the Engine API create body for a decided
+container, stamped as every ds01 container is, without Docker.
 
 Expected values are literals (STYLE 15): the sanitised owner for 'h.baker@hertie-school.lan' is
 'h_baker_hertie_school_lan_f9aae0b9'.
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from ds01.errors import UsageError
-from ds01.runtime import ContainerSpec, WorkspaceMount, container_info, create_kwargs
+from ds01.runtime import ContainerSpec, WorkspaceMount, container_info, create_body
 from ds01.runtime.spec import cgroup_parent
 
 NOW = datetime(2026, 3, 1, 12, 30, 0, tzinfo=UTC)
@@ -24,13 +25,17 @@ LEGACY_MIG = "MIG-GPU-cccccccc-1111-2222-3333-444444444444/1/0"
 MakeSpec = Callable[..., ContainerSpec]
 
 
-def kwargs_for(spec: ContainerSpec, driver: str = "cgroupfs") -> dict[str, Any]:
-    return create_kwargs(spec, driver, now=NOW)
+def body_for(spec: ContainerSpec, driver: str = "cgroupfs") -> dict[str, Any]:
+    return create_body(spec, driver, now=NOW)
+
+
+def env_of(body: dict[str, Any]) -> dict[str, str]:
+    return dict(str(e).split("=", 1) for e in body["Env"])
 
 
 def test_gpu_units_are_requested_by_exact_uuids_in_order(make_spec: MakeSpec) -> None:
-    kw = kwargs_for(make_spec(gpu_uuids=(MIG, GPU, LEGACY_MIG)))
-    assert kw["device_requests"] == [
+    body = body_for(make_spec(gpu_uuids=(MIG, GPU, LEGACY_MIG)))
+    assert body["HostConfig"]["DeviceRequests"] == [
         {
             "Driver": "nvidia",
             "Count": 0,
@@ -40,7 +45,7 @@ def test_gpu_units_are_requested_by_exact_uuids_in_order(make_spec: MakeSpec) ->
         }
     ]
     # The env names the same units, over any image ENV NVIDIA_VISIBLE_DEVICES=all.
-    assert kw["environment"]["NVIDIA_VISIBLE_DEVICES"] == (
+    assert env_of(body)["NVIDIA_VISIBLE_DEVICES"] == (
         "MIG-bbbbbbbb-5555-6666-7777-888888888888,GPU-aaaaaaaa-1111-2222-3333-444444444444,"
         "MIG-GPU-cccccccc-1111-2222-3333-444444444444/1/0"
     )
@@ -49,10 +54,10 @@ def test_gpu_units_are_requested_by_exact_uuids_in_order(make_spec: MakeSpec) ->
 def test_each_unit_is_also_listed_as_a_device_list_mount(make_spec: MakeSpec) -> None:
     """NVIDIA's hook reads these when env-var selection is off for unprivileged containers
     (host layer 2), so the pin holds on a hardened host too."""
-    kw = kwargs_for(make_spec(gpu_uuids=(MIG, GPU)))
+    body = body_for(make_spec(gpu_uuids=(MIG, GPU)))
     lists = [
         (m["Target"], m["Source"], m["ReadOnly"])
-        for m in kw["mounts"]
+        for m in body["HostConfig"]["Mounts"]
         if m["Target"].startswith("/var/run/nvidia-container-devices/")
     ]
     assert lists == [
@@ -70,21 +75,22 @@ def test_each_unit_is_also_listed_as_a_device_list_mount(make_spec: MakeSpec) ->
 
 
 def test_a_cpu_only_container_has_no_device_list_mounts(make_spec: MakeSpec) -> None:
-    kw = kwargs_for(make_spec())
-    assert [m for m in kw["mounts"] if "nvidia-container-devices" in m["Target"]] == []
+    body = body_for(make_spec())
+    mounts = body["HostConfig"]["Mounts"]
+    assert [m for m in mounts if "nvidia-container-devices" in m["Target"]] == []
 
 
 def test_gpu_container_drops_a_user_supplied_visible_devices(make_spec: MakeSpec) -> None:
-    kw = kwargs_for(make_spec(gpu_uuids=(GPU,), env={"NVIDIA_VISIBLE_DEVICES": "all", "A": "1"}))
-    assert kw["environment"] == {"A": "1", "NVIDIA_VISIBLE_DEVICES": GPU}
+    body = body_for(make_spec(gpu_uuids=(GPU,), env={"NVIDIA_VISIBLE_DEVICES": "all", "A": "1"}))
+    assert body["Env"] == ["A=1", f"NVIDIA_VISIBLE_DEVICES={GPU}"]
 
 
 def test_cpu_only_container_gets_no_device_request_and_visible_devices_void(
     make_spec: MakeSpec,
 ) -> None:
-    kw = kwargs_for(make_spec(env={"NVIDIA_VISIBLE_DEVICES": "all", "HF_HOME": "/data/hf"}))
-    assert kw["device_requests"] == []
-    assert kw["environment"] == {"NVIDIA_VISIBLE_DEVICES": "void", "HF_HOME": "/data/hf"}
+    body = body_for(make_spec(env={"NVIDIA_VISIBLE_DEVICES": "all", "HF_HOME": "/data/hf"}))
+    assert body["HostConfig"]["DeviceRequests"] == []
+    assert env_of(body) == {"NVIDIA_VISIBLE_DEVICES": "void", "HF_HOME": "/data/hf"}
 
 
 @pytest.mark.parametrize(
@@ -115,15 +121,14 @@ def test_limits_become_engine_limits_and_no_swap_by_default(
     make_spec: MakeSpec, make_limits: Callable[..., Any]
 ) -> None:
     lim = make_limits(cpus=1.5, memory_bytes=8 * 2**30, shm_bytes=2 * 2**30, pids=4096)
-    kw = kwargs_for(make_spec(limits=lim))
-    assert {
-        k: kw[k] for k in ("nano_cpus", "mem_limit", "memswap_limit", "shm_size", "pids_limit")
-    } == {
-        "nano_cpus": 1_500_000_000,
-        "mem_limit": 8589934592,
-        "memswap_limit": 8589934592,
-        "shm_size": 2147483648,
-        "pids_limit": 4096,
+    body = body_for(make_spec(limits=lim))
+    hc = body["HostConfig"]
+    assert {k: hc[k] for k in ("NanoCpus", "Memory", "MemorySwap", "ShmSize", "PidsLimit")} == {
+        "NanoCpus": 1_500_000_000,
+        "Memory": 8589934592,
+        "MemorySwap": 8589934592,
+        "ShmSize": 2147483648,
+        "PidsLimit": 4096,
     }
 
 
@@ -131,20 +136,21 @@ def test_memory_swap_limit_is_passed_as_memory_plus_swap(
     make_spec: MakeSpec, make_limits: Callable[..., Any]
 ) -> None:
     lim = make_limits(memory_bytes=1 * 2**30, memory_swap_bytes=3 * 2**30)
-    kw = kwargs_for(make_spec(limits=lim))
-    assert (kw["mem_limit"], kw["memswap_limit"]) == (1073741824, 3221225472)
+    body = body_for(make_spec(limits=lim))
+    hc = body["HostConfig"]
+    assert (hc["Memory"], hc["MemorySwap"]) == (1073741824, 3221225472)
 
 
 def test_unset_limits_are_left_out(make_spec: MakeSpec) -> None:
-    kw = kwargs_for(make_spec())
-    for key in ("nano_cpus", "mem_limit", "memswap_limit", "shm_size", "pids_limit"):
-        assert key not in kw
+    body = body_for(make_spec())
+    for key in ("NanoCpus", "Memory", "MemorySwap", "ShmSize", "PidsLimit"):
+        assert key not in body["HostConfig"]
 
 
 def test_ds01_labels_overwrite_user_labels_and_unknown_ds01_labels_are_dropped(
     make_spec: MakeSpec,
 ) -> None:
-    kw = kwargs_for(
+    body = body_for(
         make_spec(
             allocation_id=17,
             labels={
@@ -156,7 +162,7 @@ def test_ds01_labels_overwrite_user_labels_and_unknown_ds01_labels_are_dropped(
             },
         )
     )
-    assert kw["labels"] == {
+    assert body["Labels"] == {
         "project": "llm",
         "ds01.managed": "true",
         "ds01.owner": "h.baker@hertie-school.lan",
@@ -169,8 +175,8 @@ def test_ds01_labels_overwrite_user_labels_and_unknown_ds01_labels_are_dropped(
 def test_no_allocation_means_no_allocation_label_even_if_the_user_sets_one(
     make_spec: MakeSpec,
 ) -> None:
-    kw = kwargs_for(make_spec(labels={"ds01.allocation": "5"}))
-    assert "ds01.allocation" not in kw["labels"]
+    body = body_for(make_spec(labels={"ds01.allocation": "5"}))
+    assert "ds01.allocation" not in body["Labels"]
 
 
 @pytest.mark.parametrize(
@@ -191,7 +197,7 @@ def test_no_allocation_means_no_allocation_label_even_if_the_user_sets_one(
 def test_cgroup_parent_follows_the_engines_cgroup_driver(
     make_spec: MakeSpec, owner: str, driver: str, parent: str
 ) -> None:
-    assert kwargs_for(make_spec(owner=owner), driver)["cgroup_parent"] == parent
+    assert body_for(make_spec(owner=owner), driver)["HostConfig"]["CgroupParent"] == parent
 
 
 def test_an_unknown_cgroup_driver_is_refused() -> None:
@@ -200,36 +206,37 @@ def test_an_unknown_cgroup_driver_is_refused() -> None:
 
 
 def test_identity_and_isolation_arguments(make_spec: MakeSpec) -> None:
-    kw = kwargs_for(make_spec(command=("python", "train.py"), tty=True, stdin_open=True))
-    assert {
-        k: kw[k] for k in ("image", "name", "user", "command", "privileged", "tty", "stdin_open")
-    } == {
-        "image": "ds01-test/busybox:latest",
-        "name": "h_baker_hertie_school_lan_f9aae0b9.thesis",
-        "user": "4242:4343",
-        "command": ["python", "train.py"],
-        "privileged": False,
-        "tty": True,
-        "stdin_open": True,
-    }
+    spec = make_spec(command=("python", "train.py"), tty=True, stdin_open=True)
+    assert spec.docker_name == "h_baker_hertie_school_lan_f9aae0b9.thesis"
+    body = body_for(spec)
+    hc = body["HostConfig"]
+    assert (
+        body["Image"],
+        body["User"],
+        body["Cmd"],
+        hc["Privileged"],
+        body["Tty"],
+        body["OpenStdin"],
+    ) == ("ds01-test/busybox:latest", "4242:4343", ["python", "train.py"], False, True, True)
     # Nothing that widens the container beyond Docker's defaults is ever set.
     for key in (
-        "cap_add",
-        "devices",
-        "network_mode",
-        "pid_mode",
-        "ipc_mode",
-        "userns_mode",
-        "uts_mode",
-        "security_opt",
-        "volumes",
-        "runtime",
+        "CapAdd",
+        "Devices",
+        "NetworkMode",
+        "PidMode",
+        "IpcMode",
+        "UsernsMode",
+        "UTSMode",
+        "SecurityOpt",
+        "Binds",
+        "Runtime",
     ):
-        assert key not in kw
+        assert key not in hc
+    assert "Volumes" not in body
 
 
 def test_workspace_mounts_are_bind_mounts(make_spec: MakeSpec) -> None:
-    kw = kwargs_for(
+    body = body_for(
         make_spec(
             mounts=(
                 WorkspaceMount("/home/alice/ws", "/workspace"),
@@ -237,12 +244,12 @@ def test_workspace_mounts_are_bind_mounts(make_spec: MakeSpec) -> None:
             )
         )
     )
-    assert kw["mounts"] == [
-        {"Target": "/workspace", "Source": "/home/alice/ws", "Type": "bind", "ReadOnly": False},
-        {"Target": "/data", "Source": "/data/shared", "Type": "bind", "ReadOnly": True},
+    assert body["HostConfig"]["Mounts"] == [
+        {"Type": "bind", "Source": "/home/alice/ws", "Target": "/workspace", "ReadOnly": False},
+        {"Type": "bind", "Source": "/data/shared", "Target": "/data", "ReadOnly": True},
     ]
     # It sees host paths: it may never gain privileges (set-uid files in the image included).
-    assert kw["security_opt"] == ["no-new-privileges"]
+    assert body["HostConfig"]["SecurityOpt"] == ["no-new-privileges"]
 
 
 def test_relative_mount_paths_are_refused(make_spec: MakeSpec) -> None:

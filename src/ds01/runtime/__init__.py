@@ -20,8 +20,8 @@ from ds01.runtime.spec import (
     ContainerSpec,
     WorkspaceMount,
     cgroup_parent,
-    create_kwargs,
 )
+from ds01.runtime.stamp import Stamp, create_body
 
 __all__ = [
     "LABEL_ALLOCATION",
@@ -35,8 +35,9 @@ __all__ = [
     "EngineError",
     "EventStream",
     "ShellSession",
+    "Stamp",
     "WorkspaceMount",
     "cgroup_parent",
     "container_info",
-    "create_kwargs",
+    "create_body",
 ]

@@ -46,8 +46,8 @@ from ds01.runtime.spec import (
     LABEL_OWNER,
     NVIDIA_DRIVER,
     ContainerSpec,
-    create_kwargs,
 )
+from ds01.runtime.stamp import create_body
 
 __all__ = [
     "DEFAULT_HOST",
@@ -75,7 +75,7 @@ class EngineError(Ds01Error):
 class ContainerInfo:
     """What ds01 reads back about one of its containers (from ``docker inspect``).
 
-    owner, short_name, allocation_id come from ds01's labels (spec.ds01_labels); allocation_id
+    owner, short_name, allocation_id come from ds01's labels (runtime/stamp.py); allocation_id
     is None when the container has none. gpu_device_ids are the IDs in HostConfig.DeviceRequests;
     gpu_unpinned is True when a GPU request asks by count (``--gpus all`` / ``--gpus 2``) rather
     than by IDs — such a container can see GPUs ds01 did not give it (BRIEF §6 item 3).
@@ -301,18 +301,20 @@ class Engine:
 
     def create(self, spec: ContainerSpec, *, name: str | None = None) -> str:
         """Create (not start) the container, named spec.docker_name unless `name` is given (a
-        recreate makes the new container beside the old one, then renames it); returns its ID."""
-        kwargs = create_kwargs(spec, self.info_cgroup_driver())
-        if name is not None:
-            kwargs["name"] = name
+        recreate makes the new container beside the old one, then renames it); returns its ID.
+        The body is runtime/stamp.create_body: the stamp the gate puts on its creates too."""
+        body = create_body(spec, self.info_cgroup_driver())
+        docker_name = name or spec.docker_name
         with self._translate(
-            f"create container {kwargs['name']}",
-            container=str(kwargs["name"]),
+            f"create container {docker_name}",
+            container=docker_name,
             image=spec.image,
             name_conflict=True,
         ):
-            container = self._docker().containers.create(**kwargs)
-        return str(container.id)
+            # The SDK leaves this one untyped; it posts the body as given.
+            create: Callable[..., dict[str, Any]] = self._api().create_container_from_config
+            result = create(body, name=docker_name)
+        return str(result["Id"])
 
     def rename(self, container: str, name: str) -> None:
         with self._translate(f"rename container {container}", container=container):

@@ -1,9 +1,7 @@
-"""What a ds01 container is: the frozen ContainerSpec and the Docker create arguments made from it.
-
-Owns the one translation from a decided container (owner, allocated units, resolved limits) to
-the Docker SDK's ``containers.create`` keyword arguments: GPU pinning by DeviceRequests, resource
-limits, the cgroup parent, owner labels. ``create_kwargs`` is pure — no engine call, no clock
-unless none is passed — so every rule here is tested without Docker.
+"""What a ds01 container is: the frozen ContainerSpec, and the names every path shares (labels,
+the device-list directory, the cgroup parent). The Engine API body made from a spec, and what
+ds01 stamps on it (GPU pinning, limits, labels), is runtime/stamp.py: the one stamp that the
+Docker gate uses too. Both are pure — no engine call — so every rule is tested without Docker.
 
 Must not decide anything: which units, which limits, which host paths a user may mount and
 whether the user may create a container at all are decided before a spec exists (services,
@@ -23,11 +21,8 @@ import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, NamedTuple
-
-from docker.types import DeviceRequest, Mount
+from typing import NamedTuple
 
 from ds01.errors import UsageError
 from ds01.identity import docker_container_name, sanitize_username, user_slice
@@ -144,19 +139,6 @@ def cgroup_parent(owner: str, cgroup_driver: str) -> str:
     )
 
 
-def ds01_labels(spec: ContainerSpec, now: datetime) -> dict[str, str]:
-    """The labels ds01 owns. ds01.allocation is absent when the spec has no allocation."""
-    labels = {
-        LABEL_MANAGED: "true",
-        LABEL_OWNER: spec.owner,
-        LABEL_NAME: spec.name,
-        LABEL_CREATED: now.astimezone(UTC).isoformat(timespec="seconds"),
-    }
-    if spec.allocation_id is not None:
-        labels[LABEL_ALLOCATION] = str(spec.allocation_id)
-    return labels
-
-
 # The NVIDIA hook's "volume-mounts" device list: with host layer 2
 # (accept-nvidia-visible-devices-envvar-when-unprivileged = false,
 #  accept-nvidia-visible-devices-as-volume-mounts = true) the hook ignores NVIDIA_VISIBLE_DEVICES
@@ -175,87 +157,3 @@ def is_device_list_path(target: str) -> bool:
 def visible_devices(gpu_uuids: tuple[str, ...]) -> str:
     """NVIDIA_VISIBLE_DEVICES for a container pinned to these units."""
     return ",".join(gpu_uuids) if gpu_uuids else VISIBLE_DEVICES_CPU_ONLY
-
-
-def device_list_mounts(gpu_uuids: tuple[str, ...]) -> list[Mount]:
-    """One read-only /dev/null bind per unit at DEVICE_LIST_DIR/<UUID>."""
-    return [
-        Mount(target=f"{DEVICE_LIST_DIR}/{u}", source="/dev/null", type="bind", read_only=True)
-        for u in gpu_uuids
-    ]
-
-
-def create_kwargs(
-    spec: ContainerSpec, cgroup_driver: str, *, now: datetime | None = None
-) -> dict[str, Any]:
-    """Keyword arguments for ``DockerClient.containers.create(**kwargs)``.
-
-    cgroup_driver is the engine's ('docker info': CgroupDriver), "systemd" or "cgroupfs".
-    now stamps ds01.created (defaults to the current UTC time).
-    """
-    limits = spec.limits
-    now = now or datetime.now(UTC)
-
-    # User labels first, minus anything in ds01's namespace; ds01's last, so they always win.
-    labels = {k: v for k, v in spec.labels.items() if not k.startswith(LABEL_PREFIX)}
-    labels.update(ds01_labels(spec, now))
-
-    env = {k: v for k, v in spec.env.items() if k != ENV_VISIBLE_DEVICES}
-    device_requests: list[DeviceRequest] = []
-    if spec.gpu_uuids:
-        # Docker's nvidia driver (active when nvidia-container-runtime-hook is on dockerd's PATH)
-        # puts exactly these IDs into NVIDIA_VISIBLE_DEVICES. The same value is also set as the
-        # container's own env, over any image ENV (nvidia/cuda images say "all"), so that the
-        # stored container never names wider devices than its pin (invariant I7).
-        env[ENV_VISIBLE_DEVICES] = visible_devices(spec.gpu_uuids)
-        device_requests.append(
-            DeviceRequest(
-                driver=NVIDIA_DRIVER, device_ids=list(spec.gpu_uuids), capabilities=[["gpu"]]
-            )
-        )
-    else:
-        env[ENV_VISIBLE_DEVICES] = VISIBLE_DEVICES_CPU_ONLY
-
-    kwargs: dict[str, Any] = {
-        "image": spec.image,
-        "command": list(spec.command) if spec.command is not None else None,
-        "name": spec.docker_name,
-        "user": f"{spec.uid}:{spec.gid}",
-        "environment": env,
-        "labels": labels,
-        "device_requests": device_requests,
-        "cgroup_parent": cgroup_parent(spec.owner, cgroup_driver),
-        # Said explicitly, not left to defaults: a create must never widen these.
-        "privileged": False,
-        "tty": spec.tty,
-        "stdin_open": spec.stdin_open,
-        # Mounts, not volumes: a bind Mount fails when the host path is missing, where '-v'
-        # would have the root daemon create it.
-        "mounts": [
-            Mount(target=m.container_path, source=m.host_path, type="bind", read_only=m.read_only)
-            for m in spec.mounts
-        ]
-        + device_list_mounts(spec.gpu_uuids),
-    }
-    if spec.mounts:
-        # A container that sees host paths runs as its owner and can never gain privileges
-        # (set-uid files in the image included): invariant I9.
-        kwargs["security_opt"] = ["no-new-privileges"]
-    if spec.working_dir is not None:
-        kwargs["working_dir"] = spec.working_dir
-    if limits.cpus is not None:
-        kwargs["nano_cpus"] = round(limits.cpus * 1_000_000_000)
-    if limits.memory_bytes is not None:
-        kwargs["mem_limit"] = limits.memory_bytes
-        # MemorySwap is memory + swap. Docker's default (-1 or 2× memory) would let a container
-        # swap; equal to memory means no swap unless the limits say otherwise.
-        kwargs["memswap_limit"] = (
-            limits.memory_swap_bytes
-            if limits.memory_swap_bytes is not None
-            else limits.memory_bytes
-        )
-    if limits.shm_bytes is not None:
-        kwargs["shm_size"] = limits.shm_bytes
-    if limits.pids is not None:
-        kwargs["pids_limit"] = limits.pids
-    return kwargs

@@ -48,11 +48,10 @@ from ds01.runtime.spec import (
     cgroup_parent,
     is_device_list_path,
 )
+from ds01.runtime.stamp import effective_cpus, swap_allowed
 from ds01.services.hostpaths import allowed_host_path, host_fitted
 from ds01.services.owners import ObjectKind, OwnerBook
 
-NANO = 1_000_000_000
-DEFAULT_CPU_PERIOD = 100_000
 DEFAULT_SHM = 64 * 1024 * 1024
 NO_NEW_PRIVILEGES = frozenset(
     {"no-new-privileges", "no-new-privileges=true", "no-new-privileges:true"}
@@ -188,26 +187,6 @@ def _namespaces(hc: Mapping[str, Any], exp: Expectation) -> list[Violation]:
 
 
 # ---- I6 -----------------------------------------------------------------------------------
-
-
-def effective_cpus(hc: Mapping[str, Any]) -> float | None:
-    """The CPU limit the engine applies; None when there is none. A negative CpuQuota next to
-    NanoCpus is how `docker update --cpu-quota -1` lifts a limit: read as none."""
-    nano, quota = _int(hc.get("NanoCpus")), _int(hc.get("CpuQuota"))
-    if quota < 0:
-        return None
-    if nano > 0:
-        return nano / NANO
-    if quota > 0:
-        return quota / (_int(hc.get("CpuPeriod")) or DEFAULT_CPU_PERIOD)
-    return None
-
-
-def swap_allowed(memory: int, limits: Limits) -> int:
-    """memory + the swap the limits allow on top of the memory cap (MemorySwap's meaning)."""
-    cap = limits.memory_bytes or 0
-    total = limits.memory_swap_bytes if limits.memory_swap_bytes is not None else cap
-    return memory + max(0, total - cap)
 
 
 def _limits(hc: Mapping[str, Any], mounts: list[dict[str, Any]], lim: Limits) -> list[Violation]:

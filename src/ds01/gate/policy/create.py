@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
-from datetime import UTC, datetime
 from typing import Any
 
 from ds01 import faults
@@ -44,16 +43,8 @@ from ds01.gate.policy.jsonbody import (
 )
 from ds01.gate.refusal import GateRefusal
 from ds01.gate.settings import normalize_cap
-from ds01.runtime.spec import (
-    ENV_VISIBLE_DEVICES,
-    LABEL_ALLOCATION,
-    LABEL_CREATED,
-    LABEL_MANAGED,
-    LABEL_NAME,
-    LABEL_OWNER,
-    cgroup_parent,
-    visible_devices,
-)
+from ds01.runtime import stamp
+from ds01.runtime.spec import cgroup_parent
 from ds01.services.hostpaths import host_fitted
 from ds01.services.owners import ObjectKind
 
@@ -437,9 +428,7 @@ def _host_dir_rules(ctx: Ctx, top: dict[str, Any], hc: dict[str, Any], paths: li
             "create.restart_policy",
             f"--restart {restart.get('Name')} with host directories mounted was refused",
         )
-    opts = [str(o) for o in as_list(hc.get("SecurityOpt"), "SecurityOpt")]
-    if not any(o.lower().startswith("no-new-privileges") for o in opts):
-        hc["SecurityOpt"] = [*opts, "no-new-privileges"]
+    # no-new-privileges is stamped with the rest (runtime/stamp.py).
 
 
 # ---- the rule, end to end ---------------------------------------------------------------
@@ -475,26 +464,23 @@ async def check_create(ctx: Ctx, body: bytes | None) -> Plan:
     driver = await ctx.cgroup_driver()
     row = await gpus.allocate(ctx, ask, name or None)
 
-    # 4. Stamp what ds01 owns, over whatever the request said.
-    limits.apply_defaults(hc, caps)
-    hc["DeviceRequests"] = gpus.device_requests(row)
+    # 4. Stamp what ds01 owns, over whatever the request said: the stamp deploy uses too.
     units = tuple(u.uuid for u in row.units)
-    if units:
-        hc["Mounts"] = [*(hc.get("Mounts") or []), *gpus.device_list_mounts(units)]
-    env = [e for e in env if e.split("=", 1)[0] != ENV_VISIBLE_DEVICES]
-    env.append(f"{ENV_VISIBLE_DEVICES}={visible_devices(units)}")
     top["Env"] = env
-    top["Labels"] = {
-        **labels,
-        LABEL_MANAGED: "true",
-        LABEL_OWNER: ctx.caller.name,
-        LABEL_ALLOCATION: str(row.id),
-        LABEL_NAME: name,
-        LABEL_CREATED: datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    hc["CgroupParent"] = cgroup_parent(ctx.caller.name, driver)
-    hc["Privileged"] = False
+    top["Labels"] = labels
     top["HostConfig"] = hc
+    stamp.apply(
+        top,
+        stamp.Stamp(
+            owner=ctx.caller.name,
+            name=name,
+            allocation_id=row.id,
+            units=units,
+            cgroup_parent=cgroup_parent(ctx.caller.name, driver),
+            limits=caps,
+            host_dirs=bool(found.host_paths or inherited) and not ctx.caller.is_root,
+        ),
+    )
     if net:
         top["NetworkingConfig"] = net
 

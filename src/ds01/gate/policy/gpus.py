@@ -19,12 +19,11 @@ from ds01.gate.engine import seg
 from ds01.gate.policy.context import Ctx
 from ds01.gate.policy.jsonbody import as_int, as_list, as_str, as_str_map, canonical
 from ds01.gate.refusal import GateRefusal, from_error
-from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import UnitKind
 from ds01.runtime.spec import NVIDIA_DRIVER
-from ds01.runtime.spec import device_list_mounts as spec_device_list_mounts
 from ds01.scheduler.snapshot import RequestKind
 from ds01.services.allocation import AllocationRequest
+from ds01.services.status import quota
 from ds01.store.allocations import AllocationRow
 from ds01.store.intents import Intent, IntentOp
 
@@ -128,11 +127,9 @@ async def _request(
 async def _most(ctx: Ctx) -> int:
     """`--gpus all` mapped to a number: the whole GPUs the caller may still take (at least 1,
     so that a caller with none left gets the scheduler's quota refusal)."""
-    svc = ctx.deps.allocations
-    limits = (await ctx.run(svc.limits_for, ctx.caller)).limits
-    rows = await ctx.run(svc.live_allocations, ctx.caller, False)
-    left = limits.max_gpueq - GpuEq.total(r.gpueq for r in rows)
-    return max(1, min(limits.max_units_per_container, math.floor(float(left))))
+    q = await ctx.run(quota, ctx.deps.allocations, ctx.caller)
+    most = q.resolved.limits.max_units_per_container
+    return max(1, min(most, math.floor(float(q.left))))
 
 
 async def _forget_removed(ctx: Ctx, name: str) -> None:
@@ -175,26 +172,3 @@ async def allocate(ctx: Ctx, ask: GpuAsk | None, name: str | None) -> Allocation
             f"{'is' if len(busy) == 1 else 'are'} not free",
         )
     return row
-
-
-def device_requests(row: AllocationRow) -> list[dict[str, Any]]:
-    """Exactly the allocated units, by UUID, with Docker's nvidia driver."""
-    if not row.units:
-        return []
-    return [
-        {
-            "Driver": NVIDIA_DRIVER,
-            "Count": 0,
-            "DeviceIDs": [u.uuid for u in row.units],
-            "Capabilities": [["gpu"]],
-            "Options": {},
-        }
-    ]
-
-
-def device_list_mounts(units: tuple[str, ...]) -> list[dict[str, Any]]:
-    """ds01's device-list mounts (runtime.spec.device_list_mounts) as Engine API Mounts."""
-    return [
-        {"Type": "bind", "Source": str(m["Source"]), "Target": str(m["Target"]), "ReadOnly": True}
-        for m in spec_device_list_mounts(units)
-    ]

@@ -39,9 +39,10 @@ from ds01.gate.policy import volumes_networks as vn
 from ds01.gate.policy.context import Ctx, Plan, passthrough
 from ds01.gate.policy.jsonbody import parse_object
 from ds01.gate.refusal import GateRefusal, LocalReply
+from ds01.runtime import stamp
 from ds01.runtime.spec import LABEL_OWNER, cgroup_parent
+from ds01.runtime.stamp import DEFAULT_CPU_PERIOD
 from ds01.services.hostpaths import host_fitted
-from ds01.services.invariants import DEFAULT_CPU_PERIOD
 from ds01.services.owners import ObjectKind, OwnerBook
 
 # BuildKit's marker for "the context comes over the session", not a URL.
@@ -672,7 +673,7 @@ async def _build_resources(ctx: Ctx, query: list[tuple[str, str]]) -> list[tuple
     if limits.cpus is not None and hc.get("CpuQuota", 0) <= 0:
         hc["CpuPeriod"] = hc.get("CpuPeriod") or DEFAULT_CPU_PERIOD
         hc["CpuQuota"] = round(limits.cpus * hc["CpuPeriod"])
-    limits_rules.apply_defaults(hc, limits)
+    stamp.fill_limits(hc, limits)
     parent = cgroup_parent(ctx.caller.name, await ctx.cgroup_driver())
     out = [(k, v) for k, v in query if k not in _BUILD_LIMITS and k != "cgroupparent"]
     out += [(p, str(hc[k])) for p, k in _BUILD_LIMITS.items() if k in hc]

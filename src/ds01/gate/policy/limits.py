@@ -4,7 +4,7 @@ request leaves unset. Asking for more than the cap is refused, not silently lowe
 should know what they got.
 
 Keys (HostConfig / update body): NanoCpus or CpuQuota/CpuPeriod ↔ cpus, Memory ↔ memory,
-MemorySwap ↔ memory_swap (memory + swap, like spec.create_kwargs: equal to Memory = no swap),
+MemorySwap ↔ memory_swap (memory + swap, like runtime/stamp.py: equal to Memory = no swap),
 ShmSize ↔ shm, PidsLimit ↔ pids.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 from ds01.gate.policy.jsonbody import as_int
 from ds01.gate.refusal import GateRefusal
 from ds01.model.limits import Limits
-from ds01.services.invariants import NANO, effective_cpus, swap_allowed
+from ds01.runtime.stamp import effective_cpus, swap_allowed
 
 
 def _size(n: int) -> str:
@@ -80,18 +80,3 @@ def check_caps(
                 "PidsLimit",
                 n,
             )
-
-
-def apply_defaults(hc: dict[str, Any], limits: Limits) -> None:
-    """Fill in the caller's limit wherever the request set none (after check_caps)."""
-    if limits.cpus is not None and effective_cpus(hc) is None:
-        hc["NanoCpus"] = round(limits.cpus * NANO)
-    if limits.memory_bytes is not None:
-        if as_int(hc.get("Memory"), "Memory") <= 0:
-            hc["Memory"] = limits.memory_bytes
-        if as_int(hc.get("MemorySwap"), "MemorySwap") == 0:
-            hc["MemorySwap"] = swap_allowed(int(hc["Memory"]), limits)
-    if limits.shm_bytes is not None and as_int(hc.get("ShmSize"), "ShmSize") <= 0:
-        hc["ShmSize"] = limits.shm_bytes
-    if limits.pids is not None and as_int(hc.get("PidsLimit"), "PidsLimit") <= 0:
-        hc["PidsLimit"] = limits.pids
