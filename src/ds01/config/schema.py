@@ -22,6 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidat
 from pydantic_core import PydanticCustomError
 
 from ds01.config.units import describe, parse_duration, parse_size
+from ds01.engineaddr import EngineAddress
 from ds01.model.gpueq import GpuEq
 
 
@@ -152,8 +153,7 @@ def _choice(*options: str) -> Callable[[object], str]:
 
 def _docker_host(value: object) -> str:
     text = _text(value)
-    if not text.startswith(("unix://", "tcp://", "ssh://")):
-        raise ValueError(f"expected unix://PATH, tcp://HOST:PORT or ssh://HOST, got {text!r}")
+    EngineAddress.parse(text)  # ValueError: what is expected
     return text
 
 

@@ -12,39 +12,23 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from ds01.engineaddr import EngineAddress
 from ds01.gate.httpio import HttpError, PeerClosed, Reader, parse_response_head, read_body
 from ds01.gate.refusal import LocalReply, engine_down
 
 MAX_IDLE = 32
 
 
-@dataclass(frozen=True)
-class EngineAddress:
-    """unix:///path or tcp://host:port (config docker.host)."""
-
-    unix_path: str | None = None
-    host: str | None = None
-    port: int | None = None
-
-    @classmethod
-    def parse(cls, docker_host: str) -> EngineAddress:
-        if docker_host.startswith("unix://"):
-            return cls(unix_path=docker_host.removeprefix("unix://"))
-        if docker_host.startswith("tcp://"):
-            hostport = docker_host.removeprefix("tcp://").rstrip("/")
-            host, _, port = hostport.rpartition(":")
-            return cls(host=host or "localhost", port=int(port or 2375))
-        raise LocalReply(502, f"ds01: the gate cannot reach a Docker engine at {docker_host!r}")
-
-    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.unix_path is not None:
-            return await asyncio.open_unix_connection(self.unix_path, limit=2**20)
-        assert self.host is not None and self.port is not None
-        return await asyncio.open_connection(self.host, self.port, limit=2**20)
+async def open_engine(address: EngineAddress) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the engine at a unix or tcp address (ssh is not for the gate)."""
+    if address.scheme == "unix" and address.path is not None:
+        return await asyncio.open_unix_connection(address.path, limit=2**20)
+    if address.scheme == "tcp" and address.host is not None and address.port is not None:
+        return await asyncio.open_connection(address.host, address.port, limit=2**20)
+    raise LocalReply(502, f"ds01: the gate cannot reach a Docker engine over {address.scheme}")
 
 
 class EngineConn:
@@ -82,11 +66,17 @@ class EngineClient:
         self._idle: list[tuple[str, EngineConn]] = []
 
     def address(self) -> EngineAddress:
-        return EngineAddress.parse(self._docker_host())
+        text = self._docker_host()
+        try:
+            return EngineAddress.parse(text)
+        except ValueError:
+            raise LocalReply(
+                502, f"ds01: the gate cannot reach a Docker engine at {text!r}"
+            ) from None
 
     async def open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
-            return await asyncio.wait_for(self.address().open(), self.timeout_s)
+            return await asyncio.wait_for(open_engine(self.address()), self.timeout_s)
         except (OSError, TimeoutError) as exc:
             raise engine_down(f"{type(exc).__name__}: {exc}") from exc
 

@@ -14,6 +14,7 @@ import socket
 import requests
 import urllib3.exceptions
 
+from ds01.engineaddr import EngineAddress
 from ds01.errors import RuntimeUnavailable
 
 FIX = (
@@ -38,7 +39,7 @@ def engine_unreachable(action: str, host: str, exc: BaseException) -> RuntimeUna
 def cause_in_words(exc: BaseException, host: str) -> str:
     """Why the engine did not answer, from the exception chain, in plain words."""
     chain = _chain(exc)
-    host = host.removeprefix("unix://")
+    host = _shown(host)
     if any(isinstance(e, FileNotFoundError) for e in chain):
         return f"Docker is not running: its socket {host} does not exist."
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
@@ -70,3 +71,11 @@ def _chain(exc: BaseException) -> list[BaseException]:
         if isinstance(reason, BaseException):
             todo.append(reason)
     return seen
+
+
+def _shown(host: str) -> str:
+    """The socket path or host:port of an engine address, for a message."""
+    try:
+        return str(EngineAddress.parse(host))
+    except ValueError:
+        return host

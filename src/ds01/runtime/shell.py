@@ -18,8 +18,8 @@ import json
 import socket
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
+from ds01.engineaddr import EngineAddress
 from ds01.errors import RuntimeUnavailable
 from ds01.runtime.down import engine_unreachable
 
@@ -80,15 +80,18 @@ class ShellSession:
 
 def open_engine_socket(host: str) -> socket.socket:
     """A fresh connection to the engine at ``unix:///path`` or ``tcp://host:port``."""
-    url = urlsplit(host)
     try:
-        if url.scheme in ("unix", "http+unix"):
+        address: EngineAddress | None = EngineAddress.parse(host)
+    except ValueError:
+        address = None
+    try:
+        if address is not None and address.scheme == "unix" and address.path:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(_CONNECT_TIMEOUT_S)
-            sock.connect(url.path)
-        elif url.scheme in ("tcp", "http"):
+            sock.connect(address.path)
+        elif address is not None and address.scheme == "tcp" and address.host and address.port:
             sock = socket.create_connection(
-                (url.hostname or "localhost", url.port or 2375), timeout=_CONNECT_TIMEOUT_S
+                (address.host, address.port), timeout=_CONNECT_TIMEOUT_S
             )
         else:
             raise RuntimeUnavailable(

@@ -21,6 +21,7 @@ import tomllib
 
 import httpx
 
+from ds01.engineaddr import EngineAddress
 from ds01.host.doctor.base import Context, Result, Status
 from ds01.host.doctor.files import files_current
 from ds01.host.render import DOCKER_DAEMON_JSON, NVIDIA_RUNTIME_KEYS, NVIDIA_RUNTIME_TOML
@@ -91,9 +92,10 @@ def _engine_default_runtime(ctx: Context) -> str | None:
     if ctx.config is None:
         return None
     host = ctx.config.docker.host
-    if not host.startswith("unix://"):
+    address = EngineAddress.parse(host)  # the config loader checked it
+    if address.scheme != "unix" or address.path is None:
         return f"? engine at {host} not asked (only unix sockets are)"
-    socket = host.removeprefix("unix://")
+    socket = address.path
     try:
         with httpx.Client(
             transport=httpx.HTTPTransport(uds=socket), base_url="http://docker", timeout=5.0
