@@ -1,11 +1,15 @@
-"""Who is calling, from the kernel only (SO_PEERCRED), and the one username sanitiser.
+"""Who is calling, from the kernel only (SO_PEERCRED); whether they are an admin (the one rule:
+is_admin); the caller cache api.sock and the gate share; and the one username sanitiser.
 
 Must not trust any name a client sends: the uid comes from the socket, the name and groups
-from NSS (so LDAP users work).
+from NSS (so LDAP users work). NSS may be slow (LDAP): the event loop asks CallerCache, which
+looks up in threads of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import grp
 import hashlib
 import os
@@ -13,7 +17,11 @@ import pwd
 import re
 import socket
 import struct
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 from ds01.errors import NotFound, PermissionDenied, UsageError
 
@@ -66,16 +74,44 @@ def user_slice(user: str) -> str:
 
 @dataclass(frozen=True)
 class Caller:
+    """A process at the other end of a socket (or a container's owner, pid 0): its account and
+    Unix groups. Whether it is an admin depends on the config too: is_admin(caller, config)."""
+
     uid: int
     gid: int
     pid: int
     name: str
     groups: frozenset[str]
-    is_admin: bool
 
     @property
     def is_root(self) -> bool:
         return self.uid == 0
+
+
+class AdminRule(Protocol):
+    """What is_admin needs of the config (ds01.config.Config): the admin group, and whether the
+    file places a user among the admins."""
+
+    @property
+    def admin_group(self) -> str: ...
+
+    def is_admin(self, user: str, unix_groups: Iterable[str] = ...) -> bool: ...
+
+
+def is_admin(caller: Caller, config: AdminRule) -> bool:
+    """The one admin rule: root, or an admin by the config (in the Unix group `admin_group`, or
+    placed by the file in the admin group; Config.is_admin)."""
+    return caller.is_root or config.is_admin(caller.name, caller.groups)
+
+
+def require_admin(caller: Caller, config: AdminRule, what: str) -> None:
+    """PermissionDenied unless is_admin; `what` names the action ("draining GPUs")."""
+    if not is_admin(caller, config):
+        raise PermissionDenied(
+            f"{what} is for admins",
+            why=f"You ({caller.name}) are not root or in the '{config.admin_group}' group.",
+            fix="Ask a lab admin.",
+        )
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -100,7 +136,8 @@ def groups_of(user: str, primary_gid: int) -> frozenset[str]:
     return frozenset(names)
 
 
-def caller_from_uid(uid: int, gid: int, pid: int, admin_group: str | None) -> Caller:
+def caller_from_uid(uid: int, gid: int, pid: int) -> Caller:
+    """Blocking (NSS): the event loop asks CallerCache.get instead."""
     try:
         pw = pwd.getpwuid(uid)
     except KeyError:
@@ -109,14 +146,14 @@ def caller_from_uid(uid: int, gid: int, pid: int, admin_group: str | None) -> Ca
             why="ds01 identifies callers by their account, and NSS does not know this uid.",
             fix="Ask an admin to check the account (getent passwd).",
         ) from None
-    groups = groups_of(pw.pw_name, pw.pw_gid)
-    is_admin = uid == 0 or (admin_group is not None and admin_group in groups)
-    return Caller(uid=uid, gid=gid, pid=pid, name=pw.pw_name, groups=groups, is_admin=is_admin)
+    return Caller(
+        uid=uid, gid=gid, pid=pid, name=pw.pw_name, groups=groups_of(pw.pw_name, pw.pw_gid)
+    )
 
 
-def caller_of_name(name: str, admin_group: str | None) -> Caller:
+def caller_of_name(name: str) -> Caller:
     """The owner of a container as a Caller (their limits, their groups), for what ds01d does on
-    their behalf: restarting, judging or re-allocating their container."""
+    their behalf: restarting, judging or re-allocating their container. Blocking (NSS)."""
     try:
         pw = pwd.getpwnam(name)
     except KeyError:
@@ -124,9 +161,49 @@ def caller_of_name(name: str, admin_group: str | None) -> Caller:
             f"the owner {name!r} has no account",
             fix="Ask an admin to check the account (getent passwd).",
         ) from None
-    return caller_from_uid(pw.pw_uid, pw.pw_gid, 0, admin_group)
+    return caller_from_uid(pw.pw_uid, pw.pw_gid, 0)
 
 
-def caller_of_socket(sock: socket.socket, admin_group: str | None) -> Caller:
-    pid, uid, gid = peer_credentials(sock)
-    return caller_from_uid(uid, gid, pid, admin_group)
+CALLER_TTL_S = 30.0
+NSS_THREADS = 4
+
+
+class CallerCache:
+    """(uid, gid) → Caller for `ttl` seconds, for api.sock and the gate alike (one instance in
+    ds01d): an NSS (LDAP) lookup is too slow to do per request, and never runs on the event loop.
+
+    Lookups run in threads of the cache's own, so that they never queue behind worker threads
+    waiting for the state database's lock; connections of one uid arriving together share one
+    lookup. A failed lookup (an unknown uid) is not kept: the next connection asks again.
+    """
+
+    def __init__(self, ttl: float = CALLER_TTL_S, threads: int = NSS_THREADS) -> None:
+        self.ttl = ttl
+        self._items: dict[tuple[int, int], tuple[float, Caller]] = {}
+        self._pending: dict[tuple[int, int], asyncio.Future[Caller]] = {}
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ds01-nss")
+
+    async def get(self, pid: int, uid: int, gid: int) -> Caller:
+        """The caller with this socket peer's credentials (pid is the peer's own)."""
+        key = (uid, gid)
+        hit = self._items.get(key)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return dataclasses.replace(hit[1], pid=pid)
+        fut = self._pending.get(key)
+        if fut is None:
+            fut = asyncio.get_running_loop().run_in_executor(
+                self._pool, caller_from_uid, uid, gid, pid
+            )
+            self._pending[key] = fut
+            fut.add_done_callback(lambda f: self._looked_up(key, f, time.monotonic()))
+        # Shielded: one waiter's cancellation (its client went away) leaves the lookup to the
+        # others.
+        return dataclasses.replace(await asyncio.shield(fut), pid=pid)
+
+    def _looked_up(self, key: tuple[int, int], fut: asyncio.Future[Caller], at: float) -> None:
+        self._pending.pop(key, None)
+        if not fut.cancelled() and fut.exception() is None:
+            self._items[key] = (at, fut.result())
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

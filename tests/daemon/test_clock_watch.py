@@ -26,7 +26,7 @@ from ds01.store import grants as grants_store
 from ds01.store import units as units_store
 from ds01.store.db import Database
 
-ROOT = Caller(uid=0, gid=0, pid=1, name="root", groups=frozenset(), is_admin=True)
+ROOT = Caller(uid=0, gid=0, pid=1, name="root", groups=frozenset())
 T0 = 1_000_000.0
 HOUR = 3600.0
 

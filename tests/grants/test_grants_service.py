@@ -18,8 +18,8 @@ from ds01.store import events
 from ds01.store.db import Database
 from ds01.store.grants import GrantRow
 
-ROOT = Caller(uid=0, gid=0, pid=1, name="root", groups=frozenset(), is_admin=True)
-BOB = Caller(uid=1001, gid=1001, pid=2, name="bob", groups=frozenset(), is_admin=False)
+ROOT = Caller(uid=0, gid=0, pid=1, name="root", groups=frozenset())
+BOB = Caller(uid=1001, gid=1001, pid=2, name="bob", groups=frozenset())
 KNOWN = {"alice", "bob", "carol"}
 
 

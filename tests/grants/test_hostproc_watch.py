@@ -35,7 +35,7 @@ from ds01.store.db import Database
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
 MACHINE = ROOT_DIR / "examples" / "machines" / "4xA100-40GB.yaml"
-ROOT = Caller(uid=0, gid=0, pid=1, name="root", groups=frozenset(), is_admin=True)
+ROOT = Caller(uid=0, gid=0, pid=1, name="root", groups=frozenset())
 NAMES = {0: "root", 1001: "alice", 1002: "bob", 1003: "carol"}
 CID = "c" * 64
 OTHER_CID = "d" * 64
@@ -144,7 +144,7 @@ class World:
         return [str(i["message"]) for i in items if i["user"] == user]
 
     def live_container_allocation(self, container_id: str) -> int:
-        bob = Caller(uid=1002, gid=1002, pid=9, name="bob", groups=frozenset(), is_admin=False)
+        bob = Caller(uid=1002, gid=1002, pid=9, name="bob", groups=frozenset())
         a = self.allocs.allocate(bob, AllocationRequest(RequestKind.GPUS, count=1, container="c"))
         self.allocs.activate(a.id, container_id=container_id, actor="bob", reason="test")
         return a.id

@@ -20,7 +20,7 @@ from ds01.store.db import Database
 from ds01.store.intents import Intent, IntentOp
 
 T0 = 1_800_000_000.0
-ROOT = Caller(uid=0, gid=0, pid=0, name="root", groups=frozenset(), is_admin=True)
+ROOT = Caller(uid=0, gid=0, pid=0, name="root", groups=frozenset())
 GPU1 = AllocationRequest(RequestKind.GPUS, count=1)
 
 

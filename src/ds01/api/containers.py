@@ -1,4 +1,4 @@
-"""Container endpoints. Docker calls are blocking, so each runs in a worker thread; deploy
+"""Container endpoints. Docker calls are blocking, so each runs off the event loop; deploy
 streams its progress as NDJSON lines ending in a result or an error line — always one of the
 two, so a client never sees a deploy stream cut off. A log stream that fails midway (Docker
 went away) ends cleanly; its cause goes to the daemon's log."""
@@ -9,21 +9,15 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from ds01.api import convert
-from ds01.api.schemas import (
-    ContainerAllocationOut,
-    ContainerOut,
-    DeployIn,
-    OrphanOut,
-    UnitOut,
-)
+from ds01.api.http import caller_of, deps_of, flag, off_loop, ok, parse_body
+from ds01.api.schemas import ContainerAllocationOut, ContainerOut, DeployIn, UnitOut
 from ds01.errors import Ds01Error, UsageError
-from ds01.identity import Caller
+from ds01.identity import require_admin
 from ds01.listener import RateLimitedLog
 from ds01.model.gpueq import GpuEq
 from ds01.runtime.engine import ShellSession
@@ -115,7 +109,7 @@ async def relay_shell(ws: web.WebSocketResponse, session: ShellSession) -> None:
             await asyncio.wait_for(asyncio.shield(out), timeout=2)
     for t in (out, inbound):
         t.cancel()
-    code = await asyncio.to_thread(session.exit_code)
+    code = await off_loop(session.exit_code)
     if not ws.closed:
         await ws.send_str(json.dumps({"exit": code}))
         await ws.close()
@@ -135,144 +129,140 @@ async def _pump_in(
                 continue
             if isinstance(data, dict) and "resize" in data:
                 r, c = data["resize"]
-                await asyncio.to_thread(session.resize, int(r), int(c))
+                await off_loop(session.resize, int(r), int(c))
             elif isinstance(data, dict) and data.get("eof"):
                 session.close_input()
         else:
             break
 
 
-def add_routes(
-    app: web.Application,
-    service: ContainerService,
-    caller_of: Callable[[web.Request], Caller],
-    parse_body: Any,
-    ok: Callable[..., web.Response],
-    orphans: Callable[[], list[OrphanOut]],
-) -> None:
-    async def deploy(request: web.Request) -> web.StreamResponse:
-        body: DeployIn = await parse_body(request, DeployIn)
-        caller = caller_of(request)
-        req = DeployRequest(
-            name=body.name,
-            image=body.image,
-            allocation=_allocation_request(body),
-            workspace=body.workspace,
-            data=tuple(body.data),
-            env=dict(body.env),
-            command=tuple(body.command) if body.command else None,
-            interactive=body.interactive,
-        )
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await resp.prepare(request)
-        loop = asyncio.get_running_loop()
-        lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+def _service(request: web.Request) -> ContainerService:
+    svc = deps_of(request).containers
+    assert svc is not None  # the routes are served only with it (api/routes.py: Needs)
+    return svc
 
-        def progress(text: str) -> None:
-            loop.call_soon_threadsafe(lines.put_nowait, {"progress": text})
 
-        def work() -> dict[str, Any]:
-            try:
-                view = service.deploy(caller, req, progress)
-            except Ds01Error as err:
-                return _error_line(err)
-            except Exception:
-                # The stream is already open: an error line, never a cut-off stream.
-                _unexpected.log(logging.ERROR, "deploy", "deploy failed", exc_info=True)
-                return _error_line(
-                    Ds01Error(
-                        f"deploying '{req.name}' failed inside ds01d (an internal error)",
-                        fix="See 'ds01 container list'; tell an admin if it persists (the "
-                        "ds01d log has the details).",
-                    )
-                )
-            return {"container": container_out(view).model_dump(mode="json")}
+async def deploy(request: web.Request) -> web.StreamResponse:
+    body = await parse_body(request, DeployIn)
+    service = _service(request)
+    caller = caller_of(request)
+    req = DeployRequest(
+        name=body.name,
+        image=body.image,
+        allocation=_allocation_request(body),
+        workspace=body.workspace,
+        data=tuple(body.data),
+        env=dict(body.env),
+        command=tuple(body.command) if body.command else None,
+        interactive=body.interactive,
+    )
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await resp.prepare(request)
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
-        task = asyncio.create_task(asyncio.to_thread(work))
-        task.add_done_callback(lambda _: loop.call_soon_threadsafe(lines.put_nowait, None))
-        while (line := await lines.get()) is not None:
-            await resp.write(json.dumps(line).encode() + b"\n")
-        await resp.write(json.dumps(await task).encode() + b"\n")
-        await resp.write_eof()
-        return resp
+    def progress(text: str) -> None:
+        loop.call_soon_threadsafe(lines.put_nowait, {"progress": text})
 
-    async def list_containers(request: web.Request) -> web.Response:
-        all_users = request.query.get("all") in ("1", "true", "yes")
-        views = await asyncio.to_thread(service.list, caller_of(request), all_users)
-        return ok([container_out(v) for v in views])
-
-    async def inspect(request: web.Request) -> web.Response:
-        view = await asyncio.to_thread(
-            service.inspect, caller_of(request), request.match_info["name"]
-        )
-        return ok(container_out(view))
-
-    async def operate(request: web.Request) -> web.Response:
-        op = request.match_info["op"]
-        name = request.match_info["name"]
-        caller = caller_of(request)
-        if op == "retire":
-            cid = await asyncio.to_thread(service.retire, caller, name)
-            return ok({"name": name, "id": cid, "retired": True})
-        fn = {"start": service.start, "stop": service.stop, "restart": service.restart}[op]
-        view = await asyncio.to_thread(fn, caller, name)
-        return ok(container_out(view))
-
-    async def logs(request: web.Request) -> web.StreamResponse:
-        follow = request.query.get("follow") in ("1", "true", "yes")
-        tail_q = request.query.get("tail")
+    def work() -> dict[str, Any]:
         try:
-            tail = int(tail_q) if tail_q else None
-        except ValueError:
-            raise UsageError("tail must be a number") from None
-        chunks = await asyncio.to_thread(
-            service.logs, caller_of(request), request.match_info["name"], follow, tail
-        )
-        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        await resp.prepare(request)
-        sentinel = object()
-        it = iter(chunks)
-        try:
-            while True:
-                chunk = await asyncio.to_thread(next, it, sentinel)
-                if chunk is sentinel:
-                    break
-                assert isinstance(chunk, bytes)
-                await resp.write(chunk)
-        except (ConnectionResetError, asyncio.CancelledError):
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                await asyncio.to_thread(close)
-            raise
+            view = service.deploy(caller, req, progress)
         except Ds01Error as err:
-            # The head is sent: an error answer is no longer possible. End the stream cleanly.
-            log.info("a log stream ended early: %s", " | ".join(err.lines()))
-        await resp.write_eof()
-        return resp
+            return _error_line(err)
+        except Exception:
+            # The stream is already open: an error line, never a cut-off stream.
+            _unexpected.log(logging.ERROR, "deploy", "deploy failed", exc_info=True)
+            return _error_line(
+                Ds01Error(
+                    f"deploying '{req.name}' failed inside ds01d (an internal error)",
+                    fix="See 'ds01 container list'; tell an admin if it persists (the "
+                    "ds01d log has the details).",
+                )
+            )
+        return {"container": container_out(view).model_dump(mode="json")}
 
-    async def shell(request: web.Request) -> web.StreamResponse:
-        caller = caller_of(request)
-        try:
-            rows = int(request.query.get("rows", "24"))
-            cols = int(request.query.get("cols", "80"))
-        except ValueError:
-            raise UsageError("rows and cols must be numbers") from None
-        # Refusals (not yours, not running) happen before the upgrade, as plain JSON errors.
-        session = await asyncio.to_thread(service.open_shell, caller, request.match_info["name"])
-        ws = web.WebSocketResponse(heartbeat=30)
-        await ws.prepare(request)
-        await asyncio.to_thread(session.resize, rows, cols)
-        await relay_shell(ws, session)
-        return ws
+    task = asyncio.create_task(off_loop(work))
+    task.add_done_callback(lambda _: loop.call_soon_threadsafe(lines.put_nowait, None))
+    while (line := await lines.get()) is not None:
+        await resp.write(json.dumps(line).encode() + b"\n")
+    await resp.write(json.dumps(await task).encode() + b"\n")
+    await resp.write_eof()
+    return resp
 
-    async def list_orphans(request: web.Request) -> web.Response:
-        service.allocations.require_admin(caller_of(request), "listing orphan containers")
-        return ok(orphans())
 
-    app.router.add_post("/v1/containers", deploy)
-    app.router.add_get("/v1/containers", list_containers)
-    app.router.add_get("/v1/containers/{name}", inspect)
-    app.router.add_post("/v1/containers/{name}/{op:start|stop|restart|retire}", operate)
-    app.router.add_get("/v1/containers/{name}/logs", logs)
-    app.router.add_get("/v1/containers/{name}/shell", shell)
-    app.router.add_get("/v1/admin/orphans", list_orphans)
+async def list_containers(request: web.Request) -> web.Response:
+    views = await off_loop(_service(request).list, caller_of(request), flag(request, "all"))
+    return ok([container_out(v) for v in views])
+
+
+async def inspect(request: web.Request) -> web.Response:
+    view = await off_loop(_service(request).inspect, caller_of(request), request.match_info["name"])
+    return ok(container_out(view))
+
+
+async def operate(request: web.Request) -> web.Response:
+    service = _service(request)
+    op = request.match_info["op"]
+    name = request.match_info["name"]
+    caller = caller_of(request)
+    if op == "retire":
+        cid = await off_loop(service.retire, caller, name)
+        return ok({"name": name, "id": cid, "retired": True})
+    fn = {"start": service.start, "stop": service.stop, "restart": service.restart}[op]
+    view = await off_loop(fn, caller, name)
+    return ok(container_out(view))
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    follow = flag(request, "follow")
+    tail_q = request.query.get("tail")
+    try:
+        tail = int(tail_q) if tail_q else None
+    except ValueError:
+        raise UsageError("tail must be a number") from None
+    chunks = await off_loop(
+        _service(request).logs, caller_of(request), request.match_info["name"], follow, tail
+    )
+    resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    await resp.prepare(request)
+    sentinel = object()
+    it = iter(chunks)
+    try:
+        while True:
+            chunk = await off_loop(next, it, sentinel)
+            if chunk is sentinel:
+                break
+            assert isinstance(chunk, bytes)
+            await resp.write(chunk)
+    except (ConnectionResetError, asyncio.CancelledError):
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            await off_loop(close)
+        raise
+    except Ds01Error as err:
+        # The head is sent: an error answer is no longer possible. End the stream cleanly.
+        log.info("a log stream ended early: %s", " | ".join(err.lines()))
+    await resp.write_eof()
+    return resp
+
+
+async def shell(request: web.Request) -> web.StreamResponse:
+    caller = caller_of(request)
+    try:
+        rows = int(request.query.get("rows", "24"))
+        cols = int(request.query.get("cols", "80"))
+    except ValueError:
+        raise UsageError("rows and cols must be numbers") from None
+    # Refusals (not yours, not running) happen before the upgrade, as plain JSON errors.
+    session = await off_loop(_service(request).open_shell, caller, request.match_info["name"])
+    ws = web.WebSocketResponse(heartbeat=30)
+    await ws.prepare(request)
+    await off_loop(session.resize, rows, cols)
+    await relay_shell(ws, session)
+    return ws
+
+
+async def list_orphans(request: web.Request) -> web.Response:
+    deps = deps_of(request)
+    require_admin(caller_of(request), deps.allocations.config, "listing orphan containers")
+    return ok(deps.orphans())

@@ -1,22 +1,20 @@
 """Bare-metal grant, access and host-process endpoints (docs/grants.md).
 
-Granting and revoking may run gpasswd (compute_gate: uvm), so they run in a worker thread. The
-host-process list is the watch's last scan: no /proc or NVML read per request.
+Every service call runs off the event loop (granting and revoking may also run gpasswd for
+compute_gate: uvm). The host-process list is the watch's last scan: no /proc or NVML read per
+request.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from typing import Any
-
 from aiohttp import web
 
 from ds01.api import convert
+from ds01.api.http import caller_of, deps_of, off_loop, ok, parse_body
 from ds01.api.schemas import AccessEntryOut, AccessOut, GrantIn, GrantOut, HostProcessOut, RevokeIn
-from ds01.identity import Caller
+from ds01.identity import require_admin
 from ds01.services.grants import AccessEntry, GrantService
-from ds01.services.hostproc import HostProcess, HostProcessWatch
+from ds01.services.hostproc import HostProcess
 from ds01.store.grants import GrantRow
 
 
@@ -68,57 +66,52 @@ def host_process_out(p: HostProcess) -> HostProcessOut:
     )
 
 
-def add_routes(
-    app: web.Application,
-    grants: GrantService,
-    hostproc: HostProcessWatch | None,
-    caller_of: Callable[[web.Request], Caller],
-    parse_body: Any,
-    ok: Callable[..., web.Response],
-) -> None:
-    async def grant(request: web.Request) -> web.Response:
-        body: GrantIn = await parse_body(request, GrantIn)
-        caller = caller_of(request)
-        row = await asyncio.to_thread(
-            lambda: grants.grant(
-                caller,
-                body.user,
-                duration=body.duration,
-                permanent=body.permanent,
-                reason=body.reason,
-            )
+def _service(request: web.Request) -> GrantService:
+    svc = deps_of(request).grants
+    assert svc is not None  # the routes are served only with it (api/routes.py: Needs)
+    return svc
+
+
+async def grant(request: web.Request) -> web.Response:
+    body = await parse_body(request, GrantIn)
+    row = await off_loop(
+        _service(request).grant,
+        caller_of(request),
+        body.user,
+        duration=body.duration,
+        permanent=body.permanent,
+        reason=body.reason,
+    )
+    return ok(grant_out(row), status=201)
+
+
+async def revoke(request: web.Request) -> web.Response:
+    body = await parse_body(request, RevokeIn)
+    row = await off_loop(_service(request).revoke, caller_of(request), body.user, body.reason)
+    return ok(grant_out(row))
+
+
+async def list_grants(request: web.Request) -> web.Response:
+    entries = await off_loop(_service(request).list_access, caller_of(request))
+    return ok([access_entry_out(e) for e in entries])
+
+
+async def access(request: web.Request) -> web.Response:
+    a = await off_loop(_service(request).access_of, caller_of(request).name)
+    return ok(
+        AccessOut(
+            user=a.user,
+            state=a.state.value,
+            until=convert.iso(a.until),
+            reason=a.reason,
+            how=a.how,
         )
-        return ok(grant_out(row), status=201)
+    )
 
-    async def revoke(request: web.Request) -> web.Response:
-        body: RevokeIn = await parse_body(request, RevokeIn)
-        row = await asyncio.to_thread(grants.revoke, caller_of(request), body.user, body.reason)
-        return ok(grant_out(row))
 
-    async def list_grants(request: web.Request) -> web.Response:
-        entries = await asyncio.to_thread(grants.list_access, caller_of(request))
-        return ok([access_entry_out(e) for e in entries])
-
-    async def access(request: web.Request) -> web.Response:
-        c = caller_of(request)
-        a = await asyncio.to_thread(grants.access_of, c.name)
-        return ok(
-            AccessOut(
-                user=a.user,
-                state=a.state.value,
-                until=convert.iso(a.until),
-                reason=a.reason,
-                how=a.how,
-            )
-        )
-
-    async def host_processes(request: web.Request) -> web.Response:
-        grants.allocations.require_admin(caller_of(request), "listing host GPU processes")
-        procs = hostproc.processes() if hostproc is not None else []
-        return ok([host_process_out(p) for p in procs])
-
-    app.router.add_post("/v1/admin/grants", grant)
-    app.router.add_post("/v1/admin/grants/revoke", revoke)
-    app.router.add_get("/v1/admin/grants", list_grants)
-    app.router.add_get("/v1/access", access)
-    app.router.add_get("/v1/admin/host-processes", host_processes)
+async def host_processes(request: web.Request) -> web.Response:
+    deps = deps_of(request)
+    require_admin(caller_of(request), deps.allocations.config, "listing host GPU processes")
+    watch = deps.host_processes
+    procs = watch.processes() if watch is not None else []
+    return ok([host_process_out(p) for p in procs])

@@ -21,6 +21,7 @@ from ds01.config import Config, load_config
 from ds01.daemon.loops import LoopHealth, supervised
 from ds01.errors import Ds01Error, RuntimeUnavailable
 from ds01.gate import EngineClient, GateDeps, GateServer, GateSettings
+from ds01.identity import CallerCache
 from ds01.inventory.backend import InventoryBackend
 from ds01.model.inventory import MachineSample
 from ds01.paths import Paths
@@ -85,6 +86,7 @@ class Daemon:
         self.state_problems: list[str] = []  # the last state invariant check's findings
         self._runner: web.AppRunner | None = None
         self.gate: GateServer | None = None
+        self.callers = CallerCache()  # api.sock's and the gate's
 
     def _open_backend(self, sim: str | None) -> InventoryBackend:
         from ds01.inventory.select import open_backend, resolve_sim
@@ -164,7 +166,8 @@ class Daemon:
         return max(0.2, float(self.config.gpu.sample_interval))
 
     async def _sample_step(self) -> None:
-        self.apply_sample(await asyncio.to_thread(self.take_sample))
+        # apply_sample writes the unit table when the set of units changed: in a thread too.
+        await asyncio.to_thread(self.apply_sample, await asyncio.to_thread(self.take_sample))
 
     async def _expiry_step(self) -> None:
         # In a thread: a database held locked by someone else blocks up to its busy timeout.
@@ -262,9 +265,9 @@ class Daemon:
         return asyncio.create_task(supervised(name, step, interval, self.health), name=name)
 
     async def start(self) -> None:
-        self.apply_sample(await asyncio.to_thread(self.take_sample))
+        await asyncio.to_thread(self.apply_sample, await asyncio.to_thread(self.take_sample))
         # Anything that expired while the daemon was down goes first.
-        self.allocations.expire_due()
+        await asyncio.to_thread(self.allocations.expire_due)
         self.paths.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.paths.run_dir, 0o755)
         await asyncio.to_thread(self._reconcile_once, True)
@@ -280,6 +283,7 @@ class Daemon:
             invariants=lambda: list(self.state_problems),
             grants=self.grants,
             host_processes=self.hostproc,
+            callers=self.callers,
         )
         self._runner = await serve(build_app(deps), str(self.paths.api_socket))
         await self._start_gate()
@@ -310,7 +314,7 @@ class Daemon:
             engine=engine,
             settings=settings,
         )
-        self.gate = GateServer(deps)
+        self.gate = GateServer(deps, self.callers)
         await self.gate.start(self.paths.gate_socket, self.config.host.gate_group)
 
     def _loops(self) -> dict[str, LoopOut]:
@@ -363,5 +367,6 @@ class Daemon:
             await self._runner.cleanup()
         with contextlib.suppress(FileNotFoundError):
             Path(self.paths.api_socket).unlink()
+        self.callers.close()
         self.backend.close()
         self.db.close()

@@ -59,14 +59,13 @@ from ds01.gate.policy.buildcontext import HOLD_BACK
 from ds01.gate.policy.context import BodyCheck, Ctx, GateDeps, Plan
 from ds01.gate.policy.endpoints import Body, GateRequest, classify, encode_target
 from ds01.gate.refusal import GateRefusal, LocalReply, engine_down, response_bytes
-from ds01.identity import Caller, caller_from_uid
+from ds01.identity import Caller, CallerCache, is_admin
 from ds01.listener import Peer, UnixListener
 from ds01.store import events
 
 log = logging.getLogger("ds01d.gate")
 
 HIJACK_GRACE_S = 2.0
-CALLER_TTL_S = 30.0
 AUDIT_RATE_PER_S = 20.0
 AUDIT_BURST = 100.0
 LINGER_MAX_BYTES = 64 * 1024 * 1024  # a refused request's body the gate reads away
@@ -80,8 +79,10 @@ class _Bucket:
 
 
 class GateServer:
-    def __init__(self, deps: GateDeps) -> None:
+    def __init__(self, deps: GateDeps, callers: CallerCache) -> None:
+        """`callers`: the cache api.sock uses too (one NSS lookup per user for both)."""
         self.deps = deps
+        self.callers = callers
         self.settings = deps.settings
         self._listener = UnixListener(
             "gate",
@@ -91,7 +92,6 @@ class GateServer:
             log,
         )
         self._path: Path | None = None
-        self._callers: dict[tuple[int, int], tuple[float, Caller]] = {}
         self._audit: dict[str, _Bucket] = {}
 
     # ---- lifecycle --------------------------------------------------------------------
@@ -145,7 +145,7 @@ class GateServer:
             return
         try:
             try:
-                caller = await self._caller(peer.pid, peer.uid, peer.gid)
+                caller = await self.callers.get(peer.pid, peer.uid, peer.gid)
             except Ds01Error as err:
                 writer.write(response_bytes(403, "\n".join(err.lines()), close=True))
                 with contextlib.suppress(Exception):
@@ -157,17 +157,6 @@ class GateServer:
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
-
-    async def _caller(self, pid: int, uid: int, gid: int) -> Caller:
-        now = time.monotonic()
-        hit = self._callers.get((uid, gid))
-        if hit and now - hit[0] < CALLER_TTL_S:
-            c = hit[1]
-            return Caller(c.uid, c.gid, pid, c.name, c.groups, c.is_admin)
-        admin_group = self.deps.config().admin_group
-        c = await asyncio.to_thread(caller_from_uid, uid, gid, pid, admin_group)
-        self._callers[(uid, gid)] = (now, c)
-        return c
 
     # ---- audit ------------------------------------------------------------------------
 
@@ -276,10 +265,9 @@ class _Connection:
         """Check and forward one request; False when the connection must end."""
         body_unread = head.has_body
         config = self.deps.config()
-        is_admin = self.caller.is_root or config.is_admin(self.caller.name, self.caller.groups)
         endpoint = f"{head.method} {head.target.split('?', 1)[0]}"
         try:
-            req = classify(head, is_admin)
+            req = classify(head, is_admin(self.caller, config))
             endpoint = req.endpoint
             _early_checks(head, req)
             body: bytes | None = None

@@ -16,7 +16,7 @@ from typing import Any
 
 from ds01.config import Config, ResolvedLimits
 from ds01.errors import NotFound, PermissionDenied, Refusal, RefusalReason, UsageError
-from ds01.identity import Caller, groups_of
+from ds01.identity import Caller, groups_of, is_admin, require_admin
 from ds01.model.allocation import AllocState
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import MachineSample
@@ -346,7 +346,7 @@ class AllocationService:
         now = self._clock()
         with self.db.transaction() as conn:
             row = allocs.get(conn, alloc_id)
-            if row is None or (row.user != caller.name and not self._is_admin(caller)):
+            if row is None or (row.user != caller.name and not is_admin(caller, self.config)):
                 # Others' allocations are reported as missing: no probing of who holds what.
                 raise NotFound(
                     f"allocation {alloc_id} not found",
@@ -382,17 +382,8 @@ class AllocationService:
 
     # ---- admin -----------------------------------------------------------------------
 
-    def _is_admin(self, caller: Caller) -> bool:
-        return caller.is_root or self.config.is_admin(caller.name, caller.groups)
-
     def require_admin(self, caller: Caller, what: str) -> None:
-        if not self._is_admin(caller):
-            raise PermissionDenied(
-                f"{what} is for admins",
-                why=f"You ({caller.name}) are not root or in the '{self.config.admin_group}'"
-                " group.",
-                fix="Ask a lab admin.",
-            )
+        require_admin(caller, self.config, what)
 
     def drain(self, caller: Caller, target: str, reason: str, drained: bool) -> list[str]:
         """Drain (or undrain) a unit, or every unit of a GPU given by UUID or index."""
@@ -442,7 +433,7 @@ class AllocationService:
     def get(self, caller: Caller, alloc_id: int) -> AllocationRow:
         with self.db.transaction(immediate=False) as conn:
             row = allocs.get(conn, alloc_id)
-        if row is None or (row.user != caller.name and not self._is_admin(caller)):
+        if row is None or (row.user != caller.name and not is_admin(caller, self.config)):
             raise NotFound(f"allocation {alloc_id} not found")
         return row
 
@@ -515,7 +506,7 @@ class AllocationService:
         kind: str | None,
         limit: int = 1000,
     ) -> list[events.Event]:
-        if not self._is_admin(caller):
+        if not is_admin(caller, self.config):
             if user not in (None, caller.name):
                 raise PermissionDenied(
                     "you can only read your own events",

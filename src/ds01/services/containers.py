@@ -28,7 +28,7 @@ from ds01.errors import (
     RuntimeUnavailable,
     UsageError,
 )
-from ds01.identity import Caller, docker_container_name, validate_container_name
+from ds01.identity import Caller, docker_container_name, is_admin, validate_container_name
 from ds01.model.allocation import AllocState
 from ds01.runtime.engine import ContainerInfo, Engine, ShellSession
 from ds01.runtime.spec import DEVICE_LIST_DIRS, ContainerSpec, WorkspaceMount
@@ -269,7 +269,7 @@ class ContainerService:
         image_id = self.engine.image_id(image)
         if (
             image_id is not None
-            and not caller.is_admin
+            and not is_admin(caller, self.config)
             and self.owners.private_image_of_another(image_id, caller.name)
         ):
             raise Refusal(

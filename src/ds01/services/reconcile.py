@@ -119,7 +119,7 @@ class Reconciler:
                 # again behind ds01's back, it does not get them back.
                 reason = last.release_reason if last is not None else "never allocated"
                 raise Refusal(RefusalReason.POLICY, f"its allocation ended: {reason}")
-            caller = caller_of_name(owner, self.containers.config.admin_group)
+            caller = caller_of_name(owner)
             row = self.allocations.allocate(
                 caller,
                 reallocation_request(self.allocations, info, owner, info.short_name),

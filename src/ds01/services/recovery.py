@@ -188,7 +188,7 @@ class Recovery:
             self.engine.rename(new.id, docker_name)
             faults.point("recreate.renamed")
         try:
-            owner = caller_of_name(alloc.user, self._config().admin_group)
+            owner = caller_of_name(alloc.user)
             units = tuple(u.uuid for u in alloc.units)
             found = invariants.judge(
                 self.engine, self.owners, self._config(), owner, self.engine.inspect(new.id), units

@@ -51,7 +51,7 @@ class InvariantSweep:
             try:
                 busy = self.containers.in_operation(info)
                 data = engine.inspect(info.id)
-                owner = caller_of_name(owner_name, self.containers.config.admin_group)
+                owner = caller_of_name(owner_name)
                 row = self.containers.allocations.live_for_container_id(info.id)
                 if row is None and busy:
                     continue  # a deploy or start binds it in a moment, or undoes it

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+from ds01 import identity
 from ds01.config import Config
 from ds01.gate.engine import EngineClient
 from ds01.gate.policy.endpoints import GateRequest
@@ -59,7 +60,7 @@ class Ctx:
 
     @property
     def is_admin(self) -> bool:
-        return self.caller.is_root or self.config.is_admin(self.caller.name, self.caller.groups)
+        return identity.is_admin(self.caller, self.config)
 
     @property
     def engine(self) -> EngineClient:

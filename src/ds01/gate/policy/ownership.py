@@ -402,7 +402,7 @@ def _owner_caller(ctx: Ctx, owner: str) -> Caller:
     if owner == ctx.caller.name:
         return ctx.caller
     try:
-        return caller_of_name(owner, ctx.config.admin_group)
+        return caller_of_name(owner)
     except NotFound:
         raise GateRefusal(
             "container.reallocate", f"the owner {owner!r} of this container has no account"

@@ -1,0 +1,99 @@
+"""Allocation endpoints (`ds01 alloc …`, `ds01 quota`): reserve, list, read and release
+allocations, and the caller's quota (services/status.py assembles it)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ds01.api import convert
+from ds01.api.http import caller_of, deps_of, flag, off_loop, ok, parse_body
+from ds01.api.schemas import AllocateIn, LimitValue, QuotaOut, ReleaseIn
+from ds01.errors import UsageError
+from ds01.identity import Caller, validate_container_name
+from ds01.model.gpueq import GpuEq
+from ds01.scheduler.snapshot import RequestKind
+from ds01.services.allocation import AllocationRequest
+from ds01.services.status import Quota, quota
+
+
+def allocation_request(body: AllocateIn) -> AllocationRequest:
+    if body.container is not None:
+        # The one name rule: the name reaches other users' tables and the audit log.
+        validate_container_name(body.container)
+    if body.gpus is not None:
+        return AllocationRequest(RequestKind.GPUS, count=body.gpus, container=body.container)
+    if body.mig is not None:
+        return AllocationRequest(
+            RequestKind.MIG, profiles=tuple(body.mig), container=body.container
+        )
+    if body.gpueq is not None:
+        return AllocationRequest(
+            RequestKind.GPUEQ, gpueq=GpuEq(body.gpueq), container=body.container
+        )
+    return AllocationRequest(RequestKind.CPU, container=body.container)
+
+
+def _alloc_id(request: web.Request) -> int:
+    text = request.match_info["id"]
+    # Digits only, and no more than a database row ID has: int() of 5,000 digits raises a
+    # message about sys.set_int_max_str_digits, and a 2**64 an OverflowError in SQLite.
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) < 2**63):
+        raise UsageError(f"allocation id must be a number, got {text[:40]!r}")
+    return int(text)
+
+
+async def allocate(request: web.Request) -> web.Response:
+    req = allocation_request(await parse_body(request, AllocateIn))
+    row = await off_loop(deps_of(request).allocations.allocate, caller_of(request), req)
+    return ok(convert.allocation_out(row), status=201)
+
+
+async def list_allocations(request: web.Request) -> web.Response:
+    rows = await off_loop(
+        deps_of(request).allocations.live_allocations, caller_of(request), flag(request, "all")
+    )
+    return ok([convert.allocation_out(r) for r in rows])
+
+
+async def get_allocation(request: web.Request) -> web.Response:
+    alloc_id = _alloc_id(request)
+    row = await off_loop(deps_of(request).allocations.get, caller_of(request), alloc_id)
+    return ok(convert.allocation_out(row))
+
+
+async def release_allocation(request: web.Request) -> web.Response:
+    body = await parse_body(request, ReleaseIn)
+    alloc_id = _alloc_id(request)
+    row = await off_loop(
+        deps_of(request).allocations.release, caller_of(request), alloc_id, body.reason
+    )
+    return ok(convert.allocation_out(row))
+
+
+def _jsonable(v: object) -> object:
+    return v.as_text() if isinstance(v, GpuEq) else v
+
+
+def quota_out(caller: Caller, q: Quota) -> QuotaOut:
+    lim = q.resolved.limits
+    return QuotaOut(
+        user=caller.name,
+        group=q.resolved.group,
+        limits={
+            name: LimitValue(value=_jsonable(value), source=source)
+            for name, (value, source) in q.limits().items()
+        },
+        allocations=[convert.allocation_out(r) for r in q.allocations],
+        used_gpueq=round(float(q.used), 4),
+        used_gpueq_exact=q.used.as_text(),
+        max_gpueq=round(float(lim.max_gpueq), 4),
+        remaining_gpueq=round(float(q.left), 4),
+        containers=q.containers,
+        max_containers=lim.max_containers,
+        exempt=q.exempt,
+    )
+
+
+async def get_quota(request: web.Request) -> web.Response:
+    caller = caller_of(request)
+    return ok(quota_out(caller, await off_loop(quota, deps_of(request).allocations, caller)))

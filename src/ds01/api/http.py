@@ -1,0 +1,116 @@
+"""What every API handler shares: the daemon's parts a handler may use (ApiDeps, reached with
+deps_of), the caller the middleware found, reading a body, rendering JSON, and off_loop — the
+one way a handler makes a blocking call (the state database, NSS, Docker, the filesystem).
+
+A handler runs on ds01d's event loop, which also serves every user's `docker` commands through
+the gate: anything that may wait goes through off_loop, never straight into a handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from ds01.api.schemas import LoopOut, OrphanOut
+from ds01.errors import UsageError
+from ds01.identity import Caller, CallerCache
+from ds01.listener import ConnectionLimits
+from ds01.model.inventory import MachineSample
+from ds01.services.allocation import AllocationService
+from ds01.services.containers import ContainerService
+from ds01.services.grants import GrantService
+from ds01.services.hostproc import HostProcessWatch
+
+P = ParamSpec("P")
+T = TypeVar("T")
+_M = TypeVar("_M", bound=BaseModel)
+
+MAX_BODY = 64 * 1024
+
+# The ds01 CLI holds one connection per command; `logs -f` and shells hold theirs while open.
+API_LIMITS = ConnectionLimits(
+    idle_timeout_s=60.0,
+    head_timeout_s=15.0,
+    body_timeout_s=30.0,
+    max_connections=1024,
+    max_connections_per_uid=64,
+)
+
+
+@dataclass
+class ApiDeps:
+    """The daemon's parts the handlers use. `sample`, `docker_state`, `orphans`, `loops` and
+    `invariants` read what ds01d keeps in memory (no I/O). Without `containers` or `grants`
+    their endpoints are not served (api/routes.py: Needs)."""
+
+    allocations: AllocationService
+    sample: Callable[[], MachineSample | None]
+    backend_name: str
+    docker_state: Callable[[], str] = lambda: "not configured"
+    containers: ContainerService | None = None
+    orphans: Callable[[], list[OrphanOut]] = lambda: []
+    grants: GrantService | None = None
+    host_processes: HostProcessWatch | None = None
+    loops: Callable[[], dict[str, LoopOut]] = dict
+    invariants: Callable[[], list[str]] = list
+    callers: CallerCache = field(default_factory=CallerCache)
+
+
+DEPS = web.AppKey("deps", ApiDeps)
+LIMITS = web.AppKey("limits", ConnectionLimits)
+CALLER = "caller"  # the request key the middleware sets
+
+
+async def off_loop(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """A blocking call in a worker thread: the event loop serves others meanwhile."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def deps_of(request: web.Request) -> ApiDeps:
+    return request.config_dict[DEPS]
+
+
+def caller_of(request: web.Request) -> Caller:
+    c = request[CALLER]
+    assert isinstance(c, Caller)
+    return c
+
+
+def flag(request: web.Request, name: str) -> bool:
+    """A yes/no query parameter (?all=1)."""
+    return request.query.get(name) in ("1", "true", "yes")
+
+
+async def parse_body(request: web.Request, schema: type[_M]) -> _M:
+    limits = request.config_dict.get(LIMITS, API_LIMITS)
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            raw = await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout() from None
+    if not raw:
+        raw = b"{}"
+    try:
+        return schema.model_validate_json(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "body"
+        raise UsageError(
+            f"bad request: {loc}: {first['msg']}",
+            fix="See 'ds01 --help' or the API description at /v1/openapi.json.",
+        ) from None
+
+
+def ok(model: BaseModel | list[Any] | dict[str, Any], status: int = 200) -> web.Response:
+    if isinstance(model, BaseModel):
+        data: Any = model.model_dump(mode="json")
+    elif isinstance(model, list):
+        data = [m.model_dump(mode="json") if isinstance(m, BaseModel) else m for m in model]
+    else:
+        data = model
+    return web.json_response(data, status=status)
