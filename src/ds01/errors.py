@@ -7,6 +7,7 @@ Owns every exception the project raises on purpose. Imports nothing from ds01.
     │   ├── InputError             a file or capture cannot be read (names the file)
     │   │   ├── CaptureError       an nvidia-smi capture is truncated, garbled or unknown
     │   │   └── MachineFileError   a simulated machine description is invalid
+    │   ├── MigProfileError        a MIG profile name does not parse (model/profile.py)
     │   └── ConfigError            the YAML config is invalid (carries every problem)
     ├── Refusal                    a policy said no; carries a RefusalReason
     ├── NotFound                   the thing asked for does not exist (for this caller)
@@ -69,6 +70,11 @@ class CaptureError(InputError):
 
 class MachineFileError(InputError):
     kind = "machine-file"
+
+
+class MigProfileError(UsageError):
+    """A MIG profile name that is not one (ds01.model.profile.parse_profile). The same error,
+    word for word, whichever way the name came in: --mig, the API, a machine file."""
 
 
 class ConfigProblem:

@@ -15,6 +15,7 @@ from ds01.errors import InventoryError
 from ds01.inventory import nvml
 from ds01.inventory.backend import InventoryBackend
 from ds01.inventory.nvml import NvmlBackend, mig_profile_name, profile_suffix
+from ds01.model.profile import Variant
 
 MIB = 1024 * 1024
 
@@ -128,7 +129,8 @@ def test_profile_suffix_from_the_gpu_instance_profile(gi_profile_enum: int, suff
 
 
 def test_media_extension_suffix_is_appended_to_the_name() -> None:
-    assert mig_profile_name(1, 1, 9984, 81559 * MIB, "+me") == "1g.10gb+me"
+    assert mig_profile_name(1, 1, 9984, 81559 * MIB, Variant.ME) == "1g.10gb+me"
+    assert mig_profile_name(2, 1, 47380, 97887 * MIB, Variant.NO_ME) == "1c.2g.48gb-me"
 
 
 READERS = [

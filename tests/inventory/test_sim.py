@@ -385,7 +385,9 @@ H100 = "  - name: NVIDIA H100 80GB HBM3\n    memory_mib: 81559\n"
         pytest.param(
             "machine: m\ngpus:\n" + H100 + "    mig_enabled: true\n"
             "    mig_devices:\n      - profile: 3g.banana\n",
-            ":7: gpus[0].mig_devices[0].profile: '3g.banana' is not a MIG profile like 3g.40gb",
+            ":7: gpus[0].mig_devices[0].profile: '3g.banana' is not a MIG profile name: "
+            "MIG profiles are written [Nc.]Ng.NNgb with an optional +me, +me.all, +gfx or -me,"
+            " such as 3g.40gb, 1c.3g.71gb or 1g.10gb+me.",
             id="a garbled profile is refused",
         ),
         pytest.param(

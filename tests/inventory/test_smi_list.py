@@ -231,16 +231,48 @@ def test_mig_device_on_a_gpu_model_ds01_cannot_weigh_offers_no_unit_and_says_why
     )
 
 
-def test_a_profile_of_unknown_shape_is_kept_and_offers_no_unit() -> None:
+def test_a_profile_of_unknown_shape_is_kept_as_printed_and_offers_no_unit() -> None:
+    # A suffix no NVIDIA driver prints today: ds01 does not guess what it means.
     sample = parse_list(
         f"GPU 0: NVIDIA B200 (UUID: {MASKED})\n"
-        "  MIG 1g.23gb-me   Device  0: (UUID: MIG-00000000-0000-0000-0000-000000000000)\n",
+        "  MIG 1g.23gb+Xyz  Device  0: (UUID: MIG-00000000-0000-0000-0000-000000000000)\n",
         "L.txt",
     ).to_sample()
 
-    assert sample.gpus[0].mig_devices[0].profile == "1g.23gb-me"
+    assert sample.gpus[0].mig_devices[0].profile == "1g.23gb+Xyz"
     assert sample.units() == []
     assert sample.warnings == (
         "GPU 0: MIG device MIG-00000000-0000-0000-0000-000000000000 offers no unit: "
-        "ds01 cannot weigh profile 1g.23gb-me on a NVIDIA B200",
+        "ds01 cannot weigh profile 1g.23gb+Xyz on a NVIDIA B200",
     )
+
+
+@pytest.mark.parametrize(
+    ("gpu", "printed", "profile", "gpueq"),
+    [
+        pytest.param("NVIDIA B200", "1g.23gb-me", "1g.23gb-me", GpuEq.of(1, 7), id="B200 -me"),
+        pytest.param(
+            "NVIDIA B200", "1g.23gb+me.all", "1g.23gb+me.all", GpuEq.of(1, 7), id="B200 +me.all"
+        ),
+        pytest.param("NVIDIA H100 80GB HBM3", "1g.10gb+me", "1g.10gb+me", GpuEq.of(1, 7)),
+        pytest.param("NVIDIA A30", "2g.12gb+ME", "2g.12gb+me", GpuEq.of(2, 4), id="A30 +ME"),
+        pytest.param(
+            "NVIDIA RTX PRO 6000 Blackwell Server Edition",
+            "2g.48gb+gfx",
+            "2g.48gb+gfx",
+            GpuEq.of(2, 4),
+            id="RTX PRO 6000 +gfx is 2 of 4 slices",
+        ),
+    ],
+)
+def test_media_and_graphics_variants_are_units_of_their_own_profile(
+    gpu: str, printed: str, profile: str, gpueq: GpuEq
+) -> None:
+    sample = parse_list(
+        f"GPU 0: {gpu} (UUID: {MASKED})\n"
+        f"  MIG {printed}  Device  0: (UUID: MIG-00000000-0000-0000-0000-000000000000)\n",
+        "L.txt",
+    ).to_sample()
+
+    (unit,) = sample.units()
+    assert (unit.profile, unit.gpueq, sample.warnings) == (profile, gpueq, ())

@@ -10,7 +10,7 @@
 
 UUIDs are deterministic and short so that expected values can be written as literals:
 whole GPU i is "GPU-i"; MIG device j (in the order given to .mig()) on GPU i is "MIG-i-j".
-MIG weights come from ds01.inventory.gpueq; test_builders.py pins them to literal fractions.
+MIG weights come from ds01.model.profile; test_builders.py pins them to literal fractions.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 from ds01.errors import Refusal, RefusalReason
-from ds01.inventory.gpueq import mig_gpueq
 from ds01.model.allocation import LIVE_STATES, AllocState
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import Unit, UnitKind
 from ds01.model.limits import Limits
+from ds01.model.profile import mig_gpueq
 from ds01.scheduler.place import place
 from ds01.scheduler.snapshot import Holding, Request, RequestKind, Snapshot, UnitState
 

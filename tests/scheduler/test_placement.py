@@ -291,6 +291,54 @@ MIG = [
         R.NO_CAPACITY,
         id="a profile whose only slice is held",
     ),
+    # Variants match exactly (docs/allocation.md): the +me slice is free for whoever asks
+    # for +me, and a plain request waits for a plain slice.
+    pytest.param(
+        machine().gpu(H100).mig("1g.10gb", "1g.10gb+me").snapshot().build(),
+        mig("1g.10gb+me"),
+        ("MIG-0-1",),
+        id="a +me request gets the +me slice",
+    ),
+    pytest.param(
+        machine().gpu(H100).mig("1g.10gb+me", "1g.10gb").snapshot().build(),
+        mig("1g.10gb"),
+        ("MIG-0-1",),
+        id="a plain request does not take the +me slice",
+    ),
+    pytest.param(
+        machine()
+        .gpu(H100)
+        .mig("1g.10gb", "1g.10gb+me")
+        .snapshot()
+        .hold("bob", "b", "MIG-0-0")
+        .build(),
+        mig("1g.10gb"),
+        R.NO_CAPACITY,
+        id="a plain request waits although the +me slice is free",
+    ),
+    pytest.param(
+        machine()
+        .gpu(H100)
+        .mig("1g.10gb+me", "1g.10gb")
+        .snapshot()
+        .hold("bob", "b", "MIG-0-0")
+        .build(),
+        mig("1g.10gb+me"),
+        R.NO_CAPACITY,
+        id="a +me request waits although a plain slice is free",
+    ),
+    pytest.param(
+        machine().gpu(H100).mig("1g.10gb", "1g.10gb+me").snapshot().build(),
+        mig("MIG 1G.10GB+ME", "1g.10gb"),
+        ("MIG-0-1", "MIG-0-0"),
+        id="one of each, written any way nvidia-smi would",
+    ),
+    pytest.param(
+        machine().gpu(A100_80).mig("3g.40gb", "1c.3g.40gb").snapshot().build(),
+        mig("3g.40gb"),
+        ("MIG-0-0",),
+        id="a GPU-instance request does not take a compute instance of that size",
+    ),
 ]
 
 

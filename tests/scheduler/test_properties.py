@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from ds01.errors import Refusal, RefusalReason
 from ds01.model.allocation import AllocState
 from ds01.model.gpueq import GpuEq
-from ds01.model.inventory import UnitKind
+from ds01.model.inventory import Unit, UnitKind
 from ds01.model.limits import Limits
 from ds01.scheduler.facts import profile_of
 from ds01.scheduler.place import place
@@ -26,12 +26,14 @@ from ds01.scheduler.snapshot import Holding, Placement, Request, RequestKind, Sn
 
 from .builders import A30, A100_40, A100_80, H100, H200, at, limits, machine
 
+# Media-extension variants are in the mix so that exact matching is exercised: a request for
+# 1g.10gb must never get a 1g.10gb+me unit, nor the other way round.
 PROFILES = {
-    A100_40: ("1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"),
-    A100_80: ("1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"),
-    H100: ("1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"),
-    H200: ("1g.18gb", "1c.3g.71gb", "2g.35gb", "3g.71gb", "7g.141gb"),
-    A30: ("1g.6gb", "2g.12gb", "1c.2g.12gb", "4g.24gb"),
+    A100_40: ("1g.5gb", "1g.5gb+me", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"),
+    A100_80: ("1g.10gb", "1g.10gb+me", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"),
+    H100: ("1g.10gb", "1g.10gb+me", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"),
+    H200: ("1g.18gb", "1g.18gb+me", "1c.3g.71gb", "2g.35gb", "3g.71gb", "7g.141gb"),
+    A30: ("1g.6gb", "1g.6gb+me", "2g.12gb", "2g.12gb+me", "1c.2g.12gb", "4g.24gb"),
 }
 ALL_PROFILES = sorted({p for ps in PROFILES.values() for p in ps} | {"5g.50gb"})
 USERS = ("alice", "bob", "carol")
@@ -126,10 +128,16 @@ def requests(draw: st.DrawFn, uuids: list[str], profiles: list[str]) -> Request:
     )
 
 
+def profile_name(unit: Unit) -> str | None:
+    """The unit's canonical MIG profile name, as a request names it."""
+    p = profile_of(unit)
+    return p.name if p is not None else None
+
+
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[Snapshot, Request, Limits]:
     snap = draw(snapshots())
-    profiles = sorted({p for us in snap.units if (p := profile_of(us.unit)) is not None})
+    profiles = sorted({p for us in snap.units if (p := profile_name(us.unit)) is not None})
     request = draw(requests([us.unit.uuid for us in snap.units], profiles))
     return snap, request, draw(LIMITS)
 
@@ -164,7 +172,7 @@ def assert_valid(snap: Snapshot, request: Request, lim: Limits, placed: Placemen
         assert len(placed.units) == request.count
         assert all(u.kind is UnitKind.GPU for u in placed.units)
     elif request.kind is RequestKind.MIG:
-        assert Counter(profile_of(u) for u in placed.units) == Counter(request.profiles)
+        assert Counter(profile_name(u) for u in placed.units) == Counter(request.profiles)
     else:
         assert request.gpueq is not None
         assert placed.gpueq >= request.gpueq
@@ -205,7 +213,7 @@ def generous_cases(draw: st.DrawFn) -> tuple[Snapshot, Request, Limits]:
     """Limits no request here can break, and well-formed requests for profiles the machine has:
     the only refusal left is capacity, so placement itself gets exercised."""
     snap = draw(snapshots())
-    profiles = sorted({p for us in snap.units if (p := profile_of(us.unit)) is not None})
+    profiles = sorted({p for us in snap.units if (p := profile_name(us.unit)) is not None})
     kinds = [RequestKind.GPUS, RequestKind.GPUEQ] + ([RequestKind.MIG] * 2 if profiles else [])
     kind = draw(st.sampled_from(kinds))
     request = Request(
@@ -252,7 +260,7 @@ def test_generous_limits_refuse_only_when_free_units_cannot_serve(
         if request.kind is RequestKind.GPUS:
             assert sum(u.kind is UnitKind.GPU for u in free) < request.count
         elif request.kind is RequestKind.MIG:
-            have = Counter(profile_of(u) for u in free)
+            have = Counter(profile_name(u) for u in free)
             assert any(have[p] < n for p, n in Counter(request.profiles).items())
         else:
             assert request.gpueq is not None

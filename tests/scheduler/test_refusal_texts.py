@@ -4,12 +4,16 @@ they are pinned word for word."""
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Iterator
 from fractions import Fraction
 
 import pytest
 
-from ds01.errors import RefusalReason
+from ds01.errors import MigProfileError, RefusalReason
 from ds01.model.limits import Limits
+from ds01.scheduler.place import place
 from ds01.scheduler.snapshot import Request, RequestKind, Snapshot
 
 from .builders import (
@@ -27,6 +31,22 @@ from .builders import (
 )
 
 R = RefusalReason
+
+
+@pytest.fixture(autouse=True)
+def utc_clock() -> Iterator[None]:
+    """Refusals show clock times in the local zone; the builders' times are UTC, so these
+    tests run with the local zone set to UTC (and put the zone back after)."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if before is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
+
 
 TEXTS = [
     pytest.param(
@@ -161,8 +181,7 @@ TEXTS = [
         R.NO_CAPACITY,
         [
             "capacity: no free whole GPU (2 in use by 1 user); 3g.40gb slices are free.",
-            "The next whole GPU frees up at 2025-03-04 09:30, when a stopped container's"
-            " hold ends.",
+            "The next whole GPU frees up at 04 Mar 09:30, when a stopped container's hold ends.",
             "Ask for a MIG slice instead (--mig 3g.40gb), or try again later.",
         ],
         id="capacity for a whole GPU points to a slice, and dates a hold ending tomorrow",
@@ -190,6 +209,31 @@ TEXTS = [
             "Ask for whole GPUs (--gpus N) instead.",
         ],
         id="unknown profile on a machine without MIG",
+    ),
+    pytest.param(
+        machine().gpu(H100).mig("1g.10gb+me", "3g.40gb").snapshot().build(),
+        mig("1g.10gb"),
+        limits(),
+        R.UNKNOWN_PROFILE,
+        [
+            "request: this machine has no 1g.10gb MIG slice.",
+            "Its MIG profiles are 1g.10gb+me, 3g.40gb.",
+            "Of that size it has 1g.10gb+me: ask for it by that name (--mig 1g.10gb+me)"
+            " if it will do.",
+        ],
+        id="a plain profile that exists only with +me names the variant",
+    ),
+    pytest.param(
+        machine().gpu(H100).mig("1g.10gb", "3g.40gb").snapshot().build(),
+        mig("1g.10gb+me.all"),
+        limits(),
+        R.UNKNOWN_PROFILE,
+        [
+            "request: this machine has no 1g.10gb+me.all MIG slice.",
+            "Its MIG profiles are 1g.10gb, 3g.40gb.",
+            "Of that size it has 1g.10gb: ask for it by that name (--mig 1g.10gb) if it will do.",
+        ],
+        id="a variant the machine lacks names the plain profile of that size",
     ),
     pytest.param(
         machine().gpus(2, A100_40).gpu(H100).mig("3g.40gb").snapshot().build(),
@@ -310,7 +354,6 @@ BAD = [
     pytest.param(gpus(0), id="gpus=0"),
     pytest.param(gpus(-1), id="gpus=-1"),
     pytest.param(mig(), id="mig with no profile"),
-    pytest.param(mig("3g.40gb", "big"), id="mig with a name that is not a profile"),
     pytest.param(gpueq(0), id="gpueq=0"),
     pytest.param(Request(user="alice", kind=RequestKind.GPUEQ), id="gpueq missing"),
     pytest.param(
@@ -327,3 +370,18 @@ BAD = [
 def test_bad_request(request_: Request) -> None:
     snap = machine().gpu(H100).mig("3g.40gb").gpu(A100_40).snapshot().build()
     assert refusal_of(snap, request_, limits()).reason is R.BAD_REQUEST
+
+
+def test_a_name_that_is_not_a_profile_is_the_one_usage_error_not_a_refusal() -> None:
+    # The same error the API, the CLI and machine files give (model/profile.py), not a
+    # Refusal: it is the caller's input that is wrong, whatever the machine has.
+    snap = machine().gpu(H100).mig("3g.40gb").snapshot().build()
+    with pytest.raises(MigProfileError) as err:
+        place(snap, mig("3g.40gb", "big"), limits())
+    assert err.value.lines() == [
+        "'big' is not a MIG profile name",
+        "MIG profiles are written [Nc.]Ng.NNgb with an optional +me, +me.all, +gfx or -me,"
+        " such as 3g.40gb, 1c.3g.71gb or 1g.10gb+me.",
+        "Write it as 'ds01 gpu status' shows it, such as 3g.40gb, 1c.3g.71gb or 1g.10gb+me.",
+    ]
+    assert err.value.exit_code == 2

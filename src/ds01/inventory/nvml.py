@@ -36,9 +36,9 @@ from typing import Any, TypeVar
 import pynvml
 
 from ds01.errors import InventoryError
-from ds01.inventory.gpueq import total_slices
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import Gpu, GpuProcess, MachineSample, MigDevice
+from ds01.model.profile import MigProfile, Variant, total_slices
 
 MIB = 1024 * 1024
 GIB = 1024 * 1024 * 1024
@@ -75,40 +75,39 @@ def mig_profile_name(
     ci_slices: int,
     memory_size_mib: int,
     device_memory_bytes: int,
-    suffix: str = "",
+    suffix: Variant = Variant.PLAIN,
 ) -> str:
-    """'3g.40gb', or '1c.3g.71gb' for a compute instance smaller than its GPU instance.
+    """'3g.40gb', or '1c.3g.71gb' for a compute instance smaller than its GPU instance, spelled
+    by model/profile.py like every other profile name.
 
-    The memory is the GPU instance's (compute instances share it); suffix is '+me' etc.
-    (see profile_suffix).
+    The memory is the GPU instance's (compute instances share it); suffix is the variant the
+    GPU-instance profile enum gives (see profile_suffix).
     """
     gb = mig_memory_gb(memory_size_mib, device_memory_bytes)
-    if ci_slices == gi_slices:
-        return f"{gi_slices}g.{gb}gb{suffix}"
-    return f"{ci_slices}c.{gi_slices}g.{gb}gb{suffix}"
+    return MigProfile(ci_slices, gi_slices, gb, suffix).name
 
 
-# The GPU-instance profile enum (NVML_GPU_INSTANCE_PROFILE_*) → the name's attribute suffix,
-# as go-nvlib names them. Looked up by name: older nvidia-ml-py releases lack some constants.
+# The GPU-instance profile enum (NVML_GPU_INSTANCE_PROFILE_*) → the name's suffix, as go-nvlib
+# names them. Looked up by name: older nvidia-ml-py releases lack some constants.
 _SUFFIX_BY_PROFILE_CONSTANT = {
-    "NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1": "+me",
-    "NVML_GPU_INSTANCE_PROFILE_2_SLICE_REV1": "+me",
-    "NVML_GPU_INSTANCE_PROFILE_1_SLICE_ALL_ME": "+me.all",
-    "NVML_GPU_INSTANCE_PROFILE_2_SLICE_ALL_ME": "+me.all",
-    "NVML_GPU_INSTANCE_PROFILE_1_SLICE_GFX": "+gfx",
-    "NVML_GPU_INSTANCE_PROFILE_2_SLICE_GFX": "+gfx",
-    "NVML_GPU_INSTANCE_PROFILE_4_SLICE_GFX": "+gfx",
-    "NVML_GPU_INSTANCE_PROFILE_1_SLICE_NO_ME": "-me",
-    "NVML_GPU_INSTANCE_PROFILE_2_SLICE_NO_ME": "-me",
+    "NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1": Variant.ME,
+    "NVML_GPU_INSTANCE_PROFILE_2_SLICE_REV1": Variant.ME,
+    "NVML_GPU_INSTANCE_PROFILE_1_SLICE_ALL_ME": Variant.ME_ALL,
+    "NVML_GPU_INSTANCE_PROFILE_2_SLICE_ALL_ME": Variant.ME_ALL,
+    "NVML_GPU_INSTANCE_PROFILE_1_SLICE_GFX": Variant.GFX,
+    "NVML_GPU_INSTANCE_PROFILE_2_SLICE_GFX": Variant.GFX,
+    "NVML_GPU_INSTANCE_PROFILE_4_SLICE_GFX": Variant.GFX,
+    "NVML_GPU_INSTANCE_PROFILE_1_SLICE_NO_ME": Variant.NO_ME,
+    "NVML_GPU_INSTANCE_PROFILE_2_SLICE_NO_ME": Variant.NO_ME,
 }
 
 
-def profile_suffix(gi_profile_enum: int) -> str:
+def profile_suffix(gi_profile_enum: int) -> Variant:
     """'+me' for NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1 (1g.10gb+me), '' for plain profiles."""
     for constant, suffix in _SUFFIX_BY_PROFILE_CONSTANT.items():
         if getattr(pynvml, constant, None) == gi_profile_enum:
             return suffix
-    return ""
+    return Variant.PLAIN
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,7 +400,7 @@ def read_mig_devices(
             if slices and 0 < ci_slices <= slices:
                 gpueq = GpuEq.of(ci_slices, slices)
             if device_memory_bytes:
-                suffix = ""
+                suffix = Variant.PLAIN
                 enum = _gi_profile_enum(parent, gpu_name, gi) if gi is not None else None
                 if enum is None:
                     if _NO_ATTRIBUTES not in warnings:  # once per sample, not once per device
@@ -409,7 +408,12 @@ def read_mig_devices(
                 else:
                     suffix = profile_suffix(enum)
                 mem = int(attrs.memorySizeMB)
-                profile = mig_profile_name(gi_slices, ci_slices, mem, device_memory_bytes, suffix)
+                try:
+                    profile = mig_profile_name(
+                        gi_slices, ci_slices, mem, device_memory_bytes, suffix
+                    )
+                except ValueError:  # slice counts or memory no profile has: left unnamed
+                    profile = None
         if gpueq is None:
             warnings.append(
                 f"{uuid}: gpueq unknown (profile {profile or '?'} on '{gpu_name}', "

@@ -33,17 +33,15 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ds01.errors import MachineFileError
-from ds01.inventory.gpueq import compute_slices, mig_gpueq, normalize_profile, total_slices
+from ds01.errors import MachineFileError, MigProfileError
 from ds01.model.inventory import Gpu, GpuProcess, MachineSample, MigDevice
+from ds01.model.profile import MigProfile, parse_profile, total_slices
 
 # Seeds every generated UUID. Changing it (or the names hashed below) would give every
 # simulated unit a new UUID, orphaning allocations made against it: never change it.
 SIM_UUID_NAMESPACE = uuid.UUID("6f0b3c2e-5d1a-4e8b-9a27-d501d501d501")
 
 _FIX = "Fix the machine file (format: docs/inventory.md), then try again."
-# 'NNgb' of a profile, and its GPU-instance slices: '1c.3g.71gb' → gi 3, 71 GB.
-_PROFILE_PARTS = re.compile(r"^(?:\d+c\.)?(?P<gi>\d+)g\.(?P<gb>\d+)gb(?P<extra>[+-][a-z0-9.,]+)?$")
 _UNIT_INDEX = re.compile(r"^(?P<gpu>\d+)(?:/(?P<mig>\d+))?$")
 
 
@@ -204,30 +202,26 @@ def _build_mig(spec: MachineSpec, gpu_pos: int, index: int) -> tuple[MigDevice, 
             f"ds01 does not know how many MIG slices a '{g.name}' has: add mig_slices (7 or 4)",
         )
     # Each GPU instance counts once, however many compute instances share it.
-    gi_name_of: dict[int, str] = {}  # GPU instance id → its GI profile ('3g.71gb')
-    gi_slices_of: dict[int, int] = {}
+    gi_of: dict[int, MigProfile] = {}  # GPU instance id → its GI profile ('3g.71gb')
     ci_used: dict[int, int] = {}  # compute slices used inside each GPU instance
     seen: set[tuple[int, int]] = set()
     next_gi = 1
     out: list[MigDevice] = []
     for pos, m in enumerate(g.mig_devices):
         loc: Loc = (*base, "mig_devices", pos)
-        profile = normalize_profile(m.profile)
-        parts = _PROFILE_PARTS.match(profile or "")
-        ci_slices = compute_slices(profile or "")
-        if profile is None or parts is None or ci_slices is None:
-            raise _Problem((*loc, "profile"), f"'{m.profile}' is not a MIG profile like 3g.40gb")
-        gi_slices = int(parts["gi"])
-        is_ci = profile.count(".") == 2  # '1c.3g.71gb': a compute instance of a 3g GI
-        gi_name = profile.split(".", 1)[1] if is_ci else profile
+        try:
+            p = parse_profile(m.profile)
+        except MigProfileError as err:
+            raise _Problem((*loc, "profile"), f"{err.what}: {err.why}") from None
+        profile = p.name
         if m.gpu_instance_id is None:
-            if is_ci:
+            if p.is_compute_instance:
                 raise _Problem(
                     loc,
                     f"'{profile}' is a compute instance: give gpu_instance_id to say which "
                     "GPU instance it shares",
                 )
-            while next_gi in gi_name_of:
+            while next_gi in gi_of:
                 next_gi += 1
             gi = next_gi
         else:
@@ -236,21 +230,22 @@ def _build_mig(spec: MachineSpec, gpu_pos: int, index: int) -> tuple[MigDevice, 
         if (gi, ci) in seen:
             raise _Problem(loc, f"GPU instance {gi}, compute instance {ci} is listed twice")
         seen.add((gi, ci))
-        known = gi_name_of.setdefault(gi, gi_name)
-        if known.split("+")[0] != gi_name.split("+")[0]:
+        known = gi_of.setdefault(gi, p.gpu_instance)
+        if known != p.gpu_instance:
             raise _Problem(
                 (*loc, "profile"), f"GPU instance {gi} is a {known}; '{profile}' is not part of it"
             )
-        gi_slices_of[gi] = gi_slices
-        gpueq = mig_gpueq(profile, g.name, slices)
-        if gpueq is None or gi_slices > slices:
+        gpueq = p.gpueq(slices)
+        if gpueq is None:
             raise _Problem((*loc, "profile"), f"'{profile}' does not fit a {slices}-slice GPU")
-        ci_used[gi] = ci_used.get(gi, 0) + ci_slices
-        if ci_used[gi] > gi_slices:
-            raise _Problem(loc, f"GPU instance {gi} ({known}) has only {gi_slices} compute slices")
+        ci_used[gi] = ci_used.get(gi, 0) + p.compute_slices
+        if ci_used[gi] > p.gpu_slices:
+            raise _Problem(
+                loc, f"GPU instance {gi} ({known}) has only {p.gpu_slices} compute slices"
+            )
         # Placement rules (which offsets a profile may start at) are not checked; the slice
         # count is, so a file cannot describe more GPU than there is.
-        used = sum(gi_slices_of.values())
+        used = sum(k.gpu_slices for k in gi_of.values())
         if used > slices:
             raise _Problem(loc, f"the MIG devices use {used} slices; a '{g.name}' has {slices}")
         uid = m.uuid or mig_uuid_for(spec.machine, index, gi, ci)
@@ -264,7 +259,7 @@ def _build_mig(spec: MachineSpec, gpu_pos: int, index: int) -> tuple[MigDevice, 
                 compute_instance_id=ci,
                 # nvidia-smi's NNgb label is rounded up; the real size is a little less
                 # (3g.40gb on an H100 is 40448 MiB), so shipped machines give memory_mib.
-                memory_total_mib=m.memory_mib or int(parts["gb"]) * 1024,
+                memory_total_mib=m.memory_mib or p.memory_gb * 1024,
                 gpueq=gpueq,
                 index=pos,
             )
@@ -678,10 +673,16 @@ def parse_process_arg(text: str) -> tuple[int, str, int | None, str | None]:
     """'PID:UNIT:MiB:name' (MiB and name may be empty or left out) → its parts."""
     parts = text.split(":", 3)
     fix = "Write PID:UNIT[:MiB[:name]], e.g. 4242:GPU-…:2048:python or 4242:5/0:1024"
-    if len(parts) < 2 or not parts[0].strip().isdigit() or not parts[1].strip():
+    pid = parts[0].strip()
+    # ASCII digits ('²'.isdigit() is true too), and no more than Linux's largest pid_max (2**22).
+    if len(parts) < 2 or not _digits(pid) or int(pid) > 2**22 or not parts[1].strip():
         raise MachineFileError(f"--add-process '{text}' is not PID:UNIT[:MiB[:name]]", fix=fix)
     mib_text = parts[2].strip() if len(parts) > 2 else ""
-    if mib_text and not mib_text.isdigit():
+    if mib_text and not _digits(mib_text):
         raise MachineFileError(f"--add-process '{text}': MiB '{mib_text}' is not a number", fix=fix)
     name = parts[3] if len(parts) > 3 and parts[3] else None
-    return int(parts[0]), parts[1].strip(), int(mib_text) if mib_text else None, name
+    return int(pid), parts[1].strip(), int(mib_text) if mib_text else None, name
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()

@@ -4,6 +4,7 @@ from ds01.model.allocation import AllocState, can_transition
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import Gpu, GpuProcess, MachineSample, MigDevice, Unit, UnitKind
 from ds01.model.limits import Limits
+from ds01.model.profile import MigProfile, Variant, parse_profile
 
 __all__ = [
     "AllocState",
@@ -13,7 +14,10 @@ __all__ = [
     "Limits",
     "MachineSample",
     "MigDevice",
+    "MigProfile",
     "Unit",
     "UnitKind",
+    "Variant",
     "can_transition",
+    "parse_profile",
 ]

@@ -19,13 +19,14 @@ from datetime import datetime
 from typing import Final
 
 from ds01.errors import Refusal, RefusalReason
-from ds01.inventory.gpueq import compute_slices
 from ds01.model.allocation import AllocState
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import UnitKind
+from ds01.model.profile import MigProfile
 from ds01.scheduler.demand import CapGpuEq, Demand, HeldGpuEq
 from ds01.scheduler.facts import Facts, profile_of
 from ds01.scheduler.snapshot import Holding, Request, RequestKind, UnitState
+from ds01.timetext import clock
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ PHRASES: Final[dict[str, str]] = {
     "profile.has": "Its MIG profiles are {profiles}.",
     "profile.has.none": "None of its GPUs is in MIG mode.",
     "profile.fix": "Ask for one of those (--mig {example}), or see 'ds01 gpu status'.",
+    "profile.fix.variant": "Of that size it has {other}: ask for it by that name"
+    " (--mig {other}) if it will do.",
     "profile.fix.none": "Ask for whole GPUs (--gpus N) instead.",
     # NO_CAPACITY
     "cap.short.gpus.none": "no free whole GPU",
@@ -148,20 +151,9 @@ def _and(items: Sequence[str]) -> str:
     return f"{', '.join(items[:-1])} and {items[-1]}"
 
 
-def at_time(t: datetime, now: datetime | None) -> str:
-    """'14:05' on the same day as now (or when now is unknown), else '2025-03-01 14:05'."""
-    if now is None or t.date() == now.date():
-        return t.strftime("%H:%M")
-    return t.strftime("%Y-%m-%d %H:%M")
-
-
-def profile_order(profile: str) -> tuple[int, str]:
-    """Smallest slices first: '1g.10gb' before '2g.20gb' before '3g.40gb'."""
-    return (compute_slices(profile) or 0, profile)
-
-
-def sorted_profiles(profiles: Iterable[str]) -> list[str]:
-    return sorted(set(profiles), key=profile_order)
+def sorted_profiles(profiles: Iterable[MigProfile]) -> list[str]:
+    """Their names, smallest slices first: '1g.10gb' before '2g.20gb' before '3g.40gb'."""
+    return [p.name for p in sorted(set(profiles), key=MigProfile.order)]
 
 
 def describe_holding(h: Holding, now: datetime | None) -> str:
@@ -171,7 +163,7 @@ def describe_holding(h: Holding, now: datetime | None) -> str:
     units = " + ".join(f"{n}×{label}" for label, n in counts.items()) or "no units"
     text = f"{name}: {units} {h.gpueq.display()}"
     if h.state is AllocState.HELD and h.hold_until is not None:
-        text += f", held until {at_time(h.hold_until, now)}"
+        text += f", held until {clock(h.hold_until, now or h.hold_until)}"
     elif h.state is AllocState.RESERVED:
         text += ", reserved"
     return text
@@ -184,9 +176,21 @@ def bad_request(problem: str, detail: str, fix: str) -> Refusal:
     return refusal(RefusalReason.BAD_REQUEST, problem=problem, detail=detail, fix=fix)
 
 
-def unknown_profile(profile: str, machine_profiles: Iterable[str]) -> Refusal:
-    have = sorted_profiles(machine_profiles)
-    if have:
+def unknown_profile(profile: MigProfile, machine_profiles: Iterable[MigProfile]) -> Refusal:
+    present = set(machine_profiles)
+    have = sorted_profiles(present)
+    # The same size in another variant ('1g.10gb+me' for '1g.10gb'): matching is exact, so
+    # say which name to ask for (docs/allocation.md).
+    same_size = sorted_profiles(
+        p
+        for p in present
+        if (p.compute_slices, p.gpu_slices, p.memory_gb)
+        == (profile.compute_slices, profile.gpu_slices, profile.memory_gb)
+    )
+    if same_size:
+        has = _p("profile.has", profiles=", ".join(have))
+        fix = _p("profile.fix.variant", other=same_size[0])
+    elif have:
         has = _p("profile.has", profiles=", ".join(have))
         fix = _p("profile.fix", example=have[0])
     else:
@@ -309,12 +313,12 @@ def group_max_gpueq(
 
 
 def _free_now(
-    facts: Facts, *, but_profile: str | None = None, but_gpus: bool = False
+    facts: Facts, *, but_profile: MigProfile | None = None, but_gpus: bool = False
 ) -> tuple[str, list[str]]:
     """('1g.10gb slices and 1 whole GPU are free', those profiles), leaving out what the
     shortfall already counted (the short profile, or whole GPUs)."""
     profiles = sorted_profiles(
-        p for p in (profile_of(us.unit) for us in facts.free) if p not in (None, but_profile)
+        p for p in (profile_of(us.unit) for us in facts.free) if p is not None and p != but_profile
     )
     gpus = 0 if but_gpus else sum(1 for us in facts.free if us.unit.kind is UnitKind.GPU)
     things: list[str] = []
@@ -357,11 +361,12 @@ def _next_free(facts: Facts, matching: Sequence[UnitState], what: str, total: st
         if any(us.drained for us in matching):
             return _p("cap.next.drained")
         return _p("cap.next.total", total=total)
-    return _p("cap.next", what=what, at=at_time(min(ends), facts.snapshot.now))
+    end = min(ends)
+    return _p("cap.next", what=what, at=clock(end, facts.snapshot.now or end))
 
 
 def no_capacity(
-    request: Request, facts: Facts, profiles: Sequence[str], limit_units: int
+    request: Request, facts: Facts, profiles: Sequence[MigProfile], limit_units: int
 ) -> Refusal:
     """What was short, who uses it, what is free instead, and what frees up next."""
     if request.kind is RequestKind.GPUS:
@@ -398,7 +403,7 @@ def _short_of_gpus(count: int, facts: Facts) -> dict[str, str]:
     }
 
 
-def _short_of_slices(profiles: Sequence[str], facts: Facts) -> dict[str, str]:
+def _short_of_slices(profiles: Sequence[MigProfile], facts: Facts) -> dict[str, str]:
     # The first profile the free units cannot cover, counting repeats: mig_slices() fails
     # exactly when there is one.
     wanted = Counter(profiles)

@@ -13,29 +13,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from ds01.inventory.gpueq import normalize_profile
 from ds01.model.allocation import LIVE_STATES
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import Unit, UnitKind
+from ds01.model.profile import MigProfile, profile_or_none
 from ds01.scheduler.snapshot import Holding, Snapshot, UnitState
 
 # Sort stand-in for "never released": compared only against other never-released units.
 _NEVER = datetime.min
 
 
-def norm_profile(text: str) -> str | None:
-    """'MIG 3g.40gb', 'mig 3g.40gb', ' 3G.40GB ' → '3g.40gb'; None if not a MIG profile name."""
-    s = text.strip()
-    if s[:3].lower() == "mig":
-        s = s[3:].strip()
-    return normalize_profile(s)
-
-
-def profile_of(unit: Unit) -> str | None:
-    """The normalized MIG profile of a unit; None for whole GPUs and unnamed MIG devices."""
-    if unit.kind is not UnitKind.MIG or unit.profile is None:
+def profile_of(unit: Unit) -> MigProfile | None:
+    """The MIG profile of a unit (model/profile.py); None for whole GPUs and for MIG devices
+    whose profile is unnamed or of a shape ds01 does not know."""
+    if unit.kind is not UnitKind.MIG:
         return None
-    return norm_profile(unit.profile)
+    return profile_or_none(unit.profile)
 
 
 def lru_key(us: UnitState) -> tuple[bool, datetime, int, str]:
@@ -60,7 +53,7 @@ class Facts:
         """Every unit that is not drained, free or not: what an empty machine could offer."""
         return tuple(us.unit for us in self.snapshot.units if not us.drained)
 
-    def machine_profiles(self) -> frozenset[str]:
+    def machine_profiles(self) -> frozenset[MigProfile]:
         """Every MIG profile present on the machine, whatever its state."""
         out = {profile_of(us.unit) for us in self.snapshot.units}
         return frozenset(p for p in out if p is not None)

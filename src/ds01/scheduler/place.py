@@ -20,13 +20,14 @@ from ds01.scheduler.snapshot import Placement, Request, RequestKind, Snapshot
 
 
 def place(snapshot: Snapshot, request: Request, limits: Limits) -> Placement:
-    """Choose units for request, or raise Refusal with its RefusalReason and a what/why/fix."""
-    # 1. Is the request well formed?                               → BAD_REQUEST
-    validate(request)
+    """Choose units for request, or raise Refusal with its RefusalReason and a what/why/fix
+    (MigProfileError, a usage error, for a MIG profile name that is not one)."""
+    # 1. Is the request well formed?           → BAD_REQUEST, or MigProfileError (usage)
+    profiles = validate(request)
     # 2. Read the snapshot once: free units, holdings, per-GPU MIG usage.
     facts = read(snapshot)
     # 3. Does this machine have the MIG profiles named at all?     → UNKNOWN_PROFILE
-    profiles = resolve_profiles(facts, request)
+    resolve_profiles(facts, profiles)
     # 4. Quotas, in order, on the least the request can cost.      → the five quota reasons
     quotas.check(facts, request, limits, least_demand(facts, request, profiles, limits))
     if request.kind is RequestKind.CPU:

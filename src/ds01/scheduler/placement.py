@@ -21,6 +21,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import Unit, UnitKind
+from ds01.model.profile import MigProfile
 from ds01.scheduler import fit
 from ds01.scheduler.facts import Facts, lru_key, profile_of
 from ds01.scheduler.snapshot import UnitState
@@ -74,9 +75,9 @@ def whole_gpus(facts: Facts, count: int, preferred: Sequence[str]) -> tuple[Unit
 
 
 def mig_slices(
-    facts: Facts, profiles: Sequence[str], preferred: Sequence[str]
+    facts: Facts, profiles: Sequence[MigProfile], preferred: Sequence[str]
 ) -> tuple[Unit, ...] | None:
-    """One free device per requested (normalized) profile, in request order; None if short."""
+    """One free device of exactly each requested profile, in request order; None if short."""
     used = dict(facts.mig_used)
     free_left = dict(facts.mig_free)
     picked: set[str] = set()

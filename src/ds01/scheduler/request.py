@@ -1,6 +1,7 @@
-"""Reading a request before any unit is chosen: is it well formed (→ BAD_REQUEST), does this
-machine have the MIG profiles it names at all (→ UNKNOWN_PROFILE), and what is the least it
-can cost (the pre-placement Demand the quota rules check first).
+"""Reading a request before any unit is chosen: is it well formed (→ BAD_REQUEST, or
+MigProfileError for a name that is no MIG profile), does this machine have the MIG profiles it
+names at all (→ UNKNOWN_PROFILE), and what is the least it can cost (the pre-placement Demand
+the quota rules check first).
 
 Fail closed (BRIEF §3): fields that belong to another request kind are an error, not ignored —
 a `gpus` request that also names profiles is a caller bug, and guessing which one was meant
@@ -12,9 +13,10 @@ from __future__ import annotations
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import UnitKind
 from ds01.model.limits import Limits
+from ds01.model.profile import MigProfile, parse_profile
 from ds01.scheduler import explain, fit
 from ds01.scheduler.demand import AskedGpuEq, Demand, UnitCount
-from ds01.scheduler.facts import Facts, norm_profile, profile_of
+from ds01.scheduler.facts import Facts, profile_of
 from ds01.scheduler.snapshot import Request, RequestKind
 
 _FIELDS = {
@@ -25,8 +27,10 @@ _FIELDS = {
 }
 
 
-def validate(request: Request) -> None:
-    """Raise BAD_REQUEST for a request no machine could satisfy as written."""
+def validate(request: Request) -> tuple[MigProfile, ...]:
+    """Raise BAD_REQUEST for a request no machine could satisfy as written, and
+    MigProfileError (a usage error, the same as at every other entry point) for a profile name
+    that is not one. Returns the request's MIG profiles, parsed (model/profile.py)."""
     stray = [
         name
         for name, present in (
@@ -61,30 +65,21 @@ def validate(request: Request) -> None:
             "A gpueq request needs an amount above 0, such as 0.5 or 2.",
             "Ask for gpueq=0.5 or more, or for a CPU-only container.",
         )
+    return tuple(parse_profile(text) for text in request.profiles)
 
 
-def resolve_profiles(facts: Facts, request: Request) -> tuple[str, ...]:
-    """The request's profiles, normalized; each must exist somewhere on this machine."""
-    if request.kind is not RequestKind.MIG:
-        return ()
+def resolve_profiles(facts: Facts, profiles: tuple[MigProfile, ...]) -> tuple[MigProfile, ...]:
+    """The request's profiles; each must exist somewhere on this machine, exactly (a request
+    for 1g.10gb is not served by a 1g.10gb+me unit: docs/allocation.md)."""
     have = facts.machine_profiles()
-    out: list[str] = []
-    for text in request.profiles:
-        p = norm_profile(text)
-        if p is None:
-            raise explain.bad_request(
-                f"'{text}' is not a MIG profile name",
-                "MIG profiles look like 3g.40gb or 1c.3g.71gb.",
-                "See the profiles this machine has with 'ds01 gpu status'.",
-            )
+    for p in profiles:
         if p not in have:
             raise explain.unknown_profile(p, have)
-        out.append(p)
-    return tuple(out)
+    return profiles
 
 
 def least_demand(
-    facts: Facts, request: Request, profiles: tuple[str, ...], limits: Limits
+    facts: Facts, request: Request, profiles: tuple[MigProfile, ...], limits: Limits
 ) -> Demand:
     """The least the request can cost on this machine, whatever is free right now.
 
@@ -102,8 +97,8 @@ def least_demand(
         return Demand(kind, n, n, AskedGpuEq(GpuEq(request.count)), exact=True)
     if kind is RequestKind.MIG:
         # Over every unit, drained ones too: resolve_profiles() found each profile among them.
-        lightest: dict[str, GpuEq] = {}
-        weights: dict[str, set[GpuEq]] = {}
+        lightest: dict[MigProfile, GpuEq] = {}
+        weights: dict[MigProfile, set[GpuEq]] = {}
         for us in facts.snapshot.units:
             p = profile_of(us.unit)
             if p is not None:

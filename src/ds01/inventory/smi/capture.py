@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ds01.errors import CaptureError
-from ds01.inventory.gpueq import mig_gpueq
 from ds01.model.inventory import Gpu, GpuProcess, MachineSample, MigDevice
+from ds01.model.profile import mig_gpueq
 
 
 class CaptureFormat(StrEnum):

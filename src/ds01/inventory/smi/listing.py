@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import re
 
-from ds01.inventory.gpueq import normalize_profile
 from ds01.inventory.smi._values import MIG_UUID, fail, gpu_uuid, show, split_lines
 from ds01.inventory.smi.capture import CaptureFormat, SmiCapture, SmiGpu, SmiMigDevice
+from ds01.model.profile import canonical_or_printed
 
 # 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-b4895dbf-...)'
 _GPU_LINE = re.compile(
@@ -101,7 +101,7 @@ def _mig(m: re.Match[str], gpu: _OpenGpu, source: str, number: int) -> SmiMigDev
         gi, ci = int(parsed.group("gi")), int(parsed.group("ci"))
     # A profile name ds01 does not know the shape of is kept as printed: to_sample() then
     # leaves that device out with a warning, rather than refusing the whole listing.
-    profile = normalize_profile(m.group("profile")) or m.group("profile").lower()
+    profile = canonical_or_printed(m.group("profile"))
     index = int(m.group("index"))
     if any(other.index == index for other in gpu.migs):
         fail(source, f"line {number}: MIG device {index} of GPU {gpu.index} is listed twice")

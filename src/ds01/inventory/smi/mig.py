@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ds01.inventory.gpueq import normalize_profile
 from ds01.inventory.smi._values import fail, integer, number, show, split_lines
+from ds01.model.profile import canonical_or_printed
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def _profile(tokens: list[str], source: str, where: str) -> str:
     """The profile after 'MIG', normalised when ds01 knows its shape, else as printed."""
     if tokens[0] != "MIG":
         fail(source, f"{where}: expected 'MIG <profile>', got {show(' '.join(tokens[:2]))}")
-    return normalize_profile(tokens[1]) or tokens[1].lower()
+    return canonical_or_printed(tokens[1])
 
 
 def parse_lgip(text: str, source: str) -> tuple[GpuInstanceProfile, ...]:
