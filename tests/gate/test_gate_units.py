@@ -18,6 +18,7 @@ from ds01.gate.policy.endpoints import classify, encode_target, split_target
 from ds01.gate.policy.jsonbody import canonical, parse_object
 from ds01.gate.policy.limits import check_caps
 from ds01.gate.refusal import RULES, GateRefusal
+from ds01.identity import Caller
 from ds01.model.gpueq import GpuEq
 from ds01.model.limits import Limits
 from ds01.runtime.stamp import fill_limits
@@ -347,10 +348,16 @@ def test_refusal_messages_say_what_why_and_instead() -> None:
 
 
 class _Svc:
-    """The two AllocationService reads gpus.py makes for `--gpus all` (a stub, not a patch)."""
+    """The AllocationService reads services.status.quota makes for gpus.py's `--gpus all` (a
+    stub, not a patch)."""
 
     def __init__(self, limits: Limits, held: list[GpuEq]) -> None:
         self._limits, self._held = limits, held
+
+    class config:  # noqa: N801 - stands in for the property of the same name
+        @staticmethod
+        def is_exempt(user: str) -> bool:
+            return False
 
     def limits_for(self, caller: object) -> Any:
         class R:
@@ -375,7 +382,7 @@ def _ctx(gpus_all: str, limits: Limits, held: list[GpuEq]) -> Any:
 
     class Ctx:
         deps = Deps()
-        caller = object()
+        caller = Caller(uid=1000, gid=1000, pid=1, name="alice", groups=frozenset())
 
         async def run(self, fn: Any, *args: Any, **kw: Any) -> Any:
             return fn(*args, **kw)
