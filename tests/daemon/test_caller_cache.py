@@ -1,0 +1,97 @@
+"""identity.CallerCache, the one caller cache of api.sock and the gate, over real NSS (users made
+with useradd): a caller keeps the name and groups it had when looked up for `ttl` seconds,
+with each connection's own pid; an unknown uid is refused, every time it is asked for; and the
+one admin rule (identity.is_admin) counts root and the config's admins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pwd
+import subprocess
+
+import pytest
+
+from ds01.config import parse_config_text
+from ds01.errors import PermissionDenied
+from ds01.identity import Caller, CallerCache, is_admin
+from support import Users
+
+pytestmark = pytest.mark.root
+
+
+def _unused_uid() -> int:
+    taken = {p.pw_uid for p in pwd.getpwall()}
+    return next(uid for uid in range(61000, 65000) if uid not in taken)
+
+
+def test_a_caller_is_kept_for_the_ttl_with_each_connections_pid(users: Users) -> None:
+    name = users.add()
+    pw = pwd.getpwnam(name)
+    group = users.group(f"{name}g")
+
+    async def scenario() -> tuple[Caller, Caller, Caller]:
+        kept, fresh = CallerCache(ttl=3600), CallerCache(ttl=0)
+        try:
+            first = await kept.get(101, pw.pw_uid, pw.pw_gid)
+            subprocess.run(["gpasswd", "-a", name, group], check=True, capture_output=True)
+            again = await kept.get(202, pw.pw_uid, pw.pw_gid)
+            now = await fresh.get(303, pw.pw_uid, pw.pw_gid)
+        finally:
+            kept.close()
+            fresh.close()
+        return first, again, now
+
+    first, again, now = asyncio.run(scenario())
+    assert (first.name, first.pid, group in first.groups) == (name, 101, False)
+    assert (again.name, again.pid, again.groups) == (name, 202, first.groups)
+    assert (now.pid, group in now.groups) == (303, True)
+
+
+def test_an_unknown_uid_is_refused_each_time() -> None:
+    uid = _unused_uid()
+
+    async def scenario() -> list[str]:
+        cache = CallerCache()
+        whats = []
+        try:
+            for pid in (1, 2):
+                with pytest.raises(PermissionDenied) as err:
+                    await cache.get(pid, uid, uid)
+                whats.append(err.value.what)
+        finally:
+            cache.close()
+        return whats
+
+    assert asyncio.run(scenario()) == [f"uid {uid} has no user name"] * 2
+
+
+CONFIG = """\
+admin_group: ds01t-admins
+groups:
+  ds01t-admins:
+    members: [placed]
+"""
+
+
+@pytest.mark.parametrize(
+    ("caller", "admin"),
+    [
+        pytest.param(Caller(0, 0, 1, "root", frozenset()), True, id="root is an admin"),
+        pytest.param(
+            Caller(1000, 1000, 1, "placed", frozenset()),
+            True,
+            id="a user the config places in the admin group is an admin",
+        ),
+        pytest.param(
+            Caller(1001, 1001, 1, "member", frozenset({"ds01t-admins"})),
+            True,
+            id="a member of the Unix admin group is an admin",
+        ),
+        pytest.param(
+            Caller(1002, 1002, 1, "other", frozenset({"users"})), False, id="anyone else is not"
+        ),
+    ],
+)
+def test_the_admin_rule(caller: Caller, admin: bool) -> None:
+    assert is_admin(caller, parse_config_text(CONFIG, "test.yaml")) is admin
