@@ -420,11 +420,17 @@ def test_the_client_says_when_the_daemon_is_not_there(daemon_factory: Any) -> No
 
 
 def test_a_workspace_with_a_nul_byte_is_a_usage_error_not_a_500(daemon_factory: Any) -> None:
-    from ds01.api.schemas import DeployIn
-    from ds01.errors import UsageError
+    import httpx
 
     d: Daemon = daemon_factory(config=config())
-    with d.client() as c, pytest.raises(UsageError) as err:
-        c.deploy(DeployIn(name="job", image="img", workspace="/tmp/a\x00b", cpu_only=True))
-    assert err.value.what == "'/tmp/a\\x00b': a path with control characters"
+    # Raw JSON: ds01's own client refuses the NUL before sending; another client would not.
+    body = {"name": "job", "image": "img", "workspace": "/tmp/a\x00b", "cpu_only": True}
+    with httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(d.socket)), base_url="http://ds01"
+    ) as http:
+        r = http.post("/v1/containers", json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["kind"] == "usage"
+    assert "workspace" in error["what"]
     assert "Traceback" not in d.log()
