@@ -11,7 +11,6 @@ from ds01.api.schemas import AllocateIn, LimitValue, QuotaOut, ReleaseIn
 from ds01.errors import UsageError
 from ds01.identity import Caller, validate_container_name
 from ds01.model.gpueq import GpuEq
-from ds01.scheduler.snapshot import RequestKind
 from ds01.services.allocation import AllocationRequest
 from ds01.services.status import Quota, quota
 
@@ -20,17 +19,13 @@ def allocation_request(body: AllocateIn) -> AllocationRequest:
     if body.container is not None:
         # The one name rule: the name reaches other users' tables and the audit log.
         validate_container_name(body.container)
-    if body.gpus is not None:
-        return AllocationRequest(RequestKind.GPUS, count=body.gpus, container=body.container)
-    if body.mig is not None:
-        return AllocationRequest(
-            RequestKind.MIG, profiles=tuple(body.mig), container=body.container
-        )
-    if body.gpueq is not None:
-        return AllocationRequest(
-            RequestKind.GPUEQ, gpueq=GpuEq(body.gpueq), container=body.container
-        )
-    return AllocationRequest(RequestKind.CPU, container=body.container)
+    return AllocationRequest.from_options(
+        gpus=body.gpus,
+        mig=body.mig,
+        gpueq=body.gpueq,
+        cpu_only=body.cpu_only,
+        container=body.container,
+    )
 
 
 def _alloc_id(request: web.Request) -> int:

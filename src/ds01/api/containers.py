@@ -19,9 +19,7 @@ from ds01.api.schemas import ContainerAllocationOut, ContainerOut, DeployIn, Uni
 from ds01.errors import Ds01Error, UsageError
 from ds01.identity import require_admin
 from ds01.listener import RateLimitedLog
-from ds01.model.gpueq import GpuEq
 from ds01.runtime.engine import ShellSession
-from ds01.scheduler.snapshot import RequestKind
 from ds01.services.allocation import AllocationRequest
 from ds01.services.containers import ContainerService, ContainerView, DeployRequest
 
@@ -62,22 +60,9 @@ def container_out(view: ContainerView) -> ContainerOut:
 
 
 def _allocation_request(body: DeployIn) -> AllocationRequest:
-    if body.gpus is not None:
-        return AllocationRequest(RequestKind.GPUS, count=body.gpus)
-    if body.mig is not None:
-        return AllocationRequest(RequestKind.MIG, profiles=tuple(body.mig))
-    if body.gpueq is not None:
-        try:
-            g = GpuEq.parse(body.gpueq)
-        except (ValueError, ZeroDivisionError):
-            raise UsageError(
-                f"gpueq: expected a number like 0.5 or 3/7, got {body.gpueq!r}"
-            ) from None
-        return AllocationRequest(RequestKind.GPUEQ, gpueq=g)
-    if body.cpu_only:
-        return AllocationRequest(RequestKind.CPU)
-    # No GPU option given: one whole GPU is what people mean by "a GPU container".
-    return AllocationRequest(RequestKind.GPUS, count=1)
+    return AllocationRequest.from_options(
+        gpus=body.gpus, mig=body.mig, gpueq=body.gpueq, cpu_only=body.cpu_only, default_gpus=1
+    )
 
 
 def _error_line(err: Ds01Error) -> dict[str, Any]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from ds01.model.gpueq import GpuEq
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _In(BaseModel):
@@ -45,44 +43,14 @@ def _nul_at(value: Any, where: str) -> str | None:
     return None
 
 
-def _gpu_options(body: AllocateIn | DeployIn) -> list[str]:
-    """Which of the mutually exclusive GPU options a request body sets."""
-    given = {
-        "gpus": body.gpus,
-        "mig": body.mig,
-        "gpueq": body.gpueq,
-        "cpu_only": body.cpu_only or None,
-    }
-    return [k for k, v in given.items() if v is not None]
-
-
 class AllocateIn(_In):
-    """Exactly one of gpus, mig, gpueq or cpu_only."""
+    """Exactly one of gpus, mig, gpueq or cpu_only (AllocationRequest.from_options checks)."""
 
     gpus: int | None = Field(default=None, ge=1, le=64, description="Whole GPUs")
     mig: list[str] | None = Field(default=None, min_length=1, description="MIG profiles")
     gpueq: str | None = Field(default=None, description="Any units worth at least this")
     cpu_only: bool = False
     container: str | None = Field(default=None, description="Container the GPUs are for")
-
-    @field_validator("gpueq")
-    @classmethod
-    def _gpueq(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            g = GpuEq.parse(v)
-        except (ValueError, ZeroDivisionError) as e:
-            raise ValueError(f"expected a number like 0.5 or 3/7, got {v!r}") from e
-        if not g:
-            raise ValueError("must be greater than 0")
-        return g.as_text()
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> AllocateIn:
-        if len(_gpu_options(self)) != 1:
-            raise ValueError("give exactly one of gpus, mig, gpueq or cpu_only")
-        return self
 
 
 class ReleaseIn(_In):
@@ -232,12 +200,6 @@ class DeployIn(_In):
     env: dict[str, str] = {}
     command: list[str] | None = None
     interactive: bool = False
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> DeployIn:
-        if len(_gpu_options(self)) > 1:
-            raise ValueError("give at most one of gpus, mig, gpueq or cpu_only")
-        return self
 
 
 class ContainerAllocationOut(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pwd
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +20,7 @@ from ds01.identity import Caller, groups_of, is_admin, require_admin
 from ds01.model.allocation import AllocState
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import MachineSample
+from ds01.model.profile import parse_profile
 from ds01.scheduler.place import place
 from ds01.scheduler.snapshot import Holding, Request, RequestKind, Snapshot, UnitState
 from ds01.store import allocations as allocs
@@ -30,6 +31,7 @@ from ds01.store.db import Database
 
 DAEMON = "ds01d"
 
+MAX_GPUS_PER_REQUEST = 64  # no server has more; a bound before any arithmetic
 
 @dataclass(frozen=True)
 class AllocationRequest:
@@ -48,6 +50,68 @@ class AllocationRequest:
         }
 
     @classmethod
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        gpus: int | None = None,
+        mig: Sequence[str] | None = None,
+        gpueq: str | None = None,
+        cpu_only: bool = False,
+        container: str | None = None,
+        default_gpus: int | None = None,
+    ) -> AllocationRequest:
+        """The one mapping from a request's GPU options — the API's allocate and deploy bodies,
+        the gate's --gpus — to a request: one malformed request, one error (a UsageError),
+        wherever it came from. With none of them given, `default_gpus` whole GPUs (deploy: a
+        "GPU container" means one GPU), else the error."""
+        given = [
+            name
+            for name, value in (
+                ("gpus", gpus),
+                ("mig", mig),
+                ("gpueq", gpueq),
+                ("cpu_only", cpu_only or None),
+            )
+            if value is not None
+        ]
+        if len(given) > 1:
+            raise UsageError(
+                f"give one of gpus, mig, gpueq or cpu_only, not {' and '.join(given)}",
+                fix="Ask for whole GPUs (--gpus N), MIG slices (--mig PROFILE), an amount "
+                "(--gpueq X) or no GPU (--cpu-only).",
+            )
+        if gpus is not None:
+            if not 1 <= gpus <= MAX_GPUS_PER_REQUEST:
+                raise UsageError(
+                    f"gpus: expected 1 to {MAX_GPUS_PER_REQUEST} whole GPUs, got {gpus}",
+                    fix="Use --cpu-only for a container without a GPU.",
+                )
+            return cls(RequestKind.GPUS, count=gpus, container=container)
+        if mig is not None:
+            if not mig:
+                raise UsageError("mig: name at least one MIG profile, e.g. 3g.40gb")
+            names = tuple(parse_profile(p).name for p in mig)
+            return cls(RequestKind.MIG, profiles=names, container=container)
+        if gpueq is not None:
+            try:
+                amount = GpuEq.parse(gpueq)
+            except (ValueError, ZeroDivisionError):
+                raise UsageError(
+                    f"gpueq: expected a number like 0.5 or 3/7, got {str(gpueq)[:40]!r}"
+                ) from None
+            if not amount:
+                raise UsageError("gpueq: must be greater than 0", fix="Use --cpu-only for no GPU.")
+            return cls(RequestKind.GPUEQ, gpueq=amount, container=container)
+        if cpu_only:
+            return cls(RequestKind.CPU, container=container)
+        if default_gpus is not None:
+            return cls(RequestKind.GPUS, count=default_gpus, container=container)
+        raise UsageError(
+            "give one of gpus, mig, gpueq or cpu_only",
+            fix="Ask for whole GPUs, MIG slices, an amount of GPU, or no GPU.",
+        )
+
     def from_json(cls, data: dict[str, Any], container: str | None) -> AllocationRequest:
         g = data.get("gpueq")
         return cls(

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ds01.errors import Ds01Error
+from ds01.errors import Ds01Error, UsageError
 from ds01.gate.engine import seg
 from ds01.gate.policy.context import Ctx
 from ds01.gate.policy.jsonbody import as_int, as_list, as_str, as_str_map, canonical
@@ -89,9 +89,9 @@ async def _request(
     if ask.count == -1:
         if ctx.deps.settings.gpus_all != "max":
             raise GateRefusal("gpu.all", "--gpus all was refused", summary="--gpus all")
-        return AllocationRequest(RequestKind.GPUS, count=await _most(ctx), container=name), ()
+        return AllocationRequest.from_options(gpus=await _most(ctx), container=name), ()
     if ask.count > 0:
-        return AllocationRequest(RequestKind.GPUS, count=ask.count, container=name), ()
+        return AllocationRequest.from_options(gpus=ask.count, container=name), ()
     views = [v for v in await ctx.run(ctx.deps.allocations.status) if not v.unit.gone]
     by_uuid = {v.unit.unit.uuid: v.unit.unit for v in views}
     chosen = []
@@ -113,12 +113,12 @@ async def _request(
     wanted = tuple(dict.fromkeys(u.uuid for u in chosen))
     kinds = {u.kind for u in chosen}
     if kinds == {UnitKind.GPU}:
-        req = AllocationRequest(RequestKind.GPUS, count=len(wanted), container=name)
+        req = AllocationRequest.from_options(gpus=len(wanted), container=name)
     elif kinds == {UnitKind.MIG}:
         profiles = tuple(u.profile or "" for u in chosen)
         if not all(profiles):
             raise GateRefusal("gpu.request", "a MIG unit without a known profile was named")
-        req = AllocationRequest(RequestKind.MIG, profiles=profiles, container=name)
+        req = AllocationRequest.from_options(mig=profiles, container=name)
     else:
         raise GateRefusal("gpu.request", "whole GPUs and MIG slices in one request")
     return req, wanted
@@ -146,7 +146,10 @@ async def _forget_removed(ctx: Ctx, name: str) -> None:
 
 async def allocate(ctx: Ctx, ask: GpuAsk | None, name: str | None) -> AllocationRow:
     """Allocate for a container about to be created; GateRefusal with the scheduler's texts."""
-    req, wanted = await _request(ctx, ask, name)
+    try:
+        req, wanted = await _request(ctx, ask, name)
+    except UsageError as err:
+        raise GateRefusal("gpu.request", f"{describe(ask)} was refused: {err.what}") from None
     svc = ctx.deps.allocations
     if name:
         await _forget_removed(ctx, name)
