@@ -23,6 +23,8 @@ from ds01.config.units import format_duration, format_size, parse_duration, pars
         pytest.param("90", 90, id="digits in text are seconds"),
         pytest.param(90, 90, id="a plain int is seconds"),
         pytest.param(0, 0, id="zero"),
+        pytest.param("5214w", 3153427200, id="just under 100 years"),
+        pytest.param(3153600000, 3153600000, id="exactly 100 years"),
     ],
 )
 def test_durations_people_write_become_whole_seconds(text: object, seconds: int) -> None:
@@ -46,6 +48,18 @@ def test_durations_people_write_become_whole_seconds(text: object, seconds: int)
         pytest.param(-5, "a duration cannot be negative, got -5", id="negative seconds"),
         pytest.param(
             "1.5s", "a duration must be a whole number of seconds, got '1.5s'", id="half a second"
+        ),
+        pytest.param(
+            "²", "expected a duration like 30m, 4h or 2d, got '²'", id="a digit that is not 0-9"
+        ),
+        pytest.param(
+            "١h", "expected a duration like 30m, 4h or 2d, got '١h'", id="an Arabic-Indic digit"
+        ),
+        pytest.param(
+            "5218w", "a duration must be at most 100 years, got '5218w'", id="over 100 years"
+        ),
+        pytest.param(
+            3153600001, "a duration must be at most 100 years, got 3153600001", id="int over 100y"
         ),
     ],
 )

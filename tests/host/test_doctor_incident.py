@@ -66,6 +66,7 @@ CHECK_IDS = [
     "daemon.host-access",
     "systemd.current",
     "state.integrity",
+    "daemon.config-current",
 ]
 
 

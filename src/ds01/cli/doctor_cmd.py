@@ -36,6 +36,7 @@ def _health(socket: Path) -> DaemonHealth:
             for name, loop in h.loops.items()
         },
         list(h.invariants),
+        list(h.restart_needed),
     )
 
 

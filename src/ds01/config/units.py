@@ -15,9 +15,14 @@ from fractions import Fraction
 DURATION_EXAMPLE = "a duration like 30m, 4h or 2d"
 SIZE_EXAMPLE = "a size like 512m, 32g or 1.5t"
 
+# Longer is a typo, and past what clocks and datetimes can hold (timestamps overflow).
+MAX_DURATION = 100 * 365 * 86400
+
 _DURATION_UNITS: dict[str, int] = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_DURATION_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
+# ASCII digits only: str.isdigit() and a Unicode \d also match '²' and '١' (int() refuses one).
+_DURATION_SECONDS = re.compile(r"\d+", re.ASCII)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])", re.ASCII)
+_DURATION_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+", re.ASCII)
 
 _SIZE_UNITS: dict[str, int] = {
     "": 1,
@@ -28,7 +33,7 @@ _SIZE_UNITS: dict[str, int] = {
     "t": 1024**4,
     "p": 1024**5,
 }
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?", re.IGNORECASE)
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?", re.IGNORECASE | re.ASCII)
 
 
 def describe(value: object) -> str:
@@ -49,26 +54,32 @@ def describe(value: object) -> str:
 
 
 def parse_duration(value: object) -> int:
-    """Whole seconds from 30s / 30m / 4h / 2d / 1w / 1h30m / 0.5h, or a plain int (seconds)."""
+    """Whole seconds from 30s / 30m / 4h / 2d / 1w / 1h30m / 0.5h, or a plain int (seconds);
+    at most MAX_DURATION (100 years)."""
     bad = ValueError(f"expected {DURATION_EXAMPLE}, got {describe(value)}")
     if isinstance(value, bool):
         raise bad
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"a duration cannot be negative, got {value}")
+        if value > MAX_DURATION:
+            raise ValueError(f"a duration must be at most 100 years, got {value}")
         return value
     if not isinstance(value, str):
         raise bad
     text = value.strip().lower()
-    if text.isdigit():
-        return int(text)
-    if not _DURATION_WHOLE.fullmatch(text):
+    if _DURATION_SECONDS.fullmatch(text):
+        total = Fraction(int(text))
+    elif _DURATION_WHOLE.fullmatch(text):
+        total = Fraction(0)
+        for number, unit in _DURATION_PART.findall(text):
+            total += Fraction(number) * _DURATION_UNITS[unit]
+    else:
         raise bad
-    total = Fraction(0)
-    for number, unit in _DURATION_PART.findall(text):
-        total += Fraction(number) * _DURATION_UNITS[unit]
     if total.denominator != 1:
         raise ValueError(f"a duration must be a whole number of seconds, got {describe(value)}")
+    if total > MAX_DURATION:
+        raise ValueError(f"a duration must be at most 100 years, got {describe(value)}")
     return int(total)
 
 

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ds01.api.schemas import LoopOut, OrphanOut
 from ds01.api.server import ApiDeps, build_app, serve
-from ds01.config import Config, load_config
+from ds01.config import Config, load_config, reload_config, restart_only_changes
 from ds01.daemon.loops import LoopHealth, supervised
 from ds01.errors import Ds01Error, RuntimeUnavailable
 from ds01.gate import EngineClient, GateDeps, GateServer, GateSettings
@@ -64,6 +64,8 @@ class Daemon:
         self.config: Config = load_config(paths.config)
         self.backend = self._open_backend(sim)
         self.db = Database(paths.db)
+        self.started_config = self.config  # what the restart-only keys still run with
+        self.restart_needed: list[str] = []
         # Every service reads the time through the clock watch (services/clock.py).
         self.clock = ClockWatch(self.db)
         self.allocations = AllocationService(self.db, lambda: self.config, clock=self.clock.now)
@@ -121,10 +123,11 @@ class Daemon:
         await asyncio.to_thread(self._host_access_once)
 
     def reload_config(self) -> None:
-        """SIGHUP: load the config again; a bad file keeps the last good config running."""
-        try:
-            self.config = load_config(self.paths.config)
-        except Ds01Error as err:
+        """SIGHUP: load the config again; a bad file keeps the last good config running. Keys
+        read only at start (config.RESTART_ONLY) keep their running value; which ones changed
+        is logged, in /v1/health (restart_needed) and in `ds01 doctor`."""
+        new, err = reload_config(self.paths.config, self.config)
+        if err is not None:
             log.error(
                 "config reload failed, keeping the running config: %s", " | ".join(err.lines())
             )
@@ -136,6 +139,15 @@ class Daemon:
     def take_sample(self) -> MachineSample:
         sample = self.backend.sample()
         if sample.taken_at is None:
+        self.restart_needed = restart_only_changes(self.started_config, new)
+        if self.restart_needed:
+            log.warning(
+                "config reloaded; %s changed and take effect only when ds01d restarts",
+                ", ".join(self.restart_needed),
+            )
+        if new.docker.host != self.config.docker.host:
+            self.engine.retarget(new.docker.host)
+        self.config = new
             sample = MachineSample(
                 gpus=sample.gpus,
                 processes=sample.processes,
@@ -295,13 +307,14 @@ class Daemon:
             self._loop("backup", self._backup_step, self._backup_tick),
         ]
         self._watcher = threading.Thread(
+            restart_needed=lambda: list(self.restart_needed),
             target=self._watch_events, name="docker-events", daemon=True
         )
         self._watcher.start()
 
     async def _start_gate(self) -> None:
         """The Docker gate on <run-dir>/docker.sock (gate/): 0660, group host.gate_group."""
-        settings = GateSettings.from_config(self.config)
+        settings = GateSettings()
         engine = EngineClient(
             lambda: self.config.docker.host,
             timeout_s=settings.engine_timeout_s,

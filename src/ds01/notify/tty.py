@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from ds01.timetext import clock
+
 UTMP_PATH = Path("/var/run/utmp")
 PTS_DIR = Path("/dev/pts")
 DEV_DIR = Path("/dev")
@@ -141,7 +143,7 @@ def sanitize(message: str) -> str:
 
 def banner(message: str, when: datetime | None = None) -> bytes:
     """The bytes written to a terminal: a header line like wall's, then the message."""
-    at = (when or datetime.now()).strftime("%H:%M")
+    at = clock(when or datetime.now())
     body = sanitize(message).strip("\n").replace("\n", "\r\n")
     return f"\r\n\r\n*** ds01: message from ds01d at {at} ***\r\n{body}\r\n\r\n".encode()
 

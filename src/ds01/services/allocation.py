@@ -28,6 +28,7 @@ from ds01.store import consistency, events, intents
 from ds01.store import units as units_store
 from ds01.store.allocations import AllocationRow
 from ds01.store.db import Database
+from ds01.timetext import clock
 
 DAEMON = "ds01d"
 
@@ -370,7 +371,7 @@ class AllocationService:
                 actor=actor,
                 user=row.user,
                 allocation_id=alloc_id,
-                message=f"GPU held until {_clock_text(now + seconds)}",
+                message=f"GPU held until {clock(now + seconds, now)}",
                 details={"hold_until": now + seconds},
                 ts=now,
             )
@@ -593,7 +594,3 @@ def _describe(units: Iterable[Any], container: str | None) -> str:
     us = list(units)
     what = ", ".join(u.label for u in us) or "no GPU"
     return f"{what} for {container}" if container else what
-
-
-def _clock_text(t: float) -> str:
-    return datetime.fromtimestamp(t).strftime("%H:%M")

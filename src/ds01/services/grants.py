@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from ds01.store import events
 from ds01.store import grants as store
 from ds01.store.db import Database
 from ds01.store.grants import GrantRow
+from ds01.timetext import clock, span
 
 log = logging.getLogger("ds01d.grants")
 
@@ -143,28 +143,6 @@ def user_exists(user: str) -> bool:
     except KeyError:
         return False
     return True
-
-
-def clock_text(t: float) -> str:
-    """'16:00' today, '28 Nov 16:00' on another day (the daemon's local time)."""
-    when = datetime.fromtimestamp(t)
-    today = when.date() == datetime.now().date()
-    return when.strftime("%H:%M" if today else "%d %b %H:%M")
-
-
-def in_words(seconds: float) -> str:
-    """A remaining time for people: '45 s', '10 min', '1 h 5 min', '2 d 3 h'."""
-    s = max(0, round(seconds))
-    if s < 60:
-        return f"{s} s"
-    m = round(s / 60)
-    if m < 60:
-        return f"{m} min"
-    h, m = divmod(m, 60)
-    if h < 48:
-        return f"{h} h {m} min" if m else f"{h} h"
-    d, h = divmod(h, 24)
-    return f"{d} d {h} h" if h else f"{d} d"
 
 
 def render_host_access(entries: list[AccessEntry]) -> str:
@@ -288,7 +266,7 @@ class GrantService:
                 grant_id = store.insert(
                     conn, user=user, granted_by=caller.name, reason=reason, now=now, until=until
                 )
-                span = "permanently" if until is None else f"until {clock_text(until)}"
+                lasting = "permanently" if until is None else f"until {clock(until, now)}"
                 events.record(
                     conn,
                     kind="grant",
@@ -296,7 +274,7 @@ class GrantService:
                     reason=reason,
                     actor=caller.name,
                     user=user,
-                    message=f"bare-metal GPU access {span}"
+                    message=f"bare-metal GPU access {lasting}"
                     + (f" (replaces grant {previous.id})" if previous else ""),
                     details={
                         "grant_id": grant_id,
@@ -314,7 +292,7 @@ class GrantService:
         self.notifier.notify(
             user,
             "grant",
-            f"{caller.name} granted you bare-metal GPU access {span} (reason: {reason}).\n"
+            f"{caller.name} granted you bare-metal GPU access {lasting} (reason: {reason}).\n"
             "Start a new login shell for it to take effect; 'ds01 access' shows your state.",
         )
         return row
@@ -434,7 +412,7 @@ class GrantService:
                 reason="grant_expired",
                 actor=DAEMON,
                 user=g.user,
-                message=f"grant {g.id} ended (was until {clock_text(g.until or now)})",
+                message=f"grant {g.id} ended (was until {clock(g.until or now, now)})",
                 details={
                     "grant_id": g.id,
                     "until": g.until,
@@ -468,8 +446,8 @@ class GrantService:
             delivery = self.notifier.notify(
                 g.user,
                 "grant_warning",
-                f"Your bare-metal GPU access ends at {clock_text(g.until)}"
-                f" (in {in_words(remaining)}). "
+                f"Your bare-metal GPU access ends at {clock(g.until, now)}"
+                f" (in {span(remaining)}). "
                 + self._after_end_text("When it ends")
                 + "\n"
                 + CONTAINERS_HOW,
@@ -483,7 +461,7 @@ class GrantService:
                 reason="grant_ending",
                 actor=DAEMON,
                 user=g.user,
-                message=f"grant {g.id} ends in {in_words(remaining)}",
+                message=f"grant {g.id} ends in {span(remaining)}",
                 details={
                     "grant_id": g.id,
                     "before_s": send,
@@ -548,7 +526,7 @@ class GrantService:
         with self.db.transaction(immediate=False) as conn:
             g = store.live_for(conn, user)
         if g is not None and (g.until is None or g.until > self._clock()):
-            until = "with no end" if g.until is None else f"until {clock_text(g.until)}"
+            until = "with no end" if g.until is None else f"until {clock(g.until, self._clock())}"
             return UserAccess(
                 user,
                 AccessState.GRANTED,

@@ -5,6 +5,7 @@ file it writes is sound, its unit is current.
                           so this package never imports the client)
     daemon.loops          every background loop of ds01d passes: none failing (FAIL), none
                           without a success for much longer than its interval (WARN)
+    daemon.config-current a reload changed no key that ds01d reads only at start (WARN)
     daemon.invariants     ds01d's own check of its state finds no broken invariant (FAIL)
     daemon.sockets        api.sock 0666 (identity is SO_PEERCRED); docker.sock 0660 root:gate_group
     daemon.host-access    <run-dir>/host-access exists, root-owned, not writable by others,
@@ -24,6 +25,7 @@ from ds01.host import hostaccess
 from ds01.host.doctor.base import Context, DaemonHealth, Result, Status, octal
 from ds01.host.doctor.files import files_current
 
+from ds01.timetext import ago
 _LIVE_ONLY = "needs the live host (--root is set)"
 
 
@@ -52,14 +54,6 @@ def stale_after(interval_s: float) -> float:
     """A loop that has not passed for this long has stopped passing: three of its intervals
     and a minute's grace (a slow pass, a busy host)."""
     return 3 * interval_s + 60
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
 
 
 def _health(ctx: Context, rid: str) -> DaemonHealth | Result:
@@ -91,7 +85,7 @@ def check_loops(ctx: Context) -> Result:
     evidence: list[str] = []
     for name, loop in sorted(health.loops.items()):
         every = f"every {loop.interval_s:g} s" if loop.interval_s else "on events"
-        last = "never" if loop.last_ok is None else _ago(max(0.0, ctx.now - loop.last_ok))
+        last = "never" if loop.last_ok is None else ago(ctx.now - loop.last_ok)
         if loop.failing:
             failing.append(name)
             evidence.append(f"{name}: FAILING: {loop.failing} (last success {last})")
@@ -138,6 +132,27 @@ def check_invariants(ctx: Context) -> Result:
         "state invariants hold (one live allocation per unit, no reservation left over, "
         "the audit log matches every live allocation)",
     )
+
+
+def check_config_current(ctx: Context) -> Result:
+    rid = "daemon.config-current"
+    health = _health(ctx, rid)
+    if isinstance(health, Result):
+        return health
+    if health.restart_needed:
+        keys = ", ".join(health.restart_needed)
+        return Result(
+            rid,
+            Status.WARN,
+            f"the config changed {keys}, which ds01d reads only when it starts",
+            [
+                f"{k}: ds01d still runs with the value it started with"
+                for k in health.restart_needed
+            ],
+            "Restart ds01d to apply it (systemctl restart ds01d); allocations and containers "
+            "survive a restart.",
+        )
+    return Result(rid, Status.PASS, "ds01d runs the config file as it is (or as last reloaded)")
 
 
 def _socket_state(path: Path) -> tuple[int, str, int]:

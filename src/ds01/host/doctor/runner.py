@@ -44,6 +44,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("daemon.host-access", daemon.check_host_access),
     ("systemd.current", daemon.check_systemd_current),
     ("state.integrity", state.check_state_integrity),
+    ("daemon.config-current", daemon.check_config_current),
 )
 
 CHECK_IDS = tuple(rid for rid, _ in CHECKS)
