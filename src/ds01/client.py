@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
@@ -57,6 +58,17 @@ _KINDS: dict[str, type[Ds01Error]] = {
     "state": StateError,
     "runtime_unavailable": RuntimeUnavailable,
 }
+
+
+def container_path(name: str, *rest: str) -> str:
+    """/v1/containers/NAME[/…] with NAME as one path segment: a name holding '/', '..', '?',
+    '%' or a control character reaches ds01d as typed (which says there is no such container),
+    never as another endpoint or an invalid URL."""
+    if not name:
+        raise UsageError(
+            "the container name is empty", fix="Give a name from 'ds01 container list'."
+        )
+    return "/".join(("/v1/containers", quote(name, safe=""), *rest))
 
 
 def error_from_body(body: dict[str, Any]) -> Ds01Error:
@@ -240,10 +252,10 @@ class Client:
         return self._get_list("/v1/containers", ContainerOut, all="1" if all_users else None)
 
     def container(self, name: str) -> ContainerOut:
-        return self._get(f"/v1/containers/{name}", ContainerOut)
+        return self._get(container_path(name), ContainerOut)
 
     def container_op(self, name: str, op: str) -> dict[str, Any]:
-        data = self._request("POST", f"/v1/containers/{name}/{op}")
+        data = self._request("POST", container_path(name, op))
         assert isinstance(data, dict)
         return data
 
@@ -251,7 +263,7 @@ class Client:
         params = _clean({"follow": "1" if follow else None, "tail": tail})
         try:
             with self._http.stream(
-                "GET", f"/v1/containers/{name}/logs", params=params, timeout=None
+                "GET", container_path(name, "logs"), params=params, timeout=None
             ) as r:
                 if r.status_code >= 400:
                     raise self._error_of(r)

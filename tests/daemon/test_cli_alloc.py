@@ -150,8 +150,22 @@ MISTAKES: dict[str, tuple[list[str], int, str]] = {
     "an unreadable --since is a usage error": (
         ["events", "--since", "1x"],
         2,
-        "error: --since: expected an age like 30m, 1h, 2d or a date like 2026-11-28T14:00,"
-        " got '1x'\n",
+        "error: --since '1x' is neither an age nor a date\n"
+        "  Give an age like 90s, 30m, 1h30m, 2d or 1w, or a date like 2026-11-28T14:00.\n",
+    ),
+    "an empty --since is a usage error, not 'since ever'": (
+        ["events", "--since", ""],
+        2,
+        "error: --since '' is neither an age nor a date\n"
+        "  Give an age like 90s, 30m, 1h30m, 2d or 1w, or a date like 2026-11-28T14:00.\n",
+    ),
+    "markup and emoji codes in a message are printed as typed": (
+        ["container", "inspect", "[data] :thumbs_up: [/]"],
+        2,
+        "error: invalid container name '[data] :thumbs_up: [/]'\n"
+        "  Names are 1–63 characters: letters, digits, '_', '.', '-', starting with a letter or"
+        " digit.\n"
+        "  Pick a name such as 'thesis' or 'exp-2'.\n",
     ),
 }
 

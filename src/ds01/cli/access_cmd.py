@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from ds01.cli.context import client_of
-from ds01.cli.output import console, escaped, print_json
-from ds01.cli.timefmt import local_time
+from ds01.cli.output import console, print_json, styled
+from ds01.timetext import clock
 
 
 def access(
@@ -24,9 +24,9 @@ def access(
     if a.state == "exempt":
         head = "exempt: you may run GPU jobs on the host"
     elif a.state == "granted":
-        span = f"until {local_time(a.until)}" if a.until else "with no end"
+        span = f"until {clock(a.until)}" if a.until else "with no end"
         head = f"granted {span} (reason: {a.reason})"
     else:
         head = "containers only: use `ds01 container deploy …`"
-    console().print(f"[bold]{escaped(a.user)}[/]: {escaped(head)}", markup=True, soft_wrap=True)
-    console().print(a.how, markup=False, soft_wrap=True)
+    console().print(styled((a.user, "bold"), f": {head}"), soft_wrap=True)
+    console().print(styled(a.how), soft_wrap=True)

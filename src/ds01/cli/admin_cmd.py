@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from ds01.cli.context import client_of
-from ds01.cli.output import console, new_table, print_json
-from ds01.cli.timefmt import age, local_time
+from ds01.cli.output import console, lines, new_table, print_json, styled
+from ds01.timetext import clock, since
 
 app = typer.Typer(help="Admin commands (root or the admin group).", no_args_is_help=True)
 alloc_app = typer.Typer(help="Inspect and release allocations.", no_args_is_help=True)
@@ -39,10 +39,10 @@ def alloc_list(
             a.group or "–",
             a.container or "–",
             a.state,
-            "\n".join(u.uuid for u in a.units) or "none",
+            lines([u.uuid for u in a.units] or ["none"]),
             f"{a.gpueq:g}",
-            age(a.created_at),
-            local_time(a.hold_until or a.expires_at),
+            since(a.created_at),
+            clock(a.hold_until or a.expires_at),
         )
     console().print(t)
 
@@ -56,14 +56,14 @@ def alloc_release(
     """Release an allocation now; a container still running on its units is stopped."""
     with client_of(ctx) as c:
         a = c.release(alloc_id, reason=reason)
-    console().print(f"allocation {a.id} of {a.user}: {a.state}")
+    console().print(styled(f"allocation {a.id} of {a.user}: {a.state}"))
 
 
 def _drain(ctx: typer.Context, target: str, reason: str, undrain: bool) -> None:
     with client_of(ctx) as c:
         res = c.drain(target, reason, undrain=undrain)
     word = "undrained" if undrain else "drained"
-    console().print(f"{word} {len(res['units'])} unit(s): {', '.join(res['units'])}")
+    console().print(styled(f"{word} {len(res['units'])} unit(s): {', '.join(res['units'])}"))
 
 
 @app.command("drain")
@@ -113,8 +113,10 @@ def grant(
     if as_json:
         print_json(g.model_dump(mode="json"))
         return
-    span = f"until {local_time(g.until)}" if g.until else "with no end (until revoked)"
-    console().print(f"granted {g.user} bare-metal GPU access {span} (grant {g.id})", soft_wrap=True)
+    span = f"until {clock(g.until)}" if g.until else "with no end (until revoked)"
+    console().print(
+        styled(f"granted {g.user} bare-metal GPU access {span} (grant {g.id})"), soft_wrap=True
+    )
 
 
 @app.command("revoke")
@@ -132,7 +134,7 @@ def revoke(
     if as_json:
         print_json(g.model_dump(mode="json"))
         return
-    console().print(f"revoked grant {g.id} of {g.user}", soft_wrap=True)
+    console().print(styled(f"revoked grant {g.id} of {g.user}"), soft_wrap=True)
 
 
 @app.command("grants")
@@ -156,10 +158,10 @@ def grants(
         t.add_row(
             r.user,
             r.kind,
-            local_time(r.until) if r.until else "no end",
+            clock(r.until) if r.until else "no end",
             r.reason or ("config exempt_users" if r.kind == "exempt" else "–"),
             r.granted_by or "–",
-            local_time(r.granted_at),
+            clock(r.granted_at),
         )
     console().print(t)
 
@@ -192,6 +194,6 @@ def host_processes(
             (r.container_id or "")[:12] + (f" #{r.allocation_id}" if r.allocation_id else "")
             or "–",
             r.action or "–",
-            age(r.first_seen),
+            since(r.first_seen),
         )
     console().print(t)

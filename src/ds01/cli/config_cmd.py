@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ds01.cli.context import globals_of
+from ds01.cli.output import shown
 from ds01.errors import EXIT_USAGE, ConfigError
 from ds01.identity import groups_of
 from ds01.model.gpueq import GpuEq
@@ -46,10 +47,10 @@ def check(
         config = load_config(target)
     except ConfigError as err:
         for line in err.lines():
-            typer.echo(line, err=True)
+            typer.echo(shown(line), err=True)
         raise typer.Exit(EXIT_USAGE) from None
     groups, users = len(config.groups), len(config.named_users())
-    typer.echo(f"ok: {target} is valid ({_count(groups, 'group')}, {_count(users, 'user')})")
+    typer.echo(shown(f"ok: {target} is valid ({_count(groups, 'group')}, {_count(users, 'user')})"))
 
 
 @app.command("show")
@@ -70,7 +71,9 @@ def show(
     unix_groups = _unix_groups(name)
     if unix_groups is None:
         typer.echo(
-            f"note: '{name}' is unknown to NSS (getent passwd); resolved without Unix groups",
+            shown(
+                f"note: '{name}' is unknown to NSS (getent passwd); resolved without Unix groups"
+            ),
             err=True,
         )
     resolved = config.resolve(name, unix_groups or ())
@@ -174,7 +177,7 @@ def _print_table(
     config: Config, resolved: ResolvedLimits, unix_groups: frozenset[str] | None
 ) -> None:
 
-    from ds01.cli.output import console, new_table
+    from ds01.cli.output import console, new_table, styled
 
     via = {"users": "users.<name>.group", "members": "members", "unix_group": "unix_group"}
     group = resolved.group or "(none: defaults only)"
@@ -188,11 +191,11 @@ def _print_table(
         )
         if on
     ]
-    console().print(f"user:   {resolved.user}", markup=False)
-    console().print(f"group:  {group}", markup=False)
+    console().print(styled(f"user:   {resolved.user}"))
+    console().print(styled(f"group:  {group}"))
     if roles:
-        console().print(f"roles:  {', '.join(roles)}", markup=False)
-    console().print(f"config: {config.source}", markup=False)
+        console().print(styled(f"roles:  {', '.join(roles)}"))
+    console().print(styled(f"config: {config.source}"))
     table = new_table(box=None, pad_edge=False, show_edge=False)
     for column in ("key", "value", "source"):
         table.add_column(column, overflow="fold")

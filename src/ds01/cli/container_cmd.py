@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ds01.cli.context import client_of
-from ds01.cli.output import console, err_console, escaped, new_table, print_json
-from ds01.cli.timefmt import age, local_time
+from ds01.cli.output import console, err_console, lines, new_table, print_json, styled
 from ds01.errors import UsageError
+from ds01.timetext import clock, since
 
 if TYPE_CHECKING:
-    from ds01.api.schemas import ContainerOut
+    from rich.text import Text
+
+    from ds01.api.schemas import ContainerOut, DeployIn
 
 app = typer.Typer(help="Deploy and manage your GPU containers.", no_args_is_help=True)
 
@@ -30,15 +32,16 @@ def _env(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _gpus_text(c: ContainerOut) -> str:
+def _gpu_lines(c: ContainerOut) -> list[str]:
+    """One line per GPU (a table cell of several lines; see output.new_table)."""
     if c.gpus:
-        return "\n".join(
+        return [
             f"{u.uuid} ({u.model.removeprefix('NVIDIA ')}{' ' + u.profile if u.profile else ''})"
             for u in c.gpus
-        )
+        ]
     if c.gpu_device_ids:
-        return "\n".join(c.gpu_device_ids) + "\n(no live allocation)"
-    return "none (CPU only)"
+        return [*c.gpu_device_ids, "(no live allocation)"]
+    return ["none (CPU only)"]
 
 
 def _alloc_text(c: ContainerOut) -> str:
@@ -46,7 +49,7 @@ def _alloc_text(c: ContainerOut) -> str:
     if a is None:
         return "released" if c.gpu_device_ids else "–"
     if a.state == "held":
-        return f"held until {local_time(a.hold_until)}"
+        return f"held until {clock(a.hold_until)}"
     return a.state
 
 
@@ -82,13 +85,21 @@ def deploy(
 
     With no GPU option you get one whole GPU. Without --detach, a shell opens in the container.
     """
-    from ds01.api.schemas import DeployIn
-
-    body = DeployIn(
+    for option, path in (("--workspace", workspace), *(("--data", d) for d in data or [])):
+        if path is not None and not path.strip():
+            raise UsageError(f"{option} is empty", fix="Give an absolute directory.")
+    profiles = None if mig is None else [p.strip() for p in mig.split(",") if p.strip()]
+    if profiles == []:
+        raise UsageError(
+            f"--mig {mig!r} names no MIG profile",
+            fix="Give profiles like 3g.40gb or 1g.10gb,1g.10gb.",
+        )
+    body = _deploy_request(
+        ctx,
         name=name,
         image=image,
         gpus=gpus,
-        mig=[p.strip() for p in mig.split(",") if p.strip()] if mig else None,
+        mig=profiles,
         gpueq=gpueq,
         cpu_only=cpu_only,
         workspace=workspace,
@@ -107,22 +118,46 @@ def deploy(
     if as_json:
         print_json(out.model_dump(mode="json"))
         return
-    console().print(
-        f"[green]✓[/] {escaped(out.name)} is {out.state}: {escaped(_gpus_text(out))}",
-        markup=True,
-    )
+    units = ", ".join(_gpu_lines(out))
+    console().print(styled(("✓", "green"), f" {out.name} is {out.state}: {units}"))
     if out.note:
-        console().print(out.note)
+        console().print(styled(out.note))
     if detach or not sys.stdin.isatty():
-        console().print(f"Open a shell with: ds01 container shell {out.name}")
+        console().print(styled(f"Open a shell with: ds01 container shell {out.name}"))
         return
     from ds01.cli.shell import open_shell
 
     raise typer.Exit(open_shell(ctx, out.name))
 
 
+# The deploy options that name a field of DeployIn differently.
+_OPTION_OF = {"name": "NAME", "cpu_only": "--cpu-only", "command": "COMMAND"}
+
+
+def _deploy_request(ctx: typer.Context, **fields: Any) -> DeployIn:
+    """The request for ds01d. A value its schema refuses (--gpus 99, two GPU options at once,
+    a 100-character name) is a usage error that names the option, not a pydantic traceback."""
+    from pydantic import ValidationError
+
+    from ds01.api.schemas import DeployIn
+
+    try:
+        return DeployIn(**fields)
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        message = str(first["msg"]).removeprefix("Value error, ")
+        message = message[:1].lower() + message[1:]
+        loc = first["loc"]
+        if loc and isinstance(loc[0], str):
+            option = _OPTION_OF.get(loc[0], "--" + loc[0].replace("_", "-"))
+            what = f"{option} {ctx.params.get(loc[0], fields.get(loc[0]))!r}: {message}"
+        else:
+            what = message
+        raise UsageError(what, fix=f"See '{ctx.command_path} --help'.") from None
+
+
 def _plain_progress(text: str) -> None:
-    err_console().print(f"… {text}")
+    err_console().print(styled(f"… {text}"))
 
 
 @app.command("list")
@@ -147,13 +182,13 @@ def list_(
     for col in cols:
         t.add_column(col)
     for r in rows:
-        cells = [
+        cells: list[str | Text] = [
             r.name,
             r.image,
             r.state,
-            _gpus_text(r),
+            lines(_gpu_lines(r)),
             _alloc_text(r),
-            age(r.started_at) if r.state == "running" else "–",
+            since(r.started_at) if r.state == "running" else "–",
         ]
         if all_users:
             cells.insert(0, r.owner or "?")
@@ -167,10 +202,10 @@ def _op(ctx: typer.Context, name: str, op: str) -> None:
     with client_of(ctx) as c:
         data = c.container_op(name, op)
     if op == "retire":
-        console().print(f"{name} retired: container removed, GPUs released.")
+        console().print(styled(f"{name} retired: container removed, GPUs released."))
         return
     out = ContainerOut.model_validate(data)
-    console().print(f"{out.name}: {out.state}; allocation {_alloc_text(out)}")
+    console().print(styled(f"{out.name}: {out.state}; allocation {_alloc_text(out)}"))
 
 
 @app.command()
@@ -202,7 +237,7 @@ def logs(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument()],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
-    tail: Annotated[int | None, typer.Option("--tail", help="Last N lines only.")] = None,
+    tail: Annotated[int | None, typer.Option("--tail", min=0, help="Last N lines only.")] = None,
 ) -> None:
     """Print a container's output."""
     with client_of(ctx) as c:
@@ -230,10 +265,10 @@ def inspect(
         ("ID", out.id[:12]),
         ("Image", out.image),
         ("State", out.state),
-        ("GPUs", _gpus_text(out)),
+        ("GPUs", lines(_gpu_lines(out))),
         ("Allocation", _alloc_text(out)),
-        ("Created", local_time(out.created)),
-        ("Started", local_time(out.started_at)),
+        ("Created", clock(out.created)),
+        ("Started", clock(out.started_at)),
     ):
         t.add_row(key, value)
     console().print(t)

@@ -95,15 +95,15 @@ def _print(report: DoctorReport, fix: bool) -> None:
     counts: dict[str, int] = {}
     for r in report.results:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
-        typer.echo(f"{_LABEL[r.status.value]}  {r.id}: {r.summary}")
+        echo(f"{_LABEL[r.status.value]}  {r.id}: {r.summary}")
         for line in r.evidence:
-            typer.echo(f"      {line}")
+            echo(f"      {line}")
         if r.fix and r.status.value in ("warn", "fail"):
-            typer.echo(f"      fix: {r.fix}")
+            echo(f"      fix: {r.fix}")
     if fix:
         for line in report.fixed:
-            typer.echo(f"fixed: {line}")
+            echo(f"fixed: {line}")
         for line in report.left:
-            typer.echo(f"left to the admin: {line}")
+            echo(f"left to the admin: {line}")
     summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("pass", "warn", "fail", "skip"))
-    typer.echo(f"doctor: {summary}")
+    echo(f"doctor: {summary}")

@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import Annotated
 
 import typer
 
 from ds01.cli.context import client_of
 from ds01.cli.output import console, new_table, print_json
-from ds01.cli.timefmt import local_time, parse_since
+from ds01.errors import UsageError
+from ds01.timetext import clock
+
+
+def parse_since(text: str) -> float:
+    """An age as config durations are written (90, 30m, 1h30m, 2d, 1w) or an ISO date/time, as a
+    unix timestamp."""
+    # config.units owns the duration grammar; imported here, not at module level, because the
+    # config package loads pydantic and `ds01 --help` must not.
+    from ds01.config.units import parse_duration
+
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r} is neither an age nor a date",
+            fix="Give an age like 90s, 30m, 1h30m, 2d or 1w, or a date like 2026-11-28T14:00.",
+        ) from None
 
 
 def events(
     ctx: typer.Context,
     user: Annotated[str | None, typer.Option("--user", help="Only this user (admins).")] = None,
     since: Annotated[
-        str | None, typer.Option("--since", help="Age (30m, 1h, 2d) or ISO time.")
+        str | None, typer.Option("--since", help="Age (90s, 30m, 1h30m, 2d, 1w) or ISO time.")
     ] = None,
     kind: Annotated[
         str | None, typer.Option("--kind", help="alloc, unit, admin, container, gate…")
@@ -24,7 +47,7 @@ def events(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show the audit log: who did what, when, and why."""
-    since_ts = parse_since(since) if since else None
+    since_ts = None if since is None else parse_since(since)
     with client_of(ctx) as c:
         evs = c.events(user=user, since=since_ts, kind=kind, limit=limit)
     if as_json:
@@ -38,7 +61,7 @@ def events(
         t.add_column(col)
     for e in evs:
         t.add_row(
-            local_time(e.ts),
+            clock(e.ts),
             e.kind,
             e.action,
             e.user or "–",

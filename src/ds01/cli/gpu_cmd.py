@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ds01.cli.context import globals_of
+from ds01.cli.output import shown
 from ds01.errors import InputError, UsageError
 
 if TYPE_CHECKING:
@@ -189,10 +190,10 @@ def inventory_tables(sample: MachineSample) -> list[Table | str]:
 
 
 def _print_warnings(sample: MachineSample) -> None:
-    from ds01.cli.output import err_console
+    from ds01.cli.output import err_console, styled
 
     for warning in sample.warnings:
-        err_console().print(f"warning: {warning}", markup=False, soft_wrap=True)
+        err_console().print(styled(f"warning: {warning}"), soft_wrap=True)
 
 
 @app.command("inventory")
@@ -233,7 +234,7 @@ def status(ctx: typer.Context, sim: SimOption = None, as_json: JsonOption = Fals
 
     Asks ds01d; with --sim, or when ds01d cannot be reached, reads the GPUs directly and shows
     no holders (and says so)."""
-    from ds01.cli.output import console, err_console, print_json
+    from ds01.cli.output import console, err_console, print_json, styled
     from ds01.errors import DaemonUnavailable
     from ds01.inventory.export import units_to_json
 
@@ -244,14 +245,16 @@ def status(ctx: typer.Context, sim: SimOption = None, as_json: JsonOption = Fals
             with client_of(ctx) as c:
                 view = c.gpu_status()
         except DaemonUnavailable as err:
-            err_console().print(f"note: {err.what}; showing the GPUs without who holds them.")
+            err_console().print(
+                styled(f"note: {err.what}; showing the GPUs without who holds them.")
+            )
         else:
             if as_json:
                 print_json(view.model_dump(mode="json"))
             else:
                 console().print(daemon_status_table(view))
                 for w in view.warnings:
-                    err_console().print(f"warning: {w}")
+                    err_console().print(styled(f"warning: {w}"), soft_wrap=True)
             return
     sample = _take_sample(ctx, sim)
     if as_json:
@@ -263,8 +266,8 @@ def status(ctx: typer.Context, sim: SimOption = None, as_json: JsonOption = Fals
 
 def daemon_status_table(view: StatusOut) -> Table:
     """`ds01 gpu status` from ds01d: the units plus holder and allocation state."""
-    from ds01.cli.timefmt import local_time
     from ds01.model.gpueq import GpuEq
+    from ds01.timetext import clock
 
     table = _table(f"GPU units ({view.backend})")
     table.add_column("Unit", no_wrap=True)
@@ -283,7 +286,7 @@ def daemon_status_table(view: StatusOut) -> Table:
         if u.drained:
             state = "drained"
         elif u.state == "held":
-            state = f"held → {local_time(u.hold_until)}"
+            state = f"held → {clock(u.hold_until)}"
         else:
             state = u.state or "free"
         holder = u.user or "–"
@@ -332,8 +335,13 @@ def sim_copy(
         )
     if dest.exists():
         raise InputError(f"{dest} already exists", fix="Choose a new file name.")
-    dest.write_text(shipped[name].read_text(encoding="utf-8"), encoding="utf-8")
-    typer.echo(f"wrote {dest}")
+    try:
+        dest.write_text(shipped[name].read_text(encoding="utf-8"), encoding="utf-8")
+    except OSError as e:
+        raise InputError(
+            f"cannot write {dest}: {e.strerror}", fix="Choose a file in a directory you can write."
+        ) from None
+    typer.echo(shown(f"wrote {dest}"))
 
 
 @sim_app.command("set")
@@ -385,7 +393,7 @@ def sim_set(
             fix="Give --util (with --unit), --add-process or --clear-processes.",
         )
     for line in simmod.edit_machine(path, changes):
-        typer.echo(line)
+        typer.echo(shown(line))
 
 
 def _parse_util(text: str) -> float | None:

@@ -60,6 +60,8 @@ def apply(
         )
     if not root.is_dir():
         raise UsageError(f"--root {root} is not a directory", fix="Pass an existing directory.")
+    if run_dir is not None and not run_dir.strip():
+        raise UsageError("--run-dir is empty", fix="Give a directory, e.g. /run/ds01.")
     if is_live(root) and not dry_run and os.geteuid() != 0:
         raise PermissionDenied(
             "ds01 host apply changes system files and accounts",

@@ -9,7 +9,7 @@ import typer
 
 from ds01 import __version__
 from ds01.cli.context import Globals
-from ds01.errors import Ds01Error
+from ds01.errors import Ds01Error, UsageError
 
 app = typer.Typer(
     name="ds01",
@@ -44,6 +44,10 @@ def main(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
+    for option, value in (("--config", config), ("--state-dir", state_dir), ("--run-dir", run_dir)):
+        if value is not None and not value.strip():
+            # Not "the default": an empty value is a variable that was meant to be set.
+            raise UsageError(f"{option} is empty", fix="Give a path, or leave the option out.")
     ctx.obj = Globals(config=config, state_dir=state_dir, run_dir=run_dir)
 
 

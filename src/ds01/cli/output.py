@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from ds01.errors import Ds01Error
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
 
 # Control characters (C0, DEL, C1): an ESC sequence in a container name, a release reason or a
@@ -26,46 +28,56 @@ def shown(value: object) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
-def escaped(value: object) -> str:
-    """shown(value), escaped for a line printed with markup=True."""
-    from rich.markup import escape
-
-    return escape(shown(value))
-
-
 @cache
 def console() -> Console:
     """Standard output for people. Made on first use: importing Rich's console costs time
-    that `ds01 --help` and --json output should not pay. markup=False: text from users may hold
-    '[…]'; the few styled lines ask for markup themselves."""
+    that `ds01 --help` and --json output should not pay. Nothing printed is read as Rich markup
+    or emoji codes: text from users and from ds01d may hold '[…]' or ':name:'; the few styled
+    lines are built by styled()."""
     from rich.console import Console
 
-    return Console(highlight=False, markup=False)
+    return Console(highlight=False, markup=False, emoji=False)
 
 
 @cache
 def err_console() -> Console:
-    """Standard error for notes, progress and errors."""
+    """Standard error for notes, progress and errors (no markup, no emoji codes, as console())."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, markup=False)
+    return Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """One line from plain parts and (text, style) parts, e.g. styled(("✓", "green"), " done").
+    Every part is shown() and taken literally: this is how a line gets colour without markup."""
+    from rich.text import Text
+
+    return Text.assemble(*(shown(p) if isinstance(p, str) else (shown(p[0]), p[1]) for p in parts))
+
+
 def print_error(err: Ds01Error) -> None:
-    """What failed / why / what to do — one line each, no traceback."""
-    lines = [shown(line) for line in err.lines()]
-    err_console().print(f"[bold red]error:[/] {escaped(lines[0])}", markup=True, soft_wrap=True)
+    """What failed / why / what to do — one line each, no traceback, nothing read as markup."""
+    lines = err.lines()
+    err_console().print(styled(("error:", "bold red"), " ", lines[0]), soft_wrap=True)
     for line in lines[1:]:
-        err_console().print(f"  {line}", markup=False, soft_wrap=True)
+        err_console().print(styled("  ", line), soft_wrap=True)
+
+
+def lines(texts: Iterable[str]) -> Text:
+    """A table cell of several lines, each shown(): ds01's own line breaks stay line breaks,
+    while a newline inside one text (a user's) is shown as \\x0a like any control character."""
+    from rich.text import Text
+
+    return Text("\n".join(shown(t) for t in texts))
 
 
 def new_table(*args: Any, **kwargs: Any) -> Table:
-    """A Rich table whose text cells are shown() (rich.table is imported here, only by
-    commands that draw one)."""
+    """A Rich table whose text cells are shown(); lines() makes a cell of several lines
+    (rich.table is imported here, only by commands that draw one)."""
     from rich.table import Table
 
     class SafeTable(Table):

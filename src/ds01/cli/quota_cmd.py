@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from ds01.cli.context import client_of
-from ds01.cli.output import console, escaped, new_table, print_json
-from ds01.cli.timefmt import local_time
+from ds01.cli.output import console, new_table, print_json, styled
+from ds01.timetext import clock
 
 
 def quota(
@@ -22,7 +22,7 @@ def quota(
         print_json(q.model_dump(mode="json"))
         return
     group = f" (group {q.group})" if q.group else ""
-    console().print(f"[bold]{escaped(q.user)}[/]{escaped(group)}", markup=True)
+    console().print(styled((q.user, "bold"), group))
     console().print(
         f"GPU quota: using {q.used_gpueq:g} of {q.max_gpueq:g} gpueq, "
         f"{q.remaining_gpueq:g} left; containers {q.containers} of {q.max_containers}"
@@ -45,7 +45,7 @@ def quota(
                 )
                 or "none",
                 f"{a.gpueq:g}",
-                local_time(until),
+                clock(until),
             )
         console().print(t)
     t = new_table(title="Limits", title_justify="left")

@@ -33,7 +33,7 @@ def open_shell(ctx: typer.Context, name: str) -> int:
 async def _session(socket_path: str, name: str) -> int:
     import aiohttp
 
-    from ds01.client import error_from_body
+    from ds01.client import container_path, error_from_body
 
     stdin_fd = sys.stdin.fileno()
     interactive = os.isatty(stdin_fd)
@@ -42,7 +42,7 @@ async def _session(socket_path: str, name: str) -> int:
     try:
         async with aiohttp.ClientSession(connector=connector) as http:
             cols, rows = shutil.get_terminal_size()
-            url = f"http://ds01d/v1/containers/{name}/shell?rows={rows}&cols={cols}"
+            url = f"http://ds01d{container_path(name, 'shell')}?rows={rows}&cols={cols}"
             try:
                 ws = await http.ws_connect(url, heartbeat=30)
             except aiohttp.WSServerHandshakeError as e:
