@@ -235,6 +235,8 @@ class Client:
                     elif "container" in msg:
                         result = msg["container"]
         except httpx.TransportError as e:
+            if isinstance(e, httpx.ConnectError):
+                raise self._unreachable(e) from e  # it never started
             if result is None:
                 raise DaemonUnavailable(
                     "ds01d ended the deploy before it said how it went",

@@ -284,13 +284,14 @@ def test_admin_commands_are_refused_to_a_plain_user(daemon_factory: Any, users: 
 def test_commands_say_when_the_daemon_is_not_running(daemon_factory: Any) -> None:
     d: Daemon = daemon_factory(config=CONFIG)
     d.stop()
-    r = d.cli("quota")
-    assert (r.returncode, r.stdout) == (1, "")
-    assert r.stderr.splitlines() == [
-        f"error: cannot reach ds01d at {d.socket}",
-        "  The daemon is not running, or DS01_RUN_DIR points elsewhere.",
-        "  Ask an admin to start it (systemctl start ds01d), or check --run-dir.",
-    ]
+    for argv in (["quota"], ["container", "deploy", "x", "--image", "img", "--detach"]):
+        r = d.cli(*argv)
+        assert (r.returncode, r.stdout) == (1, ""), argv
+        assert r.stderr.splitlines() == [
+            f"error: cannot reach ds01d at {d.socket}",
+            "  The daemon is not running, or DS01_RUN_DIR points elsewhere.",
+            "  Ask an admin to start it (systemctl start ds01d), or check --run-dir.",
+        ], argv
 
 
 def test_text_from_users_cannot_drive_another_users_terminal(daemon_factory: Any) -> None:
