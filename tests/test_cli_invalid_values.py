@@ -10,8 +10,10 @@ otherwise valid command line, with the real `ds01` against a real ds01d. The ans
 - nothing on stdout, and on stderr an error in words ("error: …" or Typer's "Error: …") that
   names the option, the argument or the value it is about (so it is the value that was refused,
   not something else that went wrong);
-- no Rich markup or emoji code read from the value: '[/]', '[data]' and ':thumbs_up:' come back
-  as typed.
+- no raw control character from the value on the terminal (ESC, CSI), shown as \\xNN instead.
+
+(That markup and emoji codes in a message come back as typed is pinned word for word in
+tests/daemon/test_cli_alloc.py, MISTAKES.)
 
 Text that anyone may write (a reason, a filter) has no invalid value; it gets hostile values
 (markup, escape sequences) that must not crash the command or reach the terminal raw.

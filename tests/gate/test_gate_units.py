@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from ds01.config import parse_config_text
 from ds01.gate.httpio import HttpError, Reader, parse_request_head, read_chunked
 from ds01.gate.policy import filters
 from ds01.gate.policy.endpoints import classify, encode_target, split_target
@@ -378,10 +379,11 @@ def _ctx(gpus_all: str, limits: Limits, held: list[GpuEq]) -> Any:
 
     class Deps:
         allocations = _Svc(limits, held)
-        settings = GateSettings(gpus_all=gpus_all)  # type: ignore[arg-type]
+        settings = GateSettings()
 
     class Ctx:
         deps = Deps()
+        config = parse_config_text(f"gate:\n  gpus_all: {gpus_all}\n", "ds01.yaml")
         caller = Caller(uid=1000, gid=1000, pid=1, name="alice", groups=frozenset())
 
         async def run(self, fn: Any, *args: Any, **kw: Any) -> Any:

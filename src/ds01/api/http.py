@@ -58,6 +58,7 @@ class ApiDeps:
     host_processes: HostProcessWatch | None = None
     loops: Callable[[], dict[str, LoopOut]] = dict
     invariants: Callable[[], list[str]] = list
+    restart_needed: Callable[[], list[str]] = list
     callers: CallerCache = field(default_factory=CallerCache)
 
 

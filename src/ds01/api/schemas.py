@@ -174,6 +174,8 @@ class HealthOut(BaseModel):
     # Broken state invariants found by the last check (docs/allocation.md, "Invariants"),
     # e.g. "I5: allocation 12 is active but its audit log ends with 'released'".
     invariants: list[str] = []
+    # Config keys changed by a reload that take effect only when ds01d restarts.
+    restart_needed: list[str] = []
 
 
 class ErrorBody(BaseModel):

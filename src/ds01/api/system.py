@@ -26,6 +26,7 @@ async def health(request: web.Request) -> web.Response:
             docker=deps.docker_state(),
             loops=deps.loops(),
             invariants=deps.invariants(),
+            restart_needed=deps.restart_needed(),
         )
     )
 

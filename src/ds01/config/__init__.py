@@ -13,14 +13,22 @@ models), `checks` (cross-section rules), `resolve` (Config and layering), `loade
 error messages). Imports model and errors only; must not import cli, daemon or services.
 """
 
-from ds01.config.loader import load_config, parse_config_text, reload_config
+from ds01.config.loader import (
+    RESTART_ONLY,
+    load_config,
+    parse_config_text,
+    reload_config,
+    restart_only_changes,
+)
 from ds01.config.resolve import Config, Policy, ResolvedLimits
 
 __all__ = [
+    "RESTART_ONLY",
     "Config",
     "Policy",
     "ResolvedLimits",
     "load_config",
     "parse_config_text",
     "reload_config",
+    "restart_only_changes",
 ]

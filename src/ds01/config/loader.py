@@ -78,6 +78,21 @@ def parse_config_text(text: str, source: str, base_dir: Path | None = None) -> C
     return _parse(text, source, base_dir if base_dir is not None else Path(source).parent)
 
 
+# Keys read once, when ds01d starts; a reload that changes one keeps the old value running until
+# a restart (docs/config.md says which keys these are). Every other key takes effect on reload.
+RESTART_ONLY = ("gpu.backend", "gpu.sim_machine", "host.gate_group")
+
+
+def restart_only_changes(current: Config, new: Config) -> list[str]:
+    """The restart-only keys whose value differs between two configs."""
+    out = []
+    for key in RESTART_ONLY:
+        section, name = key.split(".")
+        if getattr(getattr(current, section), name) != getattr(getattr(new, section), name):
+            out.append(key)
+    return out
+
+
 def reload_config(path: Path, current: Config) -> tuple[Config, ConfigError | None]:
     """For a running daemon: the new Config, or the current one and the reason it was kept."""
     try:

@@ -1,15 +1,12 @@
 """The gate's own knobs: size and time limits of the HTTP front end, and the two policy choices
-the issue leaves to the admin (`--gpus all`, added capabilities).
-
-Owns the defaults; the two policy choices come from the config's `gate:` section.
+the issue leaves to the admin (`--gpus all`, added capabilities), which are read from the
+config's `gate:` section as it is now (a reload changes them).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
-from ds01.config import Config
 from ds01.listener import ConnectionLimits
 
 KiB = 1024
@@ -28,29 +25,13 @@ GATE_LIMITS = ConnectionLimits(
 
 @dataclass(frozen=True)
 class GateSettings:
-    """gpus_all: "refuse" (default) answers `--gpus all` with a hint to ask for a number;
-    "max" maps it to the most whole GPUs the caller may still take.
-    cap_add: capabilities `--cap-add` may name (upper case, without CAP_); empty by default."""
+    """The gate's HTTP front end: sizes and times. Its two policy choices (`--gpus all`, added
+    capabilities) are read from the live config's `gate:` section at each request, so a
+    reload changes them."""
 
-    gpus_all: Literal["refuse", "max"] = "refuse"
-    cap_add: frozenset[str] = field(default_factory=frozenset)
     max_head_bytes: int = 64 * KiB  # request line + headers; beyond → 431
     max_checked_body_bytes: int = 1 * MiB  # bodies the gate reads and checks; beyond → 413
     max_engine_reply_bytes: int = 64 * MiB  # what the gate reads from the engine for itself
     engine_timeout_s: float = 60.0  # one engine query made by the gate itself
     # Idle/head/body timeouts and connections per uid, as api.sock has them (ds01.listener).
     limits: ConnectionLimits = GATE_LIMITS
-
-    @classmethod
-    def from_config(cls, config: Config) -> GateSettings:
-        section = config.gate
-        return cls(
-            gpus_all=section.gpus_all,
-            cap_add=frozenset(normalize_cap(c) for c in section.cap_add),
-        )
-
-
-def normalize_cap(name: str) -> str:
-    """'cap_sys_admin', 'SYS_ADMIN', 'CAP_SYS_ADMIN' → 'SYS_ADMIN' (Docker accepts all three)."""
-    upper = name.strip().upper()
-    return upper.removeprefix("CAP_")

@@ -168,6 +168,11 @@ class Engine:
     def _api(self) -> docker.APIClient:
         return self._docker().api
 
+    def retarget(self, host: str) -> None:
+        """Talk to the engine at `host` from the next call on (a config reload)."""
+        self.close()
+        self.host = host
+
     def close(self) -> None:
         with self._lock:
             if self._client is not None:

@@ -124,6 +124,11 @@ class ContainerSpec:
         return not self.gpu_uuids
 
 
+def normalize_cap(name: str) -> str:
+    """'cap_sys_admin', 'SYS_ADMIN', 'CAP_SYS_ADMIN' → 'SYS_ADMIN' (Docker accepts all three)."""
+    return name.strip().upper().removeprefix("CAP_")
+
+
 def cgroup_parent(owner: str, cgroup_driver: str) -> str:
     """The cgroup parent for the owner's containers, so per-user accounting and limits can sit on
     one node: a systemd slice with the systemd driver (it accepts only '*.slice' names), an

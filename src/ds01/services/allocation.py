@@ -31,8 +31,8 @@ from ds01.store.db import Database
 from ds01.timetext import clock
 
 DAEMON = "ds01d"
-
 MAX_GPUS_PER_REQUEST = 64  # no server has more; a bound before any arithmetic
+
 
 @dataclass(frozen=True)
 class AllocationRequest:
@@ -50,7 +50,6 @@ class AllocationRequest:
             "gpueq": self.gpueq.as_text() if self.gpueq is not None else None,
         }
 
-    @classmethod
     @classmethod
     def from_options(
         cls,
@@ -113,6 +112,7 @@ class AllocationRequest:
             fix="Ask for whole GPUs, MIG slices, an amount of GPU, or no GPU.",
         )
 
+    @classmethod
     def from_json(cls, data: dict[str, Any], container: str | None) -> AllocationRequest:
         g = data.get("gpueq")
         return cls(

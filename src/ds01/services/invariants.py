@@ -47,6 +47,7 @@ from ds01.runtime.spec import (
     VISIBLE_DEVICES_CPU_ONLY,
     cgroup_parent,
     is_device_list_path,
+    normalize_cap,
 )
 from ds01.runtime.stamp import effective_cpus, swap_allowed
 from ds01.services.hostpaths import allowed_host_path, host_fitted
@@ -119,10 +120,6 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _cap(name: str) -> str:
-    return name.strip().upper().removeprefix("CAP_")
-
-
 # ---- I1, I3, I4, I5 -----------------------------------------------------------------------
 
 
@@ -132,7 +129,7 @@ def _privileges(
     out = []
     if hc.get("Privileged"):
         out.append(_v("privileged", "it is privileged"))
-    extra = sorted({_cap(str(c)) for c in hc.get("CapAdd") or []} - exp.cap_add)
+    extra = sorted({normalize_cap(str(c)) for c in hc.get("CapAdd") or []} - exp.cap_add)
     if extra:
         out.append(_v("capabilities", f"it adds the capabilities {', '.join(extra)}"))
     if hc.get("Capabilities"):
@@ -384,7 +381,7 @@ def expectation_for(
         gids=owner_gids(owner),
         owner_is_root=owner.is_root,
         limits=limits,
-        cap_add=frozenset(_cap(c) for c in config.gate.cap_add),
+        cap_add=frozenset(normalize_cap(c) for c in config.gate.cap_add),
         cgroup_parent=cgroup_parent(owner.name, cgroup_driver),
         units=units,
         runtimes=frozenset({"runc", default_runtime or "runc"}),

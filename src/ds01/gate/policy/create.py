@@ -42,9 +42,8 @@ from ds01.gate.policy.jsonbody import (
     short,
 )
 from ds01.gate.refusal import GateRefusal
-from ds01.gate.settings import normalize_cap
 from ds01.runtime import stamp
-from ds01.runtime.spec import cgroup_parent
+from ds01.runtime.spec import cgroup_parent, normalize_cap
 from ds01.services.hostpaths import host_fitted
 from ds01.services.owners import ObjectKind
 
@@ -191,7 +190,7 @@ def _refuse(rule: str, what: str, summary: str | None = None) -> GateRefusal:
 def _privileges(ctx: Ctx, hc: dict[str, Any]) -> None:
     if as_bool(hc.get("Privileged"), "HostConfig.Privileged"):
         raise _refuse("create.privileged", "--privileged was refused", "Privileged=true")
-    allowed = ctx.deps.settings.cap_add
+    allowed = {normalize_cap(c) for c in ctx.config.gate.cap_add}
     for cap in as_list(hc.get("CapAdd"), "HostConfig.CapAdd"):
         name = normalize_cap(as_str(cap, "HostConfig.CapAdd"))
         if name == "ALL" or name not in allowed:

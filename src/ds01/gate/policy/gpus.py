@@ -87,7 +87,7 @@ async def _request(
     if ask is None:
         return AllocationRequest(RequestKind.CPU, container=name), ()
     if ask.count == -1:
-        if ctx.deps.settings.gpus_all != "max":
+        if ctx.config.gate.gpus_all != "max":
             raise GateRefusal("gpu.all", "--gpus all was refused", summary="--gpus all")
         return AllocationRequest.from_options(gpus=await _most(ctx), container=name), ()
     if ask.count > 0:

@@ -82,6 +82,7 @@ class DaemonHealth:
     summary: str
     loops: dict[str, LoopState] = field(default_factory=dict)
     invariants: list[str] = field(default_factory=list)
+    restart_needed: list[str] = field(default_factory=list)
 
 
 @dataclass
