@@ -194,9 +194,18 @@ def test_the_unit_is_the_packaged_one_for_the_default_paths() -> None:
         pytest.param(
             "host:\n  compute_gate: uvm\n",
             None,
-            "options nvidia NVreg_DeviceFileUID=0 NVreg_DeviceFileGID=0 NVreg_DeviceFileMode=0666",
+            "options nvidia NVreg_DeviceFileUID=0 NVreg_DeviceFileGID=0 NVreg_DeviceFileMode=0666"
+            " NVreg_ModifyDeviceFiles=0",
             ["root:root $$f && chmod 0666 $$f", "root:ds01-gpu-host $$f && chmod 0660 $$f"],
-            id="uvm gate: query nodes open, CUDA nodes only for ds01-gpu-host",
+            id="uvm gate: query nodes open, CUDA nodes only for ds01-gpu-host, driver hands off",
+        ),
+        pytest.param(
+            "host:\n  device_access: group\n  device_group: gpu\n  compute_gate: uvm\n",
+            1234,
+            "options nvidia NVreg_DeviceFileUID=0 NVreg_DeviceFileGID=1234 "
+            "NVreg_DeviceFileMode=0660 NVreg_ModifyDeviceFiles=0",
+            ["root:gpu $$f && chmod 0660 $$f", "root:ds01-gpu-host $$f && chmod 0660 $$f"],
+            id="group and uvm gate: query nodes for the group, CUDA nodes for ds01-gpu-host",
         ),
     ],
 )
@@ -207,6 +216,31 @@ def test_device_files(host: str, gid: int | None, options: str, chown: list[str]
     rules = [line for line in files[UDEV_RULES].content.splitlines() if line.startswith("ACTION")]
     assert [r.split("chown ", 1)[1].split("; done", 1)[0] for r in rules] == chown
     assert 'KERNEL=="nvidia"' in rules[0] and 'KERNEL=="nvidia_uvm"' in rules[1]
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "",
+        "host:\n  device_access: group\n  device_group: gpu\n",
+    ],
+)
+def test_without_the_gate_the_driver_keeps_managing_its_device_files(host: str) -> None:
+    """NVreg_ModifyDeviceFiles=0 only with compute_gate: uvm; then the udev rule creates the
+    nodes itself (nothing else does), otherwise it leaves creation to the driver."""
+    settings = HostSettings(DEFAULTS.config_path, DEFAULTS.state_dir, DEFAULTS.run_dir, 1234)
+    files = render(config(host), settings, nothing, ["devices"]).files
+    assert "ModifyDeviceFiles" not in files[MODPROBE_CONF].content
+    assert "mknod" not in files[UDEV_RULES].content
+    gated = render(
+        config(host + "  compute_gate: uvm\n" if host else "host:\n  compute_gate: uvm\n"),
+        settings,
+        nothing,
+        ["devices"],
+    ).files
+    rules = gated[UDEV_RULES].content
+    assert "mknod -m" in rules and "/proc/driver/nvidia/gpus/*/information" in rules
+    assert "while read -r a b; do [ x$$b = xnvidia-uvm ]" in rules
 
 
 def test_group_mode_without_the_group_leaves_modprobe_unwritten_and_says_why() -> None:

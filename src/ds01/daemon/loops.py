@@ -11,6 +11,7 @@ with its interval and start time, so `ds01 doctor` can also tell a loop that sto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -45,14 +46,22 @@ async def supervised(
     step: Callable[[], Awaitable[None]],
     interval_s: Callable[[], float],
     health: LoopHealth,
+    wake: asyncio.Event | None = None,
 ) -> None:
-    """Run `step` every interval_s() seconds forever, surviving whatever it raises."""
+    """Run `step` every interval_s() seconds forever, surviving whatever it raises. With `wake`,
+    a pass also starts as soon as the event is set (ds01d's device watch: inotify), except
+    while the loop is failing, when the backoff pause holds."""
     failures = 0
     health.since[name] = time.time()
     while True:
         health.interval_s[name] = interval_s()
         pause = interval_s() if not failures else min(MAX_BACKOFF_S, interval_s() * 2**failures)
-        await asyncio.sleep(pause)
+        if wake is not None and not failures:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), pause)
+            wake.clear()
+        else:
+            await asyncio.sleep(pause)
         try:
             await step()
         except asyncio.CancelledError:

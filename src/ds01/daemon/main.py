@@ -23,6 +23,8 @@ from ds01.store.db import set_aside, verify_state_file
 
 log = logging.getLogger("ds01d")
 
+HOST_ROOT_ENV = "DS01_HOST_ROOT"
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -33,6 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sim", help="simulated machine file or shipped name (instead of NVML)")
     p.add_argument("--state-dir", help="state directory (env DS01_STATE_DIR, /var/lib/ds01)")
     p.add_argument("--run-dir", help="socket directory (env DS01_RUN_DIR, /run/ds01)")
+    p.add_argument(
+        "--host-root",
+        help="keep the device nodes under DIR/dev, reading the driver's state under DIR/proc "
+        "and DIR/sys, instead of / (env DS01_HOST_ROOT; for tests on a fake device tree)",
+        metavar="DIR",
+    )
     p.add_argument("--check", action="store_true", help="validate config and state, then exit")
     p.add_argument(
         "--init",
@@ -116,7 +124,8 @@ def run(argv: list[str] | None = None) -> None:
             for lock in locks:
                 lock.acquire()
             _trusted_state(paths, init=args.init)
-            daemon = Daemon(paths, sim=args.sim)
+            host_root = args.host_root or os.environ.get(HOST_ROOT_ENV) or "/"
+            daemon = Daemon(paths, sim=args.sim, host_root=Path(host_root))
             asyncio.run(_main(daemon))
         finally:
             for lock in locks:

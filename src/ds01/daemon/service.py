@@ -29,6 +29,8 @@ from ds01.runtime.engine import Engine, EventStream
 from ds01.services.allocation import AllocationService
 from ds01.services.clock import ClockWatch
 from ds01.services.containers import ContainerService
+from ds01.services.devicewatch import TICK_S as DEVICE_TICK_S
+from ds01.services.devicewatch import DeviceWatch
 from ds01.services.grants import GrantService
 from ds01.services.hostproc import HostProcessWatch
 from ds01.services.invariants import describe
@@ -59,13 +61,13 @@ BACKUP_TICK_S = 60.0  # how often the backup loop looks whether a backup is due
 
 
 class Daemon:
-    def __init__(self, paths: Paths, sim: str | None = None) -> None:
+    def __init__(self, paths: Paths, sim: str | None = None, host_root: Path = Path("/")) -> None:
         self.paths = paths
         self.config: Config = load_config(paths.config)
-        self.backend = self._open_backend(sim)
-        self.db = Database(paths.db)
         self.started_config = self.config  # what the restart-only keys still run with
         self.restart_needed: list[str] = []
+        self.backend = self._open_backend(sim)
+        self.db = Database(paths.db)
         # Every service reads the time through the clock watch (services/clock.py).
         self.clock = ClockWatch(self.db)
         self.allocations = AllocationService(self.db, lambda: self.config, clock=self.clock.now)
@@ -74,6 +76,8 @@ class Daemon:
         self.reconciler = Reconciler(self.containers)
         self.sweep = InvariantSweep(self.containers)
         self._wire_host_access()
+        # /dev/nvidia* owner and mode (services/devicewatch.py); host_root: ds01d --host-root.
+        self.devices = DeviceWatch(self.db, lambda: self.config, host_root, clock=self.clock.now)
         self.docker_state = "unknown"
         self._stopping = False
         # Set at stop: wakes the Docker event watch out of its retry pause (an Event, not
@@ -119,6 +123,9 @@ class Daemon:
         self.grants.tick(force_sync=startup)  # at start: rewrite the file, re-read the group
         self.hostproc.scan(self.sample)
 
+    async def _devices_step(self) -> None:
+        await asyncio.to_thread(self.devices.enforce)
+
     async def _host_access_step(self) -> None:
         await asyncio.to_thread(self._host_access_once)
 
@@ -132,13 +139,6 @@ class Daemon:
                 "config reload failed, keeping the running config: %s", " | ".join(err.lines())
             )
             return
-        log.info("config reloaded from %s", self.paths.config)
-
-    # ---- sampling --------------------------------------------------------------------
-
-    def take_sample(self) -> MachineSample:
-        sample = self.backend.sample()
-        if sample.taken_at is None:
         self.restart_needed = restart_only_changes(self.started_config, new)
         if self.restart_needed:
             log.warning(
@@ -148,6 +148,13 @@ class Daemon:
         if new.docker.host != self.config.docker.host:
             self.engine.retarget(new.docker.host)
         self.config = new
+        log.info("config reloaded from %s", self.paths.config)
+
+    # ---- sampling --------------------------------------------------------------------
+
+    def take_sample(self) -> MachineSample:
+        sample = self.backend.sample()
+        if sample.taken_at is None:
             sample = MachineSample(
                 gpus=sample.gpus,
                 processes=sample.processes,
@@ -272,9 +279,13 @@ class Daemon:
     # ---- lifecycle -------------------------------------------------------------------
 
     def _loop(
-        self, name: str, step: Callable[[], Awaitable[None]], interval: Callable[[], float]
+        self,
+        name: str,
+        step: Callable[[], Awaitable[None]],
+        interval: Callable[[], float],
+        wake: asyncio.Event | None = None,
     ) -> asyncio.Task[None]:
-        return asyncio.create_task(supervised(name, step, interval, self.health), name=name)
+        return asyncio.create_task(supervised(name, step, interval, self.health, wake), name=name)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.apply_sample, await asyncio.to_thread(self.take_sample))
@@ -284,6 +295,9 @@ class Daemon:
         os.chmod(self.paths.run_dir, 0o755)
         await asyncio.to_thread(self._reconcile_once, True)
         await asyncio.to_thread(self._host_access_once, True)
+        # After host-access: with compute_gate uvm that pass creates ds01-gpu-host.
+        await asyncio.to_thread(self.devices.enforce, "start")
+        devices_wake = self.devices.watch(asyncio.get_running_loop())
         deps = ApiDeps(
             allocations=self.allocations,
             sample=lambda: self.sample,
@@ -293,6 +307,7 @@ class Daemon:
             orphans=self._orphans,
             loops=self._loops,
             invariants=lambda: list(self.state_problems),
+            restart_needed=lambda: list(self.restart_needed),
             grants=self.grants,
             host_processes=self.hostproc,
             callers=self.callers,
@@ -305,9 +320,9 @@ class Daemon:
             self._loop("reconcile", self._reconcile_step, lambda: self._reconcile_every),
             self._loop("host-access", self._host_access_step, lambda: HOST_ACCESS_TICK_S),
             self._loop("backup", self._backup_step, self._backup_tick),
+            self._loop("devices", self._devices_step, lambda: DEVICE_TICK_S, devices_wake),
         ]
         self._watcher = threading.Thread(
-            restart_needed=lambda: list(self.restart_needed),
             target=self._watch_events, name="docker-events", daemon=True
         )
         self._watcher.start()
@@ -380,6 +395,7 @@ class Daemon:
             await self._runner.cleanup()
         with contextlib.suppress(FileNotFoundError):
             Path(self.paths.api_socket).unlink()
+        self.devices.close()
         self.callers.close()
         self.backend.close()
         self.db.close()

@@ -6,7 +6,10 @@ by `ds01 host apply`, and verified by `ds01 doctor`.
     profile     the login-path texts: profile script, bash.bashrc block, pam_env block
     edits       pure edits of files ds01 shares with others (managed blocks, TOML keys, JSON keys)
     render      config → every host file ds01 manages, as {path: (content, mode)}; pure
-    apply       install a rendering under a root: diff, backup, atomic write, group changes
+    apply       install a rendering under a root: diff, backup, atomic write, group changes,
+                and the device nodes' owner and mode now
+    devnodes    which /dev/nvidia* nodes must exist and their owner and mode (apply and ds01d's
+                device watch share it)
     doctor/     one module per area of checks; the runner and its --fix
 
 Queries are never blocked: nothing here wraps, moves or replaces an NVIDIA binary, except that

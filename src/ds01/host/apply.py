@@ -1,4 +1,5 @@
-"""Install a rendering under a root directory: plan, diff, back up, write atomically, fix groups.
+"""Install a rendering under a root directory: plan, diff, back up, write atomically, fix groups,
+and set the device nodes' owner and mode now.
 
 Owns the side effects of `ds01 host apply` (and of `ds01 doctor --fix` when it re-renders).
 Rules:
@@ -10,7 +11,12 @@ Rules:
   a temporary file in the same directory and renamed into place (never half-written).
 - Accounts (groupadd, gpasswd) are changed only when the root is "/" and it is not a dry run;
   otherwise the commands are printed. A symlink is never replaced.
-Must not restart or reload services: it prints what to run next.
+- The `devices` area also applies now what the files only apply at the next module load: the
+  /dev/nvidia* nodes under the root get the owner and mode the config asks for, and missing ones
+  the loaded driver needs are created (host/devnodes.py, the same rule ds01d keeps). It says
+  which part still waits for a module reload or reboot (the module options, compared with the
+  loaded driver's /proc/driver/nvidia/params).
+Must not restart or reload services or modules: it prints what to run next.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ from pathlib import Path
 
 from ds01.config import Config
 from ds01.config.schema import GPU_HOST_GROUP
-from ds01.host import hostaccess
-from ds01.host.render import AREAS, HostSettings, Rendering, render
+from ds01.host import devnodes, hostaccess
+from ds01.host.render import AREAS, MODPROBE_CONF, HostSettings, Rendering, device_policy, render
 from ds01.host.users import (
     add_member_command,
     create_group_command,
@@ -36,14 +42,15 @@ from ds01.host.users import (
     group_exists,
     group_id,
     missing_from,
+    user_exists,
 )
 
 BACKUP_INFIX = ".ds01-bak."
 
 NEXT_STEPS = {
     "profile": "new logins pick up the profile; running shells keep their environment",
-    "devices": "udevadm control --reload-rules && udevadm trigger; the modprobe options apply "
-    "when the nvidia module is next loaded (reboot, or unload and reload it)",
+    "devices": "udevadm control --reload-rules (the rule acts when a module loads; the live "
+    "nodes were set above, nothing needs triggering)",
     "docker": "systemctl restart docker (daemon.json); config.toml is read at each container start",
     "systemd": "systemctl daemon-reload && systemctl enable --now ds01d; "
     "systemd-tmpfiles --create /etc/tmpfiles.d/ds01.conf",
@@ -103,6 +110,7 @@ class Plan:
     commands: list[Command]
     problems: list[str]
     notes: list[str] = field(default_factory=list)
+    nodes: devnodes.NodePlan | None = None  # the devices area: live /dev/nvidia* changes
 
     @property
     def live(self) -> bool:
@@ -157,7 +165,8 @@ def make_plan(
             files.append(seed)
     problems = {**rendering.problems, **read.links}
     commands, notes = _group_commands(config, areas)
-    return Plan(root, files, commands, list(problems.values()), notes)
+    nodes = devnodes.plan(config, root) if "devices" in areas else None
+    return Plan(root, files, commands, list(problems.values()), notes, nodes)
 
 
 def _seed(config: Config, settings: HostSettings, root: Path) -> FileChange | None:
@@ -180,32 +189,38 @@ def _seed(config: Config, settings: HostSettings, root: Path) -> FileChange | No
 def _group_commands(config: Config, areas: list[str]) -> tuple[list[Command], list[str]]:
     commands: list[Command] = []
     people = ds01_users(config)
-    notes = [
-        f"user '{name}' is named in the config but unknown to NSS; skipped"
-        for name in people.unknown
-    ]
+    looked: list[str] = []  # the groups whose members were compared
 
-    def members(group: str, why: str) -> None:
+    def members(
+        group: str, why: str, who: tuple[str, ...] = people.present, create_why: str = ""
+    ) -> None:
+        looked.append(group)
         if not group_exists(group):
-            commands.append(Command(tuple(create_group_command(group)), why))
-            todo = list(people.present)
+            commands.append(Command(tuple(create_group_command(group)), create_why or why))
+            todo = list(who)
         else:
-            todo = missing_from(group, people.present)
+            todo = missing_from(group, who)
         commands.extend(Command(tuple(add_member_command(user, group)), why) for user in todo)
 
     host = config.host
     if "devices" in areas:
         if host.device_access == "group":
             members(host.device_group, "device_access: group: ds01 users may query the GPUs")
-        if host.compute_gate == "uvm" and not group_exists(GPU_HOST_GROUP):
-            commands.append(
-                Command(
-                    tuple(create_group_command(GPU_HOST_GROUP)),
-                    "compute_gate: uvm: owner of /dev/nvidia-uvm*; ds01d manages its members",
-                )
+        if host.compute_gate == "uvm":
+            # ds01d keeps the members (exempt users and live grants); the exempt users are
+            # added now so they can compute before it runs.
+            members(
+                GPU_HOST_GROUP,
+                "compute_gate: uvm: exempt users may compute on the host",
+                tuple(u for u in config.exempt_users if user_exists(u) and u != "root"),
+                "compute_gate: uvm: owner of /dev/nvidia-uvm*; ds01d manages its members",
             )
     if "docker" in areas:
         members(host.gate_group, "ds01 users reach Docker through the gate socket (group-owned)")
+    notes = [
+        f"user '{name}' is named in the config but unknown to NSS; skipped"
+        for name in (people.unknown if looked else ())
+    ]
     return commands, notes
 
 
@@ -341,10 +356,20 @@ def apply(
             plan = make_plan(config, settings, root, areas)
     for note in plan.notes:
         report.lines.append(f"note     {note}")
-    if not plan.pending and not (plan.live and plan.commands):
-        report.lines += [f"left     {p}" for p in plan.problems]
+    nodes = plan.nodes
+    node_changes = list(nodes.changes) if nodes is not None else []
+    if nodes is not None and nodes.checked:
+        report.lines += [f"note     device nodes: {n}" for n in nodes.notes]
+    problems = plan.problems + (list(nodes.problems) if nodes is not None else [])
+    driver = driver_status(config, root) if nodes is not None else []
+    if not plan.pending and not node_changes and not (plan.live and plan.commands):
+        report.lines += [f"left     {p}" for p in problems]
         report.lines += [_not_run(c) for c in plan.commands]
-        report.lines.append(f"nothing to change: {len(plan.files)} files already current")
+        report.lines += driver
+        checked = (
+            f", {nodes.checked} device nodes right" if nodes is not None and nodes.checked else ""
+        )
+        report.lines.append(f"nothing to change: {len(plan.files)} files already current{checked}")
         return report
     if dry_run:
         for change in plan.pending:
@@ -355,17 +380,77 @@ def apply(
             else:
                 report.lines += change.diff()
                 report.lines.append(f"would {change.action} {change.path}")
+        report.lines += [f"would {a}" for c in node_changes for a in c.actions()]
         report.lines += [f"would run {c.text()}  # {c.why}" for c in plan.commands]
-        report.lines += [f"left     {p}" for p in plan.problems]
+        report.lines += [f"left     {p}" for p in problems]
+        report.lines += driver
         report.lines.append("dry run: nothing was changed")
         return report
     apply_files(plan.pending, report, now)
+    apply_nodes(node_changes, root, report)
     if plan.live:
         run_commands(plan.commands, report)
     else:
         report.lines += [_not_run(c) for c in plan.commands]
-    report.lines += [f"left     {p}" for p in plan.problems]
+    report.lines += [f"left     {p}" for p in problems]
     for area in AREAS:
         if area in report.changed_areas:
             report.lines.append(f"next     {area}: {NEXT_STEPS[area]}")
+    if plan.live and any(c.argv[0] == "gpasswd" for c in plan.commands):
+        report.lines.append(
+            "next     groups: a user gets a new group in new login sessions; running shells and "
+            "processes keep the groups they started with"
+        )
+    report.lines += driver
     return report
+
+
+def apply_nodes(changes: list[devnodes.NodeChange], root: Path, report: Report) -> None:
+    """Set the device nodes' owner and mode (and create missing ones) now, under the root."""
+    outcome = devnodes.execute(changes, root)
+    for change in outcome.done:
+        report.lines += [f"{a.split(' ', 1)[0]:<8} {a.split(' ', 1)[1]}" for a in change.actions()]
+    for change, why in outcome.failed:
+        report.lines += [f"FAILED   {a}: {why}" for a in change.actions()]
+        report.failed = True
+
+
+def driver_status(config: Config, root: Path) -> list[str]:
+    """Whether the loaded driver already runs with the module options ds01 writes, said plainly:
+    the one part of the devices area that waits for a module reload or a reboot."""
+    policy = device_policy(config)
+    gated = config.host.compute_gate == "uvm"
+    gid = 0 if policy.group == "root" else group_id(policy.group)
+    want = {
+        "DeviceFileUID": "0",
+        "DeviceFileGID": None if gid is None else str(gid),
+        "DeviceFileMode": str(policy.mode),
+    }
+    if gated:
+        want["ModifyDeviceFiles"] = "0"
+    params = devnodes.driver_params(root)
+    if params is None:
+        where = "here" if is_live(root) else "under the root (no /proc/driver/nvidia/params)"
+        return [
+            f"driver   no NVIDIA driver is loaded {where}: the options in {MODPROBE_CONF} "
+            "apply when it loads"
+        ]
+    differ = [
+        f"{k}={params.get(k, '?')}" for k, v in want.items() if v is not None and params.get(k) != v
+    ]
+    if not differ:
+        return [
+            f"driver   the loaded nvidia driver already runs with the options in {MODPROBE_CONF}"
+        ]
+    after = (
+        "until then the driver may reset /dev/nvidia* when a root process starts CUDA (e.g. a "
+        "GPU container start); ds01d puts them back within a second and records it"
+        if gated
+        else "nodes it creates meanwhile get its current modes; the udev rule and ds01 fix them"
+    )
+    return [
+        f"reload   the loaded nvidia driver runs with {' '.join(differ)}: the options in "
+        f"{MODPROBE_CONF} take effect only after a module reload or a reboot (stop every GPU "
+        "user, then `modprobe -r nvidia_uvm nvidia_drm nvidia_modeset nvidia && modprobe nvidia "
+        f"nvidia_uvm`); {after}"
+    ]

@@ -63,13 +63,24 @@ def allowed_users(parsed: Parsed, now: float) -> dict[str, Entry]:
     return found
 
 
+HEADER = (
+    "# ds01 host access: who may compute on GPUs on the bare host. Written by ds01d; do not edit.\n"
+    "# One line per user: USER KIND UNTIL. KIND: exempt (config exempt_users) or grant\n"
+    "# (ds01 admin grant). UNTIL: unix time the access ends, 0 = no expiry.\n"
+)
+
+
+def valid_user(user: str) -> bool:
+    """A name the line format can carry (no whitespace, not a comment)."""
+    return bool(user) and not user.startswith("#") and not any(c.isspace() for c in user)
+
+
+def render(entries: Iterable[Entry]) -> str:
+    """The whole file: the header, then one line per entry (names it cannot carry left out)."""
+    return HEADER + "".join(e.line() + "\n" for e in entries if valid_user(e.user))
+
+
 def seed_text(exempt_users: Iterable[str]) -> str:
     """The file `ds01 host apply` writes when none exists, so exempt users can compute before
     ds01d first runs. ds01d replaces it with the full list (exempt users and live grants)."""
-    lines = [
-        "# ds01 host-access: who may compute on this host's GPUs outside containers.",
-        "# USER KIND UNTIL (KIND: exempt|grant; UNTIL: Unix time, 0 = no expiry).",
-        "# Seeded by `ds01 host apply` from exempt_users; ds01d keeps it current.",
-    ]
-    lines += [Entry(user, "exempt", 0).line() for user in exempt_users if " " not in user]
-    return "\n".join(lines) + "\n"
+    return render(Entry(user, "exempt", 0) for user in exempt_users)

@@ -200,8 +200,34 @@ def _perm_rule(module: str, nodes: str, group: str, mode: int, first: str = "") 
     return f'ACTION=="add", SUBSYSTEM=="module", KERNEL=="{module}", RUN+="/bin/sh -c \'{body}\'"'
 
 
+def _mknod_query_nodes(mode: int) -> str:
+    """Shell (udev-escaped) creating /dev/nvidiactl and one /dev/nvidiaN per GPU the driver
+    lists ("Device Minor: N" in /proc/driver/nvidia/gpus/*/information), when missing: with
+    NVreg_ModifyDeviceFiles=0 neither the driver nor nvidia-modprobe creates them."""
+    return (
+        f"[ -e /dev/nvidiactl ] || mknod -m {mode:04o} /dev/nvidiactl c 195 255; "
+        "for i in /proc/driver/nvidia/gpus/*/information; do [ -r $$i ] || continue; "
+        "while IFS=: read -r k v; do case $$k in *Minor) n=$$(echo $$v); "
+        f"[ -e /dev/nvidia$$n ] || mknod -m {mode:04o} /dev/nvidia$$n c 195 $$n;; esac; "
+        "done < $$i; done; "
+    )
+
+
+def _mknod_uvm_nodes(mode: int) -> str:
+    """Shell (udev-escaped) creating /dev/nvidia-uvm (minor 0) and -uvm-tools (minor 1) with the
+    major /proc/devices names "nvidia-uvm", when missing (nvidia-modprobe may be absent)."""
+    return (
+        "m=none; while read -r a b; do [ x$$b = xnvidia-uvm ] && m=$$a; done < /proc/devices; "
+        "[ $$m = none ] || { "
+        f"[ -e /dev/nvidia-uvm ] || mknod -m {mode:04o} /dev/nvidia-uvm c $$m 0; "
+        f"[ -e /dev/nvidia-uvm-tools ] || mknod -m {mode:04o} /dev/nvidia-uvm-tools c $$m 1; "
+        "}; "
+    )
+
+
 def udev_rules(config: Config, policy: DevicePolicy) -> str:
     host = config.host
+    gated = host.compute_gate == "uvm"
     access = (
         "open: every user may open the nodes (mode 0666)"
         if host.device_access == "open"
@@ -212,18 +238,32 @@ def udev_rules(config: Config, policy: DevicePolicy) -> str:
         MANAGED,
         f"# host.device_access: {access}.",
         "# Querying (nvidia-smi, NVML) needs /dev/nvidiactl and /dev/nvidiaN; CUDA also needs",
-        "# /dev/nvidia-uvm. The driver creates its nodes itself with the modes in",
-        f"# {MODPROBE_CONF}; these rules apply the same modes again whenever a module loads.",
+    ]
+    if gated:
+        lines += [
+            "# /dev/nvidia-uvm. With host.compute_gate: uvm the driver is told not to create or",
+            f"# change device files (NVreg_ModifyDeviceFiles=0 in {MODPROBE_CONF}), so these",
+            "# rules create the nodes when a module loads and set their owner and mode; ds01d",
+            "# keeps them so afterwards (it restores any change within a second).",
+        ]
+    else:
+        lines += [
+            "# /dev/nvidia-uvm. The driver creates its nodes itself with the modes in",
+            f"# {MODPROBE_CONF}; these rules apply the same modes again whenever a module loads.",
+        ]
+    lines.append(
         _perm_rule(
             "nvidia",
             "/dev/nvidiactl /dev/nvidia-modeset /dev/nvidia[0-9]*",
             policy.group,
             policy.mode,
-        ),
-    ]
+            _mknod_query_nodes(policy.mode) if gated else "",
+        )
+    )
     uvm_nodes = "/dev/nvidia-uvm /dev/nvidia-uvm-tools"
     create_uvm = "/usr/bin/nvidia-modprobe -u -c0 2>/dev/null; "
-    if host.compute_gate == "uvm":
+    if gated:
+        create_uvm += _mknod_uvm_nodes(0o600)
         lines += [
             "# host.compute_gate: uvm: only members of "
             f"'{policy.uvm_group}' (exempt users and live grants,",
@@ -241,13 +281,28 @@ def modprobe_conf(config: Config, policy: DevicePolicy, device_gid: int | None) 
     else:
         gid = device_gid
     group = "root" if config.host.device_access == "open" else config.host.device_group
+    gated = config.host.compute_gate == "uvm"
     lines = [
         "# ds01: modes the NVIDIA driver gives the device nodes it creates (BRIEF §2, layer 3).",
         MANAGED,
-        f"# GID {gid} is group '{group}'. Takes effect when the nvidia module is next loaded.",
-        f"options nvidia NVreg_DeviceFileUID=0 NVreg_DeviceFileGID={gid} "
-        f"NVreg_DeviceFileMode={policy.mode:04o}",
+        f"# GID {gid} is group '{group}'. Takes effect when the nvidia module is next loaded",
+        "# (reboot, or unload and load it again); `ds01 host apply` says whether it is.",
     ]
+    options = (
+        f"options nvidia NVreg_DeviceFileUID=0 NVreg_DeviceFileGID={gid} "
+        f"NVreg_DeviceFileMode={policy.mode:04o}"
+    )
+    if gated:
+        lines += [
+            "# host.compute_gate: uvm: NVreg_ModifyDeviceFiles=0 stops the driver and its helpers",
+            "# from creating or rewriting /dev/nvidia* (NVIDIA's nv-reg.h: 'dynamic device file",
+            "# management'); otherwise the first CUDA start by any root process (e.g. the NVIDIA",
+            "# container CLI) resets the nodes to the modes above and opens the uvm gate. The",
+            "# udev rule and ds01d create the nodes instead and keep their owner and mode (the",
+            "# uvm nodes need ds01d either way: the option is not honored for them).",
+        ]
+        options += " NVreg_ModifyDeviceFiles=0"
+    lines.append(options)
     return "\n".join(lines) + "\n"
 
 

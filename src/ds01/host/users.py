@@ -1,10 +1,10 @@
 """Who the ds01 users are on this host, and which of ds01's groups each one is missing from.
 
-ds01 users = the users the config names (`users:` keys and group `members`) plus the members of
-every config group's `unix_group` (supplementary members from NSS, and users whose primary group
-it is, as far as NSS can enumerate them). Names come from the config and NSS only; root is never
-a ds01 user. Read-only: this module looks accounts up and proposes commands; it never runs them
-(apply and doctor do, and only on the live root).
+ds01 users = the users the config names (`users:` keys, group `members` and `exempt_users`) plus
+the members of every config group's `unix_group` (supplementary members from NSS, and users whose
+primary group it is, as far as NSS can enumerate them). Names come from the config and NSS only;
+root is never a ds01 user. Read-only: this module looks accounts up and proposes commands; it
+never runs them (apply and doctor do, and only on the live root).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ class Ds01Users:
 
 def ds01_users(config: Config) -> Ds01Users:
     names: dict[str, None] = dict.fromkeys(config.named_users())
+    # Exempt users compute on the host, which needs the query nodes too (device_access: group).
+    names.update(dict.fromkeys(config.exempt_users))
     primary: dict[int, list[str]] | None = None
     for spec in config.groups.values():
         if spec.unix_group is None:

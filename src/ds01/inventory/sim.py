@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import re
-import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +32,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ds01.errors import MachineFileError, MigProfileError
+from ds01.files import write_atomic
 from ds01.model.inventory import Gpu, GpuProcess, MachineSample, MigDevice
 from ds01.model.profile import MigProfile, parse_profile, total_slices
 
@@ -521,22 +520,6 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    mode = path.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 _HEADER = "# Simulated machine for ds01 (docs/inventory.md). Rewritten by 'ds01 gpu sim set'.\n"
 
 # One edit of a machine file: changes the raw YAML data in place and says what it did. It is
@@ -576,7 +559,7 @@ def edit_machine(path: Path, changes: Sequence[Change]) -> list[str]:
                 raw, spec, sample = _validated(path, text)
             except MachineFileError as err:
                 raise MachineFileError(f"the change is invalid: {err.what}", fix=_FIX) from None
-        _write_atomic(path, text)
+        write_atomic(path, text)
         return done
 
 

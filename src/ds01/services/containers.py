@@ -130,7 +130,7 @@ class ContainerService:
 
     def _mounts(self, caller: Caller, req: DeployRequest) -> tuple[WorkspaceMount, ...]:
         out: list[WorkspaceMount] = []
-        if req.workspace:
+        if req.workspace is not None:  # "" is a mistake, not "no workspace"
             out.append(self._allowed_mount(caller, req.workspace, WORKSPACE_TARGET, rw=True))
         seen = set()
         for d in req.data:

@@ -19,14 +19,12 @@ exempt user is listed once, as exempt, even while they also hold a grant.
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import logging
 import math
 import os
 import pwd
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +36,8 @@ from ds01.config import Config
 from ds01.config.schema import GPU_HOST_GROUP
 from ds01.config.units import format_duration, parse_duration
 from ds01.errors import NotFound, UsageError
+from ds01.files import write_atomic
+from ds01.host import hostaccess
 from ds01.identity import Caller
 from ds01.notify import Notifier
 from ds01.services.allocation import AllocationService
@@ -55,11 +55,7 @@ HOST_ACCESS_FILE = "host-access"
 GROUP_RECHECK_S = 60.0  # heal hand edits of the group this often, even when nothing changed
 MAX_REASON = 500
 
-HOST_ACCESS_HEADER = (
-    "# ds01 host access: who may compute on GPUs on the bare host. Written by ds01d; do not edit.\n"
-    "# One line per user: USER KIND UNTIL. KIND: exempt (config exempt_users) or grant\n"
-    "# (ds01 admin grant). UNTIL: unix time the access ends, 0 = no expiry.\n"
-)
+HOST_ACCESS_HEADER = hostaccess.HEADER
 
 CONTAINERS_HOW = (
     "Run GPU work in a container: ds01 container deploy NAME --image IMAGE --gpus 1"
@@ -146,33 +142,10 @@ def user_exists(user: str) -> bool:
 
 
 def render_host_access(entries: list[AccessEntry]) -> str:
-    lines = [HOST_ACCESS_HEADER]
-    for e in entries:
-        until = 0 if e.until is None else math.ceil(e.until)
-        lines.append(f"{e.user} {e.kind} {until}\n")
-    return "".join(lines)
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace `path` with `text` through a temp file and rename: readers see old or new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _valid_name(user: str) -> bool:
-    """A name the line format can carry (no whitespace, not a comment)."""
-    return bool(user) and not user.startswith("#") and not any(c.isspace() for c in user)
+    return hostaccess.render(
+        hostaccess.Entry(e.user, e.kind, 0 if e.until is None else math.ceil(e.until))
+        for e in entries
+    )
 
 
 class GrantService:
@@ -250,7 +223,7 @@ class GrantService:
                 f"--reason must be 1 to {MAX_REASON} characters",
                 fix="Say why, for the audit log: --reason 'profiling with nsys'.",
             )
-        if not _valid_name(user) or not self._exists(user):
+        if not hostaccess.valid_user(user) or not self._exists(user):
             raise UsageError(
                 f"no user '{user}' on this machine",
                 why="The system's user database (getent passwd) does not know that name.",
@@ -581,7 +554,7 @@ class GrantService:
             return result
 
     def _name_ok(self, user: str) -> bool:
-        if _valid_name(user):
+        if hostaccess.valid_user(user):
             return True
         log.error("host-access: skipping %r: a user name cannot hold spaces or start with #", user)
         return False
