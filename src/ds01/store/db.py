@@ -175,6 +175,19 @@ class Database:
         return [] if msgs == ["ok"] else msgs
 
 
+def read_only_check(path: Path, pragma: str = "integrity_check") -> list[str]:
+    """SQLite's integrity_check or quick_check of the file, opened read-only (it changes nothing,
+    migrates nothing and takes no write lock: a running ds01d is not disturbed); ["ok"] when
+    sound. Raises sqlite3.Error when the file cannot be read at all."""
+    if pragma not in ("integrity_check", "quick_check"):
+        raise ValueError(pragma)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+    try:
+        return [str(r[0]) for r in conn.execute(f"PRAGMA {pragma}").fetchall()]
+    finally:
+        conn.close()
+
+
 def verify_state_file(path: Path) -> None:
     """Refuse a state database that exists but cannot be the one ds01d wrote: empty (0 bytes),
     not an SQLite file, or damaged (SQLite's quick_check). Starting on it would silently forget
@@ -192,11 +205,7 @@ def verify_state_file(path: Path) -> None:
     if head != SQLITE_HEADER:
         raise StateError(f"state database {path} is not an SQLite database", fix=fix)
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
-        try:
-            rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
-        finally:
-            conn.close()
+        rows = read_only_check(path, "quick_check")
     except sqlite3.Error as e:
         raise StateError(f"state database {path} is damaged ({e})", fix=fix) from e
     if rows != ["ok"]:

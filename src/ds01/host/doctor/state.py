@@ -3,9 +3,9 @@
     config.valid      the config file loads (the same loader ds01d uses); problems are listed
     state.integrity   SQLite's integrity_check on the state database, opened read-only
 
-The database is opened with sqlite3 directly in read-only mode (`mode=ro`), not through
-store.Database, whose constructor migrates and takes the write lock: a doctor must never change
-the state it inspects, nor block the running daemon. Nothing here repairs anything.
+The database is checked read-only (store.db.read_only_check, the check ds01d makes at start),
+not through store.Database, whose constructor migrates and takes the write lock: a doctor must
+never change the state it inspects, nor block the running daemon. Nothing here repairs anything.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 
 from ds01.host.doctor.base import Context, Result, Status
+from ds01.store.db import read_only_check
 
 
 def check_config_valid(ctx: Context) -> Result:
@@ -52,11 +53,7 @@ def check_state_integrity(ctx: Context) -> Result:
             fix="Start ds01d once; it creates the database.",
         )
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10.0)
-        try:
-            rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
-        finally:
-            conn.close()
+        rows = read_only_check(db)
     except sqlite3.Error as err:
         return Result(
             rid,
