@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import pwd
 import select
@@ -19,7 +20,9 @@ import tempfile
 import termios
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -49,6 +52,42 @@ def need(condition: bool, why: str) -> None:
     if in_ci():
         pytest.fail(f"{why} — this test must run in CI")
     pytest.skip(why)
+
+
+# ---- waiting -----------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def wait_for(
+    check: Callable[[], T],
+    what: str,
+    timeout: float = 30.0,
+    *,
+    interval: float = 0.1,
+    detail: Callable[[], str] | None = None,
+) -> T:
+    """Poll check() until it returns something truthy, and return that value.
+
+    The one way tests wait for something to happen (never a fixed sleep). The timeout only
+    turns a hang into a failure, nothing is timed: at it, an AssertionError says what was
+    awaited, for how long, what check() returned last, and detail() (a daemon's log, say)
+    when given. check() may raise to fail at once (a process that exited, say).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            last = repr(value)
+            if len(last) > 500:
+                last = last[:500] + "…"
+            message = f"timed out after {timeout:g}s waiting for {what} (last check: {last})"
+            if detail is not None:
+                message += "\n" + detail()
+            raise AssertionError(message)
+        time.sleep(interval)
 
 
 # ---- Docker ------------------------------------------------------------------------------
@@ -170,16 +209,19 @@ class Daemon:
         env = {**os.environ, **self.extra_env} if self.extra_env else None
         self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log, env=env)
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ds01d exited {self.proc.returncode}:\n{self.log()}")
-            if self.socket.exists():
-                with contextlib.suppress(DaemonUnavailable), Client(self.socket) as c:
-                    c.health()
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"ds01d did not answer within {timeout}s:\n{self.log()}")
+        proc = self.proc
+
+        def answering() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ds01d exited {proc.returncode}:\n{self.log()}")
+            if not self.socket.exists():
+                return False
+            with contextlib.suppress(DaemonUnavailable), Client(self.socket) as c:
+                c.health()
+                return True
+            return False
+
+        wait_for(answering, "ds01d to answer", timeout, interval=0.05, detail=self.log)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -215,6 +257,30 @@ class Daemon:
         )
 
 
+def loop_passes(d: Daemon, loop: str, passes: int = 2, timeout: float = 60.0) -> None:
+    """Wait until ds01d's `loop` ("reconcile", "host-access", …) has made `passes` whole,
+    successful passes that began after this call.
+
+    For a test that checks something did NOT happen: the daemon must have looked, which a
+    fixed sleep does not prove. A pass that ends after now may have begun before it, so
+    passes + 1 ends are awaited, each after the one before."""
+
+    def ended_after(t: float) -> float | None:
+        with d.client() as c:
+            state = c.health().loops.get(loop)
+        last_ok = None if state is None else state.last_ok
+        return last_ok if last_ok is not None and last_ok > t else None
+
+    last = time.time()
+    for n in range(passes + 1):
+        last = wait_for(
+            functools.partial(ended_after, last),
+            f"pass {n + 1} of {passes + 1} of ds01d's {loop} loop",
+            timeout,
+            detail=lambda: d.log()[-3000:],
+        )
+
+
 BASIC_CONFIG = """\
 admin_group: ds01t-admins
 defaults:
@@ -236,11 +302,13 @@ def run_in_pty(
     steps: list[tuple[bytes, bytes]],
     timeout: float = 60.0,
 ) -> tuple[int, str]:
-    """Run argv as `user` on a new pseudo-terminal; for each (wait_for, keys) step, once the
-    output holds wait_for, type keys. Returns (exit status, everything the terminal showed).
+    """Run argv as `user` on a new pseudo-terminal; for each (text, keys) step, once the
+    output holds text and the terminal is in raw mode, type keys. Returns (exit status,
+    everything the terminal showed).
 
-    Each step waits a moment before typing: the ds01 CLI puts the terminal in raw mode when a
-    shell opens, which discards input typed before that."""
+    Raw mode is the readiness signal: the program (ds01's shell, docker -it) switches the
+    terminal to raw mode when it starts passing keys through, and that switch discards what
+    was typed before it."""
     pw = pwd.getpwnam(user)
     full_env = {
         "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
@@ -272,13 +340,15 @@ def run_in_pty(
                 if not data:
                     break
                 out += data
-            if todo and todo[0][0] in out:
-                time.sleep(0.3)
+            if todo and todo[0][0] in out and _raw(master):
                 os.write(master, todo.pop(0)[1])
             if not ready and proc.poll() is not None:
                 break
         else:
-            raise AssertionError(f"{argv} did not finish within {timeout:.0f}s:\n{out.decode()}")
+            waiting = f" (to type after {todo[0][0]!r}; raw: {_raw(master)})" if todo else ""
+            raise AssertionError(
+                f"{argv} did not finish within {timeout:.0f}s{waiting}:\n{out.decode()}"
+            )
         rc = proc.wait(timeout=10)
     finally:
         if proc.poll() is None:
@@ -286,3 +356,13 @@ def run_in_pty(
             proc.wait()
         os.close(master)
     return rc, out.decode(errors="replace")
+
+
+def _raw(fd: int) -> bool:
+    """Whether the terminal is in raw mode (no line editing, no echo). Asked on the master
+    side: on Linux it answers with the terminal side's modes."""
+    try:
+        lflag = termios.tcgetattr(fd)[3]
+    except termios.error:  # the terminal side is closed: nobody will read keys
+        return False
+    return not lflag & (termios.ICANON | termios.ECHO)

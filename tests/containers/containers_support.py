@@ -16,11 +16,10 @@ import socket
 import sqlite3
 import subprocess
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import docker
 
@@ -34,8 +33,6 @@ MIXED = MACHINES / "8xH100-mig-mixed.yaml"
 # A container command that ends at once on SIGTERM (an interactive sh as PID 1 ignores it, so
 # `docker stop` would wait its full 10 s), and that proves who it runs as by writing a file.
 STOPPABLE = ("sh", "-c", 'trap "exit 0" TERM; while :; do sleep 1; done')
-
-T = TypeVar("T")
 
 
 # ---- daemon and users ----------------------------------------------------------------------
@@ -235,18 +232,6 @@ def remove_owned(client: docker.DockerClient, owners: list[str]) -> None:
         for c in containers_of(client, owner):
             with contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True)
-
-
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    """Poll until check() returns something truthy (bounded; no timing is asserted)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
 
 
 # ---- a terminal ----------------------------------------------------------------------------

@@ -26,8 +26,9 @@ from containers_support import (
     need,
     remove_owned,
     unique_user,
-    wait_for,
 )
+
+from support import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 

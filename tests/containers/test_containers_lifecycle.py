@@ -31,8 +31,9 @@ from containers_support import (
     running_daemon,
     unique_user,
     user_dir,
-    wait_for,
 )
+
+from support import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 

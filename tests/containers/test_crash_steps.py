@@ -34,13 +34,12 @@ from containers_support import (
     TEST_IMAGE,
     SocketRelay,
     short_tmp,
-    wait_for,
 )
 
 from ds01 import faults
 from ds01.api.schemas import DeployIn
 from ds01.errors import Ds01Error
-from support import Daemon
+from support import Daemon, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.slow]
 
@@ -231,7 +230,7 @@ def test_crash_at_every_step(world: World, sc: Scenario, step: str, docker_down:
         w.d.start()
         # Docker is away: nothing can be decided, and the reservation outlives its timeout
         # (a container may run on its units) instead of being handed to someone else.
-        time.sleep(4)  # reservation_timeout is 3s
+        time.sleep(4)  # deliberately past reservation_timeout (3s): it must not expire
         open_intents = w.rows("SELECT allocation_id FROM intents")
         assert len(open_intents) == 1
         ((state,),) = w.rows("SELECT state FROM allocations WHERE id = ?", open_intents[0][0])

@@ -17,10 +17,10 @@ from typing import Any
 
 import docker
 import pytest
-from containers_support import STOPPABLE, TEST_IMAGE, db_rows, remove_owned, wait_for
+from containers_support import STOPPABLE, TEST_IMAGE, db_rows, remove_owned
 
 from ds01.api.schemas import DeployIn
-from support import Daemon
+from support import Daemon, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 

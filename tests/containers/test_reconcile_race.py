@@ -19,6 +19,7 @@ from containers_support import STOPPABLE, TEST_IMAGE, db_rows, remove_owned
 
 from ds01.api.schemas import DeployIn
 from ds01.errors import Ds01Error
+from support import loop_passes
 
 pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.slow]
 
@@ -78,7 +79,7 @@ def test_reconcile_never_mistakes_a_deploy_for_a_removal(
         for t in threads:
             t.join(timeout=SECONDS + 120)
         ended = time.time()
-        time.sleep(0.5)
+        loop_passes(d, "reconcile", 1)  # a whole pass that began after the loops ended
         assert failures == []
         assert done["cycles"] >= LOOPS  # every loop got through at least once
         reasons = Counter(

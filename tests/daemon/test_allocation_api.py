@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -23,7 +22,7 @@ from loadgen import NOWHERE
 from ds01.api.schemas import AllocateIn, AllocationOut
 from ds01.client import Client
 from ds01.errors import DaemonUnavailable, NotFound, Refusal
-from support import MACHINES, Daemon, short_tmp
+from support import MACHINES, Daemon, short_tmp, wait_for
 
 
 def config(
@@ -71,10 +70,12 @@ def reconfigure(d: Daemon, cfg: str) -> int:
     d.write_config(cfg)
     assert d.proc is not None
     d.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 20
-    while d.log().count("config reloaded from") == before:
-        assert time.monotonic() < deadline, d.log()[-2000:]
-        time.sleep(0.05)
+    wait_for(
+        lambda: d.log().count("config reloaded from") > before,
+        "the config reload",
+        20,
+        detail=lambda: d.log()[-2000:],
+    )
     return mark
 
 
@@ -385,10 +386,10 @@ def test_a_reservation_never_bound_expires_and_frees_its_units(daemon_factory: A
     d: Daemon = daemon_factory(config=config(reservation_timeout="1s"))
     with d.client() as c:
         a = c.allocate(AllocateIn(gpus=1, container="never-bound"))
-        deadline = time.monotonic() + 30
-        while c.allocation(a.id).state != "released" and time.monotonic() < deadline:
-            time.sleep(0.2)
-        done = c.allocation(a.id)
+        done = wait_for(
+            lambda: (r := c.allocation(a.id)).state == "released" and r,
+            "the reservation to expire",
+        )
         evs = [(e.action, e.reason, e.actor) for e in c.events() if e.allocation_id == a.id]
         again = c.allocate(AllocateIn(gpus=1, container="next"))
     assert (done.state, done.release_reason) == ("released", "reservation_expired")

@@ -13,7 +13,6 @@ import sqlite3
 import stat
 import subprocess
 import threading
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from loadgen import NOWHERE
 
 from ds01.api.schemas import AllocateIn
 from ds01.errors import NotFound
-from support import Daemon
+from support import Daemon, wait_for
 
 
 def config(extra: str = "") -> str:
@@ -41,16 +40,6 @@ allocation:
 state:
   backup_interval: 1s
 {extra}"""
-
-
-def wait(check: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def backups(backup_dir: Path) -> list[Path]:
@@ -129,7 +118,7 @@ def test_backups_appear_privately_and_the_oldest_are_rotated_out(daemon_factory:
 
     with d.client() as c:
         c.allocate(AllocateIn(gpus=1, container="kept"))
-        wait(four_seen, "four backups")
+        wait_for(four_seen, "four backups", 60)
         assert c.health().loops["backup"].failing is None
     assert d.stop() == 0
     left = backups(backup_dir)
@@ -171,10 +160,13 @@ def test_a_backup_taken_under_write_load_restores_to_what_it_held(daemon_factory
     for t in threads:
         t.start()
     try:
-        first = wait(lambda: writes[0] > 20 and backups(backup_dir), "load and a first backup")
-        under_load = wait(
+        first = wait_for(
+            lambda: writes[0] > 20 and backups(backup_dir), "load and a first backup", 60
+        )
+        under_load = wait_for(
             lambda: len(set(now := backups(backup_dir)) - set(first)) >= 3 and now,
             "three backups under load",
+            60,
         )
     finally:
         stop.set()

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import glob
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from loadgen import NOWHERE
 
 from ds01.api.schemas import AllocateIn, AllocationOut, EventOut
 from ds01.client import Client
-from support import Daemon, Users, need
-
-T = TypeVar("T")
+from support import Daemon, Users, need, wait_for
 
 TIMEOUT_S = 8  # the reservation timeout: long enough to step the clock inside it
 STEP_S = 2 * 3600
@@ -42,16 +39,6 @@ allocation:
 def libfaketime() -> str | None:
     found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
     return found[0] if found else None
-
-
-def wait_for(fn: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
@@ -92,7 +79,7 @@ def reserve_step_and_wait(d: Daemon, offset: Path, to: str) -> tuple[float, Even
         started = time.monotonic()
         a = c.allocate(AllocateIn(gpus=1, container="clock-step"))
         offset.write_text(f"{to}\n")
-        (step,) = wait_for(lambda: clock_steps(c), 20, "the clock_step event")
+        (step,) = wait_for(lambda: clock_steps(c), "the clock_step event", 20)
         after = c.allocation(a.id)
         assert after.state == "reserved", (after, d.log()[-3000:])
         moved = step.details["step_s"]
@@ -103,7 +90,7 @@ def reserve_step_and_wait(d: Daemon, offset: Path, to: str) -> tuple[float, Even
             r = c.allocation(a.id)
             return r if r.state == "released" else None
 
-        done = wait_for(released, TIMEOUT_S + 30, "the reservation to expire")
+        done = wait_for(released, "the reservation to expire", TIMEOUT_S + 30)
         took = time.monotonic() - started
         assert done.release_reason == "reservation_expired"
     return took, step
@@ -142,11 +129,11 @@ def test_deadlines_keep_their_frame_across_two_steps_and_a_new_request(
     d, offset = stepped
     with d.client() as c:
         offset.write_text("+2h\n")
-        wait_for(lambda: clock_steps(c), 20, "the first clock_step event")
+        wait_for(lambda: clock_steps(c), "the first clock_step event", 20)
         a = c.allocate(AllocateIn(gpus=1, container="after-the-step"))
         assert abs(lifetime(a) - TIMEOUT_S) < 1.0
         offset.write_text("+0\n")
-        wait_for(lambda: len(clock_steps(c)) == 2, 20, "the second clock_step event")
+        wait_for(lambda: len(clock_steps(c)) == 2, "the second clock_step event", 20)
         assert abs(lifetime(c.allocation(a.id)) - TIMEOUT_S + STEP_S) < 1.0
         steps = sorted(round(e.details["step_s"]) for e in clock_steps(c))
     assert steps == [-STEP_S, STEP_S]
@@ -162,7 +149,7 @@ def test_a_grant_keeps_its_remaining_time_and_its_warnings_over_a_forward_step(
         g = c.grant(user, "clock step test", duration=f"{TIMEOUT_S}s")
         assert g.until is not None
         offset.write_text("+2h\n")
-        (step,) = wait_for(lambda: clock_steps(c), 20, "the clock_step event")
+        (step,) = wait_for(lambda: clock_steps(c), "the clock_step event", 20)
         assert step.details["grants"] == 1
         (entry,) = [e for e in c.grants() if e.user == user]
         assert entry.until is not None and entry.granted_at is not None
@@ -174,8 +161,8 @@ def test_a_grant_keeps_its_remaining_time_and_its_warnings_over_a_forward_step(
         assert length.total_seconds() < TIMEOUT_S + 2
         wait_for(
             lambda: not any(e.user == user for e in c.grants()),
-            TIMEOUT_S + 30,
             "the grant to end",
+            TIMEOUT_S + 30,
         )
         took = time.monotonic() - started
         actions = [e.action for e in c.events(kind="grant") if e.user == user]

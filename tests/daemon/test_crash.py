@@ -44,7 +44,7 @@ from loadgen import (
 )
 
 from ds01.api.schemas import AllocateIn, AllocationOut
-from support import BIN, MACHINES, Daemon, Users, as_user, need
+from support import BIN, MACHINES, Daemon, Users, as_user, need, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -89,7 +89,7 @@ def make_orphans(user: str, socket: Path) -> list[dict[str, Any]]:
                 made.append(out["ok"])
                 break
             assert out["error"]["reason"] == "no_capacity", out
-            time.sleep(0.1)
+            time.sleep(0.1)  # a retry, not a wait: the load frees a slice now and then
     assert len(made) == ORPHANS
     return made
 
@@ -114,13 +114,12 @@ def db_units(db: Path, alloc_id: int) -> list[str]:
 
 
 def wait_until_released(d: Daemon, ids: list[int], timeout: float = 60.0) -> dict[int, Any]:
-    end = time.monotonic() + timeout
-    while True:
+    def released() -> dict[int, Any] | None:
         with d.client() as c:
             rows = {i: c.allocation(i) for i in ids}
-        if all(a.state == "released" for a in rows.values()) or time.monotonic() > end:
-            return rows
-        time.sleep(0.5)
+        return rows if all(a.state == "released" for a in rows.values()) else None
+
+    return wait_for(released, f"allocations {ids} to be released", timeout)
 
 
 def test_kill_9_mid_run_loses_nothing_duplicates_nothing_and_the_log_agrees(
@@ -147,7 +146,7 @@ def test_kill_9_mid_run_loses_nothing_duplicates_nothing_and_the_log_agrees(
     with Checker(db, caps_for(names)) as checker:
         procs = start_load(d.socket, names, retry=True, tag="k")
         for k in range(KILLS):
-            time.sleep(rng.uniform(2.0, 5.0))
+            time.sleep(rng.uniform(2.0, 5.0))  # deliberately: the load runs a while, then a kill
             if k == 0:
                 orphans = make_orphans(names["walker"], d.socket)
             d.kill9()

@@ -10,7 +10,6 @@ import errno
 import os
 import sqlite3
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 from loadgen import NOWHERE
 
 from ds01.api.schemas import AllocateIn
-from support import Daemon, need
+from support import Daemon, need, wait_for
 
 
 def config(state: str, timeout: str = "5s") -> str:
@@ -37,16 +36,6 @@ allocation:
   reservation_timeout: {timeout}
 state:
 {state}"""
-
-
-def wait(check: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def fill(path: Path) -> None:
@@ -97,7 +86,7 @@ def test_a_full_state_disk_is_a_clear_error_and_expiry_resumes_when_space_return
     disk = d.state_dir
     request = {"gpus": 1, "container": "while-full"}
     with d.client() as c:
-        wait(lambda: "expiry" in c.health().loops, "the expiry loop's first pass")
+        wait_for(lambda: "expiry" in c.health().loops, "the expiry loop's first pass", 60)
         # Fill the disk but for a margin, take a reservation in that margin, then fill it too:
         # the reservation falls due (5 s) while nothing can be written.
         (disk / "margin").write_bytes(b"\0" * 2 * 1024 * 1024)
@@ -106,7 +95,9 @@ def test_a_full_state_disk_is_a_clear_error_and_expiry_resumes_when_space_return
         a = c.allocate(AllocateIn(gpus=1, container="never-bound"))
         fill(disk / "filler-2")
 
-        failing = wait(lambda: c.health().loops["expiry"].failing, "the expiry loop to fail")
+        failing = wait_for(
+            lambda: c.health().loops["expiry"].failing, "the expiry loop to fail", 60
+        )
         assert failing.startswith(f"state disk full: ds01d could not save a change to {disk}")
         assert c.allocation(a.id).state == "reserved"  # reads still work
 
@@ -133,12 +124,15 @@ def test_a_full_state_disk_is_a_clear_error_and_expiry_resumes_when_space_return
         r = raw_allocate(d, request)
         assert r.status_code == 201, r.text
         b = r.json()
-        done = wait(
+        done = wait_for(
             lambda: c.allocation(a.id).state == "released" and c.allocation(a.id),
             "the reservation to expire once there is space",
+            60,
         )
         assert done.release_reason == "reservation_expired"
-        wait(lambda: c.health().loops["expiry"].failing is None, "the expiry loop to recover")
+        wait_for(
+            lambda: c.health().loops["expiry"].failing is None, "the expiry loop to recover", 60
+        )
     # Nothing of the refused writes was kept: the request that succeeded got the next id.
     assert b["id"] == a.id + 1
     conn = sqlite3.connect(f"file:{disk}/ds01.db?mode=ro", uri=True)
@@ -162,14 +156,15 @@ def test_a_backup_on_a_full_disk_fails_harmlessly_and_is_taken_once_there_is_spa
     d: Daemon = small_state_disk(config("  backup_interval: 1s\n  backup_keep: 2\n", "1h"))
     backup_dir = d.state_dir / "backups"
     with d.client() as c:
-        wait(lambda: list(backup_dir.glob("ds01-*.db")), "a first backup")
+        wait_for(lambda: list(backup_dir.glob("ds01-*.db")), "a first backup", 60)
         a = c.allocate(AllocateIn(gpus=1, container="kept"))
         fill(d.state_dir / "filler")
-        failing = wait(
+        failing = wait_for(
             lambda: (c.health().loops["backup"].failing or "").startswith(
                 f"state disk full: no backup of {d.state_dir}/ds01.db written"
             ),
             "the backup loop to refuse for want of space",
+            60,
         )
         assert failing
         before = sorted(backup_dir.iterdir())
@@ -177,8 +172,10 @@ def test_a_backup_on_a_full_disk_fails_harmlessly_and_is_taken_once_there_is_spa
         assert c.allocation(a.id).state == "reserved"  # the daemon is unhurt
         assert c.gpu_status().units
         (d.state_dir / "filler").unlink()
-        wait(lambda: sorted(backup_dir.iterdir()) != before, "a backup once there is space")
-        wait(lambda: c.health().loops["backup"].failing is None, "the backup loop to recover")
+        wait_for(lambda: sorted(backup_dir.iterdir()) != before, "a backup once there is space", 60)
+        wait_for(
+            lambda: c.health().loops["backup"].failing is None, "the backup loop to recover", 60
+        )
     # Logged once per cause (a backup caught by the filling may fail writing, the rest are
     # refused before they start), not once per retry.
     failures = [line for line in d.log().splitlines() if "backup failed, retrying:" in line]

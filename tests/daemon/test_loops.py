@@ -5,13 +5,12 @@ loop says so in /v1/health, and releases the expired reservation by itself once 
 from __future__ import annotations
 
 import sqlite3
-import time
 from typing import Any
 
 from loadgen import NOWHERE
 
 from ds01.api.schemas import AllocateIn
-from support import Daemon
+from support import Daemon, wait_for
 
 CONFIG = f"""\
 admin_group: ds01t-admins
@@ -27,38 +26,31 @@ allocation:
 """
 
 
-def wait(check: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_expiry_resumes_after_the_database_was_locked_past_the_busy_timeout(
     daemon_factory: Any,
 ) -> None:
     d: Daemon = daemon_factory(config=CONFIG)
     with d.client() as c:
-        wait(lambda: "expiry" in c.health().loops, "the expiry loop's first pass")
+        wait_for(lambda: "expiry" in c.health().loops, "the expiry loop's first pass", 60)
         a = c.allocate(AllocateIn(gpus=1, container="never-bound"))
         lock = sqlite3.connect(d.state_dir / "ds01.db", timeout=1, isolation_level=None)
         try:
             lock.execute("BEGIN EXCLUSIVE")  # held past the daemon's 10 s busy timeout
-            failing = wait(
+            failing = wait_for(
                 lambda: c.health().loops["expiry"].failing, "the expiry loop to report", 40
             )
             assert failing == "OperationalError: database is locked"
         finally:
             lock.execute("ROLLBACK")
             lock.close()
-        done = wait(
+        done = wait_for(
             lambda: c.allocation(a.id).state == "released" and c.allocation(a.id),
             "the reservation to expire once the lock is gone",
+            60,
         )
         assert done.release_reason == "reservation_expired"
-        wait(lambda: c.health().loops["expiry"].failing is None, "the expiry loop to recover")
+        wait_for(
+            lambda: c.health().loops["expiry"].failing is None, "the expiry loop to recover", 60
+        )
     assert "expiry failed, retrying: OperationalError: database is locked" in d.log()
     assert "expiry works again after" in d.log()

@@ -17,7 +17,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -382,17 +381,6 @@ def chunked(data: bytes, size: int = 7) -> bytes:
 
 
 # ---- a terminal --------------------------------------------------------------------------
-
-
-def wait_for(check: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def user_dir(user: str, name: str) -> str:

@@ -30,8 +30,9 @@ from gate_support import (
     gate_world,
     unique,
     user_dir,
-    wait_for,
 )
+
+from support import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
@@ -411,7 +412,7 @@ def test_events_show_only_ones_own_containers_whatever_the_labels_say(attack: At
     r = a.w.docker(a.mallory, "build", "--rm=false", ctx, env={"DOCKER_BUILDKIT": "0"})
     assert r.returncode == 0, r.stderr
     until = str(int(time.time()) + 2)
-    time.sleep(2)
+    time.sleep(2)  # deliberately past `until`: the query then returns instead of following
     seen = a.w.container_events(victim, since, until)
     assert {name for name, _ in seen} == {own}, seen
     assert {action for _, action in seen} >= {"create", "start", "die"}

@@ -27,10 +27,9 @@ from gate_support import (
     run_as,
     unique,
     user_dir,
-    wait_for,
 )
 
-from support import run_in_pty
+from support import run_in_pty, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
@@ -344,11 +343,12 @@ def test_a_name_can_be_reused_at_once(day: Everyday) -> None:
         assert (r.returncode, r.stdout) == (0, f"{i}\n"), r.stderr
 
 
-def test_live_events_and_stats_stream(day: Everyday) -> None:
+def test_live_events_and_stats_stream(day: Everyday, docker_client: docker.DockerClient) -> None:
     """`docker events` (following) shows one's own container starting as it happens; `docker
     stats` reads a live stats stream."""
     w, alice = day.w, day.alice
     name = unique("live")
+    listeners = docker_client.info()["NEventsListener"]
     events = subprocess.Popen(
         [
             "setpriv",
@@ -374,7 +374,11 @@ def test_live_events_and_stats_stream(day: Everyday) -> None:
         },
     )
     try:
-        time.sleep(0.5)  # subscribed
+        # Subscribed once the engine counts one more event listener (the gate's stream).
+        wait_for(
+            lambda: docker_client.info()["NEventsListener"] > listeners,
+            "`docker events` to subscribe through the gate",
+        )
         r = w.docker(alice, "run", "-d", "--name", name, TEST_IMAGE, *STOPPABLE)
         assert r.returncode == 0, r.stderr
         assert events.stdout is not None

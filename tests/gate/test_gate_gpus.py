@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import docker
 import pytest
-from gate_support import STOPPABLE, TEST_IMAGE, GateWorld, gate_world, unique, wait_for
+from gate_support import STOPPABLE, TEST_IMAGE, GateWorld, gate_world, unique
+
+from support import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 

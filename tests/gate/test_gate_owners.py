@@ -147,7 +147,8 @@ def scene(docker_host: str, docker_client: docker.DockerClient) -> Iterator[Scen
         _ok(w.docker(mallory, "volume", "create", mallory_vol))
         _ok(w.docker(mallory, "network", "create", mallory_net))
         # The reconciler acts on Docker events as they come: give it time to act on the
-        # forged build containers' start/die/destroy (it must not).
+        # forged build containers' start/die/destroy (it must not). Deliberately a fixed time:
+        # acting on an event leaves nothing to wait for when the right answer is to do nothing.
         time.sleep(3)
         with w.agent(mallory) as agent:
             yield Scene(

@@ -13,17 +13,16 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from ds01.api.schemas import EventOut
 from ds01.services.grants import HOST_ACCESS_HEADER, HOST_GROUP
-from support import Daemon, Users
+from support import Daemon, Users, wait_for
 
 pytestmark = [pytest.mark.root]
 
-T = TypeVar("T")
 
 CONFIG = """\
 admin_group: ds01t-admins
@@ -34,16 +33,6 @@ host:
   grant_warnings: {warnings}
   grant_kill_grace: 2s
 {extra}"""
-
-
-def wait_for(fn: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Pty:
@@ -124,13 +113,13 @@ def test_grant_lifecycle_warns_on_the_terminal_and_expiry_updates_the_file(
 
         expired = wait_for(
             lambda: [e for e in events_of(d, "grant", user) if e.action == "expired"],
-            20,
             "the grant to expire",
+            20,
         )
         assert expired[0].details["late_s"] < 60  # "within a minute, not at the next login"
         assert host_access(d) == HOST_ACCESS_HEADER + f"{exempt} exempt 0\n"
         screen = wait_for(
-            lambda: tty.text() if "has ended" in tty.text() else None, 10, "the end message"
+            lambda: tty.text() if "has ended" in tty.text() else None, "the end message", 10
         )
     finally:
         tty.close()
@@ -210,15 +199,15 @@ def test_a_restart_neither_repeats_nor_drops_warnings(
     assert d.cli("admin", "grant", user, "--for", "16s", "--reason", "r").returncode == 0
     wait_for(
         lambda: [e for e in events_of(d, "grant", user) if e.action == "warned"],
-        15,
         "the first warning",
+        15,
     )
     d.stop()
     d.start()
     wait_for(
         lambda: [e for e in events_of(d, "grant", user) if e.action == "expired"],
-        20,
         "the grant to expire",
+        20,
     )
     warned = [e.details["before_s"] for e in events_of(d, "grant", user) if e.action == "warned"]
     assert warned == [12, 2]
@@ -231,12 +220,13 @@ def test_warnings_missed_while_the_daemon_was_down_are_sent_once_late(
     r = d.cli("admin", "grant", user, "--for", "16s", "--reason", "r", "--json")
     until = datetime.fromisoformat(json.loads(r.stdout)["until"]).timestamp()
     d.stop()
-    time.sleep(max(0.0, until - 7.5 - time.time()))  # both marks (12s, 8s before) have passed
+    # Deliberately down until both marks (12 s, 8 s before the end) have passed.
+    time.sleep(max(0.0, until - 7.5 - time.time()))
     d.start()
     wait_for(
         lambda: [e for e in events_of(d, "grant", user) if e.action == "expired"],
-        20,
         "the grant to expire",
+        20,
     )
     warned = [e for e in events_of(d, "grant", user) if e.action == "warned"]
     assert [(e.details["before_s"], e.details["superseded"]) for e in warned] == [(8, [12])]
@@ -251,8 +241,8 @@ def test_an_exemption_added_by_a_config_reload_reaches_the_file(
     d.proc.send_signal(signal.SIGHUP)
     wait_for(
         lambda: host_access(d) == HOST_ACCESS_HEADER + f"{exempt} exempt 0\n{user} exempt 0\n",
-        10,
         "the reloaded exemptions in host-access",
+        10,
     )
 
 
@@ -269,16 +259,20 @@ def test_uvm_gate_keeps_the_host_group_in_step(
         assert grp.getgrnam(HOST_GROUP).gr_mem == [exempt]
         assert d.cli("admin", "grant", user, "--for", "3s", "--reason", "r").returncode == 0
         assert sorted(grp.getgrnam(HOST_GROUP).gr_mem) == sorted([exempt, user])
+
+        def added_removed() -> list[tuple[Any, Any]]:
+            return [
+                (e.details["added"], e.details["removed"])
+                for e in events_of(d, "host")
+                if e.action == "access_updated"
+            ]
+
+        # The group changes first, its audit event follows: wait for both.
         wait_for(
-            lambda: grp.getgrnam(HOST_GROUP).gr_mem == [exempt],
+            lambda: grp.getgrnam(HOST_GROUP).gr_mem == [exempt] and len(added_removed()) >= 3,
+            f"{user} to leave {HOST_GROUP}, recorded",
             15,
-            f"{user} to leave {HOST_GROUP}",
         )
-        added_removed = [
-            (e.details["added"], e.details["removed"])
-            for e in events_of(d, "host")
-            if e.action == "access_updated"
-        ]
-        assert added_removed == [([exempt], []), ([user], []), ([], [user])]
+        assert added_removed() == [([exempt], []), ([user], []), ([], [user])]
     finally:
         subprocess.run(["groupdel", HOST_GROUP], capture_output=True)

@@ -7,20 +7,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import docker
 import pytest
 
 from ds01.api.schemas import HostProcessOut
 from ds01.inventory.sim import add_process, clear_processes
-from support import MACHINES, TEST_IMAGE, Daemon, Users, short_tmp
+from support import MACHINES, TEST_IMAGE, Daemon, Users, loop_passes, short_tmp, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
-T = TypeVar("T")
 
 CONFIG = """\
 admin_group: ds01t-admins
@@ -34,16 +31,6 @@ host:
   grant_expiry: terminate
   grant_kill_grace: 1s
 """
-
-
-def wait_for(fn: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def listed(d: Daemon, pid: int, status: str) -> HostProcessOut | None:
@@ -75,16 +62,16 @@ def test_a_container_gpu_process_is_mapped_and_never_signalled(
         assert pid > 0
         add_process(machine, pid, str(out["gpus"][0]["gpu_index"]), 1024, "python")
 
-        p = wait_for(lambda: listed(d, pid, "container"), 20, "the container process")
+        p = wait_for(lambda: listed(d, pid, "container"), "the container process", 20)
         assert (p.container_id, p.allocation_id, p.action) == (cid, alloc_id, None)
-        time.sleep(3)  # passes with terminate policy and a 1s grace
+        loop_passes(d, "host-access", 3)  # passes with terminate policy and a 1s grace
         os.kill(pid, 0)  # still there
         assert docker_client.containers.get(cid).status == "running"
 
         released = d.cli("admin", "alloc", "release", str(alloc_id), "--reason", "test")
         assert released.returncode == 0, released.stderr
-        wait_for(lambda: listed(d, pid, "container_unallocated"), 20, "the released allocation")
-        time.sleep(3)
+        wait_for(lambda: listed(d, pid, "container_unallocated"), "the released allocation", 20)
+        loop_passes(d, "host-access", 3)  # the watch looked again: no action on it
         os.kill(pid, 0)
         with d.client() as c:
             assert [e for e in c.events(kind="host") if e.details.get("pid") == pid] == []

@@ -8,19 +8,17 @@ import pwd
 import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from ds01.api.schemas import HostProcessOut
 from ds01.inventory.sim import add_process, clear_processes
-from support import MACHINES, Daemon, Users, short_tmp
+from support import MACHINES, Daemon, Users, loop_passes, short_tmp, wait_for
 
 pytestmark = [pytest.mark.root]
 
-T = TypeVar("T")
 
 CONFIG = """\
 admin_group: ds01t-admins
@@ -29,16 +27,6 @@ gpu:
 host:
   grant_kill_grace: 2s
 {extra}"""
-
-
-def wait_for(fn: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Env:
@@ -107,7 +95,7 @@ def test_a_users_host_gpu_process_without_a_grant_is_reported_not_killed(env: En
     d = env.daemon()
     job = env.run_as(user, "sleep", "300")
     env.on_gpu(job)
-    p = wait_for(lambda: listed(d, job.pid, "violation"), 20, "the violation to be listed")
+    p = wait_for(lambda: listed(d, job.pid, "violation"), "the violation to be listed", 20)
     assert (p.user, p.name, p.gpu_indices, p.cause, p.policy, p.action) == (
         user,
         "python",
@@ -116,7 +104,7 @@ def test_a_users_host_gpu_process_without_a_grant_is_reported_not_killed(env: En
         "report",
         None,
     )
-    time.sleep(3)  # a few more passes: still one report, and the process lives
+    loop_passes(d, "host-access", 3)  # the watch looked again: still one report, and it lives
     assert job.poll() is None
     assert host_actions(d, job.pid) == ["process_violation"]
     log = [json.loads(x) for x in (d.state_dir / "notifications.log").read_text().splitlines()]
@@ -137,7 +125,7 @@ def test_terminate_policy_stops_the_process(env: Env) -> None:
     job = env.run_as(user, "sleep", "300")
     env.on_gpu(job)
     assert exit_status(job, 20) == -signal.SIGTERM
-    wait_for(lambda: "process_exited" in host_actions(d, job.pid), 10, "the exit to be recorded")
+    wait_for(lambda: "process_exited" in host_actions(d, job.pid), "the exit to be recorded", 10)
     assert host_actions(d, job.pid) == [
         "process_violation",
         "process_sigterm",
@@ -151,8 +139,8 @@ def test_a_granted_users_process_is_left_alone(env: Env) -> None:
     assert d.cli("admin", "grant", user, "--for", "1h", "--reason", "r").returncode == 0
     job = env.run_as(user, "sleep", "300")
     env.on_gpu(job)
-    wait_for(lambda: listed(d, job.pid, "granted"), 20, "the process to be listed as granted")
-    time.sleep(2)
+    wait_for(lambda: listed(d, job.pid, "granted"), "the process to be listed as granted", 20)
+    loop_passes(d, "host-access", 2)  # the watch looked again and left it alone
     assert job.poll() is None
     assert host_actions(d, job.pid) == []
 
@@ -163,11 +151,11 @@ def test_grant_expiry_with_terminate_sends_sigterm(env: Env) -> None:
     assert d.cli("admin", "grant", user, "--for", "5s", "--reason", "r").returncode == 0
     job = env.run_as(user, "sleep", "300")
     env.on_gpu(job)
-    wait_for(lambda: listed(d, job.pid, "granted"), 20, "the process to be listed as granted")
+    wait_for(lambda: listed(d, job.pid, "granted"), "the process to be listed as granted", 20)
     assert exit_status(job, 20) == -signal.SIGTERM
     actions = wait_for(
         lambda: host_actions(d, job.pid) if "process_exited" in host_actions(d, job.pid) else None,
-        10,
         "the exit to be recorded",
+        10,
     )
     assert actions == ["process_after_grant", "process_sigterm", "process_exited"]

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from ds01.services.hostproc import (
 )
 from ds01.store import events
 from ds01.store.db import Database
+from support import wait_for
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
 MACHINE = ROOT_DIR / "examples" / "machines" / "4xA100-40GB.yaml"
@@ -182,6 +182,14 @@ def _dead(p: subprocess.Popen[bytes], timeout: float = 5.0) -> int | None:
         return None
 
 
+def _ignores(pid: int, sig: signal.Signals) -> bool:
+    """Whether the process ignores `sig` now: the SigIgn mask of /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+    return False
+
+
 # ---- pure parsing ----------------------------------------------------------------------------
 
 
@@ -303,7 +311,7 @@ def test_a_process_that_ignores_sigterm_gets_sigkill_after_the_grace(tmp_path: P
     w = World(tmp_path, CONFIG + "  host_process_policy: terminate\n")
     stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 1; done"])
     try:
-        time.sleep(0.3)  # let the shell install its trap
+        wait_for(lambda: _ignores(stubborn.pid, signal.SIGTERM), "the shell's trap on TERM")
         w.gpu_process(stubborn.pid, 1003)
         w.scan()
         assert _dead(stubborn, timeout=1.5) is None

@@ -25,6 +25,7 @@ from ds01.notify.tty import (
     terminals_of,
     write_to_user,
 )
+from support import wait_for
 
 DEAD_PROCESS = 8
 
@@ -36,24 +37,21 @@ class Pty:
         self.master, self.slave = os.openpty()
         self.path = Path(os.ttyname(self.slave))
         os.set_blocking(self.master, False)
+        self.seen = b""
 
     def give_to(self, user: str) -> None:
         pw = pwd.getpwnam(user)
         os.chown(self.path, pw.pw_uid, pw.pw_gid)
 
-    def read(self, wait: float = 2.0) -> str:
-        out = b""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
+    def text(self) -> str:
+        """Everything the terminal has shown so far (what has arrived is read, nothing waited)."""
+        while True:
             try:
                 chunk = os.read(self.master, 65536)
             except BlockingIOError:
-                if out:
-                    break
-                time.sleep(0.02)
-                continue
-            out += chunk
-        return out.decode(errors="replace")
+                break
+            self.seen += chunk
+        return self.seen.decode(errors="replace")
 
     def close(self) -> None:
         os.close(self.master)
@@ -106,8 +104,13 @@ def test_a_message_reaches_every_terminal_of_the_user_and_the_log(
         )
         assert sorted(d.terminals) == sorted([str(first.path), str(second.path)])
         for p in (first, second):
-            assert "Your bare-metal GPU access ends at 16:00 (in 10 min)." in p.read()
-        assert foreign.read(wait=0.3) == ""
+            wait_for(
+                lambda p=p: "Your bare-metal GPU access ends at 16:00 (in 10 min)." in p.text(),
+                f"the message on {p.path}",
+                5,
+            )
+        time.sleep(0.3)  # deliberately: time for a wrong write to arrive, then none must have
+        assert foreign.text() == ""
         [line] = read_log(log)
         assert (line["user"], line["topic"], sorted(line["terminals"])) == (
             user,

@@ -23,7 +23,7 @@ from ds01.host.doctor import Status, run_doctor
 from ds01.host.doctor.base import Context, DaemonHealth, LoopState
 from ds01.host.doctor.daemon import stale_after
 from ds01.paths import Paths
-from support import Daemon
+from support import Daemon, wait_for
 
 NOWHERE = "unix:///nonexistent/ds01-test-docker.sock"  # never the host's engine
 CONFIG = f"""\
@@ -31,16 +31,6 @@ admin_group: ds01t-admins
 docker:
   host: {NOWHERE}
 """
-
-
-def wait(check: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def doctor_loops(d: Daemon) -> tuple[int, dict[str, Any]]:
@@ -62,8 +52,8 @@ def doctor_loops(d: Daemon) -> tuple[int, dict[str, Any]]:
 def test_doctor_shows_a_failing_loop_of_a_real_ds01d(daemon_factory: Any) -> None:
     d: Daemon = daemon_factory(config=CONFIG)
     with d.client() as c:
-        wait(lambda: c.health().loops.get("expiry", None), "the expiry loop's first pass")
-        wait(lambda: c.health().loops["expiry"].last_ok, "the expiry loop's first success")
+        wait_for(lambda: c.health().loops.get("expiry", None), "the expiry loop's first pass", 60)
+        wait_for(lambda: c.health().loops["expiry"].last_ok, "the expiry loop's first success", 60)
         rc, check = doctor_loops(d)
         assert (rc, check["status"]) == (0, "pass"), check
         names = {line.split(":")[0] for line in check["evidence"]}
@@ -74,7 +64,7 @@ def test_doctor_shows_a_failing_loop_of_a_real_ds01d(daemon_factory: Any) -> Non
         lock = sqlite3.connect(d.state_dir / "ds01.db", timeout=1, isolation_level=None)
         try:
             lock.execute("BEGIN EXCLUSIVE")  # past the daemon's busy timeout: expiry fails
-            wait(lambda: c.health().loops["expiry"].failing, "the expiry loop to fail", 40)
+            wait_for(lambda: c.health().loops["expiry"].failing, "the expiry loop to fail", 40)
             rc, check = doctor_loops(d)
         finally:
             lock.execute("ROLLBACK")
@@ -87,7 +77,9 @@ def test_doctor_shows_a_failing_loop_of_a_real_ds01d(daemon_factory: Any) -> Non
         ), check["evidence"]
         assert "journalctl -u ds01d" in check["fix"]
 
-        wait(lambda: c.health().loops["expiry"].failing is None, "the expiry loop to recover")
+        wait_for(
+            lambda: c.health().loops["expiry"].failing is None, "the expiry loop to recover", 60
+        )
     rc, check = doctor_loops(d)
     assert (rc, check["status"]) == (0, "pass"), check
 

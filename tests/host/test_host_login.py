@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 from host_support import HostFiles, ds01
 
-from support import Users, need
+from support import Users, need, wait_for
 
 PROBE = 'printf "[%s]" "${CUDA_VISIBLE_DEVICES-unset}"'
 TOUCHED = [
@@ -214,17 +214,15 @@ def sshd(host: Host) -> Iterator[Sshd]:
     proc = subprocess.Popen(
         [binary, "-D", "-f", str(base / "sshd_config"), "-E", str(base / "sshd.log")]
     )
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"sshd exited {proc.returncode}: {(base / 'sshd.log').read_text()}")
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"sshd exited {proc.returncode}: {(base / 'sshd.log').read_text()}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail("sshd did not listen within 15s")
-            time.sleep(0.05)
+        wait_for(listening, f"sshd to listen on port {port}", 15, interval=0.05)
         yield Sshd(port, base / "clientkey")
     finally:
         proc.terminate()
