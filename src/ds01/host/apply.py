@@ -25,7 +25,6 @@ import difflib
 import os
 import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from ds01.config import Config
 from ds01.config.schema import GPU_HOST_GROUP
+from ds01.files import write_atomic
 from ds01.host import devnodes, hostaccess
 from ds01.host.render import AREAS, MODPROBE_CONF, HostSettings, Rendering, device_policy, render
 from ds01.host.users import (
@@ -261,28 +261,6 @@ def make_backup(target: Path, now: float | None = None) -> Path:
     return backup
 
 
-def write_atomic(target: Path, content: str, mode: int) -> None:
-    """Write `content` to `target` through a temporary file and rename (same directory)."""
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    owner = None
-    if target.exists():
-        st = target.stat()
-        owner = (st.st_uid, st.st_gid)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".ds01-tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as out:
-            out.write(content)
-            out.flush()
-            os.fchmod(out.fileno(), mode)
-            if owner is not None and os.geteuid() == 0:
-                os.fchown(out.fileno(), *owner)
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def apply_files(changes: Iterable[FileChange], report: Report, now: float | None = None) -> None:
     for change in changes:
         action = change.action
@@ -298,7 +276,7 @@ def apply_files(changes: Iterable[FileChange], report: Report, now: float | None
             if action == "update":
                 backup = make_backup(change.target, now)
                 note = f" (backup {backup.name})"
-            write_atomic(change.target, change.new, change.new_mode)
+            write_atomic(change.target, change.new, change.new_mode, keep_owner=True)
             verb = "created " if action == "create" else "updated "
             report.lines.append(f"{verb} {change.path}{note}")
         report.changed_areas.add(change.area)
