@@ -289,3 +289,18 @@ def test_host_access_parse_matches_the_contract() -> None:
     allowed = hostaccess.allowed_users(parsed, now=1500)
     assert sorted(allowed) == ["alice", "bob", "h.baker@lab.lan"]
     assert hostaccess.seed_text(["alice", "bad name"]).splitlines()[-1] == "alice exempt 0"
+
+
+def test_the_unit_runs_the_given_ds01d_and_quotes_paths_with_spaces() -> None:
+    settings = HostSettings(
+        Path("/etc/ds01/my ds01.yaml"),
+        Path("/var/lib/ds01"),
+        Path("/run/ds01"),
+        daemon=Path("/srv/lab tools/ds01/.venv/bin/ds01d"),
+    )
+    unit = render(config(), settings, nothing, ["systemd"]).files[SYSTEMD_UNIT].content
+    execs = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    assert execs == [
+        'ExecStart="/srv/lab tools/ds01/.venv/bin/ds01d" --config "/etc/ds01/my ds01.yaml" '
+        "--state-dir /var/lib/ds01 --run-dir /run/ds01"
+    ]

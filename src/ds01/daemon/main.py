@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import IO
 
 from ds01 import __version__
-from ds01.errors import EXIT_OK, EXIT_USAGE, Ds01Error, StateError, UsageError
+from ds01.errors import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    Ds01Error,
+    PermissionDenied,
+    StateError,
+    UsageError,
+)
 from ds01.paths import Paths
 from ds01.store.db import set_aside, verify_state_file
 
@@ -118,6 +126,7 @@ def run(argv: list[str] | None = None) -> None:
             sys.exit(check(paths, args.sim))
         from ds01.daemon.service import Daemon
 
+        _can_write(paths)
         # Both locks before anything is opened: a refused second daemon touches nothing.
         locks = _instance_locks(paths)
         try:
@@ -134,8 +143,48 @@ def run(argv: list[str] | None = None) -> None:
         for i, line in enumerate(err.lines()):
             sys.stderr.write(("ds01d: error: " if i == 0 else "  ") + line + "\n")
         sys.exit(err.exit_code if err.exit_code else EXIT_USAGE)
+    except PermissionError as err:
+        # Whatever _can_write could not foresee (a root-owned file in a writable directory):
+        # one line, never a traceback.
+        where = f": {err.filename}" if err.filename else ""
+        sys.stderr.write(
+            f"ds01d: error: permission denied{where} (as {_whoami()}); ds01d runs as root "
+            "(systemctl start ds01d), or give it --state-dir and --run-dir it can write\n"
+        )
+        sys.exit(EXIT_REFUSED)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _whoami() -> str:
+    uid = os.geteuid()
+    try:
+        import pwd
+
+        return f"user {pwd.getpwuid(uid).pw_name}, uid {uid}"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _can_write(paths: Paths) -> None:
+    """Refuse, in one line, to start where the state or socket directory cannot be written (or
+    created): a non-root ds01d on the default paths. Unprivileged runs on directories of their
+    own (tests, the demo) pass."""
+    blocked = []
+    for path, what in (
+        (paths.state_dir, "state, --state-dir"),
+        (paths.run_dir, "sockets, --run-dir"),
+    ):
+        existing = path.absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not os.access(existing, os.W_OK | os.X_OK):
+            blocked.append(f"{path} ({what})")
+    if blocked:
+        raise PermissionDenied(
+            f"must run as root (systemctl start ds01d): as {_whoami()} it cannot write "
+            + " or ".join(blocked)
+        )
 
 
 def _instance_locks(paths: Paths) -> list[InstanceLock]:

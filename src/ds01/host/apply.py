@@ -21,10 +21,13 @@ Must not restart or reload services or modules: it prints what to run next.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
+import shutil
 import stat
 import subprocess
+import sysconfig
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,8 +36,19 @@ from pathlib import Path
 from ds01.config import Config
 from ds01.config.schema import GPU_HOST_GROUP
 from ds01.files import write_atomic
-from ds01.host import devnodes, hostaccess
-from ds01.host.render import AREAS, MODPROBE_CONF, HostSettings, Rendering, device_policy, render
+from ds01.host import devnodes, hostaccess, profile
+from ds01.host.render import (
+    AREAS,
+    DOCKER_DAEMON_JSON,
+    MODPROBE_CONF,
+    SYSTEMD_UNIT,
+    TMPFILES_CONF,
+    UDEV_RULES,
+    HostSettings,
+    Rendering,
+    device_policy,
+    render,
+)
 from ds01.host.users import (
     add_member_command,
     create_group_command,
@@ -47,14 +61,50 @@ from ds01.host.users import (
 
 BACKUP_INFIX = ".ds01-bak."
 
-NEXT_STEPS = {
-    "profile": "new logins pick up the profile; running shells keep their environment",
-    "devices": "udevadm control --reload-rules (the rule acts when a module loads; the live "
-    "nodes were set above, nothing needs triggering)",
-    "docker": "systemctl restart docker (daemon.json); config.toml is read at each container start",
-    "systemd": "systemctl daemon-reload && systemctl enable --now ds01d; "
-    "systemd-tmpfiles --create /etc/tmpfiles.d/ds01.conf",
+# What to run after a file changed, per file (content created or updated; a mode change needs
+# nothing). Only the steps for files this run changed are printed, in this order; files without
+# an entry take effect by themselves (config.toml: read at each container start; the modprobe
+# options: see driver_status).
+NEXT_STEPS: dict[str, tuple[str, str]] = {
+    profile.SCRIPT_PATH: (
+        "profile",
+        "new logins pick up the profile; running shells keep their environment",
+    ),
+    profile.BASHRC_PATH: (
+        "profile",
+        "new logins pick up the profile; running shells keep their environment",
+    ),
+    profile.PAM_ENV_PATH: (
+        "profile",
+        "new logins pick up the profile; running shells keep their environment",
+    ),
+    UDEV_RULES: (
+        "devices",
+        "udevadm control --reload-rules (the rule acts when a module loads; the live "
+        "nodes were set above, nothing needs triggering)",
+    ),
+    DOCKER_DAEMON_JSON: (
+        "docker",
+        "systemctl restart docker (it reads daemon.json only when it starts)",
+    ),
+    SYSTEMD_UNIT: ("systemd", "systemctl daemon-reload && systemctl enable --now ds01d"),
+    TMPFILES_CONF: ("systemd", f"systemd-tmpfiles --create {TMPFILES_CONF}"),
 }
+# An updated unit (rather than a new one) needs the running daemon restarted to take effect.
+UNIT_UPDATED_STEP = "systemctl daemon-reload && systemctl restart ds01d"
+
+
+def next_steps(changed: dict[str, str]) -> list[str]:
+    """The `next` lines for the files changed by this run ({path: create|update|chmod})."""
+    steps: list[tuple[str, str]] = []
+    for path, (area, usual) in NEXT_STEPS.items():
+        action = changed.get(path)
+        if action not in ("create", "update"):
+            continue
+        step = UNIT_UPDATED_STEP if path == SYSTEMD_UNIT and action == "update" else usual
+        if (area, step) not in steps:
+            steps.append((area, step))
+    return [f"next     {area}: {step}" for area, step in steps]
 
 
 def under(root: Path, live_path: str | Path) -> Path:
@@ -224,10 +274,34 @@ def _group_commands(config: Config, areas: list[str]) -> tuple[list[Command], li
     return commands, notes
 
 
-def settings_for(config: Config, config_path: Path, state_dir: Path, run_dir: Path) -> HostSettings:
-    """HostSettings (absolute paths) with the device group's gid looked up in NSS."""
+def settings_for(
+    config: Config,
+    config_path: Path,
+    state_dir: Path,
+    run_dir: Path,
+    daemon: Path | None = None,
+) -> HostSettings:
+    """HostSettings (absolute paths) with the device group's gid looked up in NSS, and the
+    ds01d of this install (installed_daemon()) unless `daemon` names another."""
     gid = group_id(config.host.device_group) if config.host.device_access == "group" else None
-    return HostSettings(config_path.absolute(), state_dir.absolute(), run_dir.absolute(), gid)
+    return HostSettings(
+        config_path.absolute(),
+        state_dir.absolute(),
+        run_dir.absolute(),
+        gid,
+        (daemon or installed_daemon()).absolute(),
+    )
+
+
+def installed_daemon() -> Path:
+    """The ds01d installed beside the running ds01: the scripts directory of this interpreter's
+    install scheme (a checkout's .venv/bin), where pip put both commands. Not resolved through
+    symlinks: a venv's bin/ds01d is the path that keeps working after an upgrade."""
+    here = Path(sysconfig.get_path("scripts")) / "ds01d"
+    if here.exists():
+        return here
+    found = shutil.which("ds01d")
+    return Path(found) if found else here
 
 
 # ---- execution --------------------------------------------------------------------------------
@@ -237,6 +311,7 @@ def settings_for(config: Config, config_path: Path, state_dir: Path, run_dir: Pa
 class Report:
     lines: list[str] = field(default_factory=list)
     changed_areas: set[str] = field(default_factory=set)
+    changed: dict[str, str] = field(default_factory=dict)  # host path → create|update|chmod
     failed: bool = False
 
 
@@ -280,6 +355,7 @@ def apply_files(changes: Iterable[FileChange], report: Report, now: float | None
             verb = "created " if action == "create" else "updated "
             report.lines.append(f"{verb} {change.path}{note}")
         report.changed_areas.add(change.area)
+        report.changed[change.path] = action
 
 
 def run_commands(commands: Iterable[Command], report: Report) -> None:
@@ -325,12 +401,7 @@ def apply(
         creations = [c for c in plan.commands if c.argv[0] == "groupadd"]
         if creations:
             run_commands(creations, report)
-            settings = HostSettings(
-                settings.config_path,
-                settings.state_dir,
-                settings.run_dir,
-                group_id(config.host.device_group),
-            )
+            settings = dataclasses.replace(settings, device_gid=group_id(config.host.device_group))
             plan = make_plan(config, settings, root, areas)
     for note in plan.notes:
         report.lines.append(f"note     {note}")
@@ -371,9 +442,7 @@ def apply(
     else:
         report.lines += [_not_run(c) for c in plan.commands]
     report.lines += [f"left     {p}" for p in problems]
-    for area in AREAS:
-        if area in report.changed_areas:
-            report.lines.append(f"next     {area}: {NEXT_STEPS[area]}")
+    report.lines += next_steps(report.changed)
     if plan.live and any(c.argv[0] == "gpasswd" for c in plan.commands):
         report.lines.append(
             "next     groups: a user gets a new group in new login sessions; running shells and "

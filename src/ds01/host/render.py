@@ -49,6 +49,9 @@ NVIDIA_RUNTIME_KEYS = {
     "accept-nvidia-visible-devices-as-volume-mounts": True,
 }
 
+# Where packaging/systemd/ds01d.service expects ds01d; `ds01 host apply` names the real one.
+PACKAGED_DAEMON = Path("/opt/ds01/.venv/bin/ds01d")
+
 MANAGED = "# Managed by `ds01 host apply` from the ds01 config; local edits are overwritten."
 
 
@@ -68,6 +71,7 @@ class HostSettings:
     state_dir: Path
     run_dir: Path
     device_gid: int | None = None
+    daemon: Path = PACKAGED_DAEMON  # the ds01d executable the unit runs (apply: this install's)
 
     @property
     def host_access(self) -> Path:
@@ -309,7 +313,7 @@ def modprobe_conf(config: Config, policy: DevicePolicy, device_gid: int | None) 
 # ---- systemd ------------------------------------------------------------------------------------
 
 # packaging/systemd/ds01d.service, byte for byte (a test keeps the two equal); the ExecStart
-# paths are replaced by the configured ones.
+# paths are replaced by the configured ones and the ds01d of this install.
 _UNIT = """\
 # ds01d: the ds01 daemon. Install: cp packaging/systemd/ds01d.service /etc/systemd/system/ &&
 # systemctl daemon-reload && systemctl enable --now ds01d
@@ -321,7 +325,7 @@ Wants=docker.service
 
 [Service]
 Type=simple
-ExecStart=/opt/ds01/.venv/bin/ds01d --config @CONFIG@ --state-dir @STATE@ --run-dir @RUN@
+ExecStart=@DS01D@ --config @CONFIG@ --state-dir @STATE@ --run-dir @RUN@
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=2
@@ -341,10 +345,20 @@ WantedBy=multi-user.target
 
 def systemd_unit(settings: HostSettings) -> str:
     return (
-        _UNIT.replace("@CONFIG@", str(settings.config_path))
-        .replace("@STATE@", str(settings.state_dir))
-        .replace("@RUN@", str(settings.run_dir))
+        _UNIT.replace("@DS01D@", _unit_word(settings.daemon))
+        .replace("@CONFIG@", _unit_word(settings.config_path))
+        .replace("@STATE@", _unit_word(settings.state_dir))
+        .replace("@RUN@", _unit_word(settings.run_dir))
     )
+
+
+def _unit_word(path: Path) -> str:
+    """A path as one word of a systemd command line (double-quoted when it needs to be)."""
+    text = str(path)
+    if text and not any(c.isspace() or c in "\"'$%;\\" for c in text):
+        return text
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    return f'"{escaped}"'
 
 
 def tmpfiles_conf(settings: HostSettings) -> str:
