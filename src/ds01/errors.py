@@ -126,6 +126,7 @@ class RefusalReason(StrEnum):
     MAX_GPUEQ = "max_gpueq"
     GROUP_MAX_GPUEQ = "group_max_gpueq"
     NO_CAPACITY = "no_capacity"
+    UNIT_BUSY = "unit_busy"  # only units busy outside ds01 fit, and config says refuse
     UNKNOWN_PROFILE = "unknown_profile"
     BAD_REQUEST = "bad_request"
     NAME_IN_USE = "name_in_use"

@@ -26,7 +26,15 @@ from ds01.model.inventory import Unit, UnitKind
 from ds01.model.limits import Limits
 from ds01.model.profile import mig_gpueq
 from ds01.scheduler.place import place
-from ds01.scheduler.snapshot import Holding, Request, RequestKind, Snapshot, UnitState
+from ds01.scheduler.snapshot import (
+    ForeignProcess,
+    Holding,
+    Request,
+    RequestKind,
+    Snapshot,
+    UnitState,
+    UnitUse,
+)
 
 A100_40 = "NVIDIA A100-SXM4-40GB"
 A100_80 = "NVIDIA A100-SXM4-80GB"
@@ -133,6 +141,7 @@ class SnapshotBuilder:
         self._holdings: list[Holding] = []
         self._drained: set[str] = set()
         self._released: dict[str, datetime] = {}
+        self._use: dict[str, UnitUse] = {}
         self._now: datetime | None = NOW
 
     def hold(
@@ -184,6 +193,31 @@ class SnapshotBuilder:
         self._released[uuid] = when
         return self
 
+    def foreign(
+        self, uuid: str, owner: str | None, *, pid: int = 4242, name: str = "python"
+    ) -> SnapshotBuilder:
+        """A compute process outside ds01 on the unit (owner None: unknown)."""
+        use = self._use.get(uuid, UnitUse())
+        proc = ForeignProcess(pid=pid, name=name, owner=owner, used_memory_mib=None)
+        self._use[uuid] = replace(use, processes=(*use.processes, proc))
+        return self
+
+    def use(
+        self,
+        uuid: str,
+        *,
+        memory_mib: tuple[int, int] | None = None,
+        utilization_pct: float | None = None,
+    ) -> SnapshotBuilder:
+        """What the sample says about a unit: memory (used, total) in MiB, utilization."""
+        use = self._use.get(uuid, UnitUse())
+        if memory_mib is not None:
+            used, total = memory_mib
+            self._units[uuid] = replace(self._units[uuid], memory_total_mib=total)
+            use = replace(use, memory_used_mib=used)
+        self._use[uuid] = replace(use, utilization_pct=utilization_pct)
+        return self
+
     def now(self, when: datetime | None) -> SnapshotBuilder:
         self._now = when
         return self
@@ -198,6 +232,7 @@ class SnapshotBuilder:
                 holder=owner[uuid].user if uuid in owner else None,
                 drained=uuid in self._drained,
                 last_released_at=self._released.get(uuid),
+                use=self._use.get(uuid),
             )
             for uuid in self._order
         )

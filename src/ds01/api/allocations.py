@@ -39,8 +39,15 @@ def _alloc_id(request: web.Request) -> int:
 
 async def allocate(request: web.Request) -> web.Response:
     req = allocation_request(await parse_body(request, AllocateIn))
-    row = await off_loop(deps_of(request).allocations.allocate, caller_of(request), req)
-    return ok(convert.allocation_out(row), status=201)
+    warnings: list[str] = []
+    row = await off_loop(
+        deps_of(request).allocations.allocate,
+        caller_of(request),
+        req,
+        on_warning=warnings.append,
+    )
+    out = convert.allocation_out(row).model_copy(update={"warnings": warnings})
+    return ok(out, status=201)
 
 
 async def list_allocations(request: web.Request) -> web.Response:

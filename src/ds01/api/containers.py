@@ -56,6 +56,7 @@ def container_out(view: ContainerView) -> ContainerOut:
         if a
         else None,
         note=CPU_ONLY_NOTE if not i.gpu_device_ids else None,
+        warnings=list(view.warnings),
     )
 
 

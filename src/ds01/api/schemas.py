@@ -90,6 +90,9 @@ class AllocationOut(BaseModel):
     hold_until: str | None = None
     released_at: str | None = None
     release_reason: str | None = None
+    warnings: list[str] = Field(
+        default=[], description="What to know about the units, e.g. one busy outside ds01"
+    )
 
 
 class UnitStatusOut(UnitOut):
@@ -227,6 +230,9 @@ class ContainerOut(BaseModel):
     gpu_device_ids: list[str] = Field(description="Device IDs in the container's config")
     allocation: ContainerAllocationOut | None
     note: str | None = None
+    warnings: list[str] = Field(
+        default=[], description="What to know about its units, e.g. one busy outside ds01"
+    )
 
 
 class OrphanOut(BaseModel):

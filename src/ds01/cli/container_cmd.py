@@ -120,6 +120,8 @@ def deploy(
         return
     units = ", ".join(_gpu_lines(out))
     console().print(styled(("✓", "green"), f" {out.name} is {out.state}: {units}"))
+    for warning in out.warnings:
+        err_console().print(styled(("warning:", "yellow"), f" {warning}"))
     if out.note:
         console().print(styled(out.note))
     if detach or not sys.stdin.isatty():

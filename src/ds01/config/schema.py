@@ -260,6 +260,8 @@ class GateSection(_Section):
 
 class AllocationSection(_Section):
     reservation_timeout: Duration1 = 120  # seconds
+    # A request only units busy outside ds01 can meet (scheduler/busy.py): warn, or refuse.
+    busy_units: Annotated[Literal["warn", "refuse"], _v(_choice("warn", "refuse"))] = "warn"
 
 
 class StateSection(_Section):

@@ -36,6 +36,7 @@ from ds01.services.hostproc import HostProcessWatch
 from ds01.services.invariants import describe
 from ds01.services.reconcile import Reconciler
 from ds01.services.sweep import InvariantSweep
+from ds01.services.unituse import unit_use
 from ds01.store.backup import backup_if_due, default_backup_dir
 from ds01.store.db import Database
 
@@ -76,6 +77,8 @@ class Daemon:
         self.reconciler = Reconciler(self.containers)
         self.sweep = InvariantSweep(self.containers)
         self._wire_host_access()
+        # Placement reads what runs on each unit from the latest sample (services/unituse.py).
+        self.allocations.unit_use = lambda: unit_use(self.sample, self.hostproc.processes())
         # /dev/nvidia* owner and mode (services/devicewatch.py); host_root: ds01d --host-root.
         self.devices = DeviceWatch(self.db, lambda: self.config, host_root, clock=self.clock.now)
         self.docker_state = "unknown"

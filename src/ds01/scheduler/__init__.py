@@ -8,6 +8,7 @@ transaction, calls place(), and writes the result in the same transaction.
     quotas.py     the five quota rules, in order
     placement.py  which free units: LRU, NVLink/NUMA, MIG packing, preferred units
     fit.py        gpueq=X: the fewest, smallest units worth at least X
+    busy.py       units busy outside ds01: chosen last, with a warning or a refusal
     explain.py    every refusal text, from one table
     facts.py      what the snapshot says, read once
     demand.py     what a request costs, as distinct types

@@ -79,6 +79,11 @@ TEXTS: Final[dict[RefusalReason, Text]] = {
         why="{next_free}",
         fix="{fix}",
     ),
+    RefusalReason.UNIT_BUSY: Text(
+        what="capacity: only units busy outside ds01 are free: {units}.",
+        why="This machine's config sets allocation.busy_units to refuse.",
+        fix="Try again when they are idle (see 'ds01 gpu status'), or ask for other units.",
+    ),
 }
 
 PHRASES: Final[dict[str, str]] = {

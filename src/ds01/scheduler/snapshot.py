@@ -12,6 +12,27 @@ from ds01.model.inventory import Unit
 
 
 @dataclass(frozen=True)
+class ForeignProcess:
+    """A compute process on a unit that no ds01 allocation accounts for (issue 13, item 2)."""
+
+    pid: int
+    name: str | None
+    owner: str | None  # None: unknown (gone, not a process of this host, or no such user)
+    used_memory_mib: int | None = None
+
+
+@dataclass(frozen=True)
+class UnitUse:
+    """What the daemon's latest MachineSample says runs on a unit. Read once per sample by
+    services/, never by an NVML call during a decision. None means unknown: MIG devices report
+    no utilization, and a unit the sample does not list reports nothing."""
+
+    processes: tuple[ForeignProcess, ...] = ()
+    memory_used_mib: int | None = None
+    utilization_pct: float | None = None
+
+
+@dataclass(frozen=True)
 class UnitState:
     """One unit as the store sees it. alloc_id/holder are None when the unit is free."""
 
@@ -20,6 +41,7 @@ class UnitState:
     holder: str | None = None
     drained: bool = False
     last_released_at: datetime | None = None  # for least-recently-used placement
+    use: UnitUse | None = None  # None: no sample yet (busy.py treats it as quiet)
 
     @property
     def free(self) -> bool:
@@ -74,6 +96,8 @@ class Request:
 @dataclass(frozen=True)
 class Placement:
     units: tuple[Unit, ...]
+    # Said to the user with the result: e.g. a unit that is busy outside ds01 (busy.py).
+    warnings: tuple[str, ...] = ()
 
     @property
     def gpueq(self) -> GpuEq:

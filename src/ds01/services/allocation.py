@@ -9,7 +9,7 @@ from __future__ import annotations
 import pwd
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,8 +21,9 @@ from ds01.model.allocation import AllocState
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import MachineSample
 from ds01.model.profile import parse_profile
+from ds01.scheduler.busy import BusyPolicy
 from ds01.scheduler.place import place
-from ds01.scheduler.snapshot import Holding, Request, RequestKind, Snapshot, UnitState
+from ds01.scheduler.snapshot import Holding, Request, RequestKind, Snapshot, UnitState, UnitUse
 from ds01.store import allocations as allocs
 from ds01.store import consistency, events, intents
 from ds01.store import units as units_store
@@ -149,6 +150,9 @@ class AllocationService:
         # Called after a user or admin released a live allocation (its row before the release):
         # the container service stops a container still running on the units.
         self.on_released: list[Callable[[AllocationRow], None]] = []
+        # What runs on each unit, from the daemon's latest sample (services/unituse.py; set
+        # by the daemon). Read once per decision, never an NVML call.
+        self.unit_use: Callable[[], Mapping[str, UnitUse]] = dict
 
     @property
     def config(self) -> Config:
@@ -206,6 +210,7 @@ class AllocationService:
         Other users' allocations are not materialised, so a decision does not slow down as the
         host fills up."""
         holder = allocs.live_unit_holders(conn)
+        use = self.unit_use()
         states = tuple(
             UnitState(
                 unit=r.unit,
@@ -213,6 +218,7 @@ class AllocationService:
                 holder=holder[r.unit.uuid][1] if r.unit.uuid in holder else None,
                 drained=r.drained,
                 last_released_at=_ts(r.last_released_at),
+                use=use.get(r.unit.uuid),
             )
             for r in units_store.all_units(conn)
         )
@@ -239,11 +245,13 @@ class AllocationService:
         existing_container: bool = False,
         preferred_units: Iterable[str] = (),
         intent: intents.Intent | None = None,
+        on_warning: Callable[[str], None] | None = None,
     ) -> AllocationRow:
         """Reserve units for the caller; activate() must follow within the reservation
         timeout. With `intent`, the operation's intent record is written in the same
         transaction (store/intents.py): the reservation then waits for activate() or a
-        release, and recovery decides if its operation dies."""
+        release, and recovery decides if its operation dies. on_warning hears what the user
+        should know about the units (one busy outside ds01), after the commit."""
         resolved = self.limits_for(caller)
         now = self._clock()
         timeout = self.config.allocation.reservation_timeout
@@ -273,6 +281,7 @@ class AllocationService:
                     self._snapshot(conn, now, caller.name, resolved.group),
                     request,
                     resolved.limits,
+                    BusyPolicy(self.config.allocation.busy_units),
                 )
                 alloc_id = allocs.insert(
                     conn,
@@ -300,12 +309,16 @@ class AllocationService:
                         "request": req.to_json(),
                         "units": [u.uuid for u in placement.units],
                         "gpueq": placement.gpueq.as_text(),
+                        **({"warnings": list(placement.warnings)} if placement.warnings else {}),
                     },
                     ts=now,
                 )
                 row = allocs.get(conn, alloc_id)
                 assert row is not None
-                return row
+            if on_warning is not None:
+                for warning in placement.warnings:
+                    on_warning(warning)
+            return row
         except Refusal as refusal:
             with self.db.transaction() as conn:
                 events.record(

@@ -72,6 +72,7 @@ class ContainerView:
 
     info: ContainerInfo
     allocation: AllocationRow | None
+    warnings: tuple[str, ...] = ()  # e.g. a unit busy outside ds01 (scheduler/busy.py)
 
 
 def _no_progress(_: str) -> None:
@@ -209,10 +210,12 @@ class ContainerService:
         progress("allocating GPUs")
         # The intent is written with the reservation: whatever happens from here on, a
         # restarted ds01d (or this one, when Docker returns) finishes or undoes this deploy.
+        warnings: list[str] = []
         alloc = self.allocations.allocate(
             caller,
             _with_container(req.allocation, req.name),
             intent=Intent(IntentOp.DEPLOY, caller.name, docker_name=docker_name),
+            on_warning=warnings.append,
         )
         faults.point("deploy.reserved")
         with self.recovery.undo_on_failure(alloc.id):
@@ -261,7 +264,7 @@ class ContainerService:
             )
             faults.point("deploy.activated")
         info = self._info(container_id)
-        return ContainerView(info, row)
+        return ContainerView(info, row, tuple(warnings))
 
     def _require_usable_image(self, caller: Caller, image: str) -> None:
         """Another user's private image (OwnerBook.private_image_of_another, the gate's rule
