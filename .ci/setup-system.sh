@@ -11,13 +11,16 @@
 #   libc-bin        ldd (test-docker.sh checks busybox is static), getent
 #   tar, procps     the image rootfs tarball; pgrep/ps in tests
 #   faketime        libfaketime: steps a real ds01d's wall clock (tests/daemon/test_clock_step.py)
+#   gcc, libc6-dev  cc builds the stand-in libcuda.so.1 and nvidia-smi the doctor's compute and
+#                   wrapper tests and `scripts/gpu-host-check.sh --self-test` use (no GPU in CI)
 #
 # Extra package names given as arguments are installed the same way (e.g. prometheus, chromium).
+# `--demo` first installs only what scripts/demo.sh needs (no SSH server, no compose, no sudo).
 # Installing docker.io may start the system's own docker.service where systemd runs; the tests
 # never use it (they talk to the private engine only).
 set -euo pipefail
 
-packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime "$@")
+packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime gcc libc6-dev "$@")
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup-system: must run as root (apt-get install)" >&2

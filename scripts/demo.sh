@@ -15,7 +15,10 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-bash .ci/setup-system.sh python3-venv python3-pip
+echo "demo: installs the Debian packages it needs that are missing (docker.io, busybox-static,"
+echo "  python3-venv, python3-pip, util-linux, libc-bin, tar, procps), puts ds01 into $(pwd)/.venv,"
+echo "  and runs a private Docker engine and ds01d under /tmp/ds01-demo (never the system's Docker)."
+bash .ci/setup-system.sh --demo python3-venv python3-pip
 bash scripts/bootstrap.sh
 
 demo=/tmp/ds01-demo
@@ -42,9 +45,23 @@ export DS01_CONFIG=$demo/ds01.yaml DS01_STATE_DIR=$demo/state DS01_RUN_DIR=$demo
 export PATH="$(pwd)/.venv/bin:$PATH"
 
 stop_all() {
-    [ -n "${daemon_pid:-}" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
-    docker -H "$DS01_TEST_DOCKER_HOST" rm -f root.demo >/dev/null 2>&1 || true
-    bash scripts/test-docker.sh stop "$demo/dockerd" >/dev/null 2>&1 || true
+    local stopped=()
+    if [ -n "${daemon_pid:-}" ] && kill "$daemon_pid" 2>/dev/null; then
+        wait "$daemon_pid" 2>/dev/null || true
+        stopped+=("ds01d (pid $daemon_pid)")
+    fi
+    docker -H "$DS01_TEST_DOCKER_HOST" rm -f root.demo >/dev/null 2>&1 &&
+        stopped+=("the container 'demo' (removed; its GPU went back)")
+    bash scripts/test-docker.sh stop "$demo/dockerd" >/dev/null 2>&1 &&
+        stopped+=("the demo Docker engine ($demo/dockerd)")
+    echo
+    echo "demo: stopped: ${stopped[*]:-nothing was running}"
+    summary_left
+}
+summary_left() {
+    echo "demo: left: $demo (config ds01.yaml, state/ds01.db, ds01d.log, the engine's images);"
+    echo "  remove it with: rm -rf $demo"
+    echo "demo: left: $(pwd)/.venv (ds01 installed there) and the Debian packages it installed"
 }
 [ "$keep" -eq 1 ] || trap stop_all EXIT
 
@@ -71,4 +88,6 @@ ds01d (pid $daemon_pid) and the demo Docker engine keep running. To explore:
   ds01 container shell demo
 Stop everything: kill $daemon_pid; bash scripts/test-docker.sh stop $demo/dockerd
 TXT
+    echo "demo: left running (--keep): ds01d (pid $daemon_pid), the container 'demo', the demo Docker engine"
+    summary_left
 fi
