@@ -67,6 +67,13 @@ def docker_container_name(user: str, name: str) -> str:
     return f"{sanitize_username(user)}.{validate_container_name(name)}"
 
 
+def not_yours(name: str) -> str:
+    """The one wording for a container the caller may not touch, in the CLI and the gate alike:
+    it says the same whether the container is another user's or does not exist, so it reveals
+    neither that the name is taken nor by whom."""
+    return f"you have no container named '{name}'"
+
+
 def user_slice(user: str) -> str:
     """systemd slice (cgroup parent) for a user's containers."""
     return f"ds01-{sanitize_username(user)}.slice"

@@ -38,9 +38,12 @@ def test_quota_shows_what_i_hold_and_what_is_left(daemon_factory: Any) -> None:
     r = d.cli("quota")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[:2] == [
+    assert lines[:4] == [
         "root",
-        "GPU quota: using 0.4286 of 2 gpueq, 1.5714 left; containers 1 of 3",
+        "GPU quota: using 0.43 of 2 gpueq, 1.57 left; containers 1 of 3",
+        "You can still get: 1 × whole GPU or 2 × 1g.10gb or 1 × 2g.20gb or 2 × 3g.40gb"
+        " or 1 × 4g.40gb now.",
+        "To deploy one: ds01 container deploy NAME --image IMAGE --gpus 1",
     ]
     holding = next(line for line in lines if "thesis" in line)
     assert [cell.strip() for cell in holding.split("│")[1:6]] == [
@@ -48,10 +51,43 @@ def test_quota_shows_what_i_hold_and_what_is_left(daemon_factory: Any) -> None:
         "thesis",
         "reserved",
         "H100 80GB HBM3 3g.40gb",
-        "0.4286",
+        "0.43",
     ]
     limit = next(line for line in lines if "max_gpueq " in line)
     assert [cell.strip() for cell in limit.split("│")[1:4]] == ["max_gpueq", "2", "defaults"]
+
+
+def test_quota_speaks_config_show_units_and_says_what_still_fits(
+    daemon_factory: Any, users: Users
+) -> None:
+    """Limits read as `ds01 config show` prints them (1g, no, 1h), and a MIG-only user is told
+    what the scheduler would grant them now and the one request to make — a slice, never
+    `--gpus 1` — in `ds01 quota` and `ds01 access` alike."""
+    d: Daemon = daemon_factory(
+        config=CONFIG.replace(
+            "allow_full_gpu: true", "allow_full_gpu: false\n  memory: 1g\n  idle_timeout: 1h"
+        )
+    )
+    student = users.add()
+    r = d.cli("quota", user=student)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[1:4] == [
+        "GPU quota: using 0 of 2 gpueq, 2 left; containers 0 of 3",
+        "You can still get: 2 × 1g.10gb or 1 × 2g.20gb or 2 × 3g.40gb or 1 × 4g.40gb now.",
+        "To deploy one: ds01 container deploy NAME --image IMAGE --mig 1g.10gb",
+    ]
+    cells = {
+        row.split("│")[1].strip(): row.split("│")[2].strip() for row in lines if row.count("│") == 4
+    }
+    assert (cells["memory"], cells["allow_full_gpu"], cells["idle_timeout"]) == ("1g", "no", "1h")
+    q = json.loads(d.cli("quota", "--json", user=student).stdout)
+    assert q["limits"]["memory_bytes"] == {"value": 1024**3, "source": "defaults", "kind": "size"}
+    assert q["can_get"][0] == {"profile": "1g.10gb", "count": 2}
+    assert q["suggested"] == "--mig 1g.10gb"
+    a = d.cli("access", user=student)
+    assert a.returncode == 0, a.stderr
+    assert "--mig 1g.10gb" in a.stdout and "--gpus 1" not in a.stdout
 
 
 def test_quota_json_has_the_numbers_exactly(daemon_factory: Any) -> None:
@@ -60,7 +96,7 @@ def test_quota_json_has_the_numbers_exactly(daemon_factory: Any) -> None:
     r = d.cli("quota", "--json")
     assert r.returncode == 0, r.stderr
     q = json.loads(r.stdout)
-    assert {k: q[k] for k in q if k not in ("limits", "allocations")} == {
+    assert {k: q[k] for k in q if k not in ("limits", "allocations", "can_get", "suggested")} == {
         "user": "root",
         "group": None,
         "used_gpueq": 0.4286,
@@ -89,7 +125,7 @@ def test_quota_json_has_the_numbers_exactly(daemon_factory: Any) -> None:
         "gpu_hold_after_stop_s",
         "group_max_gpueq",
     ]
-    assert q["limits"]["max_gpueq"] == {"value": "2", "source": "defaults"}
+    assert q["limits"]["max_gpueq"] == {"value": "2", "source": "defaults", "kind": "gpueq"}
 
 
 def test_admin_alloc_list_shows_every_live_allocation(daemon_factory: Any) -> None:

@@ -459,7 +459,7 @@ CASES: list[tuple[str, Attempt, str, str]] = [
         "docker exec into another user's container",
         Cli(("exec", "{victim}", "true")),
         "container.not_owner",
-        "it belongs to another user",
+        "you have no container named",
     ),
     (
         "docker stop another user's container by ID",
@@ -477,7 +477,7 @@ CASES: list[tuple[str, Attempt, str, str]] = [
         "docker logs another user's container",
         Cli(("logs", "{victim}")),
         "container.not_owner",
-        "it belongs to another user",
+        "you have no container named",
     ),
     (
         "docker rmi an image another user's container uses",

@@ -7,12 +7,14 @@ from aiohttp import web
 
 from ds01.api import convert
 from ds01.api.http import caller_of, deps_of, flag, off_loop, ok, parse_body
-from ds01.api.schemas import AllocateIn, LimitValue, QuotaOut, ReleaseIn
+from ds01.api.schemas import AllocateIn, LimitValue, OfferOut, QuotaOut, ReleaseIn
 from ds01.errors import UsageError
 from ds01.identity import Caller, validate_container_name
 from ds01.model.gpueq import GpuEq
+from ds01.scheduler import options
+from ds01.scheduler.snapshot import Request
 from ds01.services.allocation import AllocationRequest
-from ds01.services.status import Quota, quota
+from ds01.services.status import Quota, limit_kind, quota
 
 
 def allocation_request(body: AllocateIn) -> AllocationRequest:
@@ -76,13 +78,18 @@ def _jsonable(v: object) -> object:
     return v.as_text() if isinstance(v, GpuEq) else v
 
 
-def quota_out(caller: Caller, q: Quota) -> QuotaOut:
+def quota_out(
+    caller: Caller,
+    q: Quota,
+    offers: tuple[options.Offer, ...] = (),
+    suggested: Request | None = None,
+) -> QuotaOut:
     lim = q.resolved.limits
     return QuotaOut(
         user=caller.name,
         group=q.resolved.group,
         limits={
-            name: LimitValue(value=_jsonable(value), source=source)
+            name: LimitValue(value=_jsonable(value), source=source, kind=limit_kind(name))
             for name, (value, source) in q.limits().items()
         },
         allocations=[convert.allocation_out(r) for r in q.allocations],
@@ -93,9 +100,14 @@ def quota_out(caller: Caller, q: Quota) -> QuotaOut:
         containers=q.containers,
         max_containers=lim.max_containers,
         exempt=q.exempt,
+        can_get=[OfferOut(profile=o.profile, count=o.count) for o in offers],
+        suggested=options.flag(suggested) if suggested is not None else None,
     )
 
 
 async def get_quota(request: web.Request) -> web.Response:
     caller = caller_of(request)
-    return ok(quota_out(caller, await off_loop(quota, deps_of(request).allocations, caller)))
+    allocations = deps_of(request).allocations
+    q = await off_loop(quota, allocations, caller)
+    offers, suggested = await off_loop(allocations.offers, caller)
+    return ok(quota_out(caller, q, offers, suggested))

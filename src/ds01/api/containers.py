@@ -17,10 +17,11 @@ from ds01.api import convert
 from ds01.api.http import caller_of, deps_of, flag, off_loop, ok, parse_body
 from ds01.api.schemas import ContainerAllocationOut, ContainerOut, DeployIn, UnitOut
 from ds01.errors import Ds01Error, UsageError
-from ds01.identity import require_admin
+from ds01.identity import Caller, require_admin
 from ds01.listener import RateLimitedLog
 from ds01.runtime.engine import ShellSession
-from ds01.services.allocation import AllocationRequest
+from ds01.scheduler.snapshot import RequestKind
+from ds01.services.allocation import AllocationRequest, AllocationService
 from ds01.services.containers import ContainerService, ContainerView, DeployRequest
 
 CPU_ONLY_NOTE = "CPU-only container: no GPU is visible inside (NVIDIA_VISIBLE_DEVICES=void)."
@@ -60,7 +61,17 @@ def container_out(view: ContainerView) -> ContainerOut:
     )
 
 
-def _allocation_request(body: DeployIn) -> AllocationRequest:
+def _allocation_request(
+    allocations: AllocationService, caller: Caller, body: DeployIn
+) -> AllocationRequest:
+    """The body's GPU options; with none, the one request suggested for the caller's limits
+    (scheduler/options.py: a whole GPU, or for a user without whole GPUs a MIG slice)."""
+    if body.gpus is None and body.mig is None and body.gpueq is None and not body.cpu_only:
+        _, suggested = allocations.offers(caller)
+        return AllocationRequest.from_options(
+            gpus=suggested.count if suggested.kind is RequestKind.GPUS else None,
+            mig=suggested.profiles if suggested.kind is RequestKind.MIG else None,
+        )
     return AllocationRequest.from_options(
         gpus=body.gpus, mig=body.mig, gpueq=body.gpueq, cpu_only=body.cpu_only, default_gpus=1
     )
@@ -135,7 +146,7 @@ async def deploy(request: web.Request) -> web.StreamResponse:
     req = DeployRequest(
         name=body.name,
         image=body.image,
-        allocation=_allocation_request(body),
+        allocation=await off_loop(_allocation_request, deps_of(request).allocations, caller, body),
         workspace=body.workspace,
         data=tuple(body.data),
         env=dict(body.env),

@@ -121,6 +121,17 @@ class StatusOut(BaseModel):
 class LimitValue(BaseModel):
     value: Any
     source: str
+    kind: str | None = Field(
+        default=None,
+        description="How value reads: gpueq | int | float | bool | size (bytes) | duration (s)",
+    )
+
+
+class OfferOut(BaseModel):
+    """Units of one kind the scheduler would grant the caller now, in one new container."""
+
+    profile: str | None = Field(description="MIG profile; null for whole GPUs")
+    count: int = Field(description="The most of them granted now (max_units_per_container)")
 
 
 class QuotaOut(BaseModel):
@@ -135,6 +146,12 @@ class QuotaOut(BaseModel):
     containers: int
     max_containers: int
     exempt: bool
+    can_get: list[OfferOut] = Field(
+        default=[], description="What the scheduler would grant now, one kind at a time"
+    )
+    suggested: str | None = Field(
+        default=None, description="The GPU request hints suggest to this user, e.g. --mig 1g.10gb"
+    )
 
 
 class EventOut(BaseModel):

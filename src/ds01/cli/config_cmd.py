@@ -104,26 +104,6 @@ def _machine(kind: str, value: object) -> dict[str, object]:
     return {"value": value}
 
 
-def _human(kind: str, value: object) -> str:
-    from ds01.config.units import format_duration, format_size
-
-    if value is None:
-        return "unlimited"
-    if isinstance(value, GpuEq):
-        exact = value.as_text()
-        shown = value.display()
-        return exact if exact == shown else f"{exact} ({shown})"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if kind == "size" and isinstance(value, int):
-        return format_size(value)
-    if kind == "duration" and isinstance(value, int):
-        return format_duration(value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 Row = tuple[str, str, object, str | None]
 
 
@@ -177,7 +157,7 @@ def _print_table(
     config: Config, resolved: ResolvedLimits, unix_groups: frozenset[str] | None
 ) -> None:
 
-    from ds01.cli.output import console, new_table, styled
+    from ds01.cli.output import console, human, new_table, styled
 
     via = {"users": "users.<name>.group", "members": "members", "unix_group": "unix_group"}
     group = resolved.group or "(none: defaults only)"
@@ -202,5 +182,5 @@ def _print_table(
     for key, kind, value, source in _rows(resolved):
         if key == "max_gpueq_total" and source is None:
             continue
-        table.add_row(key, _human(kind, value), source or "")
+        table.add_row(key, human(kind, value), source or "")
     console().print(table)

@@ -47,6 +47,35 @@ def err_console() -> Console:
     return Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
+def human(kind: str | None, value: object) -> str:
+    """A limit's value as `ds01 config show` and `ds01 quota` both print it: 'unlimited', 'yes',
+    '32g', '1h', '3/7 (0.43)'. kind is the config kind (config/schema.py LIMIT_KINDS); a gpueq
+    may come as a GpuEq or as its JSON text ('3/7')."""
+    from ds01.config.units import format_duration, format_size
+    from ds01.model.gpueq import GpuEq
+
+    if value is None:
+        return "unlimited"
+    if kind == "gpueq" and isinstance(value, str | int | float) and not isinstance(value, bool):
+        try:
+            value = GpuEq.parse(str(value))
+        except (ValueError, ZeroDivisionError):
+            return str(value)
+    if isinstance(value, GpuEq):
+        exact = value.as_text()
+        display = value.display()
+        return exact if exact == display else f"{exact} ({display})"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if kind == "size" and isinstance(value, int):
+        return format_size(value)
+    if kind == "duration" and isinstance(value, int):
+        return format_duration(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 

@@ -22,6 +22,7 @@ from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import MachineSample
 from ds01.model.profile import parse_profile
 from ds01.scheduler.busy import BusyPolicy
+from ds01.scheduler import options
 from ds01.scheduler.place import place
 from ds01.scheduler.snapshot import Holding, Request, RequestKind, Snapshot, UnitState, UnitUse
 from ds01.store import allocations as allocs
@@ -493,6 +494,18 @@ class AllocationService:
             return hit
 
     # ---- reads -----------------------------------------------------------------------
+
+    def offers(self, caller: Caller) -> tuple[tuple[options.Offer, ...], Request]:
+        """What the caller could still get now, and the one request to suggest to them
+        (scheduler/options.py: place() asked on this snapshot), from one read transaction."""
+        resolved = self.limits_for(caller)
+        with self.db.transaction(immediate=False) as conn:
+            snap = self._snapshot(conn, self._clock(), caller.name, resolved.group)
+        lim = resolved.limits
+        return (
+            options.offers(snap, caller.name, lim),
+            options.suggested(snap, caller.name, lim),
+        )
 
     def status(self) -> list[UnitView]:
         with self.db.transaction(immediate=False) as conn:

@@ -28,7 +28,13 @@ from ds01.errors import (
     RuntimeUnavailable,
     UsageError,
 )
-from ds01.identity import Caller, docker_container_name, is_admin, validate_container_name
+from ds01.identity import (
+    Caller,
+    docker_container_name,
+    is_admin,
+    not_yours,
+    validate_container_name,
+)
 from ds01.model.allocation import AllocState
 from ds01.runtime.engine import ContainerInfo, Engine, ShellSession
 from ds01.runtime.spec import DEVICE_LIST_DIRS, ContainerSpec, WorkspaceMount
@@ -170,7 +176,7 @@ class ContainerService:
         data = self.engine.find(docker_name)
         if data is None:
             raise NotFound(
-                f"you have no container named '{name}'",
+                not_yours(name),
                 fix="See your containers with 'ds01 container list'.",
             )
         from ds01.runtime.engine import container_info
@@ -179,7 +185,7 @@ class ContainerService:
         # Names are derived from the owner, but the owner record is checked too: never act on
         # a container ds01 did not make for this caller (its ds01.owner label proves nothing).
         if self.owners.owner(ObjectKind.CONTAINER, info.id) != caller.name:
-            raise NotFound(f"you have no container named '{name}'")
+            raise NotFound(not_yours(name), fix="See your containers with 'ds01 container list'.")
         return info
 
     # ---- deploy ----------------------------------------------------------------------

@@ -57,10 +57,17 @@ MAX_REASON = 500
 
 HOST_ACCESS_HEADER = hostaccess.HEADER
 
-CONTAINERS_HOW = (
-    "Run GPU work in a container: ds01 container deploy NAME --image IMAGE --gpus 1"
-    " (ds01 quota shows what you may use)."
-)
+
+def containers_how(request: str = "--gpus 1") -> str:
+    """How to get GPU work done in a container; `request` is the GPU request suggested for the
+    user's limits (scheduler/options.py suggested(), e.g. '--mig 1g.10gb')."""
+    return (
+        f"Run GPU work in a container: ds01 container deploy NAME --image IMAGE {request}"
+        " (ds01 quota shows what you may use)."
+    )
+
+
+CONTAINERS_HOW = containers_how()
 
 
 class AccessState(StrEnum):
@@ -486,7 +493,9 @@ class GrantService:
             AccessEntry(g.user, "grant", g.until, g) for g in grants
         ]
 
-    def access_of(self, user: str) -> UserAccess:
+    def access_of(self, user: str, request: str = "--gpus 1") -> UserAccess:
+        """`request`: the GPU request to suggest for the user's limits (containers_how)."""
+        how = containers_how(request)
         if self.config.is_exempt(user) or user == "root":
             return UserAccess(
                 user,
@@ -509,7 +518,7 @@ class GrantService:
                 "if CUDA_VISIBLE_DEVICES is still empty. "
                 + self._after_end_text("When it ends")
                 + " "
-                + CONTAINERS_HOW,
+                + how,
                 g,
             )
         return UserAccess(
@@ -517,8 +526,7 @@ class GrantService:
             AccessState.CONTAINERS_ONLY,
             None,
             None,
-            CONTAINERS_HOW + " Host GPU use needs a bare-metal grant: ask a lab admin"
-            " (ds01 admin grant).",
+            how + " Host GPU use needs a bare-metal grant: ask a lab admin (ds01 admin grant).",
         )
 
     # ---- the host-access file and the group ------------------------------------------

@@ -85,6 +85,15 @@ _CONFIG_KEY = {
 }
 
 
+def limit_kind(name: str) -> str | None:
+    """How a Limits field's value reads (config/schema.py LIMIT_KINDS): 'size' for
+    memory_bytes, 'duration' for idle_timeout_s, …; None for a field it does not list."""
+    from ds01.config.schema import LIMIT_KINDS
+
+    key = _CONFIG_KEY.get(name, name)
+    return "gpueq" if key == "max_gpueq_total" else LIMIT_KINDS.get(key)
+
+
 @dataclass(frozen=True)
 class Quota:
     """A user's effective limits, their live allocations, and what is left."""

@@ -21,7 +21,7 @@ from ds01.gate.policy.jsonbody import as_int, as_list, as_str, as_str_map, canon
 from ds01.gate.refusal import GateRefusal, from_error
 from ds01.model.inventory import UnitKind
 from ds01.runtime.spec import NVIDIA_DRIVER
-from ds01.scheduler.snapshot import RequestKind
+from ds01.scheduler.snapshot import Request, RequestKind
 from ds01.services.allocation import AllocationRequest
 from ds01.services.status import quota
 from ds01.store.allocations import AllocationRow
@@ -72,6 +72,17 @@ def parse(value: Any) -> GpuAsk | None:
     return asks[0] if asks else None
 
 
+def docker_gpus(request: Request) -> str:
+    """The suggested request (scheduler/options.py suggested()) as docker's --gpus: a number
+    of whole GPUs, or a MIG slice by UUID (docker has no MIG profile option)."""
+    if request.kind is RequestKind.MIG and request.profiles:
+        return (
+            f"--gpus '\"device=UUID\"' with the UUID of a free {request.profiles[0]} slice"
+            " from 'ds01 gpu status'"
+        )
+    return f"--gpus {request.count}"
+
+
 def describe(ask: GpuAsk | None) -> str:
     if ask is None:
         return "no GPU"
@@ -88,7 +99,13 @@ async def _request(
         return AllocationRequest(RequestKind.CPU, container=name), ()
     if ask.count == -1:
         if ctx.config.gate.gpus_all != "max":
-            raise GateRefusal("gpu.all", "--gpus all was refused", summary="--gpus all")
+            _, suggested = await ctx.run(ctx.deps.allocations.offers, ctx.caller)
+            raise GateRefusal(
+                "gpu.all",
+                "--gpus all was refused",
+                fix=f"Ask for what your limits allow: {docker_gpus(suggested)} (see 'ds01 quota').",
+                summary="--gpus all",
+            )
         return AllocationRequest.from_options(gpus=await _most(ctx), container=name), ()
     if ask.count > 0:
         return AllocationRequest.from_options(gpus=ask.count, container=name), ()

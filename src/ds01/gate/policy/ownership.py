@@ -39,7 +39,7 @@ from ds01.gate.policy.jsonbody import (
     parse_object,
 )
 from ds01.gate.refusal import GateRefusal, LocalReply, from_error
-from ds01.identity import Caller, caller_of_name, sanitize_username
+from ds01.identity import Caller, caller_of_name, not_yours, sanitize_username
 from ds01.model.allocation import AllocState
 from ds01.runtime.engine import ContainerInfo, container_info
 from ds01.runtime.spec import is_device_list_path
@@ -153,7 +153,7 @@ def require_owner(ctx: Ctx, data: dict[str, Any], ref: str, action: str) -> None
         return
     raise GateRefusal(
         "container.not_owner",
-        f"you may not {action} container {ref!r}: it belongs to another user",
+        f"you may not {action} container {ref!r}: {not_yours(ref)}",
         summary=f"{ctx.req.endpoint} on {short_name(data)}",
     )
 
