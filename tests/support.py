@@ -201,6 +201,10 @@ class Daemon:
             str(self.state_dir),
             "--run-dir",
             str(self.run_dir),
+            # Never the real /dev: with compute_gate uvm ds01d keeps device nodes, and on a GPU
+            # host a test daemon must not change them (a test that wants a tree passes its own).
+            "--host-root",
+            str(self.base / "host"),
             *self.extra_args,
         ]
 
