@@ -21,8 +21,8 @@ from ds01.model.allocation import AllocState
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import MachineSample
 from ds01.model.profile import parse_profile
-from ds01.scheduler.busy import BusyPolicy
 from ds01.scheduler import options
+from ds01.scheduler.busy import BusyPolicy
 from ds01.scheduler.place import place
 from ds01.scheduler.snapshot import Holding, Request, RequestKind, Snapshot, UnitState, UnitUse
 from ds01.store import allocations as allocs
