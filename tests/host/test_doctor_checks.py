@@ -101,7 +101,10 @@ def test_an_alias_in_the_startup_files_fails_without_a_repair(tmp_path: Path) ->
     (tmp_path / "etc/profile.d/gpu.sh").write_text("# wrap\nalias nvidia-smi='gpu-guard'\n")
     result = nvidia_smi.check_not_shadowed(ctx_for(tmp_path))
     assert result.status is Status.FAIL
-    assert result.evidence == ["/etc/profile.d/gpu.sh:2: alias nvidia-smi='gpu-guard'"]
+    assert result.evidence == [
+        "/etc/profile.d/gpu.sh:2: alias nvidia-smi='gpu-guard'",
+        "not run: a wrapper is judged by running it on the live host (--root)",
+    ]
     assert result.repair is None
 
 

@@ -4,6 +4,8 @@
     files       "does ds01's file still match what apply would write" (shared by *.current)
     nvidia_smi  queries work: NVIDIA's nvidia-smi is not shadowed and runs for ordinary users
     devices     layer 3: /dev/nvidia* modes, device group, driver params, uvm gate, rule files
+    compute     who can really compute: cuInit as a plain, an exempt and a granted user, and
+                whether the driver rewrites the gated nodes (devices.driver-rewrites)
     profile     layer 1: profile files, PAM, real login shells of non-exempt/exempt/granted users
     docker      layer 2 and the gate: docker group, gate group, default runtime, NVIDIA runtime
     daemon      ds01d: health, background loops, socket modes, host-access file, systemd files

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ds01.host.doctor import daemon, devices, docker, nvidia_smi, profile, state
+from ds01.host.doctor import compute, daemon, devices, docker, nvidia_smi, profile, state
 from ds01.host.doctor.base import Context, Result, Status
 
 Check = Callable[[Context], Result]
@@ -23,9 +23,13 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("devices.present", devices.check_present),
     ("devices.mode", devices.check_mode),
     ("devices.driver-params", devices.check_driver_params),
+    ("devices.driver-rewrites", compute.check_driver_rewrites),
     ("devices.group-members", devices.check_group_members),
     ("devices.uvm-gate", devices.check_uvm_gate),
     ("devices.rules-current", devices.check_rules_current),
+    ("compute.cuda-refused", compute.check_cuda_refused),
+    ("compute.cuda-exempt", compute.check_cuda_exempt),
+    ("compute.cuda-granted", compute.check_cuda_granted),
     ("profile.current", profile.check_current),
     ("profile.pam-env", profile.check_pam_env),
     ("profile.cuda-hidden", profile.check_cuda_hidden),
