@@ -66,11 +66,11 @@ CHECK_IDS = [
     "daemon.running",
     "daemon.loops",
     "daemon.invariants",
+    "daemon.config-current",
     "daemon.sockets",
     "daemon.host-access",
     "systemd.current",
     "state.integrity",
-    "daemon.config-current",
 ]
 
 

@@ -92,6 +92,11 @@ def doctor(
 
 
 def _print(report: DoctorReport, fix: bool) -> None:
+    from ds01.cli.output import shown
+
+    def echo(line: str) -> None:
+        typer.echo(shown(line))  # evidence quotes the host: process names, file contents
+
     counts: dict[str, int] = {}
     for r in report.results:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1

@@ -24,8 +24,8 @@ from pathlib import Path
 from ds01.host import hostaccess
 from ds01.host.doctor.base import Context, DaemonHealth, Result, Status, octal
 from ds01.host.doctor.files import files_current
-
 from ds01.timetext import ago
+
 _LIVE_ONLY = "needs the live host (--root is set)"
 
 

@@ -44,11 +44,11 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("daemon.running", daemon.check_running),
     ("daemon.loops", daemon.check_loops),
     ("daemon.invariants", daemon.check_invariants),
+    ("daemon.config-current", daemon.check_config_current),
     ("daemon.sockets", daemon.check_sockets),
     ("daemon.host-access", daemon.check_host_access),
     ("systemd.current", daemon.check_systemd_current),
     ("state.integrity", state.check_state_integrity),
-    ("daemon.config-current", daemon.check_config_current),
 )
 
 CHECK_IDS = tuple(rid for rid, _ in CHECKS)
