@@ -135,6 +135,158 @@ def test_inventory_from_a_real_capture(env: dict[str, str]) -> None:
     assert migs[0]["memory_total_mib"] is None  # `nvidia-smi -L` does not say: null, not 0
 
 
+# Captures ds01 reads with a warning instead of refusing (docs/inventory.md, "Captures").
+FIXTURES = REPO / "tests" / "fixtures"
+A100_MIG_XML = (
+    FIXTURES / "nvidia-smi" / "xml-A100-SXM4-80GB-mig-enabled-4x1g.20gb-driver535-v12-1of4gpus.xml"
+)
+H200_Q = FIXTURES / "h200" / "h200-driver580-q.txt"
+H200_CSV = FIXTURES / "h200" / "h200-driver580-query-gpu.csv"
+ROW_ORDER = (
+    "this --query-gpu capture has no index column: GPU indices are assumed from row order "
+    "(nvidia-smi prints GPUs in index order); add 'index' to --query-gpu to be sure"
+)
+# Mimics the `nvidia-smi -q` of a MIG H200 on driver 610 (test_smi_querytext.py has the full
+# variant and its source): one 'MIG Device' block, no MIG UUID. Cut to what ds01 reads.
+MIG_Q = """
+==============NVSMI LOG==============
+
+Attached GPUs                                          : 1
+GPU 00000000:83:00.0
+    Product Name                                       : NVIDIA H200
+    MIG Mode
+        Current                                        : Enabled
+    MIG Device
+        Index                                          : 0
+        GPU Instance ID                                : 2
+        Compute Instance ID                            : 0
+        Shared FB Memory Usage
+            Total                                      : 71424 MiB
+            Used                                       : 44 MiB
+    GPU UUID                                           : GPU-00000000-0000-0000-0000-000000000000
+    FB Memory Usage
+        Total                                          : 143771 MiB
+        Used                                           : 44 MiB
+    Processes                                          : None
+"""
+
+
+def _warnings(stderr: str) -> list[str]:
+    lines = stderr.splitlines()
+    assert all(line.startswith("warning: ") for line in lines), stderr
+    return [line.removeprefix("warning: ") for line in lines]
+
+
+def test_inventory_from_an_xml_of_unnamed_mig_devices_lists_them_with_null_uuids(
+    env: dict[str, str],
+) -> None:
+    result = ds01(env, "gpu", "inventory", "--from", str(A100_MIG_XML), "--json")
+
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    migs = data["gpus"][0]["mig_devices"]
+    assert all(set(m) == MIG_FIELDS for m in migs)
+    assert [(m["uuid"], m["gpu_instance_id"], m["compute_instance_id"]) for m in migs] == [
+        (None, 3, 0),
+        (None, 4, 0),
+        (None, 5, 0),
+        (None, 6, 0),
+    ]
+    assert {(m["gpueq"], m["gpueq_exact"], m["memory_total_mib"]) for m in migs} == {
+        (None, None, 19968)
+    }
+    assert _warnings(result.stderr) == data["warnings"]
+    assert data["warnings"][-1] == (
+        "GPU 0: 4 MIG device(s) without a UUID in this capture (GI/CI 3/0, 4/0, 5/0, 6/0): "
+        "listed with uuid null and not allocatable; 'nvidia-smi -L' names them: capture it at "
+        "the same moment and pass it with another --from"
+    )
+
+
+def test_inventory_table_shows_unnamed_mig_devices_without_gpueq(env: dict[str, str]) -> None:
+    result = ds01(env, "gpu", "inventory", "--from", str(A100_MIG_XML))
+
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] == ["0/2"]]
+    assert rows == [["0/2", "no", "UUID", "?", "5/0", "0.0", "/", "19.5", "–", "–"]]
+
+
+def test_inventory_from_a_csv_without_index_warns_about_row_order(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    lines = H200_CSV.read_text().splitlines()
+    csv = tmp_path / "no-index.csv"
+    csv.write_text("\n".join(line.split(", ", 1)[1] for line in lines) + "\n")
+
+    result = ds01(env, "gpu", "inventory", "--from", str(csv), "--json")
+
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [(g["index"], g["uuid"]) for g in data["gpus"]] == [
+        (0, "GPU-a8c6ca6e-7bcb-4d25-e05a-cc3de6aa2830")
+    ]
+    assert _warnings(result.stderr) == data["warnings"] == [ROW_ORDER]
+
+
+def test_inventory_from_q_text(env: dict[str, str], tmp_path: Path) -> None:
+    real = ds01(env, "gpu", "inventory", "--from", str(H200_Q), "--json")
+    mig = tmp_path / "mig-q.txt"
+    mig.write_text(MIG_Q)
+    with_mig = ds01(env, "gpu", "inventory", "--from", str(mig), "--json")
+
+    assert (real.returncode, real.stderr) == (0, "")
+    (gpu,) = json.loads(real.stdout)["gpus"]
+    assert (gpu["uuid"], gpu["name"], gpu["memory_total_mib"], gpu["mig_enabled"]) == (
+        "GPU-a8c6ca6e-7bcb-4d25-e05a-cc3de6aa2830",
+        "NVIDIA H200",
+        143771,
+        False,
+    )
+    assert with_mig.returncode == 0, with_mig.stderr
+    (gpu,) = json.loads(with_mig.stdout)["gpus"]
+    assert [
+        (m["uuid"], m["gpu_instance_id"], m["memory_total_mib"]) for m in gpu["mig_devices"]
+    ] == [(None, 2, 71424)]
+    assert _warnings(with_mig.stderr) == [
+        "GPU 0: 1 MIG device(s) without a UUID in this capture (GI/CI 2/0): listed with uuid "
+        "null and not allocatable; 'nvidia-smi -L' names them: capture it at the same moment "
+        "and pass it with another --from"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            H200_Q.read_text().replace("GPU-a8c6ca6e-7bcb-4d25-e05a-cc3de6aa2830", "GPU-a8c6ca6e"),
+            "GPU 00000000:00:06.0 GPU UUID: not a GPU UUID: 'GPU-a8c6ca6e'",
+            id="-q text with a cut UUID",
+        ),
+        pytest.param(
+            "uuid, name\nGPU-a8c6ca6e-7bcb-4d25-e05a-cc3de6aa2830, NVIDIA H200, 143771 MiB\n",
+            "line 2: 3 cells, the header has 2",
+            id="a CSV row longer than its header",
+        ),
+        pytest.param(
+            A100_MIG_XML.read_text()[:5000],
+            "truncated XML (no closing </nvidia_smi_log>) at line 117",
+            id="a -q -x log cut short",
+        ),
+    ],
+)
+def test_inventory_from_a_malformed_capture_exits_2_naming_the_fault(
+    env: dict[str, str], tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "capture"
+    path.write_text(text)
+
+    result = ds01(env, "gpu", "inventory", "--from", str(path), "--json")
+
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines()[0] == f"error: {path}: {message}"
+    assert "Traceback" not in result.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # status.
 

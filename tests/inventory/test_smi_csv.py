@@ -10,6 +10,7 @@ from ds01.errors import CaptureError
 from ds01.inventory.smi import (
     SmiGpu,
     SmiProcess,
+    merge_captures,
     parse_capture,
     parse_compute_apps,
     parse_query_gpu,
@@ -212,3 +213,82 @@ def test_query_gpu_without_a_uuid_column_cannot_become_a_sample() -> None:
     assert str(err.value) == (
         "q.csv: GPU 0 cannot be keyed: this --query-gpu capture has no uuid column"
     )
+
+
+# ---- --query-gpu without an index column: row order ------------------------------------------
+
+H200_CSV = FIXTURES.parent / "h200" / "h200-driver580-query-gpu.csv"
+PAIRS_WITH_XML_L = VARIANTS / "L-2xA100-SXM4-80GB-mig-on-gpu0-only-pairs-with-xml.txt"
+ROW_ORDER_WARNING = (
+    "this --query-gpu capture has no index column: GPU indices are assumed from row order "
+    "(nvidia-smi prints GPUs in index order); add 'index' to --query-gpu to be sure"
+)
+
+# Mimics `nvidia-smi --query-gpu=uuid,name,memory.total,mig.mode.current,pci.bus_id --format=csv`
+# on the 2x A100-80GB box of the variants (`-L` ...-pairs-with-xml.txt: same UUIDs, same order);
+# the field list is that of the real H200 capture without `index`, the values are made up.
+NO_INDEX_2X_A100 = (
+    "uuid, name, memory.total [MiB], mig.mode.current, pci.bus_id\n"
+    "GPU-513536b6-7d19-9063-b049-1e69664bb298, NVIDIA A100-SXM4-80GB, 81920 MiB, Enabled, "
+    "00000000:10:00.0\n"
+    "GPU-7d1c2e4a-0b5f-4a8e-9c3d-2f6e8a1b5c90, NVIDIA A100-SXM4-80GB, 81920 MiB, Disabled, "
+    "00000000:41:00.0\n"
+)
+
+
+def _without_index_column(text: str) -> str:
+    """The real H200 capture as if taken without `index` in --query-gpu."""
+    lines = text.splitlines()
+    assert lines[0].startswith("index, ") and lines[1].startswith("0, ")
+    return "\n".join(line.split(", ", 1)[1] for line in lines) + "\n"
+
+
+def test_a_capture_without_index_is_read_in_row_order_with_a_warning() -> None:
+    capture = parse_query_gpu(NO_INDEX_2X_A100, "q.csv")
+
+    assert [(g.index, g.index_from_position, g.uuid[:12]) for g in capture.gpus] == [
+        (0, True, "GPU-513536b6"),
+        (1, True, "GPU-7d1c2e4a"),
+    ]
+    assert capture.warnings == (ROW_ORDER_WARNING,)
+    sample = capture.to_sample()
+    assert [u.uuid for u in sample.units()] == ["GPU-7d1c2e4a-0b5f-4a8e-9c3d-2f6e8a1b5c90"]
+    assert sample.warnings == (
+        ROW_ORDER_WARNING,
+        "GPU 0: MIG is enabled but this capture cannot list MIG devices; "
+        "add an 'nvidia-smi -L' capture",
+    )
+
+
+def test_the_real_h200_capture_without_its_index_column_reads_as_with_it() -> None:
+    text = read_capture_text(H200_CSV)
+
+    with_index = parse_query_gpu(text, "q.csv").to_sample()
+    without = parse_query_gpu(_without_index_column(text), "q.csv").to_sample()
+
+    assert without.gpus == with_index.gpus
+    assert (with_index.warnings, without.warnings) == ((), (ROW_ORDER_WARNING,))
+
+
+def test_merged_with_l_the_index_comes_from_the_listing() -> None:
+    # Rows in the opposite order of the -L listing: -L knows the indices, rows only guess them.
+    lines = NO_INDEX_2X_A100.splitlines()
+    swapped = parse_query_gpu("\n".join([lines[0], lines[2], lines[1]]) + "\n", "q.csv")
+    listing = parse_capture(read_capture_text(PAIRS_WITH_XML_L), "L.txt")
+
+    merged = merge_captures([swapped, listing]).to_sample()
+
+    assert [(g.index, g.uuid[:12], g.pci_bus_id) for g in merged.gpus] == [
+        (0, "GPU-513536b6", "00000000:10:00.0"),
+        (1, "GPU-7d1c2e4a", "00000000:41:00.0"),
+    ]
+
+
+def test_an_index_column_with_an_unknown_cell_is_still_refused() -> None:
+    # The row-order fallback is for a missing column, not for a cell nvidia-smi could not fill.
+    capture = parse_query_gpu(f"index, uuid, name\n[N/A], {MASKED}, X\n", "q.csv")
+
+    with pytest.raises(CaptureError) as err:
+        capture.to_sample()
+
+    assert str(err.value) == f"q.csv: GPU {MASKED} has no index in this capture"

@@ -114,8 +114,19 @@ def test_load_capture_gives_a_machine_sample(name: str, gpus: int, units: int) -
         ),
         pytest.param(
             "\n==============NVSMI LOG==============\n\nTimestamp : Fri Jul  3 22:22:00 2026\n",
-            "c.txt: this is 'nvidia-smi -q' text; ds01 reads -q -x",
-            id="the text form of -q",
+            "c.txt: the 'nvidia-smi -q' log lists no GPUs",
+            id="a -q log cut short before its first GPU",
+        ),
+        pytest.param(
+            "No MIG-enabled devices found.\n",
+            "c.txt: this is 'nvidia-smi mig' output saying no GPU has MIG enabled: "
+            "it lists no GPUs",
+            id="nvidia-smi mig -lgi on a machine without MIG",
+        ),
+        pytest.param(
+            '{"ds01_sample": {"gpus": []}}\n',
+            "c.txt: this is JSON, not nvidia-smi output (ds01's NVML probe JSON is not a capture)",
+            id="JSON",
         ),
         pytest.param(
             "hello world\nsecond line\n",

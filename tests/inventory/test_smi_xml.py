@@ -7,9 +7,16 @@ from pathlib import Path
 import pytest
 
 from ds01.errors import CaptureError
-from ds01.inventory.smi import SmiCapture, SmiMigDevice, parse_xml, read_capture_text
+from ds01.inventory.smi import (
+    SmiCapture,
+    SmiMigDevice,
+    merge_captures,
+    parse_list,
+    parse_xml,
+    read_capture_text,
+)
 from ds01.model.gpueq import GpuEq
-from ds01.model.inventory import GpuProcess
+from ds01.model.inventory import GpuProcess, UnkeyedMigDevice
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "nvidia-smi"
 V11_V100S = FIXTURES / "xml-8xTeslaV100S-PCIE-32GB-processes-driver460-v11.xml"
@@ -123,14 +130,25 @@ def test_v12_a100_log_of_one_of_four_gpus_warns_that_indices_are_positions() -> 
     )
 
 
-def test_v12_a100_sample_offers_no_units_for_mig_devices_it_cannot_name() -> None:
+def test_v12_a100_sample_lists_mig_devices_it_cannot_name_and_offers_no_units() -> None:
     sample = parse(V12_A100_MIG).to_sample()
 
     assert sample.gpus[0].mig_devices == ()
+    assert sample.gpus[0].unkeyed_mig_devices == tuple(
+        UnkeyedMigDevice(
+            index=i,
+            gpu_instance_id=gi,
+            compute_instance_id=0,
+            memory_total_mib=19968,
+            memory_used_mib=12,
+        )
+        for i, gi in [(0, 3), (1, 4), (2, 5), (3, 6)]
+    )
     assert sample.units() == []
     assert sample.warnings[-1] == (
-        "GPU 0: 4 MIG device(s) left out: this capture prints no MIG UUIDs; "
-        "add an 'nvidia-smi -L' capture"
+        "GPU 0: 4 MIG device(s) without a UUID in this capture (GI/CI 3/0, 4/0, 5/0, 6/0): "
+        "listed with uuid null and not allocatable; 'nvidia-smi -L' names them: capture it at "
+        "the same moment and pass it with another --from"
     )
 
 
@@ -281,3 +299,129 @@ def test_gpu_element_without_uuid_parses_but_cannot_become_a_sample() -> None:
     assert capture.gpus[0].uuid is None
     with pytest.raises(CaptureError, match=r"^log\.xml: GPU 0 cannot be keyed"):
         capture.to_sample()
+
+
+# ---- MIG devices without UUID: listed, never units -------------------------------------------
+
+# Mimics a v11 log (driver 470, CUDA 11.4) of one A100-SXM4-40GB with two MIG devices, cut to
+# the elements ds01 reads: the <mig_device> layout (index, GI/CI ids, device_attributes,
+# fb_memory_usage, no UUID, no profile) is that of the real driver-535 A100 log in
+# tests/fixtures/nvidia-smi; the GI ids, memory and the one process (in GI 1 / CI 0) are made up.
+OLD_MIG_LOG = """<?xml version="1.0" ?>
+<!DOCTYPE nvidia_smi_log SYSTEM "nvsmi_device_v11.dtd">
+<nvidia_smi_log>
+	<driver_version>470.82.01</driver_version>
+	<attached_gpus>1</attached_gpus>
+	<gpu id="00000000:07:00.0">
+		<product_name>NVIDIA A100-SXM4-40GB</product_name>
+		<mig_mode>
+			<current_mig>Enabled</current_mig>
+			<pending_mig>Enabled</pending_mig>
+		</mig_mode>
+		<mig_devices>
+			<mig_device>
+				<index>0</index>
+				<gpu_instance_id>1</gpu_instance_id>
+				<compute_instance_id>0</compute_instance_id>
+				<device_attributes>
+					<shared>
+						<multiprocessor_count>42</multiprocessor_count>
+					</shared>
+				</device_attributes>
+				<fb_memory_usage>
+					<total>20096 MiB</total>
+					<used>4375 MiB</used>
+					<free>15721 MiB</free>
+				</fb_memory_usage>
+			</mig_device>
+			<mig_device>
+				<index>1</index>
+				<gpu_instance_id>2</gpu_instance_id>
+				<compute_instance_id>0</compute_instance_id>
+				<fb_memory_usage>
+					<total>20096 MiB</total>
+					<used>11 MiB</used>
+					<free>20085 MiB</free>
+				</fb_memory_usage>
+			</mig_device>
+		</mig_devices>
+		<uuid>GPU-1a2b3c4d-0000-4e5f-8a9b-0c1d2e3f4a5b</uuid>
+		<fb_memory_usage>
+			<total>40536 MiB</total>
+			<used>4386 MiB</used>
+		</fb_memory_usage>
+		<processes>
+			<process_info>
+				<gpu_instance_id>1</gpu_instance_id>
+				<compute_instance_id>0</compute_instance_id>
+				<pid>23105</pid>
+				<type>C</type>
+				<process_name>python</process_name>
+				<used_memory>4352 MiB</used_memory>
+			</process_info>
+		</processes>
+	</gpu>
+</nvidia_smi_log>
+"""
+# What `nvidia-smi -L` prints on that machine at the same moment (the driver-470 -L layout).
+OLD_MIG_LIST = """GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-1a2b3c4d-0000-4e5f-8a9b-0c1d2e3f4a5b)
+  MIG 3g.20gb     Device  0: (UUID: MIG-5c6d7e8f-1111-5a6b-9c0d-1e2f3a4b5c6d)
+  MIG 3g.20gb     Device  1: (UUID: MIG-6d7e8f9a-2222-5b6c-8d9e-2f3a4b5c6d7e)
+"""
+OLD_MIG_GPU = "GPU-1a2b3c4d-0000-4e5f-8a9b-0c1d2e3f4a5b"
+
+
+def test_an_old_mig_log_lists_devices_without_uuid_as_not_allocatable() -> None:
+    sample = parse_xml(OLD_MIG_LOG, "old.xml").to_sample()
+
+    (gpu,) = sample.gpus
+    assert gpu.mig_devices == ()
+    assert gpu.unkeyed_mig_devices == (
+        UnkeyedMigDevice(0, 1, 0, 20096, 4375),
+        UnkeyedMigDevice(1, 2, 0, 20096, 11),
+    )
+    assert sample.units() == []
+    assert sample.warnings == (
+        "GPU 0: 2 MIG device(s) without a UUID in this capture (GI/CI 1/0, 2/0): listed with "
+        "uuid null and not allocatable; 'nvidia-smi -L' names them: capture it at the same "
+        "moment and pass it with another --from",
+    )
+    # The process is on the GPU, in a MIG device ds01 cannot name: its unit is unknown.
+    assert sample.processes == (GpuProcess(23105, OLD_MIG_GPU, 4352, "python", unit_uuid=None),)
+
+
+def test_an_old_mig_log_with_its_l_listing_offers_both_devices() -> None:
+    merged = merge_captures(
+        [parse_xml(OLD_MIG_LOG, "old.xml"), parse_list(OLD_MIG_LIST, "L.txt")]
+    ).to_sample()
+
+    assert [
+        (u.uuid[:12], u.profile, u.gpu_instance_id, u.memory_total_mib) for u in merged.units()
+    ] == [
+        ("MIG-5c6d7e8f", "3g.20gb", 1, 20096),
+        ("MIG-6d7e8f9a", "3g.20gb", 2, 20096),
+    ]
+    assert merged.warnings == ()
+    assert merged.processes[0].unit_uuid == "MIG-5c6d7e8f-1111-5a6b-9c0d-1e2f3a4b5c6d"
+
+
+def test_a_uuid_inside_a_mig_device_is_read_and_checked() -> None:
+    # Some tools report that the DTD allows <uuid> in <mig_device>; no real log here has one.
+    named = OLD_MIG_LOG.replace(
+        "<index>1</index>",
+        "<index>1</index>\n<uuid>MIG-6d7e8f9a-2222-5b6c-8d9e-2f3a4b5c6d7e</uuid>",
+    )
+    garbled = OLD_MIG_LOG.replace("<index>1</index>", "<index>1</index><uuid>MIG-1</uuid>")
+
+    sample = parse_xml(named, "named.xml").to_sample()
+    with pytest.raises(CaptureError) as err:
+        parse_xml(garbled, "garbled.xml")
+
+    assert [m.uuid for m in sample.gpus[0].mig_devices] == [
+        "MIG-6d7e8f9a-2222-5b6c-8d9e-2f3a4b5c6d7e"
+    ]
+    assert [m.index for m in sample.gpus[0].unkeyed_mig_devices] == [0]
+    assert sample.units() == []  # a profile is still unknown: no gpueq, no unit
+    assert str(err.value) == (
+        "garbled.xml: <gpu> #1 <mig_device> #2 <uuid>: not a MIG UUID: 'MIG-1'"
+    )

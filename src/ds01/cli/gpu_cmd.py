@@ -176,6 +176,17 @@ def inventory_tables(sample: MachineSample) -> list[Table | str]:
                 "–",
                 "",
             )
+        for u in g.unkeyed_mig_devices:  # shown by a capture without a UUID: never a unit
+            gpus.add_row(
+                f"{g.index}/{_dash(u.index)}",
+                "no UUID",
+                f" {u.profile or '?'}",
+                f"{_dash(u.gpu_instance_id)}/{_dash(u.compute_instance_id)}",
+                _memory(u.memory_used_mib, u.memory_total_mib),
+                "–",
+                "–",
+                "",
+            )
     procs = _table("Processes")
     for column in ("PID", "Unit", "Memory", "Name"):
         procs.add_column(column)
@@ -221,6 +232,7 @@ def inventory(
     sample = _load_captures(from_) if from_ else _take_sample(ctx, sim)
     if as_json:
         print_json(sample_to_json(sample))
+        _print_warnings(sample)  # also in the JSON; on stderr so that no one misses them
         return
     for table in inventory_tables(sample):
         console().print(table)

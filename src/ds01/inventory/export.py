@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from ds01.model.gpueq import GpuEq
-from ds01.model.inventory import Gpu, GpuProcess, MachineSample, MigDevice, Unit, UnitKind
+from ds01.model.inventory import (
+    Gpu,
+    GpuProcess,
+    MachineSample,
+    MigDevice,
+    Unit,
+    UnitKind,
+    UnkeyedMigDevice,
+)
 
 
 def _gpueq(value: GpuEq | None) -> dict[str, Any]:
@@ -36,6 +44,21 @@ def _mig(m: MigDevice) -> dict[str, Any]:
     }
 
 
+def _unkeyed_mig(m: UnkeyedMigDevice) -> dict[str, Any]:
+    """A MIG device a capture shows without its UUID: the same fields, uuid and gpueq null
+    (it is never a unit)."""
+    return {
+        "uuid": None,
+        "profile": m.profile,
+        "gpu_instance_id": m.gpu_instance_id,
+        "compute_instance_id": m.compute_instance_id,
+        "memory_total_mib": m.memory_total_mib,
+        **_gpueq(None),
+        "index": m.index,
+        "memory_used_mib": m.memory_used_mib,
+    }
+
+
 def _gpu(g: Gpu) -> dict[str, Any]:
     return {
         "index": g.index,
@@ -43,7 +66,8 @@ def _gpu(g: Gpu) -> dict[str, Any]:
         "name": g.name,
         "memory_total_mib": g.memory_total_mib,
         "mig_enabled": g.mig_enabled,
-        "mig_devices": [_mig(m) for m in g.mig_devices],
+        "mig_devices": [_mig(m) for m in g.mig_devices]
+        + [_unkeyed_mig(m) for m in g.unkeyed_mig_devices],
         "memory_used_mib": g.memory_used_mib,
         "utilization_pct": g.utilization_pct,
         "temperature_c": g.temperature_c,

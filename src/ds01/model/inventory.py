@@ -36,6 +36,20 @@ class MigDevice:
 
 
 @dataclass(frozen=True)
+class UnkeyedMigDevice:
+    """A MIG device an nvidia-smi capture shows without its UUID (`-q -x`, `-q` and the plain
+    table print none). It is listed so the inventory tells the whole truth, and it is a separate
+    type so that it can never become a unit: units are keyed by UUID (BRIEF §4)."""
+
+    index: int | None  # the driver's MIG device index on its GPU
+    gpu_instance_id: int | None
+    compute_instance_id: int | None
+    memory_total_mib: int | None
+    memory_used_mib: int | None = None
+    profile: str | None = None
+
+
+@dataclass(frozen=True)
 class Gpu:
     """One physical GPU. mig_enabled None = the source does not say (e.g. MIG unsupported)."""
 
@@ -53,6 +67,8 @@ class Gpu:
     numa_node: int | None = None
     nvlink_group: str | None = None
     pci_bus_id: str | None = None
+    # MIG devices the source shows but cannot name by UUID (captures only; never units).
+    unkeyed_mig_devices: tuple[UnkeyedMigDevice, ...] = ()
 
 
 @dataclass(frozen=True)

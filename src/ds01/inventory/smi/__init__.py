@@ -7,7 +7,8 @@ joins captures of one machine, detect.py tells formats apart and loads files.
     load_capture(path)           one file → MachineSample      (`ds01 gpu inventory --from PATH`)
     load_captures(paths)         several files of one machine, merged → MachineSample
     parse_capture(text, source)  any supported format → SmiCapture
-    parse_xml / parse_list / parse_query_gpu / parse_compute_apps / parse_table → SmiCapture
+    parse_xml / parse_query_text / parse_list / parse_query_gpu / parse_compute_apps /
+    parse_table → SmiCapture
     parse_lgip / parse_lci       MIG configuration tables → their own frozen rows
 
 Every parser raises only CaptureError on bad input, with a one-line message naming the source.
@@ -31,6 +32,7 @@ from ds01.inventory.smi.detect import (
 from ds01.inventory.smi.listing import parse_list
 from ds01.inventory.smi.merge import merge_captures
 from ds01.inventory.smi.mig import ComputeInstance, GpuInstanceProfile, parse_lci, parse_lgip
+from ds01.inventory.smi.querytext import parse_query_text
 from ds01.inventory.smi.table import parse_table
 from ds01.inventory.smi.xmllog import parse_xml
 
@@ -52,6 +54,7 @@ __all__ = [
     "parse_lgip",
     "parse_list",
     "parse_query_gpu",
+    "parse_query_text",
     "parse_table",
     "parse_xml",
     "read_capture_text",

@@ -6,19 +6,24 @@ conversion to ds01's model, SmiCapture.to_sample(). It must not parse text; the 
 Why an intermediate type: no single nvidia-smi output carries everything ds01 keys on.
 
     format        GPU UUID   MIG UUID   MIG profile   GI/CI ids   processes
-    -q -x         yes        no         no            yes         yes (with GI/CI)
+    -q -x         yes        no (1)     no            yes         yes (with GI/CI)
+    -q (text)     yes        no         no            yes         yes (with GI/CI)
     -L            yes        yes        yes           legacy only no
     --query-gpu   column     no         no            no          no
     compute-apps  column     no         no            no          yes (parent GPU only)
     table         no         no         no            yes         yes (with GI/CI)
 
+    (1) read when a <mig_device> has a <uuid>; none of the real logs in tests/fixtures has one.
+
 So every field here may be None, and to_sample() decides what a MachineSample may claim:
 
 * a GPU needs index, UUID and name, or the capture is refused with a one-line CaptureError that
   says which capture to take instead (plain tables never print UUIDs);
-* a MIG device needs a UUID to become part of the sample; MIG devices without one (from -q -x or
-  a table) are left out and a warning says so, so a MIG GPU from such a capture offers no units
-  instead of invented ones; merging with an `nvidia-smi -L` capture (merge.py) fills them in;
+* a MIG device needs a UUID to become a unit; MIG devices without one (from -q -x, -q or a
+  table) are kept as UnkeyedMigDevice (GI/CI ids and memory, `uuid: null` in JSON), a type that
+  can never become a unit, and a warning says which capture names them, so a MIG GPU from such a
+  capture offers no units instead of invented ones; merging with an `nvidia-smi -L` capture
+  (merge.py) fills the UUIDs in;
 * processes keep only compute work (type C, C+G, M...): pure graphics clients (type G, e.g. Xorg)
   are not what ds01 allocates or idles, and NVML's compute-process list leaves them out too.
 """
@@ -29,7 +34,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ds01.errors import CaptureError
-from ds01.model.inventory import Gpu, GpuProcess, MachineSample, MigDevice
+from ds01.model.inventory import Gpu, GpuProcess, MachineSample, MigDevice, UnkeyedMigDevice
 from ds01.model.profile import mig_gpueq
 
 
@@ -37,6 +42,7 @@ class CaptureFormat(StrEnum):
     """The nvidia-smi outputs ds01 reads; the value is the command that produces each."""
 
     XML = "nvidia-smi -q -x"
+    QUERY_TEXT = "nvidia-smi -q"
     LIST = "nvidia-smi -L"
     QUERY_GPU = "nvidia-smi --query-gpu=... --format=csv"
     COMPUTE_APPS = "nvidia-smi --query-compute-apps=... --format=csv"
@@ -49,6 +55,7 @@ class CaptureFormat(StrEnum):
 _NO_UUID_WHY: dict[CaptureFormat, str] = {
     CaptureFormat.TABLE: "plain nvidia-smi tables carry no GPU UUIDs",
     CaptureFormat.QUERY_GPU: "this --query-gpu capture has no uuid column",
+    CaptureFormat.QUERY_TEXT: "this -q log has no 'GPU UUID' line (taken with -d?)",
 }
 INVENTORY_FIX = (
     "Capture 'nvidia-smi -L' on the machine (it names every GPU and MIG device by UUID), "
@@ -177,10 +184,19 @@ class SmiCapture:
                 f"{self.source}: {label} has no {missing} in this capture", fix=INVENTORY_FIX
             )
         migs: list[MigDevice] = []
-        unnamed = 0
+        unkeyed: list[UnkeyedMigDevice] = []
         for m in g.mig_devices:
             if m.uuid is None:
-                unnamed += 1
+                unkeyed.append(
+                    UnkeyedMigDevice(
+                        index=m.index,
+                        gpu_instance_id=m.gpu_instance_id,
+                        compute_instance_id=m.compute_instance_id,
+                        memory_total_mib=m.memory_total_mib,
+                        memory_used_mib=m.memory_used_mib,
+                        profile=m.profile,
+                    )
+                )
                 continue
             gpueq = mig_gpueq(m.profile, g.name) if m.profile else None
             if gpueq is None and g.mig_enabled:
@@ -200,11 +216,8 @@ class SmiCapture:
                     memory_used_mib=m.memory_used_mib,
                 )
             )
-        if unnamed:
-            warnings.append(
-                f"{label}: {unnamed} MIG device(s) left out: this capture prints no MIG UUIDs; "
-                "add an 'nvidia-smi -L' capture"
-            )
+        if unkeyed:
+            warnings.append(self._unkeyed_warning(label, unkeyed))
         elif g.mig_enabled and not g.lists_mig_devices:
             warnings.append(
                 f"{label}: MIG is enabled but this capture cannot list MIG devices; "
@@ -222,6 +235,23 @@ class SmiCapture:
             temperature_c=g.temperature_c,
             power_w=g.power_w,
             pci_bus_id=g.pci_bus_id,
+            unkeyed_mig_devices=tuple(unkeyed),
+        )
+
+    def _unkeyed_warning(self, label: str, unkeyed: list[UnkeyedMigDevice]) -> str:
+        """Which devices lack a UUID, that they are not allocatable, which capture names them."""
+
+        def ids(m: UnkeyedMigDevice) -> str:
+            gi = "?" if m.gpu_instance_id is None else m.gpu_instance_id
+            ci = "?" if m.compute_instance_id is None else m.compute_instance_id
+            return f"{gi}/{ci}"
+
+        where = "this capture" if len(self.formats) == 1 else "these captures"
+        return (
+            f"{label}: {len(unkeyed)} MIG device(s) without a UUID in {where} "
+            f"(GI/CI {', '.join(ids(m) for m in unkeyed)}): listed with uuid null and not "
+            "allocatable; 'nvidia-smi -L' names them: capture it at the same moment and pass it "
+            "with another --from"
         )
 
     def _process(self, p: SmiProcess, gpus: tuple[Gpu, ...]) -> GpuProcess:

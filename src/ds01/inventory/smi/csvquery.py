@@ -14,6 +14,9 @@ cannot be read and is refused with a message saying so.
 * --query-gpu cannot list MIG devices: a GPU with mig.mode.current=Enabled comes with a warning
   (in to_sample) that an `nvidia-smi -L` capture is needed to see its units.
 * Compute-apps rows name the parent GPU even for processes in MIG devices.
+* A --query-gpu capture without an `index` column is read in row order: nvidia-smi prints GPUs in
+  index order, so row N is taken as GPU N, marked as a position (merging prefers a capture that
+  knows the index) and the capture carries a warning saying the indices are assumed.
 
 nvidia-smi does not quote CSV cells, so cells are split on every comma; a process name containing a
 comma makes the row's cell count wrong, which is reported rather than guessed around.
@@ -132,7 +135,8 @@ def parse_query_gpu(text: str, source: str) -> SmiCapture:
     gpus: list[SmiGpu] = []
     driver: str | None = None
     timestamp: str | None = None
-    for line_no, row in enumerate(rows, start=2):
+    by_row_order = "index" not in header.columns
+    for position, (line_no, row) in enumerate(enumerate(rows, start=2)):
         where = f"row {line_no}"
 
         def cell(field: str, row: list[str] = row) -> str | None:
@@ -149,7 +153,10 @@ def parse_query_gpu(text: str, source: str) -> SmiCapture:
                 break
         gpus.append(
             SmiGpu(
-                index=integer(cell("index"), "", source, f"{where} index"),
+                index=position
+                if by_row_order
+                else integer(cell("index"), "", source, f"{where} index"),
+                index_from_position=by_row_order,
                 uuid=None if is_unknown(raw_uuid) else gpu_uuid(raw_uuid or "", source, where),
                 name=text_or_none(cell("name")),
                 pci_bus_id=bus_id,
@@ -167,12 +174,19 @@ def parse_query_gpu(text: str, source: str) -> SmiCapture:
     indices = [g.index for g in gpus if g.index is not None]
     if len(indices) != len(set(indices)):
         fail(source, "a GPU index appears twice")
+    warnings: tuple[str, ...] = ()
+    if by_row_order:
+        warnings = (
+            "this --query-gpu capture has no index column: GPU indices are assumed from row "
+            "order (nvidia-smi prints GPUs in index order); add 'index' to --query-gpu to be sure",
+        )
     return SmiCapture(
         formats=(CaptureFormat.QUERY_GPU,),
         source=source,
         gpus=tuple(gpus),
         driver_version=driver,
         timestamp=timestamp,
+        warnings=warnings,
     )
 
 

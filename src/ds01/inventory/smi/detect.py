@@ -6,9 +6,10 @@ the format; the text does.
 
 Formats that are not an inventory: `mig -lgip` and `mig -lci` outputs are recognised and refused
 with a message naming what the file is and which capture to take instead (their typed parsers live
-in mig.py). A compute-apps CSV is accepted: it yields processes and no GPUs. The text form of
-`nvidia-smi -q`, nvidia-smi's own error messages and anything unknown are refused. Every refusal
-is a CaptureError whose message is one line naming the file.
+in mig.py); so are `mig -lgi`, `mig -lcip`, `mig` on a machine without MIG ("No MIG-enabled devices
+found."), `topo -m` and JSON (e.g. ds01's NVML probe). A compute-apps CSV is accepted: it yields
+processes and no GPUs. nvidia-smi's own error messages and anything unknown are refused. Every
+refusal is a CaptureError whose message is one line naming the file.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ds01.inventory.smi.csvquery import (
 )
 from ds01.inventory.smi.listing import parse_list
 from ds01.inventory.smi.merge import merge_captures
+from ds01.inventory.smi.querytext import BANNER, parse_query_text
 from ds01.inventory.smi.table import parse_table
 from ds01.inventory.smi.xmllog import parse_xml
 from ds01.model.inventory import MachineSample
@@ -39,9 +41,13 @@ _LIST_START = re.compile(r"^GPU\s+[0-9]+:\s", re.ASCII)
 _NOT_A_CAPTURE: tuple[tuple[str, str], ...] = (
     ("NVIDIA-SMI has failed", "the capture holds nvidia-smi's failure message, not GPU data"),
     ("No devices were found", "nvidia-smi found no GPUs when this was captured"),
-    ("==============NVSMI LOG==============", "this is 'nvidia-smi -q' text; ds01 reads -q -x"),
     ("GPU instances:", "this is 'nvidia-smi mig -lgi' output (GPU instances, no UUIDs)"),
     ("Compute instance profiles:", "this is 'nvidia-smi mig -lcip' output (profiles, no UUIDs)"),
+    (
+        "No MIG-enabled devices found",
+        "this is 'nvidia-smi mig' output saying no GPU has MIG enabled: it lists no GPUs",
+    ),
+    ("X    = Self", "this is 'nvidia-smi topo -m' output (GPU topology, no UUIDs)"),
 )
 
 
@@ -52,12 +58,20 @@ def detect_format(text: str, source: str) -> CaptureFormat:
         fail(source, "empty capture")
     if stripped.startswith("<"):
         return CaptureFormat.XML
+    if stripped.startswith("{"):
+        fail(
+            source,
+            "this is JSON, not nvidia-smi output (ds01's NVML probe JSON is not a capture)",
+            fix=INVENTORY_FIX,
+        )
     lines = [line for line in split_lines(stripped) if line.strip()]
     if _LIST_START.match(lines[0]):
         return CaptureFormat.LIST
     for marker, problem in _NOT_A_CAPTURE:
         if marker in stripped:
             fail(source, problem, fix=INVENTORY_FIX)
+    if BANNER in stripped:
+        return CaptureFormat.QUERY_TEXT
     if "GPU instance profiles:" in stripped:
         return CaptureFormat.MIG_LGIP
     if "Compute instances:" in stripped:
@@ -91,6 +105,8 @@ def parse_capture(text: str, source: str) -> SmiCapture:
     text = text.lstrip("\ufeff")
     if fmt is CaptureFormat.XML:
         return parse_xml(text, source)
+    if fmt is CaptureFormat.QUERY_TEXT:
+        return parse_query_text(text, source)
     if fmt is CaptureFormat.LIST:
         return parse_list(text, source)
     if fmt is CaptureFormat.QUERY_GPU:

@@ -16,10 +16,12 @@ Decisions:
 * GPU index: the log has no index element; nvidia-smi prints GPUs in index order, so the index is
   the position. When <attached_gpus> differs from the number of <gpu> elements (a log taken with
   -i, or cut short) the indices may be wrong, and the capture carries a warning saying so.
-* MIG devices: the log prints no MIG UUID and no profile name, only GI/CI ids, memory and the SM
+* MIG devices: the logs print no MIG UUID and no profile name, only GI/CI ids, memory and the SM
   count. ds01 does not derive a profile from them: the log gives no total SM count for the GPU, and
   SMs do not divide evenly into slices (an H100 3g instance has 60 SMs, a 1g one 16), so profile
-  and gpueq stay unknown. Join with an `nvidia-smi -L` capture (merge.py) to name them.
+  and gpueq stay unknown. Such devices are listed without UUID and are never units (capture.py);
+  join with an `nvidia-smi -L` capture (merge.py) to name them. A <uuid> inside <mig_device> is
+  read and checked when a driver writes one; no real log in tests/fixtures (drivers 460-595) does.
 * Entity declarations are refused outright ('<!ENTITY' anywhere), so the XML parser never expands
   entities (billion laughs); nvidia-smi never writes them.
 """
@@ -30,6 +32,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import replace
 
 from ds01.inventory.smi._values import (
+    MIG_UUID,
     PCI_BUS_ID,
     enabled,
     fail,
@@ -156,9 +159,13 @@ def _mig_devices(el: ET.Element, source: str, where: str) -> tuple[SmiMigDevice,
     out: list[SmiMigDevice] = []
     for i, m in enumerate(container.findall("mig_device")):
         at = f"{where} <mig_device> #{i + 1}"
+        uuid = text_or_none(m.findtext("uuid"))
+        if uuid is not None and not MIG_UUID.match(uuid):
+            fail(source, f"{at} <uuid>: not a MIG UUID: {show(uuid)}")
         out.append(
             SmiMigDevice(
                 index=integer(m.findtext("index"), "", source, f"{at} <index>"),
+                uuid=uuid,
                 gpu_instance_id=integer(
                     m.findtext("gpu_instance_id"), "", source, f"{at} <gpu_instance_id>"
                 ),
