@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from functools import partial
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -20,6 +21,7 @@ from ds01.errors import Ds01Error, UsageError
 from ds01.identity import Caller, require_admin
 from ds01.listener import RateLimitedLog
 from ds01.runtime.engine import ShellSession
+from ds01.runtime.shell import Demux
 from ds01.scheduler.snapshot import RequestKind
 from ds01.services.allocation import AllocationRequest, AllocationService
 from ds01.services.containers import ContainerService, ContainerView, DeployRequest
@@ -82,10 +84,14 @@ def _error_line(err: Ds01Error) -> dict[str, Any]:
 
 
 async def relay_shell(ws: web.WebSocketResponse, session: ShellSession) -> None:
-    """Bytes both ways between the WebSocket and the exec's raw socket, then the exit code."""
+    """Bytes both ways between the WebSocket and the exec's raw socket, then the exit code.
+
+    With a tty, output goes as it comes; without one, each binary message is one byte naming
+    the stream (1 stdout, 2 stderr) and then that stream's bytes."""
     loop = asyncio.get_running_loop()
     sock = session.sock
     sock.setblocking(False)
+    demux = None if session.tty else Demux()
 
     async def pump_out() -> None:
         while True:
@@ -95,7 +101,11 @@ async def relay_shell(ws: web.WebSocketResponse, session: ShellSession) -> None:
                 break
             if not data:
                 break
-            await ws.send_bytes(data)
+            if demux is None:
+                await ws.send_bytes(data)
+                continue
+            for stream, piece in demux.feed(data):
+                await ws.send_bytes(bytes([stream]) + piece)
 
     out = asyncio.create_task(pump_out())
     inbound = asyncio.create_task(_pump_in(ws, session, loop))
@@ -250,11 +260,29 @@ async def shell(request: web.Request) -> web.StreamResponse:
         cols = int(request.query.get("cols", "80"))
     except ValueError:
         raise UsageError("rows and cols must be numbers") from None
+    tty = request.query.get("tty", "1") != "0"
     # Refusals (not yours, not running) happen before the upgrade, as plain JSON errors.
-    session = await off_loop(_service(request).open_shell, caller, request.match_info["name"])
+    session = await off_loop(
+        partial(_service(request).open_shell, tty=tty), caller, request.match_info["name"]
+    )
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
-    await off_loop(session.resize, rows, cols)
+    if tty:
+        await off_loop(session.resize, rows, cols)
+    await relay_shell(ws, session)
+    return ws
+
+
+async def exec_command(request: web.Request) -> web.StreamResponse:
+    """One command (?cmd=ARG, repeated, in order) without a tty, over a WebSocket: the client's
+    input goes to its stdin, its stdout and stderr come back apart (relay_shell), then its
+    exit status."""
+    cmd = tuple(request.query.getall("cmd", []))
+    session = await off_loop(
+        _service(request).exec, caller_of(request), request.match_info["name"], cmd
+    )
+    ws = web.WebSocketResponse(heartbeat=30)
+    await ws.prepare(request)
     await relay_shell(ws, session)
     return ws
 

@@ -162,7 +162,14 @@ ROUTES: tuple[Route, ...] = (
         "get",
         "/v1/containers/{name}/shell",
         containers.shell,
-        "Interactive shell (WebSocket upgrade)",
+        "Shell (WebSocket upgrade; ?tty=0 for input from a pipe: output framed as for exec)",
+        needs=_C,
+    ),
+    Route(
+        "get",
+        "/v1/containers/{name}/exec",
+        containers.exec_command,
+        "Run one command without a tty (WebSocket upgrade; ?cmd=ARG repeated)",
         needs=_C,
     ),
     Route(

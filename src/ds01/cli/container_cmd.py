@@ -278,7 +278,28 @@ def inspect(
 
 @app.command()
 def shell(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
-    """Open an interactive shell in a running container."""
+    """Open a shell in a running container (input from a pipe or file works too).
+
+    On a terminal the shell is interactive; with input from a pipe or a file (echo ls | ds01
+    container shell NAME) it reads that input without a terminal and keeps stdout and stderr
+    apart. Exits with the shell's exit status.
+    """
     from ds01.cli.shell import open_shell
 
     raise typer.Exit(open_shell(ctx, name))
+
+
+@app.command("exec")
+def exec_(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="One of your running containers.")],
+    command: Annotated[list[str], typer.Argument(help="The command and its arguments, after --.")],
+) -> None:
+    """Run one command in a running container and exit with its exit status.
+
+    Runs as you, without a terminal: its output and errors stream to your stdout and stderr;
+    input from a pipe or file goes to its stdin. Example: ds01 container exec thesis -- nvidia-smi
+    """
+    from ds01.cli.shell import run_command
+
+    raise typer.Exit(run_command(ctx, name, list(command)))

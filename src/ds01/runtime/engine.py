@@ -446,17 +446,20 @@ class Engine:
         user: str,
         cmd: tuple[str, ...],
         env: Mapping[str, str] | None = None,
+        tty: bool = True,
     ) -> ShellSession:
-        """Start ``cmd`` in the running container on a new tty, as ``user`` ("uid:gid"), and
-        return the session (close it when done). The caller decides the user; this does not."""
-        action = f"open a shell in container {container}"
+        """Start ``cmd`` in the running container as ``user`` ("uid:gid") and return the session
+        (close it when done): on a new tty (raw bytes both ways), or with ``tty=False`` on plain
+        pipes, whose output the engine multiplexes (ShellSession.tty says which). The caller
+        decides the user; this does not."""
+        action = f"{'open a shell' if tty else 'run a command'} in container {container}"
         with self._translate(action, container=container):
             api = self._api()
             created = api.exec_create(
                 container,
                 list(cmd),
                 stdin=True,
-                tty=True,
+                tty=tty,
                 user=user,
                 environment=dict(env) if env else None,
             )
@@ -465,7 +468,7 @@ class Engine:
         sock = open_engine_socket(self.host)
         try:
             with self._translate(action, container=container):
-                status, reason, body = start_exec_upgraded(sock, api_version, exec_id)
+                status, reason, body = start_exec_upgraded(sock, api_version, exec_id, tty=tty)
         except BaseException:
             sock.close()
             raise
@@ -475,7 +478,7 @@ class Engine:
             if status == 404:
                 raise NotFound(f"cannot {action}: it does not exist", why=message)
             raise EngineError(f"cannot {action}: the Docker engine refused", why=message)
-        return ShellSession(exec_id, sock, self._exec_inspect, self._exec_resize)
+        return ShellSession(exec_id, sock, self._exec_inspect, self._exec_resize, tty=tty)
 
     def _exec_inspect(self, exec_id: str) -> dict[str, object]:
         with self._translate("read a shell's status"):

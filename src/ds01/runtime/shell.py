@@ -1,4 +1,5 @@
-"""An interactive exec session in a container: a raw, bidirectional socket to a shell on a tty.
+"""An exec session in a container: a raw, bidirectional socket to a shell on a tty, or to a
+command on plain pipes (then the engine multiplexes stdout and stderr: see ``demux``).
 
 Owns the HTTP upgrade of ``POST /exec/{id}/start`` on a connection of its own. The Docker SDK
 can hand back the socket of its upgraded response, but http.client has by then read the
@@ -28,8 +29,9 @@ _CONNECT_TIMEOUT_S = 30.0
 
 
 class ShellSession:
-    """A started exec with a tty. ``sock`` carries the terminal both ways (raw bytes, no
-    framing, because of the tty); exit_code() is known once the shell has ended.
+    """A started exec. With a tty, ``sock`` carries the terminal both ways (raw bytes, no
+    framing); without one, input is raw and output comes in the engine's frames (``Demux``).
+    exit_code() is known once the command has ended.
 
     resize / exit_code call the engine (blocking); use them from a worker thread in async code.
     """
@@ -40,8 +42,11 @@ class ShellSession:
         sock: socket.socket,
         inspect: Callable[[str], dict[str, object]],
         resize: Callable[[str, int, int], None],
+        *,
+        tty: bool = True,
     ) -> None:
         self.exec_id = exec_id
+        self.tty = tty
         self.sock = sock
         self._inspect = inspect
         self._resize = resize
@@ -105,14 +110,14 @@ def open_engine_socket(host: str) -> socket.socket:
 
 
 def start_exec_upgraded(
-    sock: socket.socket, api_version: str, exec_id: str
+    sock: socket.socket, api_version: str, exec_id: str, *, tty: bool = True
 ) -> tuple[int, str, bytes]:
     """Send ``POST /v{api}/exec/{id}/start`` asking to upgrade the connection to a raw stream.
 
     Returns (HTTP status, reason, body if not upgraded). On 101/200 the socket is left right
     after the headers, in blocking mode.
     """
-    body = json.dumps({"Detach": False, "Tty": True}).encode()
+    body = json.dumps({"Detach": False, "Tty": tty}).encode()
     request = (
         f"POST /v{api_version}/exec/{exec_id}/start HTTP/1.1\r\n"
         "Host: docker\r\n"
@@ -149,3 +154,32 @@ def start_exec_upgraded(
             break
         rest += chunk
     return status, reason, bytes(rest)
+
+
+class Demux:
+    """The engine's framing of a tty-less exec's output: per frame 8 header bytes (stream: 1
+    stdout, 2 stderr; 3 zero bytes; the payload length, big-endian) and the payload. Feed it the
+    bytes as they come; it returns whole (stream, payload) pieces, payloads split as they arrive
+    so output streams without waiting for a frame's end."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._stream = 0
+        self._left = 0  # payload bytes still due in the current frame
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        self._buf += data
+        out: list[tuple[int, bytes]] = []
+        while self._buf:
+            if self._left == 0:
+                if len(self._buf) < 8:
+                    break
+                self._stream = self._buf[0]
+                self._left = int.from_bytes(self._buf[4:8], "big")
+                del self._buf[:8]
+                continue
+            piece = bytes(self._buf[: self._left])
+            del self._buf[: len(piece)]
+            self._left -= len(piece)
+            out.append((self._stream, piece))
+        return out

@@ -515,15 +515,34 @@ class ContainerService:
     def inspect(self, caller: Caller, name: str) -> ContainerView:
         return self._view_by_name(caller, name)
 
-    def open_shell(self, caller: Caller, name: str) -> ShellSession:
+    def open_shell(self, caller: Caller, name: str, *, tty: bool = True) -> ShellSession:
+        """A shell in the caller's running container, as the caller's uid:gid: on a tty, or
+        (tty=False, for input from a pipe or file) on plain pipes."""
+        return self._exec(caller, name, SHELL_CMD, tty=tty, what="open a shell in")
+
+    def exec(self, caller: Caller, name: str, cmd: tuple[str, ...]) -> ShellSession:
+        """Run one command in the caller's running container, as the caller's uid:gid, without
+        a tty (its stdout and stderr stay apart; see runtime/shell.Demux)."""
+        if not cmd or not cmd[0]:
+            raise UsageError(
+                "no command to run",
+                fix=f"Name one after --, e.g. ds01 container exec {name} -- nvidia-smi",
+            )
+        return self._exec(caller, name, cmd, tty=False, what="run a command in")
+
+    def _exec(
+        self, caller: Caller, name: str, cmd: tuple[str, ...], *, tty: bool, what: str
+    ) -> ShellSession:
         info = self._find_owned(caller, name)
         if not info.running:
             raise Refusal(
                 RefusalReason.POLICY,
-                f"container '{name}' is not running ({info.state})",
+                f"cannot {what} container '{name}': it is not running ({info.state})",
+                why="Commands and shells run inside the container's processes, which exist only "
+                "while it runs.",
                 fix=f"Start it first: ds01 container start {name}",
             )
-        return self.engine.exec_shell(info.id, user=f"{caller.uid}:{caller.gid}", cmd=SHELL_CMD)
+        return self.engine.exec_shell(info.id, user=f"{caller.uid}:{caller.gid}", cmd=cmd, tty=tty)
 
     def logs(self, caller: Caller, name: str, follow: bool, tail: int | None) -> Iterator[bytes]:
         info = self._find_owned(caller, name)
