@@ -15,12 +15,14 @@ from containers_support import (
     Users,
     add_user,
     as_user,
+    cli_json,
     deploy,
     need,
     remove_owned,
     running_daemon,
     uid_of,
     unique_user,
+    user_dir,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
@@ -42,6 +44,7 @@ class World:
     d: Any
     user: str
     other: str
+    workspace: str
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +55,23 @@ def world(docker_host: str, docker_client: docker.DockerClient) -> Iterator[Worl
     try:
         add_user(users, user)
         add_user(users, other)
+        workspace = user_dir(user, "ws")
         with running_daemon(CONFIG, docker_host) as d:
             try:
-                deploy(d, user, "box", "--cpu-only")
+                deploy(
+                    d,
+                    user,
+                    "box",
+                    "--cpu-only",
+                    "--workspace",
+                    workspace,
+                    *("-e", "API_TOKEN=s3cr3t-a", "-e", "Db_Password=s3cr3t-b"),
+                    *("-e", "ssh_key_file=s3cr3t-c", "-e", "PLAIN=visible"),
+                )
                 deploy(d, user, "idle", "--cpu-only")
                 r = d.cli("container", "stop", "idle", user=user)
                 assert r.returncode == 0, r.stderr
-                yield World(d, user, other)
+                yield World(d, user, other, workspace)
             finally:
                 remove_owned(docker_client, [user, other])
     finally:
@@ -136,3 +149,38 @@ def test_shell_with_piped_input_prints_the_output_and_exit_status(world: World) 
 def test_shell_with_piped_input_ends_at_the_end_of_input(world: World) -> None:
     r = _ds01(world, "container", "shell", "box", stdin="echo one\necho two\n")
     assert (r.returncode, r.stdout) == (0, "one\ntwo\n"), r.stderr
+
+
+# ---- inspect -----------------------------------------------------------------------------
+
+
+def test_inspect_json_has_mounts_limits_and_env_with_secrets_hidden(world: World) -> None:
+    out = cli_json(world.d, "container", "inspect", "box", user=world.user)
+    assert out["mounts"] == [
+        {"type": "bind", "source": world.workspace, "target": "/workspace", "read_only": False}
+    ]
+    assert out["limits"]["memory_bytes"] == 256 * 1024 * 1024
+    assert out["limits"]["pids"] == 200
+    env = out["env"]
+    assert (env["API_TOKEN"], env["Db_Password"], env["ssh_key_file"]) == ("***",) * 3
+    assert env["PLAIN"] == "visible"
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "void"
+    assert out["gpus"] == [] and out["note"]
+
+
+def test_inspect_table_shows_them_and_never_a_secret(world: World) -> None:
+    r = _ds01(world, "container", "inspect", "box")
+    assert r.returncode == 0, r.stderr
+    assert "s3cr3t" not in r.stdout
+    for text in (
+        f"{world.workspace} → /workspace",
+        "memory 256m",
+        "pids 200",
+        "API_TOKEN=***",
+        "PLAIN=visible",
+        "none (CPU only)",
+    ):
+        assert text in r.stdout, r.stdout
+    # Hidden from the view only: the container itself has the value.
+    r = _ds01(world, "container", "exec", "box", "--", "sh", "-c", 'echo "$API_TOKEN"')
+    assert (r.returncode, r.stdout) == (0, "s3cr3t-a\n"), r.stderr

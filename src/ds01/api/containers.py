@@ -16,7 +16,14 @@ from aiohttp import WSMsgType, web
 
 from ds01.api import convert
 from ds01.api.http import caller_of, deps_of, flag, off_loop, ok, parse_body
-from ds01.api.schemas import ContainerAllocationOut, ContainerOut, DeployIn, UnitOut
+from ds01.api.schemas import (
+    ContainerAllocationOut,
+    ContainerLimitsOut,
+    ContainerOut,
+    DeployIn,
+    MountOut,
+    UnitOut,
+)
 from ds01.errors import Ds01Error, UsageError
 from ds01.identity import Caller, require_admin
 from ds01.listener import RateLimitedLog
@@ -30,6 +37,17 @@ CPU_ONLY_NOTE = "CPU-only container: no GPU is visible inside (NVIDIA_VISIBLE_DE
 
 log = logging.getLogger("ds01d.api")
 _unexpected = RateLimitedLog(log)
+
+
+# Environment variables whose values `inspect` hides (docs/containers.md, "List, shells and logs").
+SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
+HIDDEN = "***"
+
+
+def shown_env(env: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """The environment with the value of every variable whose name looks secret (it contains
+    one of SECRET_WORDS, in any case) replaced by ***."""
+    return {k: HIDDEN if any(w in k.upper() for w in SECRET_WORDS) else v for k, v in env}
 
 
 def container_out(view: ContainerView) -> ContainerOut:
@@ -60,6 +78,18 @@ def container_out(view: ContainerView) -> ContainerOut:
         else None,
         note=CPU_ONLY_NOTE if not i.gpu_device_ids else None,
         warnings=list(view.warnings),
+        mounts=[
+            MountOut(type=m.type, source=m.source, target=m.target, read_only=m.read_only)
+            for m in i.mounts
+        ],
+        limits=ContainerLimitsOut(
+            cpus=i.cpus,
+            memory_bytes=i.memory_bytes,
+            memory_swap_bytes=i.memory_swap_bytes,
+            shm_bytes=i.shm_bytes,
+            pids=i.pids,
+        ),
+        env=shown_env(i.env),
     )
 
 

@@ -233,6 +233,25 @@ class ContainerAllocationOut(BaseModel):
     gpueq_exact: str
 
 
+class MountOut(BaseModel):
+    type: str = Field(description="bind | volume | tmpfs")
+    source: str = Field(description="Host directory (or volume name)")
+    target: str = Field(description="Path inside the container")
+    read_only: bool
+
+
+class ContainerLimitsOut(BaseModel):
+    """The limits the engine enforces; null where none is set."""
+
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    memory_swap_bytes: int | None = Field(
+        default=None, description="Memory plus swap (-1: swap unlimited)"
+    )
+    shm_bytes: int | None = None
+    pids: int | None = None
+
+
 class ContainerOut(BaseModel):
     name: str = Field(description="Your short name for it")
     docker_name: str
@@ -249,6 +268,15 @@ class ContainerOut(BaseModel):
     note: str | None = None
     warnings: list[str] = Field(
         default=[], description="What to know about its units, e.g. one busy outside ds01"
+    )
+    mounts: list[MountOut] = Field(
+        default=[], description="Directories mounted in it (not NVIDIA's device-list binds)"
+    )
+    limits: ContainerLimitsOut | None = None
+    env: dict[str, str] = Field(
+        default={},
+        description="Its environment (the image's too); the value of a name containing TOKEN, "
+        "KEY, SECRET, PASSWORD, PASSWD or CREDENTIAL (any case) is ***",
     )
 
 

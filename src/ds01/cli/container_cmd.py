@@ -248,11 +248,35 @@ def logs(
             sys.stdout.buffer.flush()
 
 
+def _limit_lines(c: ContainerOut) -> list[str]:
+    from ds01.config.units import format_size
+
+    lim = c.limits
+    if lim is None:
+        return ["–"]
+    out = []
+    if lim.cpus is not None:
+        out.append(f"cpus {lim.cpus:g}")
+    if lim.memory_bytes is not None:
+        memory = f"memory {format_size(lim.memory_bytes)}"
+        swap = lim.memory_swap_bytes
+        if swap == -1:
+            memory += " (swap unlimited)"
+        elif swap is not None and swap > lim.memory_bytes:
+            memory += f" (+ {format_size(swap - lim.memory_bytes)} swap)"
+        out.append(memory)
+    if lim.shm_bytes is not None:
+        out.append(f"shm {format_size(lim.shm_bytes)}")
+    if lim.pids is not None:
+        out.append(f"pids {lim.pids}")
+    return out or ["none"]
+
+
 @app.command()
 def inspect(
     ctx: typer.Context, name: Annotated[str, typer.Argument()], as_json: JsonOpt = False
 ) -> None:
-    """Details of one container."""
+    """Details of one container: GPUs, mounts, limits and environment (secrets hidden)."""
     with client_of(ctx) as c:
         out = c.container(name)
     if as_json:
@@ -261,6 +285,7 @@ def inspect(
     t = new_table(show_header=False)
     t.add_column("Field")
     t.add_column("Value")
+    mounts = [f"{m.source} → {m.target}{' (read-only)' if m.read_only else ''}" for m in out.mounts]
     for key, value in (
         ("Name", out.name),
         ("Docker name", out.docker_name),
@@ -271,6 +296,9 @@ def inspect(
         ("Allocation", _alloc_text(out)),
         ("Created", clock(out.created)),
         ("Started", clock(out.started_at)),
+        ("Mounts", lines(mounts or ["none"])),
+        ("Limits", lines(_limit_lines(out))),
+        ("Env", lines([f"{k}={v}" for k, v in sorted(out.env.items())] or ["none"])),
     ):
         t.add_row(key, value)
     console().print(t)

@@ -46,6 +46,7 @@ from ds01.runtime.spec import (
     LABEL_OWNER,
     NVIDIA_DRIVER,
     ContainerSpec,
+    is_device_list_path,
 )
 from ds01.runtime.stamp import create_body
 
@@ -72,6 +73,14 @@ class EngineError(Ds01Error):
 
 
 @dataclass(frozen=True)
+class MountInfo:
+    type: str  # bind | volume | tmpfs
+    source: str
+    target: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
 class ContainerInfo:
     """What ds01 reads back about one of its containers (from ``docker inspect``).
 
@@ -95,6 +104,16 @@ class ContainerInfo:
     finished_at: datetime | None
     gpu_device_ids: tuple[str, ...]
     gpu_unpinned: bool
+    # What `inspect` shows: the user's mounts (not NVIDIA's device-list binds), the environment
+    # as the engine stored it (image ENV included; secrets are the API's to hide) and limits
+    # (None: none set).
+    mounts: tuple[MountInfo, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    memory_swap_bytes: int | None = None  # memory + swap (-1: unlimited swap)
+    shm_bytes: int | None = None
+    pids: int | None = None
 
     @property
     def running(self) -> bool:
@@ -572,4 +591,25 @@ def container_info(data: Mapping[str, Any]) -> ContainerInfo:
         finished_at=_parse_time(state.get("FinishedAt")),
         gpu_device_ids=tuple(ids),
         gpu_unpinned=unpinned,
+        mounts=tuple(
+            MountInfo(
+                type=str(m.get("Type", "")),
+                source=str(m.get("Source") or m.get("Name") or ""),
+                target=str(m.get("Destination", "")),
+                read_only=not m.get("RW", True),
+            )
+            for m in data.get("Mounts") or []
+            if not is_device_list_path(str(m.get("Destination", "")))
+        ),
+        env=tuple((k, v) for k, _, v in (str(e).partition("=") for e in config.get("Env") or [])),
+        cpus=nano / 1e9 if (nano := _positive(host_config.get("NanoCpus"))) else None,
+        memory_bytes=_positive(host_config.get("Memory")),
+        memory_swap_bytes=host_config.get("MemorySwap") or None,
+        shm_bytes=_positive(host_config.get("ShmSize")),
+        pids=_positive(host_config.get("PidsLimit")),
     )
+
+
+def _positive(value: object) -> int | None:
+    """A Docker limit as set, or None where it is unset (0, -1, absent)."""
+    return value if isinstance(value, int) and value > 0 else None
