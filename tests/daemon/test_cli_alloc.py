@@ -289,7 +289,7 @@ def test_events_since_and_json(daemon_factory: Any) -> None:
         "message",
         "details",
     }
-    assert recent[0]["message"] == "H100 80GB HBM3 3g.40gb for thesis"
+    assert recent[0]["message"] == f"MIG {a.units[0].name} (H100 80GB HBM3 3g.40gb) for thesis"
     assert future == []
     table = d.cli("events", "--kind", "alloc")
     header = table.stdout.splitlines()[1]

@@ -124,7 +124,7 @@ def test_specific_units_only_when_free(gpus: Gpus) -> None:
     status = json.loads(w.d.cli("gpu", "status", "--json").stdout)
     mig = [u for u in status["units"] if u["kind"] == "mig" and u["user"] is None]
     whole = [u for u in status["units"] if u["kind"] == "gpu" and u["user"] is None]
-    slice_uuid, gpu_index = mig[0]["uuid"], whole[0]["gpu_index"]
+    slice_uuid, slice_name, gpu_index = mig[0]["uuid"], mig[0]["name"], whole[0]["gpu_index"]
     r = w.docker(
         gpus.bob,
         "run",
@@ -154,8 +154,14 @@ def test_specific_units_only_when_free(gpus: Gpus) -> None:
     # bob's slice is not free: alice cannot have it
     r = w.docker(gpus.alice, "run", "--rm", "--gpus", f'"device={slice_uuid}"', TEST_IMAGE, "true")
     assert r.returncode != 0
-    assert f'ds01: --gpus "device={slice_uuid}" was refused: {slice_uuid} is not free' in r.stderr
+    assert (
+        f'ds01: --gpus "device={slice_uuid}" was refused: MIG {slice_name} ({slice_uuid}) '
+        "is not free" in r.stderr
+    )
     assert "A specific unit is given only when it is free and within your quota." in r.stderr
+    # nor by its name as 'ds01 gpu status' shows it ('7/1.0'): the same unit, the same words
+    r = w.docker(gpus.alice, "run", "--rm", "--gpus", f'"device={slice_name}"', TEST_IMAGE, "true")
+    assert f"MIG {slice_name} ({slice_uuid}) is not free" in r.stderr
     r = w.docker(gpus.alice, "run", "--rm", "--gpus", '"device=GPU-nope"', TEST_IMAGE, "true")
     assert "there is no GPU or MIG unit 'GPU-nope' on this machine" in r.stderr
     remove_all(w, gpus.alice, gpus.bob)

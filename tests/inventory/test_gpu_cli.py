@@ -59,6 +59,7 @@ GPU_FIELDS = {
     "index",
     "uuid",
     "name",
+    "unit_name",  # '3'; null when MIG is on (its MIG devices are the units)
     "memory_total_mib",
     "mig_enabled",
     "mig_devices",
@@ -73,6 +74,7 @@ GPU_FIELDS = {
 }
 MIG_FIELDS = {
     "uuid",
+    "unit_name",  # '5/2.0', as every view names the unit
     "profile",
     "gpu_instance_id",
     "compute_instance_id",
@@ -82,7 +84,7 @@ MIG_FIELDS = {
     "index",
     "memory_used_mib",
 }
-PROCESS_FIELDS = {"pid", "gpu_uuid", "used_memory_mib", "name", "unit_uuid"}
+PROCESS_FIELDS = {"pid", "gpu_uuid", "used_memory_mib", "name", "unit_uuid", "unit_name"}
 
 
 def test_inventory_json_of_the_mixed_h100_machine(env: dict[str, str]) -> None:
@@ -119,7 +121,7 @@ def test_inventory_table_lists_gpus_and_mig_devices(env: dict[str, str]) -> None
     result = ds01(env, "gpu", "inventory", "--sim", "2xH200-mig")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert any(line.split()[:1] == ["0/1"] and "2c.3g.71gb" in line for line in lines)
+    assert any(line.split()[:1] == ["0/2.1"] and "2c.3g.71gb" in line for line in lines)
     assert any(line.split()[:1] == ["91002"] and "52224 MiB" in line for line in lines)
 
 
@@ -207,8 +209,8 @@ def test_inventory_table_shows_unnamed_mig_devices_without_gpueq(env: dict[str, 
     result = ds01(env, "gpu", "inventory", "--from", str(A100_MIG_XML))
 
     assert result.returncode == 0, result.stderr
-    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] == ["0/2"]]
-    assert rows == [["0/2", "no", "UUID", "?", "5/0", "0.0", "/", "19.5", "–", "–"]]
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] == ["0/5.0"]]
+    assert rows == [["0/5.0", "no", "UUID", "?", "2", "0.0", "/", "19.5", "–", "–"]]
 
 
 def test_inventory_from_a_csv_without_index_warns_about_row_order(
@@ -296,7 +298,7 @@ def test_status_table_shows_units_and_unknown_utilization(env: dict[str, str]) -
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
     assert rows["1"][-3:] == ["94%", "1", "1"]  # util, gpueq, processes
-    assert rows["5/0"][-3:] == ["–", "0.43", "2"]  # MIG: utilization unknown
+    assert rows["5/2.0"][-3:] == ["–", "0.43", "2"]  # MIG: utilization unknown
     assert "19 units, 7.86 gpueq (55/7)" in result.stdout
 
 

@@ -21,6 +21,7 @@ def iso(t: float | None) -> str | None:
 def unit_out(u: Unit) -> dict[str, Any]:
     return UnitOut(
         uuid=u.uuid,
+        name=u.name,
         kind=u.kind.value,
         gpu_uuid=u.gpu_uuid,
         gpu_index=u.gpu_index,

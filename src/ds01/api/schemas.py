@@ -64,6 +64,11 @@ class DrainIn(_In):
 
 class UnitOut(BaseModel):
     uuid: str
+    name: str = Field(
+        default="",
+        description="The unit's one name in every view: '3' (a whole GPU) or '7/1.0' "
+        "(GPU index / GPU-instance id . compute-instance id)",
+    )
     kind: str
     gpu_uuid: str
     gpu_index: int
@@ -95,6 +100,17 @@ class AllocationOut(BaseModel):
     )
 
 
+class UnitProcessOut(BaseModel):
+    pid: int | None = Field(description="null when hidden (privacy: hide_others)")
+    name: str | None = Field(description="null when unknown or hidden")
+    owner: str | None = Field(
+        description="Host user of a process outside ds01, the holder for a ds01 container's "
+        "own; null when unknown; '(hidden)' under privacy: hide_others"
+    )
+    used_memory_mib: int | None = None
+    foreign: bool = Field(description="True: not the work of the ds01 container holding the unit")
+
+
 class UnitStatusOut(UnitOut):
     drained: bool = False
     drain_reason: str | None = None
@@ -107,6 +123,14 @@ class UnitStatusOut(UnitOut):
         default=None, description="GPU utilization; null when unknown (MIG devices)"
     )
     memory_used_mib: int | None = None
+    processes: list[UnitProcessOut] = Field(
+        default=[], description="Compute processes on the unit, from the latest sample"
+    )
+    busy: bool = Field(
+        default=False,
+        description="Free, but in use outside ds01 (a process, memory or utilization): "
+        "placement gives it last",
+    )
 
 
 class StatusOut(BaseModel):

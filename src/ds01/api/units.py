@@ -7,8 +7,18 @@ from aiohttp import web
 
 from ds01.api import convert
 from ds01.api.http import caller_of, deps_of, off_loop, ok, parse_body
-from ds01.api.schemas import DrainIn, StatusOut, UnitStatusOut
-from ds01.services.status import GpuStatus, UnitLine, gpu_status
+from ds01.api.schemas import DrainIn, StatusOut, UnitProcessOut, UnitStatusOut
+from ds01.services.status import GpuStatus, UnitLine, UnitProcess, gpu_status
+
+
+def process_out(p: UnitProcess) -> UnitProcessOut:
+    if not p.owner_shown:  # another user's, under privacy: hide_others
+        return UnitProcessOut(
+            pid=None, name=None, owner="(hidden)", used_memory_mib=None, foreign=p.foreign
+        )
+    return UnitProcessOut(
+        pid=p.pid, name=p.name, owner=p.owner, used_memory_mib=p.used_memory_mib, foreign=p.foreign
+    )
 
 
 def unit_status_out(line: UnitLine) -> UnitStatusOut:
@@ -25,6 +35,8 @@ def unit_status_out(line: UnitLine) -> UnitStatusOut:
         hold_until=convert.iso(a.hold_until) if a else None,
         utilization_pct=line.utilization_pct,
         memory_used_mib=line.memory_used_mib,
+        processes=[process_out(p) for p in line.processes],
+        busy=line.busy,
     )
 
 

@@ -12,7 +12,7 @@ Errors are ds01 errors; cli/main.py prints them (exit 2 for bad input).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,8 +24,9 @@ from ds01.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     from rich.table import Table
+    from rich.text import Text
 
-    from ds01.api.schemas import StatusOut
+    from ds01.api.schemas import StatusOut, UnitProcessOut
     from ds01.model.inventory import MachineSample
 
 app = typer.Typer(help="GPU inventory and status; simulated machines.", no_args_is_help=True)
@@ -41,6 +42,14 @@ SimOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (fields: docs/inventory.md).")]
+WideOption = Annotated[
+    bool,
+    typer.Option(
+        "--wide",
+        help="Whole UUIDs and model names, however wide the table gets (by default tables "
+        "fit the terminal, 80 columns when not on one).",
+    ),
+]
 
 
 def _take_sample(ctx: typer.Context, sim: str | None) -> MachineSample:
@@ -68,11 +77,25 @@ def _dash(value: object, fmt: str = "{}") -> str:
 
 
 def short_uuid(uuid: str) -> str:
-    """'GPU-0c3ad857…', 'MIG-d1272780…'; a legacy 'MIG-GPU-<uuid>/gi/ci' keeps its ids."""
+    """The first 8 hex digits after the prefix: 'GPU-0c3ad857-…' → '0c3ad857' (the Unit
+    column says whether it is a GPU or a MIG device); a legacy 'MIG-GPU-<uuid>/gi/ci' keeps
+    its ids ('0c3ad857/1/0'). Tables show this; --wide and --json the whole UUID."""
     if uuid.startswith("MIG-GPU-"):
         head, _, ids = uuid.partition("/")
-        return f"{head[:16]}…/{ids}"
-    return f"{uuid[:12]}…" if len(uuid) > 12 else uuid
+        return f"{head[8:16]}/{ids}"
+    _, dash, rest = uuid.partition("-")
+    return rest[:8] if dash and rest else uuid[:8]
+
+
+def short_model(model: str, profile: str | None = None) -> str:
+    """'NVIDIA H100 80GB HBM3' + '1g.10gb' → 'H100 1g.10gb'; 'NVIDIA A100-SXM4-40GB' → 'A100';
+    'NVIDIA GeForce RTX 4090' → 'RTX 4090'. The Memory column says the size; --wide shows the
+    whole name."""
+    words = [w for w in model.split() if w not in ("NVIDIA", "Tesla", "GeForce", "Quadro")]
+    first = words[0].split("-")[0] if words else model
+    if len(first) <= 3 and len(words) > 1:  # 'RTX 4090', 'RTX A6000'
+        first = f"{first} {words[1].split('-')[0]}"
+    return f"{first} {profile}" if profile else first
 
 
 def _memory(used: int | None, total: int | None) -> str:
@@ -101,54 +124,85 @@ def _table(title: str) -> Table:
     )
 
 
-def status_table(sample: MachineSample, holders: Mapping[str, str | None] | None = None) -> Table:
-    """The units table of `ds01 gpu status`.
+def _units_table(title: str, daemon: bool) -> Table:
+    """The columns of `ds01 gpu status`, from ds01d or from the GPUs directly: the same table,
+    the daemon's with Holder and State. Short UUIDs and models, and cells cut with '…' rather
+    than wrapped, keep a row to one line of 80 columns; --wide shows everything."""
+    table = _table(title)
+    table.show_edge = False
+    table.padding = (0, 0, 0, 0)  # one space between columns: nine of them fit 80
+    table.add_column("Unit", no_wrap=True)
+    table.add_column("UUID", no_wrap=True)
+    table.add_column("Model")  # these three give way first when the table is too wide;
+    table.add_column("Memory GiB", no_wrap=True)
+    for column in ("Util", "gpueq"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("Procs")  # their cells are cut(), never wrapped
+    if daemon:
+        table.add_column("Holder")
+        table.add_column("State", no_wrap=True)
+    return table
 
-    `holders` maps unit UUID → who holds it (None: free). The allocation service passes it;
-    without it there is no Holder column, because this view does not know.
-    """
+
+def cut(text: str) -> Text:
+    """A cell shortened with '…' where its column is too narrow, never wrapped to a second
+    line (text from users made safe as every cell is: shown())."""
+    from rich.text import Text
+
+    return Text(shown(text), no_wrap=True, overflow="ellipsis")
+
+
+def print_wide(table: Table, wide: bool) -> None:
+    """A table on stdout; with --wide at its full width, however wide the terminal."""
+    from ds01.cli.output import console
+
+    if wide:  # a console as wide as the table needs (as console(): no markup, no emoji)
+        from rich.console import Console
+
+        Console(width=100_000, highlight=False, markup=False, emoji=False).print(table)
+    else:
+        console().print(table)
+
+
+def status_table(sample: MachineSample, wide: bool = False) -> Table:
+    """`ds01 gpu status` read from the GPUs directly (no daemon): no holders, this view does
+    not know them, and every process counts (no process view says which are ds01's)."""
     from ds01.inventory.export import unit_memory_used, unit_processes, unit_utilization
     from ds01.model.gpueq import GpuEq
 
-    mig_index = {m.uuid: m.index for g in sample.gpus for m in g.mig_devices}
     units = sample.units()
-    table = _table(f"GPU units ({sample.source})")
-    table.add_column("Unit", no_wrap=True)
-    table.add_column("UUID", no_wrap=True)
-    table.add_column("Model / profile", overflow="fold")  # never cut a model name short
-    table.add_column("Memory GiB", no_wrap=True)
-    for column in ("Util", "gpueq", "Procs"):
-        table.add_column(column, justify="right", no_wrap=True)
-    if holders is not None:
-        table.add_column("Holder")
+    table = _units_table(f"GPU units ({sample.source})", daemon=False)
     for u in units:
-        slot = mig_index.get(u.uuid)
-        row = [
-            str(u.gpu_index) if slot is None else f"{u.gpu_index}/{slot}",
-            short_uuid(u.uuid),
-            u.label,
+        table.add_row(
+            u.name,
+            u.uuid if wide else short_uuid(u.uuid),
+            cut(u.label if wide else short_model(u.model, u.profile)),
             _memory(unit_memory_used(sample, u), u.memory_total_mib),
             _dash(unit_utilization(sample, u), "{:.0f}%"),
             u.gpueq.display(),
-            str(len(unit_processes(sample, u))),
-        ]
-        if holders is not None:
-            row.append(_dash(holders.get(u.uuid)))
-        table.add_row(*row)
+            cut(str(len(unit_processes(sample, u)))),
+        )
     total = GpuEq.total(u.gpueq for u in units)
     table.caption = f"{len(units)} units, {total.display()} gpueq ({total.as_text()})"
     table.caption_justify = "left"
     return table
 
 
-def inventory_tables(sample: MachineSample) -> list[Table | str]:
-    """GPUs with their MIG devices, then processes (or a line saying there are none)."""
+def inventory_tables(sample: MachineSample, wide: bool = False) -> list[Table | str]:
+    """GPUs with their MIG devices, then processes (or a line saying there are none). A row's
+    first cell is the unit's name (model/inventory.py unit_name): '3', or '7/1.0' for a MIG
+    device; Dev is the driver's MIG device index, which can renumber."""
+    from ds01.inventory.export import unit_names
+    from ds01.model.inventory import UnitKind, unit_name
+
+    def uuid(text: str) -> str:
+        return text if wide else short_uuid(text)
 
     gpus = _table(f"GPUs ({sample.source})")
-    gpus.add_column("GPU", no_wrap=True)
+    gpus.add_column("Unit", no_wrap=True)
     gpus.add_column("UUID", no_wrap=True)
-    gpus.add_column("Name / profile", overflow="fold", min_width=14)
-    gpus.add_column("GI/CI", no_wrap=True)
+    gpus.add_column("Name / profile", no_wrap=True, overflow="ellipsis", min_width=14)
+    gpus.add_column("Dev", no_wrap=True, justify="right")
     gpus.add_column("Memory GiB", no_wrap=True)
     # gpueq per unit; a GPU with MIG on is not a unit itself, its MIG devices are.
     # Temperature and power are in --json: the table keeps to 80 columns.
@@ -156,8 +210,8 @@ def inventory_tables(sample: MachineSample) -> list[Table | str]:
         gpus.add_column(column, no_wrap=True, justify="right")
     for g in sample.gpus:
         gpus.add_row(
-            str(g.index),
-            short_uuid(g.uuid),
+            unit_name(g.index, UnitKind.GPU),
+            uuid(g.uuid),
             g.name.removeprefix("NVIDIA "),
             "",
             _memory(g.memory_used_mib, g.memory_total_mib),
@@ -167,10 +221,10 @@ def inventory_tables(sample: MachineSample) -> list[Table | str]:
         )
         for m in g.mig_devices:
             gpus.add_row(
-                f"{g.index}/{_dash(m.index)}",
-                short_uuid(m.uuid),
+                unit_name(g.index, UnitKind.MIG, m.gpu_instance_id, m.compute_instance_id),
+                uuid(m.uuid),
                 f" {m.profile or '?'}",
-                f"{_dash(m.gpu_instance_id)}/{_dash(m.compute_instance_id)}",
+                _dash(m.index),
                 _memory(m.memory_used_mib, m.memory_total_mib),
                 _dash(m.gpueq.display() if m.gpueq else None),
                 "–",
@@ -178,22 +232,26 @@ def inventory_tables(sample: MachineSample) -> list[Table | str]:
             )
         for u in g.unkeyed_mig_devices:  # shown by a capture without a UUID: never a unit
             gpus.add_row(
-                f"{g.index}/{_dash(u.index)}",
+                unit_name(g.index, UnitKind.MIG, u.gpu_instance_id, u.compute_instance_id),
                 "no UUID",
                 f" {u.profile or '?'}",
-                f"{_dash(u.gpu_instance_id)}/{_dash(u.compute_instance_id)}",
+                _dash(u.index),
                 _memory(u.memory_used_mib, u.memory_total_mib),
                 "–",
                 "–",
                 "",
             )
+    names = unit_names(sample)
     procs = _table("Processes")
-    for column in ("PID", "Unit", "Memory", "Name"):
-        procs.add_column(column)
+    for column in ("PID", "Unit", "UUID", "Memory"):
+        procs.add_column(column, no_wrap=True)
+    procs.add_column("Name", no_wrap=True, overflow="ellipsis")
     for p in sample.processes:
+        on = p.unit_uuid or p.gpu_uuid
         procs.add_row(
             str(p.pid),
-            short_uuid(p.unit_uuid or p.gpu_uuid),
+            names.get(on, "–"),
+            uuid(on),
             _dash(p.used_memory_mib, "{} MiB"),  # per process, MiB as nvidia-smi shows it
             _dash(p.name),
         )
@@ -221,6 +279,7 @@ def inventory(
     ] = None,
     sim: SimOption = None,
     as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """GPUs, MIG devices and compute processes, from the configured backend (NVML, or a
     simulated machine), a simulated machine (--sim), or a saved nvidia-smi capture (--from)."""
@@ -234,19 +293,24 @@ def inventory(
         print_json(sample_to_json(sample))
         _print_warnings(sample)  # also in the JSON; on stderr so that no one misses them
         return
-    for table in inventory_tables(sample):
-        console().print(table)
+    for table in inventory_tables(sample, wide):
+        if isinstance(table, str):
+            console().print(table)
+        else:
+            print_wide(table, wide)
     _print_warnings(sample)
 
 
 @app.command("status")
-def status(ctx: typer.Context, sim: SimOption = None, as_json: JsonOption = False) -> None:
+def status(
+    ctx: typer.Context, sim: SimOption = None, as_json: JsonOption = False, wide: WideOption = False
+) -> None:
     """Every allocatable unit (whole GPU or MIG device): model, memory, utilization ('–' where
     the GPU does not report it, as for every MIG device), gpueq, and who holds it.
 
     Asks ds01d; with --sim, or when ds01d cannot be reached, reads the GPUs directly and shows
     no holders (and says so)."""
-    from ds01.cli.output import console, err_console, print_json, styled
+    from ds01.cli.output import err_console, print_json, styled
     from ds01.errors import DaemonUnavailable
     from ds01.inventory.export import units_to_json
 
@@ -264,7 +328,7 @@ def status(ctx: typer.Context, sim: SimOption = None, as_json: JsonOption = Fals
             if as_json:
                 print_json(view.model_dump(mode="json"))
             else:
-                console().print(daemon_status_table(view))
+                print_wide(daemon_status_table(view, wide), wide)
                 for w in view.warnings:
                     err_console().print(styled(f"warning: {w}"), soft_wrap=True)
             return
@@ -272,51 +336,63 @@ def status(ctx: typer.Context, sim: SimOption = None, as_json: JsonOption = Fals
     if as_json:
         print_json(units_to_json(sample))
         return
-    console().print(status_table(sample))
+    print_wide(status_table(sample, wide), wide)
     _print_warnings(sample)
 
 
-def daemon_status_table(view: StatusOut) -> Table:
-    """`ds01 gpu status` from ds01d: the units plus holder and allocation state."""
+def procs_cell(processes: Sequence[UnitProcessOut]) -> str:
+    """'0'; '2' (a ds01 container's own); '1!' or '1! carol' when a process runs outside ds01,
+    with its owner when known and shown ('+1' for more owners)."""
+    n = str(len(processes))
+    outside = [p for p in processes if p.foreign]
+    if not outside:
+        return n
+    owners = list(dict.fromkeys(p.owner for p in outside if p.owner))
+    if not owners:
+        return f"{n}!"
+    more = f"+{len(owners) - 1}" if len(owners) > 1 else ""
+    return f"{n}! {owners[0]}{more}"
+
+
+def daemon_status_table(view: StatusOut, wide: bool = False) -> Table:
+    """`ds01 gpu status` from ds01d: the units plus processes, holder and allocation state."""
     from ds01.model.gpueq import GpuEq
+    from ds01.model.inventory import unit_name
     from ds01.timetext import clock
 
-    table = _table(f"GPU units ({view.backend})")
-    table.add_column("Unit", no_wrap=True)
-    table.add_column("UUID", no_wrap=True)
-    table.add_column("Model / profile", overflow="fold")
-    table.add_column("Memory GiB", no_wrap=True)
-    for column in ("Util", "gpueq"):
-        table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("Holder", overflow="fold")
-    table.add_column("State", no_wrap=True)
+    table = _units_table(f"GPU units ({view.backend})", daemon=True)
     for u in view.units:
-        slot = "" if u.kind == "gpu" else f"/{u.gpu_instance_id}.{u.compute_instance_id}"
-        model = u.model.removeprefix("NVIDIA ")
-        if u.profile:
-            model = f"{model} {u.profile}"
+        name = u.name or unit_name(u.gpu_index, u.kind, u.gpu_instance_id, u.compute_instance_id)
+        if wide:
+            model = u.model.removeprefix("NVIDIA ") + (f" {u.profile}" if u.profile else "")
+        else:
+            model = short_model(u.model, u.profile)
         if u.drained:
             state = "drained"
         elif u.state == "held":
             state = f"held → {clock(u.hold_until)}"
+        elif u.state:
+            state = u.state
         else:
-            state = u.state or "free"
+            state = "busy" if u.busy else "free"
         holder = u.user or "–"
         if u.container and u.user:
             holder = f"{u.user} ({u.container})"
         table.add_row(
-            f"{u.gpu_index}{slot}",
-            short_uuid(u.uuid),
-            model,
+            name,
+            u.uuid if wide else short_uuid(u.uuid),
+            cut(model),
             _memory(u.memory_used_mib, u.memory_total_mib),
             _dash(u.utilization_pct, "{:.0f}%"),
             GpuEq(u.gpueq_exact).display(),
-            holder,
+            cut(procs_cell(u.processes)),
+            cut(holder),
             state,
         )
-    table.caption = (
-        f"{len(view.units)} units, {view.free_gpueq:.2f} of {view.total_gpueq:.2f} gpueq free"
-    )
+    caption = f"{len(view.units)} units, {view.free_gpueq:.2f} of {view.total_gpueq:.2f} gpueq free"
+    if any(p.foreign for u in view.units for p in u.processes) or any(u.busy for u in view.units):
+        caption += "\n!: processes outside ds01; busy: free but in use outside ds01 (given last)"
+    table.caption = caption
     table.caption_justify = "left"
     return table
 

@@ -22,6 +22,7 @@ from ds01.model.inventory import (
     Unit,
     UnitKind,
     UnkeyedMigDevice,
+    unit_name,
 )
 
 
@@ -31,9 +32,10 @@ def _gpueq(value: GpuEq | None) -> dict[str, Any]:
     return {"gpueq": round(float(value), 4), "gpueq_exact": value.as_text()}
 
 
-def _mig(m: MigDevice) -> dict[str, Any]:
+def _mig(gpu_index: int, m: MigDevice) -> dict[str, Any]:
     return {
         "uuid": m.uuid,
+        "unit_name": unit_name(gpu_index, UnitKind.MIG, m.gpu_instance_id, m.compute_instance_id),
         "profile": m.profile,
         "gpu_instance_id": m.gpu_instance_id,
         "compute_instance_id": m.compute_instance_id,
@@ -44,11 +46,12 @@ def _mig(m: MigDevice) -> dict[str, Any]:
     }
 
 
-def _unkeyed_mig(m: UnkeyedMigDevice) -> dict[str, Any]:
+def _unkeyed_mig(gpu_index: int, m: UnkeyedMigDevice) -> dict[str, Any]:
     """A MIG device a capture shows without its UUID: the same fields, uuid and gpueq null
     (it is never a unit)."""
     return {
         "uuid": None,
+        "unit_name": unit_name(gpu_index, UnitKind.MIG, m.gpu_instance_id, m.compute_instance_id),
         "profile": m.profile,
         "gpu_instance_id": m.gpu_instance_id,
         "compute_instance_id": m.compute_instance_id,
@@ -66,8 +69,9 @@ def _gpu(g: Gpu) -> dict[str, Any]:
         "name": g.name,
         "memory_total_mib": g.memory_total_mib,
         "mig_enabled": g.mig_enabled,
-        "mig_devices": [_mig(m) for m in g.mig_devices]
-        + [_unkeyed_mig(m) for m in g.unkeyed_mig_devices],
+        "unit_name": None if g.mig_enabled else unit_name(g.index, UnitKind.GPU),
+        "mig_devices": [_mig(g.index, m) for m in g.mig_devices]
+        + [_unkeyed_mig(g.index, m) for m in g.unkeyed_mig_devices],
         "memory_used_mib": g.memory_used_mib,
         "utilization_pct": g.utilization_pct,
         "temperature_c": g.temperature_c,
@@ -79,21 +83,37 @@ def _gpu(g: Gpu) -> dict[str, Any]:
     }
 
 
-def _process(p: GpuProcess) -> dict[str, Any]:
+def _process(p: GpuProcess, names: Mapping[str, str]) -> dict[str, Any]:
     return {
         "pid": p.pid,
         "gpu_uuid": p.gpu_uuid,
         "used_memory_mib": p.used_memory_mib,
         "name": p.name,
         "unit_uuid": p.unit_uuid,
+        "unit_name": names.get(p.unit_uuid or p.gpu_uuid),
     }
+
+
+def unit_names(sample: MachineSample) -> dict[str, str]:
+    """UUID → the name every view shows (model/inventory.py unit_name), for each GPU and MIG
+    device of the sample; a GPU with MIG on is named by its index too (a process whose MIG
+    device is unknown is shown on it)."""
+    names: dict[str, str] = {}
+    for g in sample.gpus:
+        names[g.uuid] = unit_name(g.index, UnitKind.GPU)
+        for m in g.mig_devices:
+            names[m.uuid] = unit_name(
+                g.index, UnitKind.MIG, m.gpu_instance_id, m.compute_instance_id
+            )
+    return names
 
 
 def sample_to_json(sample: MachineSample) -> dict[str, Any]:
     """The whole sample: GPUs with their MIG devices, and compute processes."""
+    names = unit_names(sample)
     return {
         "gpus": [_gpu(g) for g in sample.gpus],
-        "processes": [_process(p) for p in sample.processes],
+        "processes": [_process(p, names) for p in sample.processes],
         "source": sample.source,
         "taken_at": sample.taken_at.isoformat() if sample.taken_at else None,
         "driver_version": sample.driver_version,
@@ -137,6 +157,7 @@ def units_to_json(
         procs = unit_processes(sample, u)
         entry: dict[str, Any] = {
             "uuid": u.uuid,
+            "name": u.name,
             "kind": u.kind.value,
             "gpu_index": u.gpu_index,
             "gpu_uuid": u.gpu_uuid,

@@ -100,10 +100,39 @@ class Unit:
     nvlink_group: str | None = None
 
     @property
+    def name(self) -> str:
+        """The one name of this unit in every table, JSON document, event and refusal:
+        '3' for a whole GPU, '7/1.0' for a MIG device (unit_name)."""
+        return unit_name(self.gpu_index, self.kind, self.gpu_instance_id, self.compute_instance_id)
+
+    @property
+    def title(self) -> str:
+        """The name with its kind, for sentences: 'GPU 3', 'MIG 7/1.0'."""
+        return f"{'MIG' if self.kind is UnitKind.MIG else 'GPU'} {self.name}"
+
+    @property
     def label(self) -> str:
         """Short human description: 'A100-SXM4-40GB' or 'H100 3g.40gb'."""
         short = self.model.removeprefix("NVIDIA ").strip()
         return f"{short} {self.profile}" if self.kind is UnitKind.MIG and self.profile else short
+
+
+def unit_name(
+    gpu_index: int,
+    kind: UnitKind | str,
+    gpu_instance_id: int | None = None,
+    compute_instance_id: int | None = None,
+) -> str:
+    """A unit's one human name: the GPU index for a whole GPU ('3'); for a MIG device the GPU
+    index, then its GPU-instance and compute-instance ids as `nvidia-smi mig -lgi/-lci` show
+    them ('7/1.0'). The ids stay the same while the instance exists, where the driver's MIG
+    device index can renumber when another instance goes; an id a source does not report is
+    '?' ('7/?.?'). Names are for people: units are keyed by UUID (BRIEF §4)."""
+    if str(kind) != UnitKind.MIG.value:
+        return str(gpu_index)
+    gi = "?" if gpu_instance_id is None else gpu_instance_id
+    ci = "?" if compute_instance_id is None else compute_instance_id
+    return f"{gpu_index}/{gi}.{ci}"
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ def describe(us: UnitState) -> str:
     if use.utilization_pct is not None:
         parts.append(f"{use.utilization_pct:.0f} % busy")
     u = us.unit
-    name = f"GPU {u.gpu_index}" + (f" {u.profile}" if u.kind is UnitKind.MIG and u.profile else "")
+    name = u.title + (f" {u.profile}" if u.kind is UnitKind.MIG and u.profile else "")
     return f"{name} ({u.uuid}): {', '.join(parts)}"
 
 

@@ -618,5 +618,5 @@ def _groups_of_user(user: str) -> frozenset[str]:
 
 def _describe(units: Iterable[Any], container: str | None) -> str:
     us = list(units)
-    what = ", ".join(u.label for u in us) or "no GPU"
+    what = ", ".join(f"{u.title} ({u.label})" for u in us) or "no GPU"
     return f"{what} for {container}" if container else what

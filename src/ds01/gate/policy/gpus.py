@@ -19,7 +19,7 @@ from ds01.gate.engine import seg
 from ds01.gate.policy.context import Ctx
 from ds01.gate.policy.jsonbody import as_int, as_list, as_str, as_str_map, canonical
 from ds01.gate.refusal import GateRefusal, from_error
-from ds01.model.inventory import UnitKind
+from ds01.model.inventory import Unit, UnitKind
 from ds01.runtime.spec import NVIDIA_DRIVER
 from ds01.scheduler.snapshot import Request, RequestKind
 from ds01.services.allocation import AllocationRequest
@@ -93,7 +93,7 @@ def describe(ask: GpuAsk | None) -> str:
 
 async def _request(
     ctx: Ctx, ask: GpuAsk | None, name: str | None
-) -> tuple[AllocationRequest, tuple[str, ...]]:
+) -> tuple[AllocationRequest, tuple[Unit, ...]]:
     """The allocation request for an ask, and the exact units wanted (for device=…)."""
     if ask is None:
         return AllocationRequest(RequestKind.CPU, container=name), ()
@@ -111,9 +111,10 @@ async def _request(
         return AllocationRequest.from_options(gpus=ask.count, container=name), ()
     views = [v for v in await ctx.run(ctx.deps.allocations.status) if not v.unit.gone]
     by_uuid = {v.unit.unit.uuid: v.unit.unit for v in views}
+    by_name = {u.name: u for u in by_uuid.values() if u.kind is UnitKind.MIG}
     chosen = []
     for dev in ask.device_ids:
-        unit = by_uuid.get(dev)
+        unit = by_uuid.get(dev) or by_name.get(dev)  # a UUID, or a slice's name ('7/1.0')
         if unit is None and dev.isdigit():
             matches = [u for u in by_uuid.values() if u.gpu_index == int(dev)]
             whole = [u for u in matches if u.kind is UnitKind.GPU]
@@ -121,7 +122,8 @@ async def _request(
                 raise GateRefusal(
                     "gpu.request",
                     f"GPU {dev} is split into MIG slices and cannot be given whole",
-                    fix="Name a MIG slice by its UUID (see 'ds01 gpu status'), or use --gpus N.",
+                    fix="Name a MIG slice by its UUID or its name such as "
+                    f"'{matches[0].name}' (see 'ds01 gpu status'), or use --gpus N.",
                 )
             unit = whole[0] if whole else None
         if unit is None:
@@ -138,7 +140,7 @@ async def _request(
         req = AllocationRequest.from_options(mig=profiles, container=name)
     else:
         raise GateRefusal("gpu.request", "whole GPUs and MIG slices in one request")
-    return req, wanted
+    return req, tuple({u.uuid: u for u in chosen}.values())
 
 
 async def _most(ctx: Ctx) -> int:
@@ -164,7 +166,8 @@ async def _forget_removed(ctx: Ctx, name: str) -> None:
 async def allocate(ctx: Ctx, ask: GpuAsk | None, name: str | None) -> AllocationRow:
     """Allocate for a container about to be created; GateRefusal with the scheduler's texts."""
     try:
-        req, wanted = await _request(ctx, ask, name)
+        req, units = await _request(ctx, ask, name)
+        wanted = tuple(u.uuid for u in units)
     except UsageError as err:
         raise GateRefusal("gpu.request", f"{describe(ask)} was refused: {err.what}") from None
     svc = ctx.deps.allocations
@@ -185,7 +188,7 @@ async def allocate(ctx: Ctx, ask: GpuAsk | None, name: str | None) -> Allocation
     if wanted and sorted(u.uuid for u in row.units) != sorted(wanted):
         got = {u.uuid for u in row.units}
         await ctx.run(svc.release_by_daemon, row.id, "device_unavailable")
-        busy = [w for w in wanted if w not in got]
+        busy = [f"{u.title} ({u.uuid})" for u in units if u.uuid not in got]
         raise GateRefusal(
             "gpu.device_unavailable",
             f"{describe(ask)} was refused: {', '.join(busy)} "
