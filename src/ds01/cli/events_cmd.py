@@ -11,6 +11,7 @@ import typer
 from ds01.cli.context import client_of
 from ds01.cli.output import console, new_table, print_json
 from ds01.errors import UsageError
+from ds01.model.events import EventKind
 from ds01.timetext import clock
 
 
@@ -41,7 +42,7 @@ def events(
         str | None, typer.Option("--since", help="Age (90s, 30m, 1h30m, 2d, 1w) or ISO time.")
     ] = None,
     kind: Annotated[
-        str | None, typer.Option("--kind", help="alloc, unit, admin, container, gate…")
+        EventKind | None, typer.Option("--kind", help="Only events of this kind.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -49,7 +50,7 @@ def events(
     """Show the audit log: who did what, when, and why."""
     since_ts = None if since is None else parse_since(since)
     with client_of(ctx) as c:
-        evs = c.events(user=user, since=since_ts, kind=kind, limit=limit)
+        evs = c.events(user=user, since=since_ts, kind=kind and kind.value, limit=limit)
     if as_json:
         print_json([e.model_dump(mode="json") for e in evs])
         return

@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ds01.model.events import EventKind
+
 
 @dataclass(frozen=True)
 class Event:
@@ -36,6 +38,7 @@ def record(
     details: dict[str, Any] | None = None,
     ts: float | None = None,
 ) -> int:
+    EventKind(kind)  # a kind nobody can ask for would be an event nobody finds
     cur = conn.execute(
         "INSERT INTO events (ts, kind, action, actor, user, allocation_id, reason, message,"
         " details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
