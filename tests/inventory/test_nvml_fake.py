@@ -282,6 +282,7 @@ def test_the_h200_in_mig_mode_reports_each_mig_device_with_its_profile_and_gpueq
             "used_memory_mib": 1024,
             "name": "python",
             "unit_uuid": mig_uuid(3),
+            "unit_name": "0/9.0",  # GPU 0, GPU instance 9, compute instance 0 (the 1g.18gb)
         }
     ]
     assert got["warnings"] == []

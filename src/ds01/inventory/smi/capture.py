@@ -30,7 +30,7 @@ So every field here may be None, and to_sample() decides what a MachineSample ma
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from ds01.errors import CaptureError
@@ -299,3 +299,17 @@ def _unit_of(gpu: Gpu | None, p: SmiProcess) -> str | None:
         ):
             return m.uuid
     return None
+
+
+def positional_if_partial(
+    gpus: list[SmiGpu], attached: int | None
+) -> tuple[list[SmiGpu], list[str]]:
+    """A `-q`/`-q -x` log holding fewer GPUs than it says are attached (taken with -i, or cut
+    short) numbers them by position in the file, and says so."""
+    if attached is None or attached == len(gpus):
+        return gpus, []
+    warning = (
+        f"the log holds {len(gpus)} of {attached} attached GPUs (taken with -i, or cut "
+        "short); GPU indices are positions in the file"
+    )
+    return [replace(g, index_from_position=True) for g in gpus], [warning]

@@ -60,7 +60,14 @@ from ds01.inventory.smi._values import (
     split_lines,
     text_or_none,
 )
-from ds01.inventory.smi.capture import CaptureFormat, SmiCapture, SmiGpu, SmiMigDevice, SmiProcess
+from ds01.inventory.smi.capture import (
+    CaptureFormat,
+    SmiCapture,
+    SmiGpu,
+    SmiMigDevice,
+    SmiProcess,
+    positional_if_partial,
+)
 
 BANNER = "==============NVSMI LOG=============="
 _GPU_HEADER = re.compile(r"^GPU (?P<bus>[0-9A-Fa-f:.]+)$", re.ASCII)  # bus id checked later
@@ -103,14 +110,9 @@ def parse_query_text(text: str, source: str) -> SmiCapture:
         gpu = _gpu(node, position, source)
         gpus.append(gpu)
         processes.extend(_processes(node, gpu, source))
-    warnings: list[str] = []
-    attached = integer(root.text("Attached GPUs"), "", source, "Attached GPUs")
-    if attached is not None and attached != len(gpus):
-        warnings.append(
-            f"the log holds {len(gpus)} of {attached} attached GPUs (taken with -i, or cut "
-            "short); GPU indices are positions in the file"
-        )
-        gpus = [replace(g, index_from_position=True) for g in gpus]
+    gpus, warnings = positional_if_partial(
+        gpus, integer(root.text("Attached GPUs"), "", source, "Attached GPUs")
+    )
     driver = text_or_none(root.text("KMD Version")) or text_or_none(root.text("Driver Version"))
     return SmiCapture(
         formats=(CaptureFormat.QUERY_TEXT,),

@@ -29,7 +29,6 @@ Decisions:
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import replace
 
 from ds01.inventory.smi._values import (
     MIG_UUID,
@@ -43,7 +42,14 @@ from ds01.inventory.smi._values import (
     show,
     text_or_none,
 )
-from ds01.inventory.smi.capture import CaptureFormat, SmiCapture, SmiGpu, SmiMigDevice, SmiProcess
+from ds01.inventory.smi.capture import (
+    CaptureFormat,
+    SmiCapture,
+    SmiGpu,
+    SmiMigDevice,
+    SmiProcess,
+    positional_if_partial,
+)
 
 _ROOT = "nvidia_smi_log"
 
@@ -62,14 +68,9 @@ def parse_xml(text: str, source: str) -> SmiCapture:
         gpu = _gpu(el, position, source)
         gpus.append(gpu)
         processes.extend(_processes(el, gpu, source))
-    warnings: list[str] = []
-    attached = integer(root.findtext("attached_gpus"), "", source, "<attached_gpus>")
-    if attached is not None and attached != len(gpus):
-        warnings.append(
-            f"the log holds {len(gpus)} of {attached} attached GPUs (taken with -i, or cut "
-            "short); GPU indices are positions in the file"
-        )
-        gpus = [replace(g, index_from_position=True) for g in gpus]
+    gpus, warnings = positional_if_partial(
+        gpus, integer(root.findtext("attached_gpus"), "", source, "<attached_gpus>")
+    )
     return SmiCapture(
         formats=(CaptureFormat.XML,),
         source=source,
