@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -73,12 +74,48 @@ def _register() -> None:
 _register()
 
 
+# What a value is, in --help, where the parameter's own name would not say it.
+_METAVARS = {
+    "gpus": "N",
+    "gpueq": "X",
+    "mig": "PROFILE",
+    "workspace": "DIR",
+    "data": "DIR",
+    "env": "KEY=VALUE",
+    "since": "AGE|TIME",
+    "limit": "N",
+    "tail": "N",
+    "command": "CMD",
+    "for_": "DURATION",
+}
+
+
+def _human_metavars(command: Any) -> None:
+    """Name each value in --help (NAME, N, DIR…) instead of its Python type (<list[str]>);
+    options with a fixed set of values keep the list of them."""
+    for param in getattr(command, "params", ()):
+        if param.metavar is not None or getattr(param, "is_flag", False):
+            continue
+        annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+            continue  # shown as its list of values
+        name = str(param.name or "value")
+        metavar = _METAVARS.get(name, name.upper())
+        if param.param_type_name == "argument" and param.nargs == -1:
+            metavar += "..."
+        param.metavar = metavar
+    for sub in getattr(command, "commands", {}).values():
+        _human_metavars(sub)
+
+
 def run() -> None:
     """Console-script entry: maps ds01 errors to exit 1 (refusal) or 2 (usage), never a trace."""
     from ds01.cli.output import print_error
 
+    command = typer.main.get_command(app)
+    _human_metavars(command)
     try:
-        app()
+        command(prog_name="ds01")
     except Ds01Error as err:
         print_error(err)
         sys.exit(err.exit_code)
