@@ -23,6 +23,7 @@ from ds01.identity import Caller
 from ds01.model.gpueq import GpuEq
 from ds01.model.limits import Limits
 from ds01.runtime.stamp import fill_limits
+from ds01.scheduler.snapshot import Request, RequestKind
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -366,6 +367,10 @@ class _Svc:
 
         return R()
 
+    def offers(self, caller: object) -> tuple[tuple[Any, ...], Request]:
+        """Nothing on offer; the one request to suggest is a whole GPU."""
+        return (), Request(user="alice", kind=RequestKind.GPUS, count=1)
+
     def live_allocations(self, caller: object, all_users: bool) -> list[Any]:
         class Row:
             def __init__(self, g: GpuEq) -> None:
@@ -426,6 +431,7 @@ def test_gpus_all_is_refused_by_default() -> None:
     with pytest.raises(GateRefusal) as err:
         asyncio.run(gpus._request(ctx, gpus.GpuAsk(-1), None))
     assert err.value.rule == "gpu.all"
+    assert "Ask for what your limits allow: --gpus 1" in str(err.value.fix)
 
 
 @pytest.mark.parametrize(

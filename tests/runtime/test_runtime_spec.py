@@ -320,6 +320,13 @@ def test_container_info_reads_labels_state_times_and_pinned_units() -> None:
         "finished_at": None,
         "gpu_device_ids": (GPU, MIG),
         "gpu_unpinned": False,
+        "mounts": (),
+        "env": (),
+        "cpus": None,
+        "memory_bytes": None,
+        "memory_swap_bytes": None,
+        "shm_bytes": None,
+        "pids": None,
     }
 
 

@@ -136,9 +136,9 @@ def test_a_failed_decision_leaves_nothing_behind(db: Database) -> None:
 
 def test_nested_transactions_roll_back_only_the_inner_part(db: Database) -> None:
     with db.transaction() as conn:
-        events.record(conn, kind="t", action="outer", reason="test")
+        events.record(conn, kind="daemon", action="outer", reason="test")
         with pytest.raises(ValueError), db.transaction() as inner:
-            events.record(inner, kind="t", action="inner", reason="test")
+            events.record(inner, kind="daemon", action="inner", reason="test")
             raise ValueError("inner fails")
     with db.transaction() as conn:
         assert [e.action for e in events.query(conn)] == ["outer"]
