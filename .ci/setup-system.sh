@@ -20,7 +20,12 @@
 # never use it (they talk to the private engine only).
 set -euo pipefail
 
-packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime gcc libc6-dev "$@")
+if [ "${1:-}" = "--demo" ]; then
+    shift
+    packages=(docker.io busybox-static util-linux passwd libc-bin tar procps "$@")
+else
+    packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime gcc libc6-dev "$@")
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup-system: must run as root (apt-get install)" >&2
