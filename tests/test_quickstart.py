@@ -122,3 +122,19 @@ def test_a_healthy_venv_is_kept(tmp_path: Path, private_python: Path) -> None:
     result = bootstrap(venv, private_python)
     assert result.returncode == 0
     assert result.stdout == "" and marker.exists()
+
+
+def test_the_demos_package_step_takes_only_the_demos_packages() -> None:
+    """scripts/demo.sh calls `.ci/setup-system.sh --demo …`: the flag must select the demo's
+    short list (no SSH server, compose or sudo), not reach apt-get as an option. Everything is
+    installed where the suite runs, so this asks apt nothing."""
+    r = subprocess.run(
+        ["bash", str(ROOT / ".ci/setup-system.sh"), "--demo", "python3-venv"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("setup-system: all present: docker.io busybox-static")
+    assert "openssh-server" not in r.stdout and "sudo" not in r.stdout
+    assert "--demo" not in r.stdout + r.stderr
