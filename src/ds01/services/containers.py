@@ -323,12 +323,11 @@ class ContainerService:
             faults.point("stop.held")
         return ContainerView(self._info(info.id), row)
 
-    def in_operation(self, info: ContainerInfo) -> bool:
-        """An operation is at work on the container: a command of this process acting on it,
-        or an open intent (a deploy, start, recreate or create not yet bound or undone) naming
-        it. Read before its allocation: an operation that ends in between has bound it."""
-        if info.id in self.acting_on:
-            return True
+    def in_operation(self) -> Callable[[ContainerInfo], bool]:
+        """Whether an operation is at work on a container: a command of this process acting on
+        it, or an open intent (a deploy, start, recreate or create not yet bound or undone)
+        naming it. Read once per pass, after the engine's listing and before the containers'
+        allocations: an operation that ends in between has bound its container by then."""
         live, open_intents = self.allocations.live_and_intents()
         claimed = {
             ref
@@ -337,7 +336,16 @@ class ContainerService:
             if ref
         }
         reserved = {r.id for r in live if r.state is AllocState.RESERVED}
-        return info.id in claimed or info.name in claimed or info.allocation_id in reserved
+
+        def busy(info: ContainerInfo) -> bool:
+            return (
+                info.id in self.acting_on
+                or info.id in claimed
+                or info.name in claimed
+                or info.allocation_id in reserved
+            )
+
+        return busy
 
     def allocation_of(self, info: ContainerInfo) -> AllocationRow | None:
         """The live allocation bound to the container's ID in the database. Never the one its

@@ -30,6 +30,7 @@ from ds01.services.containers import ContainerService
 from ds01.services.owners import ObjectKind
 from ds01.services.recovery import REALLOCATE_AFTER, reallocation_request
 from ds01.store import events
+from ds01.store.intents import Intent, IntentOp
 
 log = logging.getLogger("ds01d.reconcile")
 
@@ -55,14 +56,15 @@ class Reconciler:
         self.recovery.run()
         # Allocations first, containers second: a deploy that finishes in between was still
         # reserved when read (and is skipped), never "live without its container" (issue 10 D2).
-        live, _ = self.allocations.live_and_intents()
+        live, open_intents = self.allocations.live_and_intents()
+        with_intent = {i.allocation_id for i in open_intents}
         infos = self.containers.engine.list_managed(all=True)
         by_id = {i.id: i for i in infos}
         bound = {r.container_id for r in live if r.container_id}
         removed: set[str] = set()
         for row in live:
             if row.state is AllocState.RESERVED:
-                if startup and self.allocations.intent_of(row.id) is None:
+                if startup and row.id not in with_intent:
                     # A reservation from before intents (or the API's own): whatever made it
                     # died with the old daemon; its containers are found by their label.
                     for half in self.recovery.half_deployed(row, infos, bound):
@@ -84,10 +86,11 @@ class Reconciler:
         """Running containers without a live allocation, judged after the listing: a deploy or
         start that completed meanwhile is bound by now, or still has its intent."""
         out = []
+        in_operation = self.containers.in_operation()
         for i in infos:
             if (
                 i.running
-                and not self.containers.in_operation(i)
+                and not in_operation(i)
                 and self.allocations.live_for_container_id(i.id) is None
             ):
                 problem = self._repair(i)
@@ -125,6 +128,9 @@ class Reconciler:
                 reallocation_request(self.allocations, info, owner, info.short_name),
                 existing_container=True,
                 preferred_units=wanted,
+                # A crash before the activation below: recovery finds it running on exactly
+                # these units and completes it (services/recovery.py, start).
+                intent=Intent(IntentOp.START, owner, container_id=info.id),
             )
         except Ds01Error as err:
             why = err.what

@@ -93,9 +93,7 @@ class Recovery:
             yield
         except BaseException as exc:
             log.warning("operation on allocation %s failed, resolving it: %r", alloc_id, exc)
-            row = next(
-                (r for r in self.allocations.open_intents() if r.allocation_id == alloc_id), None
-            )
+            row = self.allocations.intent_of(alloc_id)
             if row is not None:
                 try:
                     self.resolve(row, [], interrupted=False)

@@ -44,12 +44,14 @@ class InvariantSweep:
         be listed."""
         engine = self.containers.engine
         out = []
-        for info in engine.list_managed(all=False):
+        listing = engine.list_managed(all=False)
+        in_operation = self.containers.in_operation()
+        for info in listing:
             owner_name = self.containers.owners.owner(ObjectKind.CONTAINER, info.id)
             if owner_name is None:
                 continue  # not made by ds01: reconcile flags it if it holds GPUs
             try:
-                busy = self.containers.in_operation(info)
+                busy = in_operation(info)
                 data = engine.inspect(info.id)
                 owner = caller_of_name(owner_name)
                 row = self.containers.allocations.live_for_container_id(info.id)
