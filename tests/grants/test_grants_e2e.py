@@ -117,7 +117,13 @@ def test_grant_lifecycle_warns_on_the_terminal_and_expiry_updates_the_file(
             20,
         )
         assert expired[0].details["late_s"] < 60  # "within a minute, not at the next login"
-        assert host_access(d) == HOST_ACCESS_HEADER + f"{exempt} exempt 0\n"
+        # The file is rewritten right after the event is recorded: wait for it, not a moment.
+        wait_for(
+            lambda: host_access(d) == HOST_ACCESS_HEADER + f"{exempt} exempt 0\n",
+            "the host-access file to drop the grant",
+            10,
+            detail=lambda: host_access(d),
+        )
         screen = wait_for(
             lambda: tty.text() if "has ended" in tty.text() else None, "the end message", 10
         )
