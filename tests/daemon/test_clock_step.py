@@ -20,9 +20,10 @@ from ds01.client import Client
 from support import Daemon, Users, need, wait_for
 
 TIMEOUT_S = 15  # the reservation timeout: long enough to step the clock inside it on a busy CI
+LONG_TIMEOUT_S = 600  # for a test that only reads deadlines: no expiry can race its steps
 STEP_S = 2 * 3600
 
-CONFIG = f"""\
+CONFIG_TEMPLATE = """\
 admin_group: ds01t-admins
 defaults:
   max_gpueq: 8
@@ -30,9 +31,9 @@ defaults:
   max_containers: 10
   allow_full_gpu: true
 docker:
-  host: {NOWHERE}
+  host: {nowhere}
 allocation:
-  reservation_timeout: {TIMEOUT_S}s
+  reservation_timeout: {timeout}s
 """
 
 
@@ -41,13 +42,13 @@ def libfaketime() -> str | None:
     return found[0] if found else None
 
 
-@pytest.fixture
-def stepped(daemon_factory: Any) -> tuple[Daemon, Path]:
+def start_stepped(daemon_factory: Any, timeout_s: int) -> tuple[Daemon, Path]:
     """A ds01d whose wall clock follows an offset file (starting at +0); returns both."""
     lib = libfaketime()
     need(lib is not None, "libfaketime is not installed (apt-get install faketime)")
     assert lib is not None
-    d: Daemon = daemon_factory(config=CONFIG, start=False)
+    config = CONFIG_TEMPLATE.format(nowhere=NOWHERE, timeout=timeout_s)
+    d: Daemon = daemon_factory(config=config, start=False)
     offset = d.base / "faketime"
     offset.write_text("+0\n")
     d.extra_env = {
@@ -58,6 +59,16 @@ def stepped(daemon_factory: Any) -> tuple[Daemon, Path]:
     }
     d.start()
     return d, offset
+
+
+@pytest.fixture
+def stepped(daemon_factory: Any) -> tuple[Daemon, Path]:
+    return start_stepped(daemon_factory, TIMEOUT_S)
+
+
+@pytest.fixture
+def stepped_long(daemon_factory: Any) -> tuple[Daemon, Path]:
+    return start_stepped(daemon_factory, LONG_TIMEOUT_S)
 
 
 def clock_steps(c: Client) -> list[EventOut]:
@@ -123,18 +134,18 @@ def test_a_backward_clock_step_does_not_keep_a_reservation_longer(
 
 
 def test_deadlines_keep_their_frame_across_two_steps_and_a_new_request(
-    stepped: tuple[Daemon, Path],
+    stepped_long: tuple[Daemon, Path],
 ) -> None:
     """A reservation made after a step is in the new frame and is not moved again."""
-    d, offset = stepped
+    d, offset = stepped_long
     with d.client() as c:
         offset.write_text("+2h\n")
         wait_for(lambda: clock_steps(c), "the first clock_step event", 20)
         a = c.allocate(AllocateIn(gpus=1, container="after-the-step"))
-        assert abs(lifetime(a) - TIMEOUT_S) < 1.0
+        assert abs(lifetime(a) - LONG_TIMEOUT_S) < 1.0
         offset.write_text("+0\n")
         wait_for(lambda: len(clock_steps(c)) == 2, "the second clock_step event", 20)
-        assert abs(lifetime(c.allocation(a.id)) - TIMEOUT_S + STEP_S) < 1.0
+        assert abs(lifetime(c.allocation(a.id)) - LONG_TIMEOUT_S + STEP_S) < 1.0
         steps = sorted(round(e.details["step_s"]) for e in clock_steps(c))
     assert steps == [-STEP_S, STEP_S]
 
