@@ -28,3 +28,11 @@ def test_options_show_what_the_value_is() -> None:
 
 def test_an_option_with_fixed_values_lists_them() -> None:
     assert "--kind <alloc|unit|admin|container|gate|grant|host|daemon>" in help_of("events")
+
+
+def test_arguments_show_their_name_only() -> None:
+    text = help_of("container", "exec")
+    assert text.startswith("Usage: ds01 container exec [OPTIONS] NAME CMD...\n"), text
+    arguments = text.split("Arguments:")[1].split("Options:")[0]
+    assert "NAME " in arguments and "CMD... " in arguments, arguments
+    assert "<" not in arguments and "{" not in text, text

@@ -322,3 +322,39 @@ def test_start_is_refused_when_the_workspace_became_a_symlink_elsewhere(
     state = docker_client.api.inspect_container(out["docker_name"])["State"]
     assert state["Running"] is False
     os.unlink(workspace)
+
+
+def test_stop_and_restart_say_what_they_wait_for_and_warn_when_sigkill_was_needed(
+    clean: Env,
+) -> None:
+    """The progress line names SIGTERM and the SIGKILL that follows; a program that exits on
+    SIGTERM gets no warning, one that ignores it (sleep as PID 1) is killed and the command
+    warns — after `stop`, and after `restart`, whose start resets the exit code (issue 13)."""
+    env = clean
+    deploy(env.d, env.alice, "polite", "--cpu-only")
+    deploy(env.d, env.alice, "stubborn", "--cpu-only", command=("sleep", "infinity"))
+    said = "(SIGTERM now; SIGKILL in 10 s if it has not exited)..."
+
+    r = env.d.cli("container", "stop", "polite", user=env.alice)
+    assert r.returncode == 0, r.stderr
+    assert f"Stopping polite {said}" in r.stderr, r.stderr
+    assert "warning" not in r.stderr and "polite: exited" in r.stdout
+
+    killed = "warning: it did not exit within 10 s of SIGTERM and was killed (SIGKILL)"
+    r = env.d.cli("container", "stop", "stubborn", user=env.alice)
+    assert r.returncode == 0, r.stderr
+    assert f"Stopping stubborn {said}" in r.stderr and killed in r.stderr, r.stderr
+    assert _inspect(env, env.alice, "stubborn")["exit_code"] == 137
+
+    r = env.d.cli("container", "restart", "stubborn", user=env.alice)
+    assert r.returncode == 0, r.stderr
+    assert f"Restarting stubborn: stopping {said}" in r.stderr, r.stderr
+    assert "stubborn: running" in r.stdout
+    assert killed not in r.stderr  # it was not running: nothing needed killing
+
+    r = env.d.cli("container", "restart", "stubborn", user=env.alice)
+    assert r.returncode == 0, r.stderr
+    assert killed in r.stderr and "stubborn: running" in r.stdout, r.stdout + r.stderr
+
+    r = env.d.cli("container", "stop", "polite", user=env.alice)  # already stopped
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr

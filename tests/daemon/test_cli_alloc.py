@@ -173,7 +173,7 @@ MISTAKES: dict[str, tuple[list[str], int, str]] = {
     "releasing without a reason is a usage error": (
         ["admin", "alloc", "release", "{id}"],
         2,
-        "Usage: ds01 admin alloc release [OPTIONS] {ALLOC_ID}\n"
+        "Usage: ds01 admin alloc release [OPTIONS] ALLOC_ID\n"
         "Try 'ds01 admin alloc release --help' for help.\n\n"
         "Error: Missing option '--reason'.\n",
     ),

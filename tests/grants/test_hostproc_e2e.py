@@ -111,12 +111,31 @@ def test_a_users_host_gpu_process_without_a_grant_is_reported_not_killed(env: En
     mine = [n for n in log if n["user"] == user]
     assert [n["topic"] for n in mine] == ["host_process"]
     assert f"Your process {job.pid} (python) is computing on GPU 2" in mine[0]["message"]
+    assert "ds01 container deploy NAME --image IMAGE --gpus 1 " in mine[0]["message"]
     out = d.cli("admin", "host-processes", "--json")
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert [(r["pid"], r["user"], r["status"]) for r in rows] == [(job.pid, user, "violation")]
     assert str(job.pid) in d.cli("admin", "host-processes").stdout
     assert d.cli("admin", "host-processes", user=user).returncode == 1
+
+
+def test_the_message_suggests_a_request_the_users_limits_allow(env: Env) -> None:
+    """A user limited to MIG slices is told to deploy with a slice, not with --gpus 1 that
+    would be refused (issue 13 item 5)."""
+    shutil.copy(MACHINES / "8xH100-mig-mixed.yaml", env.machine)
+    clear_processes(env.machine)
+    user = env.users.add()
+    d = env.daemon("defaults:\n  max_gpueq: 2\n  allow_full_gpu: false\n")
+    job = env.run_as(user, "sleep", "300")
+    env.on_gpu(job, unit="0")
+    wait_for(lambda: listed(d, job.pid, "violation"), "the violation to be listed", 20)
+    log = [json.loads(x) for x in (d.state_dir / "notifications.log").read_text().splitlines()]
+    (message,) = [n["message"] for n in log if n["user"] == user]
+    assert "ds01 container deploy NAME --image IMAGE --mig 1g.10gb " in message, message
+    assert "--gpus" not in message, message
+    access = d.cli("access", user=user)
+    assert access.returncode == 0 and "--mig 1g.10gb" in access.stdout, access.stdout
 
 
 def test_terminate_policy_stops_the_process(env: Env) -> None:

@@ -64,6 +64,7 @@ def container_out(view: ContainerView) -> ContainerOut:
         created=i.created.isoformat(timespec="seconds") if i.created else None,
         started_at=i.started_at.isoformat(timespec="seconds") if i.started_at else None,
         finished_at=i.finished_at.isoformat(timespec="seconds") if i.finished_at else None,
+        exit_code=i.exit_code if i.state in ("exited", "dead") else None,
         gpus=units,
         gpu_device_ids=list(i.gpu_device_ids),
         allocation=ContainerAllocationOut(

@@ -13,7 +13,6 @@ from ds01.api import convert
 from ds01.api.http import caller_of, deps_of, off_loop, ok, parse_body
 from ds01.api.schemas import AccessEntryOut, AccessOut, GrantIn, GrantOut, HostProcessOut, RevokeIn
 from ds01.identity import require_admin
-from ds01.scheduler import options
 from ds01.services.grants import AccessEntry, GrantService
 from ds01.services.hostproc import HostProcess
 from ds01.store.grants import GrantRow
@@ -98,9 +97,7 @@ async def list_grants(request: web.Request) -> web.Response:
 
 
 async def access(request: web.Request) -> web.Response:
-    caller = caller_of(request)
-    _, suggested = await off_loop(deps_of(request).allocations.offers, caller)
-    a = await off_loop(_service(request).access_of, caller.name, options.flag(suggested))
+    a = await off_loop(_service(request).access_of, caller_of(request).name)
     return ok(
         AccessOut(
             user=a.user,

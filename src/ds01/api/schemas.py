@@ -286,6 +286,9 @@ class ContainerOut(BaseModel):
     created: str | None
     started_at: str | None
     finished_at: str | None
+    exit_code: int | None = Field(
+        default=None, description="Of its last run, once it has exited (137: killed by SIGKILL)"
+    )
     gpus: list[UnitOut] = Field(description="Units it is pinned to (from its allocation)")
     gpu_device_ids: list[str] = Field(description="Device IDs in the container's config")
     allocation: ContainerAllocationOut | None

@@ -44,6 +44,11 @@ def _gpu_lines(c: ContainerOut) -> list[str]:
     return ["none (CPU only)"]
 
 
+def _print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        err_console().print(styled(("warning:", "yellow"), f" {warning}"), soft_wrap=True)
+
+
 def _alloc_text(c: ContainerOut) -> str:
     a = c.allocation
     if a is None:
@@ -120,8 +125,7 @@ def deploy(
         return
     units = ", ".join(_gpu_lines(out))
     console().print(styled(("✓", "green"), f" {out.name} is {out.state}: {units}"))
-    for warning in out.warnings:
-        err_console().print(styled(("warning:", "yellow"), f" {warning}"))
+    _print_warnings(out.warnings)
     if out.note:
         console().print(styled(out.note))
     if detach or not sys.stdin.isatty():
@@ -198,16 +202,31 @@ def list_(
     console().print(t)
 
 
+# What a stop does, said before it starts: the wait can take STOP_GRACE_S seconds.
+_STOPPING = {
+    "stop": "Stopping {name}",
+    "restart": "Restarting {name}: stopping",
+}
+
+
 def _op(ctx: typer.Context, name: str, op: str) -> None:
     from ds01.api.schemas import ContainerOut
+    from ds01.model.limits import STOP_GRACE_S
 
     with client_of(ctx) as c:
+        if op in _STOPPING:
+            err_console().print(
+                _STOPPING[op].format(name=name)
+                + f" (SIGTERM now; SIGKILL in {STOP_GRACE_S} s if it has not exited)...",
+                soft_wrap=True,
+            )
         data = c.container_op(name, op)
     if op == "retire":
         console().print(styled(f"{name} retired: container removed, GPUs released."))
         return
     out = ContainerOut.model_validate(data)
     console().print(styled(f"{out.name}: {out.state}; allocation {_alloc_text(out)}"))
+    _print_warnings(out.warnings)
 
 
 @app.command()

@@ -7,6 +7,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperArgument
 
 from ds01 import __version__
 from ds01.cli.context import Globals
@@ -90,6 +91,18 @@ _METAVARS = {
 }
 
 
+class _NamedArgument(TyperArgument):
+    """An argument shown by its name alone (`NAME`, `[NAME]`, `CMD...`), as in every Unix
+    usage line, not followed by its Python type (`NAME <str>`) nor braced (`{NAME}`)."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw
+        return name if self.required else f"[{name}]"
+
+
 def _human_metavars(command: Any) -> None:
     """Name each value in --help (NAME, N, DIR…) instead of its Python type (<list[str]>);
     options with a fixed set of values keep the list of them."""
@@ -101,8 +114,10 @@ def _human_metavars(command: Any) -> None:
             continue  # shown as its list of values
         name = str(param.name or "value")
         metavar = _METAVARS.get(name, name.upper())
-        if param.param_type_name == "argument" and param.nargs == -1:
-            metavar += "..."
+        if isinstance(param, TyperArgument):
+            if param.nargs == -1:
+                metavar += "..."
+            param.__class__ = _NamedArgument  # same state, only its help lines differ
         param.metavar = metavar
     for sub in getattr(command, "commands", {}).values():
         _human_metavars(sub)

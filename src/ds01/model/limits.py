@@ -7,6 +7,11 @@ from dataclasses import dataclass
 
 from ds01.model.gpueq import GpuEq
 
+# Seconds a container is given to exit after SIGTERM when stopped (`docker stop -t`); SIGKILL
+# follows. The same for `stop`, `restart` and a stop after a release; `ds01 container stop` says it.
+STOP_GRACE_S = 10
+SIGKILL_EXIT = 128 + 9  # a container's exit code when SIGKILL ended it
+
 
 @dataclass(frozen=True)
 class Limits:

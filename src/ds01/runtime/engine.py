@@ -37,6 +37,7 @@ import urllib3.exceptions
 from docker.utils import parse_repository_tag
 
 from ds01.errors import Ds01Error, NotFound, Refusal, RefusalReason
+from ds01.model.limits import STOP_GRACE_S
 from ds01.runtime.down import engine_unreachable
 from ds01.runtime.shell import ShellSession, open_engine_socket, start_exec_upgraded
 from ds01.runtime.spec import (
@@ -348,12 +349,12 @@ class Engine:
         with self._translate(f"start container {container}", container=container):
             self._api().start(container)
 
-    def stop(self, container: str, timeout_s: int = 10) -> None:
+    def stop(self, container: str, timeout_s: int = STOP_GRACE_S) -> None:
         """SIGTERM, then SIGKILL after timeout_s. Stopping a stopped container is a no-op."""
         with self._translate(f"stop container {container}", container=container):
             self._api().stop(container, timeout=timeout_s)
 
-    def restart(self, container: str, timeout_s: int = 10) -> None:
+    def restart(self, container: str, timeout_s: int = STOP_GRACE_S) -> None:
         with self._translate(f"restart container {container}", container=container):
             self._api().restart(container, timeout=timeout_s)
 

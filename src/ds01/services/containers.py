@@ -36,6 +36,7 @@ from ds01.identity import (
     validate_container_name,
 )
 from ds01.model.allocation import AllocState
+from ds01.model.limits import SIGKILL_EXIT, STOP_GRACE_S
 from ds01.runtime.engine import ContainerInfo, Engine, ShellSession
 from ds01.runtime.spec import DEVICE_LIST_DIRS, ContainerSpec, WorkspaceMount
 from ds01.services import invariants
@@ -83,6 +84,17 @@ class ContainerView:
 
 def _no_progress(_: str) -> None:
     return None
+
+
+def _killed_warning(before: ContainerInfo, after: ContainerInfo) -> tuple[str, ...]:
+    """A warning when a stop of a running container ended in SIGKILL (exit code 137): its
+    program did not exit within STOP_GRACE_S of SIGTERM, so it could not save its work."""
+    if not before.running or after.exit_code != SIGKILL_EXIT:
+        return ()
+    return (
+        f"it did not exit within {STOP_GRACE_S} s of SIGTERM and was killed (SIGKILL); "
+        "make its program save and exit on SIGTERM (docs/containers.md, 'Stop, hold, start')",
+    )
 
 
 class ContainerService:
@@ -321,7 +333,8 @@ class ContainerService:
             faults.point("stop.stopped")
             row = self._hold_after_stop(info, actor=caller.name, reason="stopped")
             faults.point("stop.held")
-        return ContainerView(self._info(info.id), row)
+        after = self._info(info.id)
+        return ContainerView(after, row, _killed_warning(info, after))
 
     def in_operation(self) -> Callable[[ContainerInfo], bool]:
         """Whether an operation is at work on a container: a command of this process acting on
@@ -482,8 +495,10 @@ class ContainerService:
         self.recovery.finish_recreate(row, new, info.name, quiet=False)
 
     def restart(self, caller: Caller, name: str) -> ContainerView:
-        self.stop(caller, name)
-        return self.start(caller, name)
+        stopped = self.stop(caller, name)
+        started = self.start(caller, name)
+        # The start resets the exit code: say here that the stop needed SIGKILL.
+        return replace(started, warnings=stopped.warnings + started.warnings)
 
     def retire(self, caller: Caller, name: str) -> str:
         """Stop and remove the container and release its GPUs at once."""

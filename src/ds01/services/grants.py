@@ -35,11 +35,12 @@ from pathlib import Path
 from ds01.config import Config
 from ds01.config.schema import GPU_HOST_GROUP
 from ds01.config.units import format_duration, parse_duration
-from ds01.errors import NotFound, UsageError
+from ds01.errors import Ds01Error, NotFound, UsageError
 from ds01.files import write_atomic
 from ds01.host import hostaccess
-from ds01.identity import Caller
+from ds01.identity import Caller, caller_of_name
 from ds01.notify import Notifier
+from ds01.scheduler import options
 from ds01.services.allocation import AllocationService
 from ds01.store import events
 from ds01.store import grants as store
@@ -312,7 +313,7 @@ class GrantService:
             f"{caller.name} revoked your bare-metal GPU access (reason: {reason}). "
             + self._after_end_text()
             + "\n"
-            + CONTAINERS_HOW,
+            + self.how_for(user),
         )
         self._ended(row, "revoked")
         return row
@@ -363,7 +364,7 @@ class GrantService:
                 "Your bare-metal GPU access has ended. "
                 + self._after_end_text()
                 + "\n"
-                + CONTAINERS_HOW,
+                + self.how_for(row.user),
             )
             self._ended(row, "expired")
         return ended
@@ -413,6 +414,7 @@ class GrantService:
         ]
         if not due:
             return
+        how = self.how_for(g.user)
         with self.db.transaction() as conn:
             done = store.warnings_done(conn, g.id)
             fresh = sorted(b for b in due if b not in done)
@@ -427,10 +429,7 @@ class GrantService:
                 g.user,
                 "grant_warning",
                 f"Your bare-metal GPU access ends at {clock(g.until, now)}"
-                f" (in {span(remaining)}). "
-                + self._after_end_text("When it ends")
-                + "\n"
-                + CONTAINERS_HOW,
+                f" (in {span(remaining)}). " + self._after_end_text("When it ends") + "\n" + how,
             )
             for b in fresh:
                 store.mark_warning(conn, g.id, b, now=now, sent=b == send)
@@ -493,9 +492,18 @@ class GrantService:
             AccessEntry(g.user, "grant", g.until, g) for g in grants
         ]
 
-    def access_of(self, user: str, request: str = "--gpus 1") -> UserAccess:
-        """`request`: the GPU request to suggest for the user's limits (containers_how)."""
-        how = containers_how(request)
+    def how_for(self, user: str) -> str:
+        """containers_how with the GPU request suggested for the user's limits (a MIG slice to
+        a MIG-only user); the generic text when they cannot be resolved (no account). Reads the
+        database: call it outside a transaction."""
+        try:
+            _, request = self.allocations.offers(caller_of_name(user))
+        except Ds01Error:
+            return CONTAINERS_HOW
+        return containers_how(options.flag(request))
+
+    def access_of(self, user: str) -> UserAccess:
+        how = self.how_for(user)
         if self.config.is_exempt(user) or user == "root":
             return UserAccess(
                 user,

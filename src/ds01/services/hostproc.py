@@ -42,7 +42,7 @@ from ds01.config.units import format_duration
 from ds01.model.inventory import GpuProcess, MachineSample
 from ds01.notify import Notifier
 from ds01.services.allocation import AllocationService
-from ds01.services.grants import CONTAINERS_HOW, GrantService
+from ds01.services.grants import GrantService
 from ds01.store import events
 from ds01.store import grants as store
 from ds01.store.allocations import AllocationRow
@@ -371,7 +371,7 @@ class HostProcessWatch:
                 "This was reported to the lab admins."
                 + (" " + self._stopping_text() if t.policy == "terminate" else "")
                 + "\n"
-                + CONTAINERS_HOW
+                + self.grants.how_for(t.user)
                 + " If you need the host itself, ask an admin for a grant.",
             )
 
@@ -427,7 +427,7 @@ class HostProcessWatch:
                 else "They were reported to the lab admins; please end them."
             )
             + "\n"
-            + CONTAINERS_HOW,
+            + self.grants.how_for(user),
         )
 
     # ---- signals ---------------------------------------------------------------------
