@@ -249,9 +249,9 @@ def sqlite_baseline(tmp: Path, seconds: float) -> Result:
 
 
 @contextmanager
-def daemon(base: Path, machine: Path) -> Iterator[Path]:
+def daemon(base: Path, machine: Path, config: str = CONFIG) -> Iterator[Path]:
     """A real ds01d on `machine` with its state in `base`; yields its socket."""
-    (base / "ds01.yaml").write_text(CONFIG)
+    (base / "ds01.yaml").write_text(config)
     run = base / "run"
     sock = run / "api.sock"
     log = open(base / "ds01d.log", "ab")  # noqa: SIM115 - handed to the child
