@@ -216,8 +216,10 @@ def _op(ctx: typer.Context, name: str, op: str) -> None:
     with client_of(ctx) as c:
         if op in _STOPPING:
             err_console().print(
-                _STOPPING[op].format(name=name)
-                + f" (SIGTERM now; SIGKILL in {STOP_GRACE_S} s if it has not exited)...",
+                styled(
+                    _STOPPING[op].format(name=name)
+                    + f" (SIGTERM now; SIGKILL in {STOP_GRACE_S} s if it has not exited)..."
+                ),
                 soft_wrap=True,
             )
         data = c.container_op(name, op)
