@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ds01.config import Config, load_config, parse_config_text
 from ds01.errors import ConfigError
-from ds01.model import GpuEq
+from ds01.model.gpueq import GpuEq
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ds01.yaml"
 EXAMPLE_TEXT = EXAMPLE.read_text()

@@ -10,7 +10,8 @@ import pytest
 from ds01.config import Config, Policy, parse_config_text, reload_config
 from ds01.config.loader import load_config
 from ds01.errors import ConfigError
-from ds01.model import GpuEq, Limits
+from ds01.model.gpueq import GpuEq
+from ds01.model.limits import Limits
 
 # Each layer sets different keys, so every source below is visible.
 LAYERED = """

@@ -158,7 +158,10 @@ def test_container_commands_say_docker_is_down_in_user_words(
 
         r = d.cli("container", command, "work", user=user)
         assert r.returncode == 1, r.stdout + r.stderr
-        what, why, fix = (line.strip() for line in r.stderr.splitlines())
+        lines = r.stderr.splitlines()
+        if command == "stop":  # the progress line comes first: it is said before asking
+            assert lines.pop(0).startswith("Stopping work (SIGTERM now; SIGKILL in 10 s")
+        what, why, fix = (line.strip() for line in lines)
         assert what == (
             f"error: cannot look up container {out['docker_name']}: "
             "the Docker engine is not reachable"

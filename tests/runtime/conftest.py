@@ -11,7 +11,8 @@ import docker
 import pytest
 
 from ds01.errors import NotFound
-from ds01.model import GpuEq, Limits
+from ds01.model.gpueq import GpuEq
+from ds01.model.limits import Limits
 from ds01.runtime import ContainerSpec, Engine
 
 TEST_IMAGE = "ds01-test/busybox:latest"

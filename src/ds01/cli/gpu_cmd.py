@@ -12,7 +12,7 @@ Errors are ds01 errors; cli/main.py prints them (exit 2 for bad input).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,13 +20,19 @@ import typer
 
 from ds01.cli.context import globals_of
 from ds01.cli.output import shown
+from ds01.cli.statusview import (
+    daemon_status_output,
+    dash,
+    local_status,
+    memory_cell,
+    short_uuid,
+)
+from ds01.cli.table import output_width
 from ds01.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     from rich.table import Table
-    from rich.text import Text
 
-    from ds01.api.schemas import StatusOut, UnitProcessOut
     from ds01.model.inventory import MachineSample
 
 app = typer.Typer(help="GPU inventory and status; simulated machines.", no_args_is_help=True)
@@ -71,44 +77,6 @@ def _load_captures(paths: list[Path]) -> MachineSample:
     return load_capture(paths[0]) if len(paths) == 1 else load_captures(paths)
 
 
-def _dash(value: object, fmt: str = "{}") -> str:
-    """Unknown is shown as '–', never as 0."""
-    return "–" if value is None else fmt.format(value)
-
-
-def short_uuid(uuid: str) -> str:
-    """The first 8 hex digits after the prefix: 'GPU-0c3ad857-…' → '0c3ad857' (the Unit
-    column says whether it is a GPU or a MIG device); a legacy 'MIG-GPU-<uuid>/gi/ci' keeps
-    its ids ('0c3ad857/1/0'). Tables show this; --wide and --json the whole UUID."""
-    if uuid.startswith("MIG-GPU-"):
-        head, _, ids = uuid.partition("/")
-        return f"{head[8:16]}/{ids}"
-    _, dash, rest = uuid.partition("-")
-    return rest[:8] if dash and rest else uuid[:8]
-
-
-def short_model(model: str, profile: str | None = None) -> str:
-    """'NVIDIA H100 80GB HBM3' + '1g.10gb' → 'H100 1g.10gb'; 'NVIDIA A100-SXM4-40GB' → 'A100';
-    'NVIDIA GeForce RTX 4090' → 'RTX 4090'. The Memory column says the size; --wide shows the
-    whole name."""
-    words = [w for w in model.split() if w not in ("NVIDIA", "Tesla", "GeForce", "Quadro")]
-    first = words[0].split("-")[0] if words else model
-    if len(first) <= 3 and len(words) > 1:  # 'RTX 4090', 'RTX A6000'
-        first = f"{first} {words[1].split('-')[0]}"
-    return f"{first} {profile}" if profile else first
-
-
-def _memory(used: int | None, total: int | None) -> str:
-    """'30.0 / 40.0' GiB (one decimal keeps the column narrow); '–' for unknown."""
-
-    def gib(mib: int | None) -> str:
-        return _dash(None if mib is None else mib / 1024, "{:.1f}")
-
-    if used is None and total is None:
-        return "–"
-    return f"{gib(used)} / {gib(total)}"
-
-
 def _table(title: str) -> Table:
     # Two spaces between columns and none at the edges: the tables fit 80 columns.
     from rich import box
@@ -124,34 +92,6 @@ def _table(title: str) -> Table:
     )
 
 
-def _units_table(title: str, daemon: bool) -> Table:
-    """The columns of `ds01 gpu status`, from ds01d or from the GPUs directly: the same table,
-    the daemon's with Holder and State. Short UUIDs and models, and cells cut with '…' rather
-    than wrapped, keep a row to one line of 80 columns; --wide shows everything."""
-    table = _table(title)
-    table.show_edge = False
-    table.padding = (0, 0, 0, 0)  # one space between columns: nine of them fit 80
-    table.add_column("Unit", no_wrap=True)
-    table.add_column("UUID", no_wrap=True)
-    table.add_column("Model")  # these three give way first when the table is too wide;
-    table.add_column("Memory GiB", no_wrap=True)
-    for column in ("Util", "gpueq"):
-        table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("Procs")  # their cells are cut(), never wrapped
-    if daemon:
-        table.add_column("Holder")
-        table.add_column("State", no_wrap=True)
-    return table
-
-
-def cut(text: str) -> Text:
-    """A cell shortened with '…' where its column is too narrow, never wrapped to a second
-    line (text from users made safe as every cell is: shown())."""
-    from rich.text import Text
-
-    return Text(shown(text), no_wrap=True, overflow="ellipsis")
-
-
 def print_wide(table: Table, wide: bool) -> None:
     """A table on stdout; with --wide at its full width, however wide the terminal."""
     from ds01.cli.output import console
@@ -162,30 +102,6 @@ def print_wide(table: Table, wide: bool) -> None:
         Console(width=100_000, highlight=False, markup=False, emoji=False).print(table)
     else:
         console().print(table)
-
-
-def status_table(sample: MachineSample, wide: bool = False) -> Table:
-    """`ds01 gpu status` read from the GPUs directly (no daemon): no holders, this view does
-    not know them, and every process counts (no process view says which are ds01's)."""
-    from ds01.inventory.export import unit_memory_used, unit_processes, unit_utilization
-    from ds01.model.gpueq import GpuEq
-
-    units = sample.units()
-    table = _units_table(f"GPU units ({sample.source})", daemon=False)
-    for u in units:
-        table.add_row(
-            u.name,
-            u.uuid if wide else short_uuid(u.uuid),
-            cut(u.label if wide else short_model(u.model, u.profile)),
-            _memory(unit_memory_used(sample, u), u.memory_total_mib),
-            _dash(unit_utilization(sample, u), "{:.0f}%"),
-            u.gpueq.display(),
-            cut(str(len(unit_processes(sample, u)))),
-        )
-    total = GpuEq.total(u.gpueq for u in units)
-    table.caption = f"{len(units)} units, {total.display()} gpueq ({total.as_text()})"
-    table.caption_justify = "left"
-    return table
 
 
 def inventory_tables(sample: MachineSample, wide: bool = False) -> list[Table | str]:
@@ -214,19 +130,19 @@ def inventory_tables(sample: MachineSample, wide: bool = False) -> list[Table | 
             uuid(g.uuid),
             g.name.removeprefix("NVIDIA "),
             "",
-            _memory(g.memory_used_mib, g.memory_total_mib),
+            memory_cell(g.memory_used_mib, g.memory_total_mib),
             {True: "MIG", False: "1", None: "1"}[g.mig_enabled],
-            _dash(g.utilization_pct, "{:.0f}%"),
-            _dash(g.numa_node),
+            dash(g.utilization_pct, "{:.0f}%"),
+            dash(g.numa_node),
         )
         for m in g.mig_devices:
             gpus.add_row(
                 unit_name(g.index, UnitKind.MIG, m.gpu_instance_id, m.compute_instance_id),
                 uuid(m.uuid),
                 f" {m.profile or '?'}",
-                _dash(m.index),
-                _memory(m.memory_used_mib, m.memory_total_mib),
-                _dash(m.gpueq.display() if m.gpueq else None),
+                dash(m.index),
+                memory_cell(m.memory_used_mib, m.memory_total_mib),
+                dash(m.gpueq.display() if m.gpueq else None),
                 "–",
                 "",
             )
@@ -235,8 +151,8 @@ def inventory_tables(sample: MachineSample, wide: bool = False) -> list[Table | 
                 unit_name(g.index, UnitKind.MIG, u.gpu_instance_id, u.compute_instance_id),
                 "no UUID",
                 f" {u.profile or '?'}",
-                _dash(u.index),
-                _memory(u.memory_used_mib, u.memory_total_mib),
+                dash(u.index),
+                memory_cell(u.memory_used_mib, u.memory_total_mib),
                 "–",
                 "–",
                 "",
@@ -252,8 +168,8 @@ def inventory_tables(sample: MachineSample, wide: bool = False) -> list[Table | 
             str(p.pid),
             names.get(on, "–"),
             uuid(on),
-            _dash(p.used_memory_mib, "{} MiB"),  # per process, MiB as nvidia-smi shows it
-            _dash(p.name),
+            dash(p.used_memory_mib, "{} MiB"),  # per process, MiB as nvidia-smi shows it
+            dash(p.name),
         )
     return [gpus, procs if sample.processes else "No compute processes."]
 
@@ -328,73 +244,18 @@ def status(
             if as_json:
                 print_json(view.model_dump(mode="json"))
             else:
-                print_wide(daemon_status_table(view, wide), wide)
-                for w in view.warnings:
-                    err_console().print(styled(f"warning: {w}"), soft_wrap=True)
+                out, warnings = daemon_status_output(
+                    view.model_dump(mode="json"), wide, output_width()
+                )
+                sys.stdout.write(out)
+                sys.stderr.write(warnings)
             return
     sample = _take_sample(ctx, sim)
     if as_json:
         print_json(units_to_json(sample))
         return
-    print_wide(status_table(sample, wide), wide)
+    sys.stdout.write(local_status(sample, wide, output_width()))
     _print_warnings(sample)
-
-
-def procs_cell(processes: Sequence[UnitProcessOut]) -> str:
-    """'0'; '2' (a ds01 container's own); '1!' or '1! carol' when a process runs outside ds01,
-    with its owner when known and shown ('+1' for more owners)."""
-    n = str(len(processes))
-    outside = [p for p in processes if p.foreign]
-    if not outside:
-        return n
-    owners = list(dict.fromkeys(p.owner for p in outside if p.owner))
-    if not owners:
-        return f"{n}!"
-    more = f"+{len(owners) - 1}" if len(owners) > 1 else ""
-    return f"{n}! {owners[0]}{more}"
-
-
-def daemon_status_table(view: StatusOut, wide: bool = False) -> Table:
-    """`ds01 gpu status` from ds01d: the units plus processes, holder and allocation state."""
-    from ds01.model.gpueq import GpuEq
-    from ds01.model.inventory import unit_name
-    from ds01.timetext import clock
-
-    table = _units_table(f"GPU units ({view.backend})", daemon=True)
-    for u in view.units:
-        name = u.name or unit_name(u.gpu_index, u.kind, u.gpu_instance_id, u.compute_instance_id)
-        if wide:
-            model = u.model.removeprefix("NVIDIA ") + (f" {u.profile}" if u.profile else "")
-        else:
-            model = short_model(u.model, u.profile)
-        if u.drained:
-            state = "drained"
-        elif u.state == "held":
-            state = f"held → {clock(u.hold_until)}"
-        elif u.state:
-            state = u.state
-        else:
-            state = "busy" if u.busy else "free"
-        holder = u.user or "–"
-        if u.container and u.user:
-            holder = f"{u.user} ({u.container})"
-        table.add_row(
-            name,
-            u.uuid if wide else short_uuid(u.uuid),
-            cut(model),
-            _memory(u.memory_used_mib, u.memory_total_mib),
-            _dash(u.utilization_pct, "{:.0f}%"),
-            GpuEq(u.gpueq_exact).display(),
-            cut(procs_cell(u.processes)),
-            cut(holder),
-            state,
-        )
-    caption = f"{len(view.units)} units, {view.free_gpueq:.2f} of {view.total_gpueq:.2f} gpueq free"
-    if any(p.foreign for u in view.units for p in u.processes) or any(u.busy for u in view.units):
-        caption += "\n!: processes outside ds01; busy: free but in use outside ds01 (given last)"
-    table.caption = caption
-    table.caption_justify = "left"
-    return table
 
 
 @sim_app.command("list")

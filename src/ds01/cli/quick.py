@@ -32,12 +32,14 @@ _NONE: Mapping[str, str] = MappingProxyType({})
 
 class Read(NamedTuple):
     """A read command: its API path, its switches (flag → the query parameter it sets to 1),
-    its options taking a value (option → parameter), and the query the long way always sends."""
+    its options taking a value (option → parameter), the query the long way always sends, and
+    whether its table form is drawn here too (with --wide) or only its --json form."""
 
     path: str
     switches: Mapping[str, str] = _NONE
     values: Mapping[str, str] = _NONE
     fixed: Mapping[str, str] = _NONE
+    table: bool = False
 
 
 def _event_kinds() -> frozenset[str]:
@@ -48,7 +50,7 @@ def _event_kinds() -> frozenset[str]:
 
 # The commands answered here, with what the long way sends for them (cli/*_cmd.py, client.py).
 READS: dict[tuple[str, ...], Read] = {
-    ("gpu", "status"): Read("/v1/gpu/status"),
+    ("gpu", "status"): Read("/v1/gpu/status", table=True),
     ("quota",): Read("/v1/quota"),
     ("access",): Read("/v1/access"),
     ("container", "list"): Read("/v1/containers", switches={"--all": "all"}),
@@ -64,6 +66,8 @@ class Plan(NamedTuple):
     socket: str
     path: str
     params: dict[str, str]
+    as_json: bool
+    wide: bool
 
 
 def plan(argv: Sequence[str]) -> Plan | None:
@@ -77,28 +81,34 @@ def plan(argv: Sequence[str]) -> Plan | None:
         del args[:2]
     for words, read in READS.items():
         if tuple(args[: len(words)]) == words:
-            params = _params(args[len(words) :], read)
+            flags = _flags(args[len(words) :], read)
             break
     else:
         return None
-    if params is None:
+    if flags is None:
         return None
+    params, as_json, wide = flags
+    if not (as_json or read.table) or (as_json and wide):
+        return None  # a table drawn only the long way; --wide means nothing in JSON
     from ds01.paths import Paths
 
     paths = Paths.resolve(chosen.get("config"), chosen.get("state_dir"), chosen.get("run_dir"))
-    return Plan(str(paths.api_socket), read.path, params)
+    return Plan(str(paths.api_socket), read.path, params, as_json, wide)
 
 
-def _params(rest: list[str], read: Read) -> dict[str, str] | None:
-    """The query for the flags in `rest`, or None unless they are exactly the JSON form of the
-    command with flags this path knows and values it need not check."""
+def _flags(rest: list[str], read: Read) -> tuple[dict[str, str], bool, bool] | None:
+    """The query, --json and --wide for the flags in `rest`, or None unless this path knows
+    every flag, each at most once, and need not check any value."""
     params = dict(read.fixed)
-    seen_json = False
+    seen: set[str] = set()
     i = 0
     while i < len(rest):
         arg = rest[i]
-        if arg == "--json" and not seen_json:
-            seen_json = True
+        if arg in seen:
+            return None
+        seen.add(arg)
+        if arg == "--json" or (arg == "--wide" and read.table):
+            pass
         elif arg in read.switches:
             params[read.switches[arg]] = "1"
         elif arg in read.values and i + 1 < len(rest):
@@ -110,7 +120,7 @@ def _params(rest: list[str], read: Read) -> dict[str, str] | None:
         else:
             return None
         i += 1
-    return params if seen_json else None
+    return params, "--json" in seen, "--wide" in seen
 
 
 def _plain_value(option: str, value: str) -> bool:
@@ -122,14 +132,15 @@ def _plain_value(option: str, value: str) -> bool:
     return bool(value) and not value.startswith("-")
 
 
-def answer(argv: Sequence[str]) -> str | None:
-    """The quick path's output for `argv`, or None when the long way must answer."""
+def answer(argv: Sequence[str]) -> tuple[str, str] | None:
+    """The quick path's output for `argv` (stdout, stderr), or None when the long way must
+    answer."""
     if os.environ.get("DS01_QUICK") == "0":
         return None
     if list(argv) == ["--version"]:
         from ds01 import __version__
 
-        return f"ds01 {__version__}\n"
+        return f"ds01 {__version__}\n", ""
     p = plan(argv)
     if p is None:
         return None
@@ -138,8 +149,14 @@ def answer(argv: Sequence[str]) -> str | None:
     body = get_json(p.socket, p.path, p.params)
     if body is None:
         return None
-    # As print_json writes it: the daemon's JSON is the schema's dump the long way re-dumps.
-    return json.dumps(body, indent=2, sort_keys=False, default=str) + "\n"
+    if p.as_json:
+        # As print_json writes it: the daemon's JSON is the schema's dump the long way re-dumps.
+        return json.dumps(body, indent=2, sort_keys=False, default=str) + "\n", ""
+    # The one read with a table drawn here (READS: table=True): `gpu status`.
+    from ds01.cli.statusview import daemon_status_output
+    from ds01.cli.table import output_width
+
+    return daemon_status_output(body, p.wide, output_width())
 
 
 def run() -> None:
@@ -151,7 +168,8 @@ def run() -> None:
         long_way()
         return
     try:
-        sys.stdout.write(out)
+        sys.stdout.write(out[0])
         sys.stdout.flush()
+        sys.stderr.write(out[1])
     except BrokenPipeError:  # `ds01 … --json | head`: the reader had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
