@@ -65,7 +65,7 @@ HUGE = "9" * 30
 
 # A few values per kind, each breaking its grammar a different way: each one costs a run of ds01.
 KINDS: dict[str, Kind] = {
-    # A length of time: 90, 30m, 1h30m, 2d, 1w (config/units.py).
+    # A length of time: 90, 30m, 1h30m, 2d, 1w (units.py).
     "duration": Kind(("1x", "-5m", "", "٣h", "[/]", "9" * 30 + "w")),
     # A --since: a duration or an ISO date.
     "since": Kind(("1x", "", "2026-13-01", "\x1b[2J", "9" * 30 + "w")),

@@ -10,7 +10,7 @@ import os
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +42,21 @@ ANSWERED = [
     ("events", "--json"),
     ("events", "--kind", "alloc", "--limit", "5", "--json"),
     ("events", "--limit", "007", "--json"),
+    ("quota",),  # and the tables, drawn by the same functions both ways
+    ("access",),
+    ("container", "list"),
+    ("container", "list", "--all"),
+    ("events",),
+    ("events", "--kind", "alloc"),
 ]
 LONG_WAY = [
-    ("quota",),  # tables other than gpu status go the long way
     ("gpu", "status", "--json", "--wide"),  # refused: --wide is for tables
     ("gpu", "status", "--sim", "8xH100-mig-mixed"),
     ("events", "--json", "--kind", "bogus"),  # refused with the list of kinds
     ("events", "--json", "--limit", "0"),
     ("events", "--json", "--since", "1h"),
+    ("events", "--since", "1h"),
+    ("quota", "--wide"),
     ("quota", "--json", "--json"),
     ("quota", "--json", "--help"),
     ("container", "list", "--json", "--wide"),
@@ -100,29 +107,49 @@ def env(docker_host: str) -> Iterator[tuple[Daemon, str]]:
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
 
+def agree(first: Callable[[], object], second: Callable[[], object]) -> tuple[object, object]:
+    """Both answers, taken one right after the other, until they agree (at most 3 times): the
+    tables show times (an uptime in seconds, a clock in minutes), which may tick between two
+    runs; they cannot tick between every pair of runs, while a real difference stays."""
+    for _ in range(3):
+        a, b = first(), second()
+        if a == b:
+            break
+    return a, b
+
+
 @pytest.mark.parametrize("args", ANSWERED, ids=" ".join)
 def test_the_quick_path_answers_exactly_as_the_long_way(
     env: tuple[Daemon, str], args: tuple[str, ...]
 ) -> None:
     d, _ = env
-    quick = answer(["--run-dir", str(d.run_dir), *args])
+    quick, long_way = agree(
+        lambda: answer(["--run-dir", str(d.run_dir), *args]),
+        lambda: run(d, args, quick=False),
+    )
     assert quick is not None, "the quick path did not answer"
-    code, out, err = run(d, args, quick=False)
+    assert isinstance(long_way, tuple)
+    code, out, err = long_way
     assert (code, err) == (0, "")
     assert quick == (out, "")
     if "--json" in args:
         assert json.loads(out) or args[0] in ("container", "events")
-    else:
+    elif args[0] == "gpu":
         assert out.startswith("GPU units (sim)\nUnit ") and "19 units, " in out
-    # And through the installed command, as a user and as root.
-    assert run(d, args, quick=True) == (0, out, "")
+    else:
+        assert out.strip() and "No " not in out
+    # And through the installed command.
+    assert agree(lambda: run(d, args, quick=True), lambda: (0, out, "")) == ((0, out, ""),) * 2
 
 
 @pytest.mark.parametrize("args", ANSWERED, ids=" ".join)
 def test_a_user_gets_the_same_both_ways(env: tuple[Daemon, str], args: tuple[str, ...]) -> None:
     d, user = env
-    long_way = run(d, args, quick=False, user=user)
-    assert run(d, args, quick=True, user=user) == long_way
+    quick, long_way = agree(
+        lambda: run(d, args, quick=True, user=user), lambda: run(d, args, quick=False, user=user)
+    )
+    assert quick == long_way
+    assert isinstance(long_way, tuple)
     if "--all" not in args:
         assert long_way[0] == 0, long_way
     else:  # not an admin: refused the same way, with the same words

@@ -11,7 +11,7 @@ A time is a unix timestamp, a datetime (naive: local time) or ISO 8601 text as t
 and is shown in the local time zone of the process; a missing time (None) is shown as '–'.
 
 Pure functions of the standard library; imports nothing from ds01, so every layer (the scheduler
-included) may use it. Parsing durations is `config/units.py`'s, not this module's.
+included) may use it. Parsing durations is `units.py`'s, not this module's.
 """
 
 from __future__ import annotations

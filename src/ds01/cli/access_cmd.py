@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
+from ds01.cli import readviews
 from ds01.cli.context import client_of
-from ds01.cli.output import console, print_json, styled
-from ds01.timetext import clock
+from ds01.cli.output import print_json
 
 
 def access(
@@ -21,12 +22,4 @@ def access(
     if as_json:
         print_json(a.model_dump(mode="json"))
         return
-    if a.state == "exempt":
-        head = "exempt: you may run GPU jobs on the host"
-    elif a.state == "granted":
-        span = f"until {clock(a.until)}" if a.until else "with no end"
-        head = f"granted {span} (reason: {a.reason})"
-    else:
-        head = "containers only: use `ds01 container deploy …`"
-    console().print(styled((a.user, "bold"), f": {head}"), soft_wrap=True)
-    console().print(styled(a.how), soft_wrap=True)
+    sys.stdout.write(readviews.access(a.model_dump(mode="json")))

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ds01.cli import readviews
 from ds01.cli.context import client_of
 from ds01.cli.output import console, err_console, lines, new_table, print_json, styled
+from ds01.cli.table import output_width
 from ds01.errors import UsageError
-from ds01.timetext import clock, since
+from ds01.timetext import clock
 
 if TYPE_CHECKING:
-    from rich.text import Text
-
     from ds01.api.schemas import ContainerOut, DeployIn
 
 app = typer.Typer(help="Deploy and manage your GPU containers.", no_args_is_help=True)
@@ -47,15 +47,6 @@ def _gpu_lines(c: ContainerOut) -> list[str]:
 def _print_warnings(warnings: list[str]) -> None:
     for warning in warnings:
         err_console().print(styled(("warning:", "yellow"), f" {warning}"), soft_wrap=True)
-
-
-def _alloc_text(c: ContainerOut) -> str:
-    a = c.allocation
-    if a is None:
-        return "released" if c.gpu_device_ids else "–"
-    if a.state == "held":
-        return f"held until {clock(a.hold_until)}"
-    return a.state
 
 
 @app.command()
@@ -175,31 +166,11 @@ def list_(
     """Your containers, their GPUs, and the state of their allocation."""
     with client_of(ctx) as c:
         rows = c.containers(all_users=all_users)
+    dumped = [r.model_dump(mode="json") for r in rows]
     if as_json:
-        print_json([r.model_dump(mode="json") for r in rows])
+        print_json(dumped)
         return
-    if not rows:
-        console().print("No containers. Create one with: ds01 container deploy NAME --image IMAGE")
-        return
-    t = new_table()
-    cols = ["Name", "Image", "State", "GPUs", "Allocation", "Uptime"]
-    if all_users:
-        cols.insert(0, "Owner")
-    for col in cols:
-        t.add_column(col)
-    for r in rows:
-        cells: list[str | Text] = [
-            r.name,
-            r.image,
-            r.state,
-            lines(_gpu_lines(r)),
-            _alloc_text(r),
-            since(r.started_at) if r.state == "running" else "–",
-        ]
-        if all_users:
-            cells.insert(0, r.owner or "?")
-        t.add_row(*cells)
-    console().print(t)
+    sys.stdout.write(readviews.container_list(dumped, all_users, output_width()))
 
 
 # What a stop does, said before it starts: the wait can take STOP_GRACE_S seconds.
@@ -227,7 +198,8 @@ def _op(ctx: typer.Context, name: str, op: str) -> None:
         console().print(styled(f"{name} retired: container removed, GPUs released."))
         return
     out = ContainerOut.model_validate(data)
-    console().print(styled(f"{out.name}: {out.state}; allocation {_alloc_text(out)}"))
+    alloc = readviews.allocation_text(data)
+    console().print(styled(f"{out.name}: {out.state}; allocation {alloc}"))
     _print_warnings(out.warnings)
 
 
@@ -270,7 +242,7 @@ def logs(
 
 
 def _limit_lines(c: ContainerOut) -> list[str]:
-    from ds01.config.units import format_size
+    from ds01.units import format_size
 
     lim = c.limits
     if lim is None:
@@ -314,7 +286,7 @@ def inspect(
         ("Image", out.image),
         ("State", out.state),
         ("GPUs", lines(_gpu_lines(out))),
-        ("Allocation", _alloc_text(out)),
+        ("Allocation", readviews.allocation_text(out.model_dump(mode="json"))),
         ("Created", clock(out.created)),
         ("Started", clock(out.started_at)),
         ("Mounts", lines(mounts or ["none"])),

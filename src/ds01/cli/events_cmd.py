@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import datetime
 from typing import Annotated
 
 import typer
 
+from ds01.cli import readviews
 from ds01.cli.context import client_of
-from ds01.cli.output import console, new_table, print_json
+from ds01.cli.output import print_json
+from ds01.cli.table import output_width
 from ds01.errors import UsageError
 from ds01.model.events import EventKind
-from ds01.timetext import clock
 
 
 def parse_since(text: str) -> float:
     """An age as config durations are written (90, 30m, 1h30m, 2d, 1w) or an ISO date/time, as a
     unix timestamp."""
-    # config.units owns the duration grammar; imported here, not at module level, because the
-    # config package loads pydantic and `ds01 --help` must not.
-    from ds01.config.units import parse_duration
+    from ds01.units import parse_duration  # the one duration grammar (config's too)
 
     try:
         return time.time() - parse_duration(text)
@@ -54,20 +54,4 @@ def events(
     if as_json:
         print_json([e.model_dump(mode="json") for e in evs])
         return
-    if not evs:
-        console().print("No events.")
-        return
-    t = new_table()
-    for col in ("Time", "Kind", "Action", "User", "Alloc", "Reason", "Message"):
-        t.add_column(col)
-    for e in evs:
-        t.add_row(
-            clock(e.ts),
-            e.kind,
-            e.action,
-            e.user or "–",
-            str(e.allocation_id or "–"),
-            e.reason,
-            e.message,
-        )
-    console().print(t)
+    sys.stdout.write(readviews.events([e.model_dump(mode="json") for e in evs], output_width()))

@@ -51,8 +51,8 @@ def human(kind: str | None, value: object) -> str:
     """A limit's value as `ds01 config show` and `ds01 quota` both print it: 'unlimited', 'yes',
     '32g', '1h', '3/7 (0.43)'. kind is the config kind (config/schema.py LIMIT_KINDS); a gpueq
     may come as a GpuEq or as its JSON text ('3/7')."""
-    from ds01.config.units import format_duration, format_size
     from ds01.model.gpueq import GpuEq
+    from ds01.units import format_duration, format_size
 
     if value is None:
         return "unlimited"

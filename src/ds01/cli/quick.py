@@ -1,10 +1,12 @@
 """The `ds01` entry point, with a quick path for the read commands people run in loops.
 
-`watch -n1 ds01 gpu status --json`, shell prompts and admin scripts run these many times a
-minute; loading the whole command line (Typer, pydantic, an HTTP client library) costs ten
-times what the answer does. So the JSON forms of the read commands below are answered here
-with the standard library only: parse the few flags they take, GET the daemon's answer over
-its socket, print it as `--json` always prints (cli/output.py print_json).
+`watch -n1 ds01 gpu status`, shell prompts and admin scripts run these many times a minute;
+loading the whole command line (Typer, pydantic, an HTTP client library, Rich) costs ten
+times what the answer does. So the read commands below are answered here with the standard
+library and ds01's light modules only: parse the few flags they take, GET the daemon's answer
+over its socket, and print it as `--json` always prints (cli/output.py print_json) or as the
+table the full command line draws from the same JSON with the same functions (readviews.py,
+statusview.py).
 
 Anything else — another command or flag, --help, a value to check, no daemon, an error
 answer — goes the long way (cli/main.py), which asks again and explains what went wrong: this
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from typing import Any
 
 # What the long way's options take (cli/main.py main()); the quick path accepts the same.
 _GLOBALS = {"--config": "config", "--state-dir": "state_dir", "--run-dir": "run_dir"}
@@ -33,13 +36,14 @@ _NONE: Mapping[str, str] = MappingProxyType({})
 class Read(NamedTuple):
     """A read command: its API path, its switches (flag → the query parameter it sets to 1),
     its options taking a value (option → parameter), the query the long way always sends, and
-    whether its table form is drawn here too (with --wide) or only its --json form."""
+    and whether its table form is drawn here too (every one is; `gpu status` takes --wide)."""
 
     path: str
     switches: Mapping[str, str] = _NONE
     values: Mapping[str, str] = _NONE
     fixed: Mapping[str, str] = _NONE
-    table: bool = False
+    table: bool = True
+    wide: bool = False
 
 
 def _event_kinds() -> frozenset[str]:
@@ -50,7 +54,7 @@ def _event_kinds() -> frozenset[str]:
 
 # The commands answered here, with what the long way sends for them (cli/*_cmd.py, client.py).
 READS: dict[tuple[str, ...], Read] = {
-    ("gpu", "status"): Read("/v1/gpu/status", table=True),
+    ("gpu", "status"): Read("/v1/gpu/status", wide=True),
     ("quota",): Read("/v1/quota"),
     ("access",): Read("/v1/access"),
     ("container", "list"): Read("/v1/containers", switches={"--all": "all"}),
@@ -63,6 +67,7 @@ READS: dict[tuple[str, ...], Read] = {
 
 
 class Plan(NamedTuple):
+    words: tuple[str, ...]
     socket: str
     path: str
     params: dict[str, str]
@@ -93,7 +98,7 @@ def plan(argv: Sequence[str]) -> Plan | None:
     from ds01.paths import Paths
 
     paths = Paths.resolve(chosen.get("config"), chosen.get("state_dir"), chosen.get("run_dir"))
-    return Plan(str(paths.api_socket), read.path, params, as_json, wide)
+    return Plan(words, str(paths.api_socket), read.path, params, as_json, wide)
 
 
 def _flags(rest: list[str], read: Read) -> tuple[dict[str, str], bool, bool] | None:
@@ -107,7 +112,7 @@ def _flags(rest: list[str], read: Read) -> tuple[dict[str, str], bool, bool] | N
         if arg in seen:
             return None
         seen.add(arg)
-        if arg == "--json" or (arg == "--wide" and read.table):
+        if arg == "--json" or (arg == "--wide" and read.wide):
             pass
         elif arg in read.switches:
             params[read.switches[arg]] = "1"
@@ -152,11 +157,25 @@ def answer(argv: Sequence[str]) -> tuple[str, str] | None:
     if p.as_json:
         # As print_json writes it: the daemon's JSON is the schema's dump the long way re-dumps.
         return json.dumps(body, indent=2, sort_keys=False, default=str) + "\n", ""
-    # The one read with a table drawn here (READS: table=True): `gpu status`.
+    return _draw(p, body)
+
+
+def _draw(p: Plan, body: Any) -> tuple[str, str]:
+    """A read command's table form: the same functions the full command line calls."""
+    from ds01.cli import readviews
     from ds01.cli.statusview import daemon_status_output
     from ds01.cli.table import output_width
 
-    return daemon_status_output(body, p.wide, output_width())
+    width = output_width()
+    if p.words == ("gpu", "status"):
+        return daemon_status_output(body, p.wide, width)
+    if p.words == ("quota",):
+        return readviews.quota(body, width), ""
+    if p.words == ("access",):
+        return readviews.access(body), ""
+    if p.words == ("container", "list"):
+        return readviews.container_list(body, "all" in p.params, width), ""
+    return readviews.events(body, width), ""
 
 
 def run() -> None:

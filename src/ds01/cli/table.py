@@ -2,10 +2,12 @@
 with the standard library so that the quick path (cli/quick.py) can print them without
 loading Rich (about 35 ms to import on a 2-core VM, three times the interpreter's start-up).
 
-A table fits the width it is given: columns marked `shrink` give way first, widest first, and
-a cell too long for its column is cut with '…', never wrapped, so one row stays one line. The
-title and caption are wrapped to the width. Every cell is shown() (control characters
-escaped); a cell may hold several lines (lines separated by '\\n' by ds01, not by users).
+Two looks: `plain` (header, a rule, one space between columns: `gpu status`, so that nine
+columns fit 80) and `boxed` (lines around every cell, as Rich draws its default table). A table
+fits the width it is given: columns marked `shrink` give way, the widest first; a cell too long
+for its column is wrapped at spaces when its column `wrap`s, else cut with '…', so that one row
+stays one line. The title and caption are wrapped to the width. Every cell is shown() (control
+characters escaped); a cell of several lines is given as a list of them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ ELLIPSIS = "…"
 class Column(NamedTuple):
     header: str
     right: bool = False  # right-justified (numbers)
-    shrink: bool = False  # gives way when the table is too wide; cut with '…'
+    shrink: bool = False  # gives way when the table is too wide
+    wrap: bool = False  # a cell wider than the column goes on to more lines (else: cut)
 
 
 def output_width(stream: TextIO | None = None) -> int:
@@ -44,18 +47,25 @@ def output_width(stream: TextIO | None = None) -> int:
 
 
 class Table:
-    """Header, a rule, rows; one space between columns, none at the edges."""
+    """Header and rows, `plain` or `boxed` (module docstring)."""
 
-    def __init__(self, columns: list[Column], title: str | None = None) -> None:
+    def __init__(
+        self, columns: list[Column], title: str | None = None, boxed: bool = False
+    ) -> None:
         self.columns = columns
         self.title = title
+        self.boxed = boxed
         self.caption: str | None = None
         self.rows: list[list[list[str]]] = []
 
-    def add_row(self, *cells: str) -> None:
+    def add_row(self, *cells: str | list[str]) -> None:
+        """A row; a cell is one line of text (a newline in it is shown as \\x0a, as any
+        control character from users), or a list of lines (ds01's own multi-line cells)."""
         if len(cells) != len(self.columns):
             raise ValueError(f"{len(cells)} cells for {len(self.columns)} columns")
-        self.rows.append([[shown(line) for line in cell.split("\n")] for cell in cells])
+        self.rows.append(
+            [[shown(cell)] if isinstance(cell, str) else [shown(x) for x in cell] for cell in cells]
+        )
 
     def widths(self, width: int | None) -> list[int]:
         """Each column's width: its widest line, then, while the table is wider than `width`,
@@ -68,7 +78,7 @@ class Table:
             return natural
         out = list(natural)
         floor = [max(1, min(len(c.header), n)) for c, n in zip(self.columns, natural, strict=True)]
-        excess = sum(out) + len(out) - 1 - width
+        excess = sum(out) + self._frame(len(out)) - width
         while excess > 0:
             candidates = [i for i, c in enumerate(self.columns) if c.shrink and out[i] > floor[i]]
             if not candidates:
@@ -78,30 +88,68 @@ class Table:
             excess -= 1
         return out
 
+    def _frame(self, n: int) -> int:
+        """Columns of a row that are not cell text: separators (and padding, when boxed)."""
+        return 3 * n + 1 if self.boxed else n - 1
+
     def render(self, width: int | None) -> str:
         """The table as text, fitted to `width` (None: as wide as it needs)."""
         widths = self.widths(width)
-        table_width = sum(widths) + len(widths) - 1
+        table_width = sum(widths) + self._frame(len(widths))
         text_width = max(width or table_width, table_width)
         lines: list[str] = []
         if self.title:
             lines += _wrap(shown(self.title), text_width)
-        lines.append(self._line([c.header for c in self.columns], widths))
-        lines.append(RULE * table_width)
+        header = [[c.header] for c in self.columns]
+        if self.boxed:
+            lines.append(_rule("┏━┳┓", widths))
+            lines += self._lines(header, widths, "┃")
+            lines.append(_rule("┡━╇┩", widths))
+        else:
+            lines += self._lines(header, widths, "")
+            lines.append(RULE * table_width)
         for row in self.rows:
-            for k in range(max(len(cell) for cell in row)):
-                lines.append(self._line([cell[k] if k < len(cell) else "" for cell in row], widths))
+            lines += self._lines(row, widths, "│" if self.boxed else "")
+        if self.boxed:
+            lines.append(_rule("└─┴┘", widths))
         if self.caption:
             for part in self.caption.split("\n"):
                 lines += _wrap(shown(part), text_width)
         return "\n".join(lines) + "\n"
 
-    def _line(self, texts: list[str], widths: list[int]) -> str:
-        cells = []
-        for text, col, w in zip(texts, self.columns, widths, strict=True):
-            fitted = text if len(text) <= w else text[: w - 1] + ELLIPSIS
-            cells.append(fitted.rjust(w) if col.right else fitted.ljust(w))
-        return " ".join(cells).rstrip()
+    def _lines(self, row: list[list[str]], widths: list[int], bar: str) -> list[str]:
+        """The text lines of one row: each cell fitted to its column (wrapped or cut)."""
+        cells = [
+            _fit(cell, w, col.wrap) for cell, col, w in zip(row, self.columns, widths, strict=True)
+        ]
+        out = []
+        for k in range(max(len(cell) for cell in cells)):
+            texts = []
+            for cell, col, w in zip(cells, self.columns, widths, strict=True):
+                text = cell[k] if k < len(cell) else ""
+                texts.append(text.rjust(w) if col.right else text.ljust(w))
+            if bar:
+                out.append(f"{bar} " + f" {bar} ".join(texts) + f" {bar}")
+            else:
+                out.append(" ".join(texts).rstrip())
+        return out
+
+
+def _fit(lines: list[str], width: int, wrap: bool) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        if len(line) <= width:
+            out.append(line)
+        elif wrap:
+            out += textwrap.wrap(line, width, break_on_hyphens=False) or [""]
+        else:
+            out.append(line[: width - 1] + ELLIPSIS)
+    return out
+
+
+def _rule(chars: str, widths: list[int]) -> str:
+    """A box line: chars are (left, fill, between, right), e.g. '┏━┳┓'."""
+    return chars[0] + chars[2].join(chars[1] * (w + 2) for w in widths) + chars[3]
 
 
 def _wrap(text: str, width: int) -> list[str]:

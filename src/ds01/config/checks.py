@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from ds01.config.resolve import Config, resolve_layers
 from ds01.config.schema import LimitsLayer
-from ds01.config.units import format_size
 from ds01.config.yamlsource import Path, YamlDocument
+from ds01.units import format_size
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from pydantic import ValidationError
 from ds01.config.checks import Finding, did_you_mean, raw_checks, swap_checks
 from ds01.config.resolve import Config
 from ds01.config.schema import ConfigFile, keys_at
-from ds01.config.units import describe
 from ds01.config.yamlsource import Path as KeyPath
 from ds01.config.yamlsource import Pos, YamlDocument, format_path, read_yaml
 from ds01.errors import ConfigError, ConfigProblem
+from ds01.units import describe
 
 # DS01's names for keys that ds01 renamed, so a migrated file gets a useful hint.
 _RENAMED = {

@@ -21,9 +21,9 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator
 from pydantic_core import PydanticCustomError
 
-from ds01.config.units import describe, parse_duration, parse_size
 from ds01.engineaddr import EngineAddress
 from ds01.model.gpueq import GpuEq
+from ds01.units import describe, parse_duration, parse_size
 
 
 def _fail(message: str) -> PydanticCustomError:

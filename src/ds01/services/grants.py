@@ -34,7 +34,6 @@ from pathlib import Path
 
 from ds01.config import Config
 from ds01.config.schema import GPU_HOST_GROUP
-from ds01.config.units import format_duration, parse_duration
 from ds01.errors import Ds01Error, NotFound, UsageError
 from ds01.files import write_atomic
 from ds01.host import hostaccess
@@ -47,6 +46,7 @@ from ds01.store import grants as store
 from ds01.store.db import Database
 from ds01.store.grants import GrantRow
 from ds01.timetext import clock, span
+from ds01.units import format_duration, parse_duration
 
 log = logging.getLogger("ds01d.grants")
 

@@ -38,7 +38,6 @@ from enum import StrEnum
 from pathlib import Path
 
 from ds01.config import Config
-from ds01.config.units import format_duration
 from ds01.model.inventory import GpuProcess, MachineSample
 from ds01.notify import Notifier
 from ds01.services.allocation import AllocationService
@@ -48,6 +47,7 @@ from ds01.store import grants as store
 from ds01.store.allocations import AllocationRow
 from ds01.store.db import Database
 from ds01.store.grants import GrantRow
+from ds01.units import format_duration
 
 log = logging.getLogger("ds01d.hostproc")
 
