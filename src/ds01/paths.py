@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 DEFAULT_CONFIG = Path("/etc/ds01/ds01.yaml")
 DEFAULT_STATE_DIR = Path("/var/lib/ds01")
@@ -22,8 +22,10 @@ def _pick(flag: str | Path | None, env: str, default: Path) -> Path:
     return Path(value) if value else default
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(NamedTuple):
+    """A NamedTuple, not a dataclass: the quick path of `ds01` (cli/quick.py) resolves these at
+    every run, and dataclasses costs ~8 ms to import (it loads inspect)."""
+
     config: Path
     state_dir: Path
     run_dir: Path
