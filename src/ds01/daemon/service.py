@@ -23,6 +23,7 @@ from ds01.errors import Ds01Error, RuntimeUnavailable
 from ds01.gate import EngineClient, GateDeps, GateServer, GateSettings
 from ds01.identity import CallerCache
 from ds01.inventory.backend import InventoryBackend
+from ds01.lifecycle.reclaim import Reclaimer
 from ds01.model.inventory import MachineSample
 from ds01.paths import Paths
 from ds01.runtime.engine import Engine, EventStream
@@ -77,6 +78,16 @@ class Daemon:
         self.reconciler = Reconciler(self.containers)
         self.sweep = InvariantSweep(self.containers)
         self._wire_host_access()
+        # Idle reclaim and max runtime (lifecycle/reclaim.py): a pass after every new sample.
+        self.reclaimer = Reclaimer(
+            self.allocations,
+            self.containers,
+            self.notifier,
+            lambda: self.sample,
+            self.clock.now,
+            max_age=lambda: 3 * self._sample_interval() + 10,
+        )
+        self._sampled = asyncio.Event()
         # Placement reads what runs on each unit from the latest sample (services/unituse.py).
         self.allocations.unit_use = lambda: unit_use(self.sample, self.hostproc.processes())
         # /dev/nvidia* owner and mode (services/devicewatch.py); host_root: ds01d --host-root.
@@ -190,6 +201,10 @@ class Daemon:
     async def _sample_step(self) -> None:
         # apply_sample writes the unit table when the set of units changed: in a thread too.
         await asyncio.to_thread(self.apply_sample, await asyncio.to_thread(self.take_sample))
+        self._sampled.set()
+
+    async def _lifecycle_step(self) -> None:
+        await asyncio.to_thread(self.reclaimer.tick)
 
     async def _expiry_step(self) -> None:
         # In a thread: a database held locked by someone else blocks up to its busy timeout.
@@ -319,6 +334,7 @@ class Daemon:
         await self._start_gate()
         self._tasks = [
             self._loop("sampler", self._sample_step, self._sample_interval),
+            self._loop("lifecycle", self._lifecycle_step, self._sample_interval, self._sampled),
             self._loop("expiry", self._expiry_step, lambda: EXPIRY_TICK_S),
             self._loop("reconcile", self._reconcile_step, lambda: self._reconcile_every),
             self._loop("host-access", self._host_access_step, lambda: HOST_ACCESS_TICK_S),

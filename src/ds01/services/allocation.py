@@ -162,6 +162,10 @@ class AllocationService:
     def limits_for(self, caller: Caller) -> ResolvedLimits:
         return self.config.resolve(caller.name, caller.groups)
 
+    def limits_of_user(self, user: str) -> ResolvedLimits:
+        """An allocation owner's limits, their groups read from NSS (the daemon's own use)."""
+        return self.config.resolve(user, _groups_of_user(user))
+
     # ---- inventory -------------------------------------------------------------------
 
     def sync_units(self, sample: MachineSample) -> units_store.SyncResult:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ds01.store import activity as activity_store
 from ds01.store import allocations as allocs
 from ds01.store import events
 from ds01.store import grants as grants_store
@@ -157,6 +158,7 @@ class ClockWatch:
                     self._detector.rebase(wall, steady)  # now() answers in the new frame
                 moved_allocs = allocs.shift_deadlines(conn, step.step_s)
                 moved_grants = grants_store.shift_live(conn, step.step_s)
+                activity_store.shift(conn, step.step_s)  # idle and runtime countdowns
                 message = (
                     f"the wall clock jumped {describe_step(step.step_s)}; {moved_allocs}"
                     f" allocation deadline(s) and {moved_grants} grant(s) moved with it and"

@@ -49,6 +49,8 @@ from ds01.store.intents import Intent, IntentOp
 
 log = logging.getLogger("ds01d.containers")
 
+DAEMON = "ds01d"
+
 # Variables that select GPUs: only ds01 sets them (BRIEF §6 item 3).
 RESERVED_ENV = frozenset(
     {"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"}
@@ -335,6 +337,25 @@ class ContainerService:
             faults.point("stop.held")
         after = self._info(info.id)
         return ContainerView(after, row, _killed_warning(info, after))
+
+    def stop_by_daemon(self, row: AllocationRow, reason: str) -> ContainerView | None:
+        """ds01d stops the container of an active allocation (lifecycle: idle_timeout,
+        max_runtime) the way `ds01 container stop` does — SIGTERM, SIGKILL after STOP_GRACE_S —
+        and holds the allocation. Only a container ds01 made for the allocation's owner (its
+        owner record, never a label) and still bound to this very allocation; anything else is
+        left alone (None). Never signals a process itself."""
+        cid = row.container_id
+        if cid is None or self.owners.owner(ObjectKind.CONTAINER, cid) != row.user:
+            return None
+        info = self._info(cid)
+        bound = self.allocation_of(info)
+        if bound is None or bound.id != row.id or bound.state is not AllocState.ACTIVE:
+            return None  # stopped, retired or re-bound since the decision
+        with self._acting(cid):
+            self.engine.stop(cid)
+            held = self._hold_after_stop(info, actor=DAEMON, reason=reason)
+        after = self._info(cid)
+        return ContainerView(after, held, _killed_warning(info, after))
 
     def in_operation(self) -> Callable[[ContainerInfo], bool]:
         """Whether an operation is at work on a container: a command of this process acting on

@@ -210,12 +210,42 @@ def _v5_events_by_allocation(conn: sqlite3.Connection) -> None:
     _run_script(conn, "CREATE INDEX events_allocation ON events (allocation_id, id);")
 
 
+def _v6_lifecycle(conn: sqlite3.Connection) -> None:
+    """Idle and runtime countdowns (issue 15; store/activity.py): one activity record per
+    active allocation, and the warnings each countdown has dealt with, so a restart of ds01d
+    resumes every countdown where it was."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE lifecycle_activity (
+            allocation_id INTEGER PRIMARY KEY REFERENCES allocations (id),
+            active_since REAL NOT NULL,       -- the activation followed (allocations.updated_at)
+            runtime_from REAL NOT NULL,       -- max_runtime counts from here
+            idle_run INTEGER NOT NULL DEFAULT 0,
+            idle_since REAL,                  -- the first sample of the idle run; NULL: not idle
+            last_sample REAL,                 -- taken_at of the sample judged last
+            recent TEXT NOT NULL DEFAULT '[]' -- newest verdicts, bounded: [[ts, active, signal]]
+        );
+        CREATE TABLE lifecycle_warnings (
+            allocation_id INTEGER NOT NULL REFERENCES allocations (id),
+            countdown TEXT NOT NULL CHECK (countdown IN ('idle', 'runtime')),
+            stage TEXT NOT NULL,              -- '50%', '80%', 'warn_before'
+            deadline REAL NOT NULL,           -- the stop time it announced
+            done_at REAL NOT NULL,
+            sent INTEGER NOT NULL CHECK (sent IN (0, 1)),
+            PRIMARY KEY (allocation_id, countdown, stage)
+        );
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "bare-metal grants and host process reports", _v2_grants),
     (3, "owner records of containers, volumes, networks and image tags", _v3_objects),
     (4, "intent records of container operations", _v4_intents),
     (5, "index of events by allocation", _v5_events_by_allocation),
+    (6, "idle and runtime countdowns", _v6_lifecycle),
 ]
 
 

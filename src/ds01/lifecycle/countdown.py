@@ -1,0 +1,143 @@
+"""The idle and runtime countdowns of one active allocation (issue 15, items 2 and 3). Pure:
+every function takes the record, the limits and `now`, and returns what to do; nothing here
+reads a clock, the database or the machine.
+
+- Idle run: each new sample extends it (idle) or ends it (active or unknown). After
+  `policy.idle_samples` idle samples in a row the allocation is idle, counted from the first of
+  them (`idle_since`); its stop falls due at idle_since + idle_timeout.
+- Runtime: the stop falls due at the allocation's start + max_runtime.
+- Warnings (stages) before each stop: at 50 % and 80 % of the timeout and `warn_before` before
+  the stop (WARN_FRACTIONS; stages at the same moment are one). A stage is dealt with once: when
+  several fall due in one pass (a late pass, a restarted ds01d) only the latest is sent, the
+  others are recorded as skipped.
+- The stop never comes unannounced: it waits until the last stage was sent, and a last stage
+  sent more than LATE_S after its time (ds01d was down then) moves the stop to keep the notice
+  that stage promises (deadline - its time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ds01.model.activity import ActivityRecord, Countdown, Verdict, WarningRecord
+
+WARN_FRACTIONS: tuple[tuple[str, float], ...] = (("50%", 0.5), ("80%", 0.8))
+WARN_BEFORE_STAGE = "warn_before"
+RECENT_VERDICTS = 32  # verdicts kept per allocation (the bounded activity record)
+LATE_S = 30.0  # a last warning sent this long after its time keeps its full notice
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # '50%', '80%', 'warn_before'
+    at: float  # when it falls due
+
+
+@dataclass(frozen=True)
+class Warn:
+    countdown: Countdown
+    stage: Stage
+    deadline: float  # the stop it announces
+    start: float  # idle_since, or the runtime's start
+    timeout_s: int
+    skipped: tuple[str, ...]  # earlier stages that fell due with it and are not sent
+    last: bool  # the last stage before the stop
+
+
+@dataclass(frozen=True)
+class Stop:
+    countdown: Countdown
+    deadline: float
+    start: float
+    timeout_s: int
+
+
+Action = Warn | Stop
+
+
+def observe(
+    rec: ActivityRecord, active: bool | None, signal: str, sample_at: float, now: float
+) -> ActivityRecord:
+    """The record after one new sample (taken at sample_at, seen at now). A sample already
+    judged (sample_at not after last_sample) changes nothing."""
+    if rec.last_sample is not None and sample_at <= rec.last_sample:
+        return rec
+    recent = (*rec.recent, Verdict(now, active, signal))[-RECENT_VERDICTS:]
+    if active is False:
+        since = rec.idle_since if rec.idle_since is not None else now
+        return replace(
+            rec, idle_run=rec.idle_run + 1, idle_since=since, last_sample=sample_at, recent=recent
+        )
+    return replace(rec, idle_run=0, idle_since=None, last_sample=sample_at, recent=recent)
+
+
+def stages(start: float, timeout_s: int, warn_before_s: int) -> list[Stage]:
+    """The warning stages of a countdown from `start`, in time order, one per moment."""
+    found = [Stage(name, start + fraction * timeout_s) for name, fraction in WARN_FRACTIONS]
+    if warn_before_s > 0:
+        found.append(Stage(WARN_BEFORE_STAGE, start + max(0, timeout_s - warn_before_s)))
+    found.sort(key=lambda s: s.at)
+    out: list[Stage] = []
+    for s in found:
+        if out and out[-1].at == s.at:
+            out[-1] = s  # one warning per moment
+        else:
+            out.append(s)
+    return out
+
+
+def idle_start(rec: ActivityRecord, idle_samples: int) -> float | None:
+    """When the idle countdown started, or None while the allocation is not idle."""
+    return rec.idle_since if rec.idle_run >= idle_samples else None
+
+
+def plan(
+    rec: ActivityRecord,
+    *,
+    idle_timeout_s: int | None,
+    max_runtime_s: int | None,
+    idle_samples: int,
+    warn_before_s: int,
+    done: list[WarningRecord],
+    now: float,
+) -> list[Action]:
+    """What to do now: the warnings due (one per countdown at most), and at most one stop (the
+    earlier of the two, when both are due). No stop in a pass that sends that countdown's last
+    warning."""
+    actions: list[Action] = []
+    stops: list[Stop] = []
+    clocks: list[tuple[Countdown, float | None, int | None]] = [
+        (Countdown.IDLE, idle_start(rec, idle_samples), idle_timeout_s),
+        (Countdown.RUNTIME, rec.runtime_from, max_runtime_s),
+    ]
+    for countdown, start, timeout_s in clocks:
+        if start is None or timeout_s is None:
+            continue
+        mine = {w.stage: w for w in done if w.countdown is countdown}
+        todo = stages(start, timeout_s, warn_before_s)
+        deadline = start + timeout_s
+        final = todo[-1]
+        due = [s for s in todo if s.at <= now and s.name not in mine]
+        if due:
+            stage = due[-1]
+            announced = deadline
+            if stage == final and now - stage.at > LATE_S:
+                announced = max(deadline, now + (deadline - stage.at))
+            actions.append(
+                Warn(
+                    countdown,
+                    stage,
+                    announced,
+                    start,
+                    timeout_s,
+                    tuple(s.name for s in due[:-1]),
+                    stage == final,
+                )
+            )
+            continue
+        last = mine.get(final.name)
+        if last is not None and now >= last.deadline:
+            stops.append(Stop(countdown, last.deadline, start, timeout_s))
+    if stops:
+        actions.append(min(stops, key=lambda s: s.deadline))
+    return actions

@@ -1,0 +1,240 @@
+"""The lifecycle's acting part (issue 15, items 1-3 and 7): on each new machine sample, judge
+every active GPU allocation (lifecycle/activity.py), move its idle and runtime countdowns
+(lifecycle/countdown.py), send the warnings that fell due and stop the containers whose time
+is up.
+
+Owns the order of the effects: a warning is delivered (services never raise for a dead
+channel), then recorded with its audit event; a stop is announced as an event before ds01d
+acts, and goes through ContainerService.stop_by_daemon — `docker stop` of the allocation's own
+container (SIGTERM, SIGKILL after STOP_GRACE_S), then the allocation is held for
+gpu_hold_after_stop and released by the hold's expiry. The container and its files are kept.
+
+Must not: signal a process, reset a GPU, act on a container ds01 did not make for the
+allocation's owner, or touch an allocation that is not active. A stop runs in its own thread so
+that a slow container never delays the warnings and stops of others. While the latest sample
+is stale (the sampler failing), nothing is judged, warned or stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from ds01.config import ResolvedLimits
+from ds01.errors import Ds01Error
+from ds01.lifecycle import countdown, messages
+from ds01.lifecycle.activity import UnitActivity, allocation_activity, unit_activity
+from ds01.model.activity import Countdown, WarningRecord
+from ds01.model.allocation import AllocState
+from ds01.model.inventory import MachineSample
+from ds01.notify import Notifier
+from ds01.services.activitybook import ActivityBook
+from ds01.services.allocation import AllocationService
+from ds01.services.containers import ContainerService
+from ds01.store.allocations import AllocationRow
+
+log = logging.getLogger("ds01d.lifecycle")
+
+# (warning action, stop reason) per countdown, as `ds01 events` shows them.
+ACTION = {Countdown.IDLE: "idle_warning", Countdown.RUNTIME: "runtime_warning"}
+REASON = {Countdown.IDLE: "idle_timeout", Countdown.RUNTIME: "max_runtime"}
+
+
+class Reclaimer:
+    def __init__(
+        self,
+        allocations: AllocationService,
+        containers: ContainerService,
+        notifier: Notifier,
+        sample: Callable[[], MachineSample | None],
+        clock: Callable[[], float] = time.time,
+        max_age: Callable[[], float] = lambda: 60.0,
+    ) -> None:
+        self.allocations = allocations
+        self.containers = containers
+        self.book = ActivityBook(allocations.db)
+        self.notifier = notifier
+        self._sample = sample
+        self._clock = clock
+        self._max_age = max_age  # older samples are stale: nothing is judged or done on them
+        self.stale = False
+        self._lock = threading.Lock()
+        self._stopping: set[int] = set()  # allocations whose stop is under way
+        self._failed: dict[int, str] = {}  # allocation → the last stop failure recorded
+
+    def tick(self) -> None:
+        """One pass over the active allocations with the latest sample."""
+        sample = self._sample()
+        if sample is None or sample.taken_at is None:
+            return
+        sample_at = sample.taken_at.timestamp()
+        now = self._clock()
+        stale = now - sample_at > self._max_age()
+        if stale != self.stale:
+            self.stale = stale
+            if stale:
+                log.error(
+                    "lifecycle paused: the latest GPU sample is from %.0f s ago", now - sample_at
+                )
+            else:
+                log.info("lifecycle resumed: GPU samples are fresh again")
+        if stale:
+            return  # the sampler is failing: no warning and no stop on what may be old news
+        self.book.forget_inactive()
+        by_threshold: dict[float, dict[str, UnitActivity]] = {}
+        for row in self.allocations.all_live():
+            if row.state is not AllocState.ACTIVE or not row.units or row.container_id is None:
+                continue  # reserved/held, or no GPU (CPU-only containers are not reclaimed)
+            with self._lock:
+                if row.id in self._stopping:
+                    continue
+            try:
+                self._judge(row, sample, sample_at, now, by_threshold)
+            except Ds01Error as err:
+                log.error("lifecycle: allocation %d: %s", row.id, " | ".join(err.lines()))
+
+    def _judge(
+        self,
+        row: AllocationRow,
+        sample: MachineSample,
+        sample_at: float,
+        now: float,
+        by_threshold: dict[float, dict[str, UnitActivity]],
+    ) -> None:
+        resolved = self.allocations.limits_of_user(row.user)
+        policy = resolved.policy
+        threshold = policy.idle_gpu_util_pct
+        if threshold not in by_threshold:
+            by_threshold[threshold] = unit_activity(sample, threshold)
+        verdict = allocation_activity([u.uuid for u in row.units], by_threshold[threshold])
+        seen = self.book.observe(
+            row,
+            lambda rec: countdown.observe(rec, verdict.active, verdict.signal, sample_at, now),
+            now,
+        )
+        actions = countdown.plan(
+            seen.record,
+            idle_timeout_s=resolved.limits.idle_timeout_s,
+            max_runtime_s=resolved.limits.max_runtime_s,
+            idle_samples=policy.idle_samples,
+            warn_before_s=policy.warn_before_s,
+            done=seen.warnings,
+            now=now,
+        )
+        for action in actions:
+            if isinstance(action, countdown.Warn):
+                self._warn(row, action, resolved, verdict.signal, now)
+            else:
+                self._stop(row, action, resolved, now)
+
+    def _warn(
+        self,
+        row: AllocationRow,
+        w: countdown.Warn,
+        resolved: ResolvedLimits,
+        signal: str,
+        now: float,
+    ) -> None:
+        units = ", ".join(u.title for u in row.units)
+        hold_s = resolved.limits.gpu_hold_after_stop_s
+        text = messages.warning(w, row.container, units, hold_s, now)
+        delivery = self.notifier.notify(row.user, ACTION[w.countdown], text)
+        done = [
+            WarningRecord(row.id, w.countdown, name, w.deadline, now, sent=False)
+            for name in w.skipped
+        ] + [WarningRecord(row.id, w.countdown, w.stage.name, w.deadline, now, sent=True)]
+        self.book.warned(
+            row,
+            done,
+            action=ACTION[w.countdown],
+            reason=REASON[w.countdown],
+            message=text,
+            details={
+                "stage": w.stage.name,
+                "due": w.stage.at,
+                "deadline": w.deadline,
+                "start": w.start,
+                "timeout_s": w.timeout_s,
+                "skipped": list(w.skipped),
+                "last": w.last,
+                "signal": signal,
+                "delivered": delivery.summary(),
+            },
+            now=now,
+        )
+        log.info(
+            "allocation %d (%s): %s warning %s, stop at %.0f",
+            row.id,
+            row.user,
+            w.countdown.value,
+            w.stage.name,
+            w.deadline,
+        )
+
+    def _stop(
+        self, row: AllocationRow, s: countdown.Stop, resolved: ResolvedLimits, now: float
+    ) -> None:
+        if row.container_id in self.containers.acting_on:
+            return  # a user command is stopping, starting or retiring it right now
+        reason = REASON[s.countdown]
+        with self._lock:
+            if row.id in self._stopping:
+                return
+            self._stopping.add(row.id)
+        hold_s = resolved.limits.gpu_hold_after_stop_s
+        try:
+            self.book.record(
+                row,
+                action="stopping",
+                reason=reason,
+                message=f"stopping {row.container or row.container_id}: {reason}"
+                f" (deadline {s.deadline:.0f})",
+                details={"deadline": s.deadline, "start": s.start, "timeout_s": s.timeout_s},
+                now=now,
+            )
+        except BaseException:
+            with self._lock:
+                self._stopping.discard(row.id)
+            raise
+        threading.Thread(
+            target=self._stop_now,
+            args=(row, s, hold_s),
+            name=f"lifecycle-stop-{row.id}",
+            daemon=True,
+        ).start()
+
+    def _stop_now(self, row: AllocationRow, s: countdown.Stop, hold_s: int) -> None:
+        reason = REASON[s.countdown]
+        try:
+            view = self.containers.stop_by_daemon(row, reason)
+        except Exception as exc:
+            why = " | ".join(exc.lines()) if isinstance(exc, Ds01Error) else repr(exc)
+            log.error("lifecycle: stopping allocation %d failed: %s", row.id, why)
+            if self._failed.get(row.id) != why:
+                self._failed[row.id] = why
+                try:
+                    self.book.record(
+                        row,
+                        action="stop_failed",
+                        reason=reason,
+                        message=f"could not stop {row.container or row.container_id}: {why};"
+                        " ds01d tries again on its next pass",
+                        details={"error": why},
+                        now=self._clock(),
+                    )
+                except Exception:
+                    log.exception("lifecycle: recording a failed stop")
+            return
+        finally:
+            with self._lock:
+                self._stopping.discard(row.id)
+        self._failed.pop(row.id, None)
+        if view is None:
+            log.info("lifecycle: allocation %d changed before its stop; left alone", row.id)
+            return
+        log.info("lifecycle: stopped %s of %s (%s)", view.info.name, row.user, reason)
+        self.notifier.notify(
+            row.user, reason, messages.stopped(s, row.container, hold_s, self._clock())
+        )

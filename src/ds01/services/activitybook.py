@@ -1,0 +1,133 @@
+"""The lifecycle's records in the database (store/activity.py), one short transaction each, with
+their audit events (issue 15). Decides nothing: lifecycle/countdown.py decides, lifecycle/
+reclaim.py acts. Must not talk to Docker or NVML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ds01.model.activity import ActivityRecord, Countdown, WarningRecord
+from ds01.store import activity as store
+from ds01.store import events
+from ds01.store.allocations import AllocationRow
+from ds01.store.db import Database
+
+DAEMON = "ds01d"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """An allocation's record after a sample, its warnings, and how many sent warnings a
+    reset of the idle countdown cancelled (0: none)."""
+
+    record: ActivityRecord
+    warnings: list[WarningRecord]
+    cancelled: int
+
+
+class ActivityBook:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def forget_inactive(self) -> int:
+        with self.db.transaction() as conn:
+            return store.forget_inactive(conn)
+
+    def observe(
+        self,
+        row: AllocationRow,
+        update: Callable[[ActivityRecord], ActivityRecord],
+        now: float,
+    ) -> Observed:
+        """Apply `update` (countdown.observe with this sample) to the allocation's record, made
+        here when missing or when the allocation was activated again since (a new idle run).
+        When the idle run ends with idle warnings sent, they are cancelled and an event says
+        so, in the same transaction."""
+        with self.db.transaction() as conn:
+            old = store.get(conn, row.id)
+            if old is None or old.active_since != row.updated_at:
+                store.clear_warnings(conn, row.id, Countdown.IDLE)
+                old = ActivityRecord(
+                    row.id, active_since=row.updated_at, runtime_from=row.created_at
+                )
+            new = update(old)
+            cancelled = 0
+            if old.idle_since is not None and new.idle_since is None:
+                cancelled = store.clear_warnings(conn, row.id, Countdown.IDLE)
+                if cancelled:
+                    last = new.recent[-1].signal if new.recent else ""
+                    events.record(
+                        conn,
+                        kind="container",
+                        action="idle_cleared",
+                        reason="activity",
+                        actor=DAEMON,
+                        user=row.user,
+                        allocation_id=row.id,
+                        message=f"{row.container or 'container'} is in use again ({last}); the"
+                        " idle countdown is cancelled",
+                        details={"idle_since": old.idle_since, "signal": last},
+                        ts=now,
+                    )
+            if new != old:
+                store.put(conn, new)
+            return Observed(new, store.warnings(conn, row.id), cancelled)
+
+    def warned(
+        self,
+        row: AllocationRow,
+        done: list[WarningRecord],
+        *,
+        action: str,
+        reason: str,
+        message: str,
+        details: dict[str, Any],
+        now: float,
+    ) -> None:
+        """Record the stages dealt with (the sent one and those skipped) and the event."""
+        with self.db.transaction() as conn:
+            for w in done:
+                store.add_warning(conn, w)
+            events.record(
+                conn,
+                kind="container",
+                action=action,
+                reason=reason,
+                actor=DAEMON,
+                user=row.user,
+                allocation_id=row.id,
+                message=message,
+                details=details,
+                ts=now,
+            )
+
+    def record(
+        self,
+        row: AllocationRow,
+        *,
+        action: str,
+        reason: str,
+        message: str,
+        details: dict[str, Any],
+        now: float,
+    ) -> None:
+        with self.db.transaction() as conn:
+            events.record(
+                conn,
+                kind="container",
+                action=action,
+                reason=reason,
+                actor=DAEMON,
+                user=row.user,
+                allocation_id=row.id,
+                message=message,
+                details=details,
+                ts=now,
+            )
+
+    def shift(self, step_s: float) -> int:
+        with self.db.transaction() as conn:
+            return store.shift(conn, step_s)

@@ -1,0 +1,333 @@
+"""Idle reclaim and max runtime (issue 15, items 1-3, 7, 8), end to end: a real ds01d on a
+simulated machine whose activity the test drives (ds01.inventory.sim: utilization, processes),
+real users, real containers on the private engine. Durations are seconds; every wait is a
+bounded poll and nothing asserts how long a step took — the order of events, the deadlines they
+announce and the states they leave are what is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from containers_support import (
+    MACHINES,
+    Daemon,
+    Users,
+    add_user,
+    db_rows,
+    deploy,
+    exec_in,
+    need,
+    remove_owned,
+    running_daemon,
+    short_tmp,
+    unique_user,
+)
+
+from ds01.inventory import sim
+from support import wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.root]
+
+BASE = """\
+admin_group: ds01t-admins
+gpu:
+  sample_interval: 1s
+defaults:
+  max_gpueq: 2
+  max_units_per_container: 1
+  max_containers: 2
+  allow_full_gpu: true
+  cpus: 1
+  memory: 128m
+  gpu_hold_after_stop: {hold}
+  idle_timeout: {idle}
+  max_runtime: {runtime}
+  policy:
+    idle_gpu_util_pct: 5
+    idle_samples: 2
+    warn_before: 1s
+"""
+IDLE_24S = BASE.format(hold="3s", idle="24s", runtime="null")
+STAGES = ["50%", "80%", "warn_before"]
+
+
+@pytest.fixture
+def machine() -> Iterator[Path]:
+    """4xA100-40GB with every GPU idle and no process: the test drives the rest."""
+    base = short_tmp()
+    path = base / "4xA100.yaml"
+    shutil.copy(MACHINES / "4xA100-40GB.yaml", path)
+    sim.clear_processes(path)
+    for gpu in ("0", "1", "2", "3"):
+        sim.set_utilization(path, gpu, 0)
+    yield path
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def people(docker_client: docker.DockerClient) -> Iterator[tuple[str, str]]:
+    need(os.geteuid() == 0, "creating Unix users needs root")
+    users = Users()
+    alice, bob = unique_user("alice"), unique_user("bob")
+    add_user(users, alice)
+    add_user(users, bob)
+    try:
+        yield alice, bob
+    finally:
+        remove_owned(docker_client, [alice, bob])
+        users.cleanup()
+
+
+def _events(d: Daemon, alloc_id: int, kind: str) -> list[dict[str, Any]]:
+    rows = db_rows(
+        d,
+        "SELECT id, ts, action, reason, details FROM events WHERE allocation_id = ? AND kind = ?"
+        " ORDER BY id",
+        alloc_id,
+        kind,
+    )
+    return [
+        {"id": r[0], "ts": r[1], "action": r[2], "reason": r[3], "details": json.loads(r[4])}
+        for r in rows
+    ]
+
+
+def _steps(d: Daemon, alloc_id: int) -> list[tuple[str, str]]:
+    """The lifecycle's events of an allocation: (action, stage or reason), oldest first."""
+    return [
+        (e["action"], e["details"].get("stage") or e["reason"])
+        for e in _events(d, alloc_id, "container")
+    ]
+
+
+def _alloc_steps(d: Daemon, alloc_id: int) -> list[tuple[str, str]]:
+    return [(e["action"], e["reason"]) for e in _events(d, alloc_id, "alloc")]
+
+
+def _until_alloc(d: Daemon, alloc_id: int, action: str, timeout: float = 90) -> None:
+    wait_for(
+        lambda: action in [a for a, _ in _alloc_steps(d, alloc_id)],
+        f"allocation {alloc_id} to be {action}",
+        timeout,
+        detail=lambda: f"{_steps(d, alloc_id)}\n{d.log()[-3000:]}",
+    )
+
+
+def _until_step(d: Daemon, alloc_id: int, step: tuple[str, str], timeout: float = 60) -> None:
+    wait_for(
+        lambda: step in _steps(d, alloc_id),
+        f"{step} for allocation {alloc_id}",
+        timeout,
+        detail=lambda: f"{_steps(d, alloc_id)}\n{d.log()[-3000:]}",
+    )
+
+
+def _notifications(d: Daemon, user: str) -> list[dict[str, Any]]:
+    path = d.state_dir / "notifications.log"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [n for n in map(json.loads, lines) if n["user"] == user]
+
+
+def test_an_idle_container_is_warned_three_times_then_stopped_held_and_released_and_kept(
+    docker_host: str,
+    docker_client: docker.DockerClient,
+    machine: Path,
+    people: tuple[str, str],
+) -> None:
+    """…and activity between warnings resets the clock; bob's allocation (no idle timeout for
+    him), its container and a real process on its unit are never touched."""
+    alice, bob = people
+    config = IDLE_24S + f"users:\n  {bob}:\n    idle_timeout: null\n"
+    pw = pwd.getpwnam(bob)
+    job = subprocess.Popen(
+        ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "sleep", "600"]
+    )
+    try:
+        with running_daemon(config, docker_host, machine) as d:
+            mine = deploy(d, alice, "idle", "--gpus", "1")
+            theirs = deploy(d, bob, "busy", "--gpus", "1")
+            unit, alloc = mine["gpus"][0]["uuid"], mine["allocation"]["id"]
+            bob_unit, bob_alloc = theirs["gpus"][0]["uuid"], theirs["allocation"]["id"]
+            sim.add_process(machine, job.pid, bob_unit, 1024, "python")
+            bob_started = docker_client.containers.get(theirs["docker_name"]).attrs["State"][
+                "StartedAt"
+            ]
+            exec_in(docker_client, mine["docker_name"], "sh", "-c", "echo kept > /tmp/mark")
+
+            _until_step(d, alloc, ("idle_warning", "50%"))
+            sim.set_utilization(machine, unit, 60)  # GPU work: the countdown ends
+            _until_step(d, alloc, ("idle_cleared", "activity"))
+            sim.set_utilization(machine, unit, 0)
+            _until_alloc(d, alloc, "released")
+
+            assert _steps(d, alloc) == [
+                ("idle_warning", "50%"),
+                ("idle_cleared", "activity"),
+                ("idle_warning", "50%"),
+                ("idle_warning", "80%"),
+                ("idle_warning", "warn_before"),
+                ("stopping", "idle_timeout"),
+            ]
+            assert _alloc_steps(d, alloc) == [
+                ("reserved", "request"),
+                ("activated", "deployed"),
+                ("held", "idle_timeout"),
+                ("released", "hold_expired"),
+            ]
+            events = _events(d, alloc, "container")
+            first, second = events[0]["details"], [e["details"] for e in events[2:5]]
+            # The reset started a new countdown: one new deadline, later than the first, 24 s
+            # after its idle start; the stop came for that deadline, never before a stage's time.
+            (deadline,) = {w["deadline"] for w in second}
+            assert deadline > first["deadline"]
+            assert deadline == second[0]["start"] + 24
+            assert events[5]["details"]["deadline"] == deadline
+            assert all(e["details"]["due"] <= e["ts"] for e in events if "due" in e["details"])
+            assert all(w["signal"].startswith("utilization: 0% < 5%") for w in second)
+
+            told = _notifications(d, alice)
+            assert [n["topic"] for n in told] == ["idle_warning"] * 4 + ["idle_timeout"]
+            assert "any GPU work resets this countdown" in told[3]["message"]
+            assert "ds01 container start idle" in told[3]["message"]
+            assert "ds01 stopped your container 'idle'" in told[4]["message"]
+
+            # The container and its files are kept, stopped.
+            kept = docker_client.containers.get(mine["docker_name"])
+            assert (kept.id, kept.status) == (mine["id"], "exited")
+            stream, _ = kept.get_archive("/tmp/mark")
+            assert b"kept" in b"".join(stream)
+
+            # Safety: bob's allocation, container and process on his unit are untouched.
+            assert job.poll() is None
+            other = docker_client.containers.get(theirs["docker_name"])
+            assert (other.status, other.attrs["State"]["StartedAt"]) == ("running", bob_started)
+            assert _alloc_steps(d, bob_alloc) == [
+                ("reserved", "request"),
+                ("activated", "deployed"),
+            ]
+            assert _steps(d, bob_alloc) == []
+    finally:
+        job.kill()
+        job.wait()
+
+
+def test_max_runtime_stops_a_busy_container_after_its_own_warnings(
+    docker_host: str,
+    docker_client: docker.DockerClient,
+    machine: Path,
+    people: tuple[str, str],
+) -> None:
+    alice, _ = people
+    config = BASE.format(hold="2s", idle="null", runtime="20s")
+    with running_daemon(config, docker_host, machine) as d:
+        mine = deploy(d, alice, "long", "--gpus", "1")
+        alloc = mine["allocation"]["id"]
+        sim.set_utilization(machine, mine["gpus"][0]["uuid"], 90)
+        _until_alloc(d, alloc, "released")
+
+        assert _steps(d, alloc) == [("runtime_warning", s) for s in STAGES] + [
+            ("stopping", "max_runtime")
+        ]
+        assert [a for a, _ in _alloc_steps(d, alloc)] == [
+            "reserved", "activated", "held", "released",
+        ]  # fmt: skip
+        assert _alloc_steps(d, alloc)[2] == ("held", "max_runtime")
+        ((created,),) = db_rows(d, "SELECT created_at FROM allocations WHERE id = ?", alloc)
+        (deadline,) = {e["details"]["deadline"] for e in _events(d, alloc, "container")}
+        assert deadline == created + 20
+        kept = docker_client.containers.get(mine["docker_name"])
+        assert (kept.id, kept.status) == (mine["id"], "exited")
+
+
+def test_a_kill_9_of_ds01d_mid_countdown_resumes_the_same_countdown(
+    docker_host: str,
+    docker_client: docker.DockerClient,
+    machine: Path,
+    people: tuple[str, str],
+) -> None:
+    alice, _ = people
+    with running_daemon(IDLE_24S, docker_host, machine) as d:
+        mine = deploy(d, alice, "nap", "--gpus", "1")
+        alloc = mine["allocation"]["id"]
+        _until_step(d, alloc, ("idle_warning", "50%"))
+        ((idle_since,),) = db_rows(
+            d, "SELECT idle_since FROM lifecycle_activity WHERE allocation_id = ?", alloc
+        )
+        killed_at = time.time()
+        d.kill9()
+        d.start()
+        _until_alloc(d, alloc, "held")
+
+        events = _events(d, alloc, "container")
+        assert [(e["action"], e["details"].get("stage")) for e in events] == [
+            ("idle_warning", "50%"),
+            ("idle_warning", "80%"),
+            ("idle_warning", "warn_before"),
+            ("stopping", None),
+        ]
+        # The restarted ds01d sent the later warnings, for the deadline of the first one.
+        assert all(e["ts"] > killed_at for e in events[1:])
+        assert {e["details"]["deadline"] for e in events} == {idle_since + 24}
+        assert {e["details"].get("start", idle_since) for e in events} == {idle_since}
+        assert docker_client.containers.get(mine["docker_name"]).status == "exited"
+
+
+MIG_CONFIG = BASE.format(hold="0s", idle="10s", runtime="null")
+
+
+def test_a_mig_slice_is_judged_on_its_processes_never_on_utilization(
+    docker_host: str,
+    docker_client: docker.DockerClient,
+    people: tuple[str, str],
+) -> None:
+    """8xH100-mig-mixed: NVML has no utilization for a MIG device. A process on the slice keeps
+    it in use through more than its idle timeout; once the process is gone the slice is idle and
+    reclaimed, and every verdict names the MIG signal."""
+    alice, _ = people
+    base = short_tmp()
+    machine = base / "mixed.yaml"
+    shutil.copy(MACHINES / "8xH100-mig-mixed.yaml", machine)
+    sim.clear_processes(machine)
+    try:
+        with running_daemon(MIG_CONFIG, docker_host, machine) as d:
+            mine = deploy(d, alice, "slice", "--mig", "1g.10gb")
+            unit, alloc = mine["gpus"][0]["uuid"], mine["allocation"]["id"]
+            assert unit.startswith("MIG-")
+            sim.add_process(machine, 4242, unit, 2048, "python")
+
+            def busy_samples() -> int:
+                rows = db_rows(
+                    d, "SELECT recent FROM lifecycle_activity WHERE allocation_id = ?", alloc
+                )
+                recent = json.loads(rows[0][0]) if rows else []
+                return sum(1 for _, active, signal in recent if active and "1 process" in signal)
+
+            # Twelve 1 s samples with the process: more than the 10 s idle timeout.
+            wait_for(lambda: busy_samples() >= 12, "12 samples with the process", 60)
+            assert _steps(d, alloc) == []
+            sim.clear_processes(machine, unit)
+            _until_alloc(d, alloc, "released")
+
+            assert _steps(d, alloc) == [("idle_warning", s) for s in STAGES] + [
+                ("stopping", "idle_timeout")
+            ]
+            signals = {
+                e["details"]["signal"]
+                for e in _events(d, alloc, "container")
+                if e["details"].get("signal")
+            }
+            assert signals == {"none: no process, no memory in use"}
+            assert _alloc_steps(d, alloc)[-1] == ("released", "idle_timeout")  # no hold: 0s
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,166 @@
+"""The lifecycle's pure decisions (lifecycle/activity.py, lifecycle/countdown.py): which signal
+judges each kind of unit, and when the idle and runtime countdowns warn and stop. Expected
+values are literals, never computed with the code under test."""
+
+from __future__ import annotations
+
+import pytest
+
+from ds01.lifecycle.activity import Signal, allocation_activity, unit_activity
+from ds01.lifecycle.countdown import Stop, Warn, observe, plan, stages
+from ds01.model.activity import ActivityRecord, Countdown, WarningRecord
+from ds01.model.gpueq import GpuEq
+from ds01.model.inventory import Gpu, GpuProcess, MachineSample, MigDevice
+
+MIG = "MIG-aaaa"
+MIG2 = "MIG-bbbb"
+
+
+def _mig_machine(
+    parent_util: float | None, procs: tuple[GpuProcess, ...] = (), used: int | None = 0
+) -> MachineSample:
+    migs = (
+        MigDevice(MIG, "1g.10gb", 7, 0, 9984, GpuEq.parse("1/7"), memory_used_mib=used),
+        MigDevice(MIG2, "1g.10gb", 8, 0, 9984, GpuEq.parse("1/7"), memory_used_mib=0),
+    )
+    gpu = Gpu(0, "GPU-m", "NVIDIA H100", 81559, True, migs, utilization_pct=parent_util)
+    return MachineSample(gpus=(gpu,), processes=procs)
+
+
+def _whole(util: float | None, procs: tuple[GpuProcess, ...] = ()) -> MachineSample:
+    return MachineSample(
+        gpus=(Gpu(0, "GPU-w", "NVIDIA A100", 40960, False, utilization_pct=util),),
+        processes=procs,
+    )
+
+
+@pytest.mark.parametrize(
+    ("sample", "unit", "active", "signal"),
+    [
+        pytest.param(_mig_machine(100.0), MIG, False, Signal.NONE,
+                     id="a MIG device without processes is idle though its GPU reports 100%"),
+        pytest.param(_mig_machine(0.0, (GpuProcess(7, "GPU-m", 2048, "python", MIG),), 2048),
+                     MIG, True, Signal.PROCESSES,
+                     id="a MIG device with a process is active though its GPU reports 0%"),
+        pytest.param(_mig_machine(None, (GpuProcess(7, "GPU-m", 2048, "python", MIG2),)),
+                     MIG, False, Signal.NONE,
+                     id="a process on another MIG device of the same GPU does not count"),
+        pytest.param(_mig_machine(None, used=22), MIG, False, Signal.NONE,
+                     id="the driver's 22 MiB on an empty MIG device is not use"),
+        pytest.param(_mig_machine(None, used=2048), MIG, True, Signal.MEMORY,
+                     id="2 GiB in use on a MIG device without a listed process is use"),
+        pytest.param(_whole(3.0), "GPU-w", False, Signal.UTILIZATION,
+                     id="a whole GPU below the threshold is idle"),
+        pytest.param(_whole(5.0), "GPU-w", True, Signal.UTILIZATION,
+                     id="a whole GPU at the threshold is active"),
+        pytest.param(_whole(0.0, (GpuProcess(7, "GPU-w", 30000, "python", None),)), "GPU-w",
+                     False, Signal.UTILIZATION,
+                     id="a whole GPU at 0% is idle though a process holds memory on it"),
+        pytest.param(_whole(None, (GpuProcess(7, "GPU-w", 300, "python", None),)), "GPU-w",
+                     True, Signal.PROCESSES,
+                     id="a whole GPU without utilization is judged by its processes"),
+    ],
+)  # fmt: skip
+def test_each_kind_of_unit_is_judged_on_its_own_signal(
+    sample: MachineSample, unit: str, active: bool, signal: Signal
+) -> None:
+    got = unit_activity(sample, 5.0)[unit]
+    assert (got.active, got.signal) == (active, signal)
+
+
+def test_an_allocation_is_idle_only_when_every_unit_is_and_unknown_is_not_idle() -> None:
+    by_unit = unit_activity(_mig_machine(None, used=2048), 5.0)
+    assert allocation_activity([MIG2], by_unit).active is False
+    assert allocation_activity([MIG, MIG2], by_unit).active is True
+    assert allocation_activity([MIG2, "MIG-gone"], by_unit).active is None
+
+
+def test_stages_are_half_eighty_percent_and_warn_before_in_time_order() -> None:
+    assert [(s.name, s.at) for s in stages(1000.0, 100, 10)] == [
+        ("50%", 1050.0),
+        ("80%", 1080.0),
+        ("warn_before", 1090.0),
+    ]
+    # warn_before 20 s of 100 is the 80% moment: one warning.
+    assert [(s.name, s.at) for s in stages(1000.0, 100, 20)] == [
+        ("50%", 1050.0),
+        ("warn_before", 1080.0),
+    ]
+    assert [s.name for s in stages(1000.0, 100, 0)] == ["50%", "80%"]
+
+
+def _rec(idle_run: int = 0, idle_since: float | None = None) -> ActivityRecord:
+    return ActivityRecord(1, active_since=900.0, runtime_from=900.0, idle_run=idle_run,
+                          idle_since=idle_since)  # fmt: skip
+
+
+def test_an_idle_run_starts_at_its_first_sample_and_activity_ends_it() -> None:
+    r = observe(_rec(), False, "x", sample_at=1.0, now=1000.0)
+    r = observe(r, False, "x", sample_at=2.0, now=1001.0)
+    assert (r.idle_run, r.idle_since) == (2, 1000.0)
+    assert observe(r, False, "x", sample_at=2.0, now=1002.0) == r  # the same sample again
+    r = observe(r, None, "x", sample_at=3.0, now=1002.0)
+    assert (r.idle_run, r.idle_since) == (0, None)  # unknown is not idle
+
+
+def _plan(rec: ActivityRecord, done: list[WarningRecord], now: float, **kw: int | None) -> list:
+    args: dict = {"idle_timeout_s": 100, "max_runtime_s": None, "idle_samples": 3,
+                  "warn_before_s": 10} | kw  # fmt: skip
+    return plan(rec, done=done, now=now, **args)
+
+
+def test_no_countdown_before_idle_samples_idle_samples() -> None:
+    assert _plan(_rec(idle_run=2, idle_since=1000.0), [], now=1099.0) == []
+
+
+def test_a_due_stage_is_warned_once_and_stages_due_together_collapse_to_the_latest() -> None:
+    rec = _rec(idle_run=3, idle_since=1000.0)
+    (w,) = _plan(rec, [], now=1051.0)
+    assert isinstance(w, Warn)
+    assert (w.countdown, w.stage.name, w.deadline, w.skipped, w.last) == (
+        Countdown.IDLE, "50%", 1100.0, (), False,
+    )  # fmt: skip
+    done = [WarningRecord(1, Countdown.IDLE, "50%", 1100.0, 1051.0, True)]
+    assert _plan(rec, done, now=1060.0) == []
+    (w,) = _plan(rec, done, now=1095.0)
+    assert (w.stage.name, w.skipped, w.last, w.deadline) == ("warn_before", ("80%",), True, 1100.0)
+
+
+def test_the_stop_waits_for_the_last_warning_and_comes_at_its_deadline() -> None:
+    rec = _rec(idle_run=3, idle_since=1000.0)
+    done = [
+        WarningRecord(1, Countdown.IDLE, "50%", 1100.0, 1051.0, True),
+        WarningRecord(1, Countdown.IDLE, "80%", 1100.0, 1081.0, True),
+    ]
+    (w,) = _plan(rec, done, now=1101.0)  # past the deadline, last warning not yet sent
+    assert isinstance(w, Warn) and w.last and w.deadline == 1100.0  # sent in time (< LATE_S)
+    done.append(WarningRecord(1, Countdown.IDLE, "warn_before", 1100.0, 1101.0, True))
+    assert _plan(rec, done, now=1099.0) == []
+    assert _plan(rec, done, now=1102.0) == [Stop(Countdown.IDLE, 1100.0, 1000.0, 100)]
+
+
+def test_a_last_warning_sent_late_keeps_the_notice_it_promises() -> None:
+    rec = _rec(idle_run=3, idle_since=1000.0)
+    (w,) = _plan(rec, [], now=1500.0)  # ds01d was down through the whole countdown
+    assert (w.stage.name, w.skipped, w.deadline) == ("warn_before", ("50%", "80%"), 1510.0)
+
+
+def test_max_runtime_counts_from_the_allocation_start_whatever_the_activity() -> None:
+    rec = _rec()  # active: no idle run
+    (w,) = _plan(rec, [], now=960.0, idle_timeout_s=None, max_runtime_s=100)
+    assert (w.countdown, w.stage.name, w.deadline) == (Countdown.RUNTIME, "50%", 1000.0)
+
+
+def test_when_both_countdowns_are_due_the_earlier_stop_wins() -> None:
+    rec = _rec(idle_run=3, idle_since=950.0)
+    done = [
+        WarningRecord(1, Countdown.IDLE, "warn_before", 1050.0, 1040.0, True),
+        WarningRecord(1, Countdown.RUNTIME, "warn_before", 1000.0, 990.0, True),
+        WarningRecord(1, Countdown.IDLE, "50%", 1050.0, 1000.0, True),
+        WarningRecord(1, Countdown.IDLE, "80%", 1050.0, 1030.0, True),
+        WarningRecord(1, Countdown.RUNTIME, "50%", 1000.0, 950.0, True),
+        WarningRecord(1, Countdown.RUNTIME, "80%", 1000.0, 980.0, True),
+    ]
+    assert _plan(rec, done, now=1060.0, max_runtime_s=100) == [
+        Stop(Countdown.RUNTIME, 1000.0, 900.0, 100)
+    ]
