@@ -24,6 +24,7 @@ from containers_support import (
     Daemon,
     Users,
     add_user,
+    cli_json,
     db_rows,
     deploy,
     exec_in,
@@ -195,6 +196,23 @@ def test_an_idle_container_is_warned_three_times_then_stopped_held_and_released_
             assert events[5]["details"]["deadline"] == deadline
             assert all(e["details"]["due"] <= e["ts"] for e in events if "due" in e["details"])
             assert all(w["signal"].startswith("utilization: 0% < 5%") for w in second)
+
+            # Every warning and action, with its reason, in the owner's own `ds01 events`.
+            shown = [
+                (e["action"], e["reason"])
+                for e in cli_json(d, "events", user=alice)
+                if e["allocation_id"] == alloc
+            ]
+            assert shown == [
+                ("reserved", "request"),
+                ("activated", "deployed"),
+                ("idle_warning", "idle_timeout"),
+                ("idle_cleared", "activity"),
+                *[("idle_warning", "idle_timeout")] * 3,
+                ("stopping", "idle_timeout"),
+                ("held", "idle_timeout"),
+                ("released", "hold_expired"),
+            ]
 
             told = _notifications(d, alice)
             assert [n["topic"] for n in told] == ["idle_warning"] * 4 + ["idle_timeout"]
