@@ -275,3 +275,145 @@ def test_the_reader_sends_nothing_it_would_have_to_encode() -> None:
 
 def test_the_reader_without_a_server_is_none(tmp_path: Path) -> None:
     assert get_json(str(tmp_path / "nothing.sock"), "/v1/quota") is None
+
+
+# ---- deploy ---------------------------------------------------------------------------------
+
+
+def test_deploy_prints_the_same_both_ways(env: tuple[Daemon, str]) -> None:
+    """Progress lines, the result, the hint; and a refusal, with its exit status. Each way
+    deploys its own container (the names differ, nothing else does)."""
+    d, user = env
+    outs = []
+    for quick, name in ((True, "qd-quick"), (False, "qd-long")):
+        args = ("container", "deploy", name, "--image", TEST_IMAGE, "--cpu-only", "-d")
+        code, out, err = run(d, (*args, "--", "sleep", "600"), quick=quick, user=user)
+        assert code == 0, err
+        outs.append((out.replace(name, "NAME"), err))
+        again = run(d, args, quick=quick, user=user)  # the name is taken now
+        assert again[0] == 1 and f"you already have a container named '{name}'" in again[2]
+        outs.append((again[0], again[1], again[2].replace(name, "NAME")))
+        assert run(d, ("container", "retire", name), quick=quick, user=user)[0] == 0
+    assert outs[0] == outs[2] and outs[1] == outs[3]
+    out, err = outs[0]
+    assert out.startswith("✓ NAME is running: none (CPU only)\n")
+    assert out.endswith("Open a shell with: ds01 container shell NAME\n")
+    assert err.splitlines()[-1] == "… starting the container"
+
+
+def test_deploy_json_is_the_same_both_ways(env: tuple[Daemon, str]) -> None:
+    d, user = env
+    got = []
+    for quick, name in ((True, "qj-quick"), (False, "qj-long")):
+        args = ("container", "deploy", name, "-i", TEST_IMAGE, "--mig", "1g.10gb", "-d", "--json")
+        code, out, err = run(d, args, quick=quick, user=user)
+        assert (code, err) == (0, "")
+        got.append(json.loads(out))
+        assert run(d, ("container", "retire", name), quick=quick, user=user)[0] == 0
+    assert got[0].keys() == got[1].keys()
+    assert (
+        [u["profile"] for u in got[0]["gpus"]]
+        == ["1g.10gb"]
+        == [u["profile"] for u in got[1]["gpus"]]
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--gpus", "1", "--mig", "1g.10gb"),  # two GPU options: ds01d refuses to read it
+        ("--gpus", "0"),  # the long way's own checks
+        ("--env", "NOVALUE"),
+        ("--workspace", "/nonexistent/ds01-quick"),  # refused by ds01d, after reading it
+    ],
+    ids=" ".join,
+)
+def test_a_refused_deploy_says_the_same_both_ways(
+    env: tuple[Daemon, str], options: tuple[str, ...]
+) -> None:
+    d, user = env
+    args = ("container", "deploy", "qr", "--image", TEST_IMAGE, "-d", *options)
+    quick, long_way = run(d, args, quick=True, user=user), run(d, args, quick=False, user=user)
+    assert quick == long_way
+    assert quick[0] in (1, 2) and quick[1] == "" and "error: " in quick[2].lower(), quick
+
+
+def test_the_deploy_request_is_the_long_ways(tmp_path: Path) -> None:
+    """The body the quick path sends is DeployIn as the long way builds and dumps it."""
+    from ds01.api.schemas import DeployIn
+    from ds01.cli.quick import deploy_plan
+
+    argv = [
+        "--run-dir", str(tmp_path), "container", "deploy", "exp-2", "-i", "img:1", "--mig",
+        "1g.10gb, 3g.40gb", "--workspace", "/home/u/w", "--data", "/d/a", "--data", "/d/b",
+        "-e", "A=1", "--env", "B=x=y", "--detach", "--", "python", "-m", "train",
+    ]  # fmt: skip
+    plan = deploy_plan(argv, stdin_is_tty=True)
+    assert plan is not None and plan.socket == str(tmp_path / "api.sock") and not plan.as_json
+    expected = DeployIn(
+        name="exp-2",
+        image="img:1",
+        mig=["1g.10gb", "3g.40gb"],
+        workspace="/home/u/w",
+        data=["/d/a", "/d/b"],
+        env={"A": "1", "B": "x=y"},
+        command=["python", "-m", "train"],
+        interactive=False,
+    ).model_dump(exclude_none=True)
+    assert plan.body == expected
+    shell = deploy_plan(["container", "deploy", "s", "--image", "img", "--gpus", "2"], False)
+    assert shell is not None and shell.body == DeployIn(
+        name="s", image="img", gpus=2, interactive=True
+    ).model_dump(exclude_none=True)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["container", "deploy", "x", "--image", "img"],  # a shell would open: the long way
+        ["container", "deploy", "x", "--image=img", "-d"],
+        ["container", "deploy", "x", "--image", "img", "-d", "sleep", "1"],  # command without --
+        ["container", "deploy", "x", "--image", "img", "--image", "other", "-d"],
+        ["container", "deploy", "x", "--image", "img", "-d", "-d"],
+        ["container", "deploy", "x", "--image", "img", "-d", "--gpus", "65"],
+        ["container", "deploy", "x", "--image", "img", "-d", "--gpus", "-1"],
+        ["container", "deploy", "x", "--image", "img", "-d", "--workspace", " "],
+        ["container", "deploy", "x", "--image", "img", "-d", "--mig", ","],
+        ["container", "deploy", "x", "--image", "img", "-d", "--help"],
+        ["container", "deploy", "--image", "img", "-d"],  # no name
+        ["container", "deploy", "x" * 64, "--image", "img", "-d"],
+        ["--run-dir", "", "container", "deploy", "x", "--image", "img", "-d"],
+    ],
+    ids=lambda a: " ".join(a)[:60],
+)
+def test_deploys_the_quick_path_leaves_to_the_long_way(argv: list[str]) -> None:
+    from ds01.cli.quick import deploy_plan
+
+    assert deploy_plan(argv, stdin_is_tty=True) is None
+
+
+def test_the_stream_reader_follows_chunks_and_notices_a_cut() -> None:
+    from ds01.unixhttp import post
+
+    lines = b'{"progress": "a"}\n{"progress": "b"}\n{"container": {}}\n'
+    chunked = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in (lines[:7], lines[7:]))
+    server = Canned(reply("200 OK", chunked + b"0\r\n\r\n", "Transfer-Encoding: chunked"))
+    try:
+        answer = post(server.path, "/v1/containers", {"name": "x"})
+        assert answer is not None and answer.status == 200
+        assert list(answer.lines()) == lines.splitlines()
+        answer.close()
+        assert server.got[0].startswith(b"POST /v1/containers HTTP/1.1\r\n")
+        assert server.got[0].endswith(b'\r\n\r\n{"name": "x"}')
+    finally:
+        server.close()
+    cut = Canned(reply("200 OK", chunked[:20], "Transfer-Encoding: chunked"))
+    try:
+        answer = post(cut.path, "/v1/containers", {})
+        assert answer is not None
+        with pytest.raises(ValueError):
+            list(answer.lines())
+        answer.close()
+    finally:
+        cut.close()
+    assert post(str(short_tmp() / "none.sock"), "/v1/containers", {}) is None

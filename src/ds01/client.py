@@ -36,28 +36,14 @@ from ds01.api.schemas import (
 from ds01.errors import (
     DaemonUnavailable,
     Ds01Error,
-    InputError,
-    NotFound,
-    PermissionDenied,
-    Refusal,
-    RefusalReason,
-    RuntimeUnavailable,
-    StateError,
     UsageError,
+    deploy_cut_short,
+    deploy_without_result,
+    error_from_body,
 )
 from ds01.paths import Paths
 
 _M = TypeVar("_M", bound=BaseModel)
-
-_KINDS: dict[str, type[Ds01Error]] = {
-    "usage": UsageError,
-    "input": InputError,
-    "config": UsageError,
-    "not_found": NotFound,
-    "permission": PermissionDenied,
-    "state": StateError,
-    "runtime_unavailable": RuntimeUnavailable,
-}
 
 
 def container_path(name: str, *rest: str) -> str:
@@ -69,19 +55,6 @@ def container_path(name: str, *rest: str) -> str:
             "the container name is empty", fix="Give a name from 'ds01 container list'."
         )
     return "/".join(("/v1/containers", quote(name, safe=""), *rest))
-
-
-def error_from_body(body: dict[str, Any]) -> Ds01Error:
-    e = body.get("error") or {}
-    what = str(e.get("what") or "the daemon refused the request")
-    why, fix = e.get("why"), e.get("fix")
-    if e.get("kind") == "refusal":
-        try:
-            reason = RefusalReason(str(e.get("reason")))
-        except ValueError:
-            reason = RefusalReason.POLICY
-        return Refusal(reason, what, why, fix)
-    return _KINDS.get(str(e.get("kind")), Ds01Error)(what, why, fix)
 
 
 class Client:
@@ -238,16 +211,9 @@ class Client:
             if isinstance(e, httpx.ConnectError):
                 raise self._unreachable(e) from e  # it never started
             if result is None:
-                raise DaemonUnavailable(
-                    "ds01d ended the deploy before it said how it went",
-                    why="The connection was cut (ds01d restarting?).",
-                    fix="See 'ds01 container list' and 'ds01 events' for what happened.",
-                ) from e
+                raise deploy_cut_short() from e
         if result is None:
-            raise DaemonUnavailable(
-                "ds01d ended the deploy without a result",
-                fix="See 'ds01 container list' and 'ds01 events' for what happened.",
-            )
+            raise deploy_without_result()
         return ContainerOut.model_validate(result)
 
     def containers(self, all_users: bool = False) -> list[ContainerOut]:

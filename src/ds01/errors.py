@@ -24,6 +24,7 @@ Owns every exception the project raises on purpose. Imports nothing from ds01.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -193,3 +194,45 @@ class DaemonUnavailable(Ds01Error):
 
 class RuntimeUnavailable(Ds01Error):
     kind = "runtime_unavailable"
+
+
+# The error kinds ds01d's answers name (api/http.py), as the exceptions the CLI renders.
+_KINDS: dict[str, type[Ds01Error]] = {
+    "usage": UsageError,
+    "input": InputError,
+    "config": UsageError,
+    "not_found": NotFound,
+    "permission": PermissionDenied,
+    "state": StateError,
+    "runtime_unavailable": RuntimeUnavailable,
+}
+
+
+def error_from_body(body: dict[str, Any]) -> Ds01Error:
+    """The error an answer of ds01d carries ({"error": {kind, what, why, fix, reason}}), as the
+    exception ds01d raised, so that the CLI renders it through its one error path."""
+    e = body.get("error") or {}
+    what = str(e.get("what") or "the daemon refused the request")
+    why, fix = e.get("why"), e.get("fix")
+    if e.get("kind") == "refusal":
+        try:
+            reason = RefusalReason(str(e.get("reason")))
+        except ValueError:
+            reason = RefusalReason.POLICY
+        return Refusal(reason, what, why, fix)
+    return _KINDS.get(str(e.get("kind")), Ds01Error)(what, why, fix)
+
+
+_DEPLOY_AFTER = "See 'ds01 container list' and 'ds01 events' for what happened."
+
+
+def deploy_cut_short() -> DaemonUnavailable:
+    return DaemonUnavailable(
+        "ds01d ended the deploy before it said how it went",
+        why="The connection was cut (ds01d restarting?).",
+        fix=_DEPLOY_AFTER,
+    )
+
+
+def deploy_without_result() -> DaemonUnavailable:
+    return DaemonUnavailable("ds01d ended the deploy without a result", fix=_DEPLOY_AFTER)

@@ -1,17 +1,19 @@
-"""One GET to ds01d over its Unix socket, for the command line's quick path (cli/quick.py).
+"""Requests to ds01d over its Unix socket, for the command line's quick path (cli/quick.py).
 
 Written on a bare socket because every library costs too much to import for what it does
 here: http.client pulls in the email parser and ssl (34 ms measured on a 2-core VM, three times
-the interpreter's own start-up), httpx twice that. This reader takes only the plainest answer
-— HTTP/1.1 200, a Content-Length body, the connection closed after it — and returns None for
+the interpreter's own start-up), httpx twice that. get_json() takes only the plainest answer —
+HTTP/1.1 200, a Content-Length body, the connection closed after it — and returns None for
 anything else, so the caller asks again through the full client (client.py), which handles
-and explains every other case.
+and explains every other case. post() reads an answer as it comes (Content-Length, chunked or
+until closed), for the deploy's progress lines.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 MAX_BODY = 64 * 1024 * 1024  # more than any read answer; a larger one goes the long way
@@ -79,3 +81,87 @@ def _body_of(raw: bytes) -> Any | None:
         return json.loads(body)
     except ValueError:
         return None
+
+
+class Answer:
+    """An answer to a POST whose body is read line by line as it comes (ds01d's deploy sends
+    its progress and its result as lines of JSON)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._file = sock.makefile("rb")
+        status = self._file.readline(65537)
+        parts = status.split(b" ", 2)
+        if len(parts) < 2 or parts[0] != b"HTTP/1.1" or not parts[1].isdigit():
+            raise ValueError("not an HTTP/1.1 answer")
+        self.status = int(parts[1])
+        self._chunked = False
+        self._length: int | None = None
+        while (line := self._file.readline(65537)) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"transfer-encoding":
+                self._chunked = value.strip().lower() == b"chunked"
+            elif name == b"content-length":
+                self._length = int(value.strip())
+
+    def body(self) -> bytes:
+        return b"".join(self._pieces())
+
+    def lines(self) -> Iterator[bytes]:
+        """The body's lines, each as soon as it is whole. Raises OSError or ValueError when the
+        answer is cut short or garbled."""
+        pending = b""
+        for piece in self._pieces():
+            pending += piece
+            *whole, pending = pending.split(b"\n")
+            yield from whole
+        if pending:
+            yield pending
+
+    def _pieces(self) -> Iterator[bytes]:
+        if self._chunked:
+            while True:
+                size = int(self._file.readline(1026).split(b";")[0].strip() or b"x", 16)
+                if size == 0:
+                    return
+                data = self._file.read(size)
+                if len(data) != size or self._file.read(2) != b"\r\n":
+                    raise ValueError("a chunk was cut short")
+                yield data
+        elif self._length is not None:
+            data = self._file.read(self._length)
+            if len(data) != self._length:
+                raise ValueError("the body was cut short")
+            yield data
+        else:
+            while piece := self._file.read1(65536):
+                yield piece
+
+    def close(self) -> None:
+        self._file.close()
+        self._sock.close()
+
+
+def post(socket_path: str, path: str, body: Any, timeout: float | None = None) -> Answer | None:
+    """POST `body` as JSON and return the answer as it starts, or None when ds01d could not be
+    reached (nothing was sent). Errors after the request went out raise OSError or ValueError:
+    the caller must not send it again."""
+    data = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: ds01d\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+    ).encode("ascii")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+    except OSError:
+        sock.close()
+        return None
+    try:
+        sock.sendall(head + data)
+        return Answer(sock)
+    except BaseException:
+        sock.close()
+        raise

@@ -106,21 +106,15 @@ def deploy(
         interactive=not command,
     )
     with client_of(ctx) as c:
-        if as_json or not sys.stderr.isatty():
-            out = c.deploy(body, on_progress=None if as_json else _plain_progress)
-        else:
-            with err_console().status("deploying…") as status:
-                out = c.deploy(body, on_progress=lambda t: status.update(f"{t}…"))
+        out = c.deploy(body, on_progress=None if as_json else _print_progress)
     if as_json:
         print_json(out.model_dump(mode="json"))
         return
-    units = ", ".join(_gpu_lines(out))
-    console().print(styled(("✓", "green"), f" {out.name} is {out.state}: {units}"))
-    _print_warnings(out.warnings)
-    if out.note:
-        console().print(styled(out.note))
-    if detach or not sys.stdin.isatty():
-        console().print(styled(f"Open a shell with: ds01 container shell {out.name}"))
+    shell_hint = detach or not sys.stdin.isatty()
+    text, warnings = readviews.deployed(out.model_dump(mode="json"), shell_hint)
+    sys.stdout.write(text)
+    sys.stderr.write(warnings)
+    if shell_hint:
         return
     from ds01.cli.shell import open_shell
 
@@ -153,8 +147,9 @@ def _deploy_request(ctx: typer.Context, **fields: Any) -> DeployIn:
         raise UsageError(what, fix=f"See '{ctx.command_path} --help'.") from None
 
 
-def _plain_progress(text: str) -> None:
-    err_console().print(styled(f"… {text}"))
+def _print_progress(text: str) -> None:
+    sys.stderr.write(readviews.progress_line(text))
+    sys.stderr.flush()
 
 
 @app.command("list")

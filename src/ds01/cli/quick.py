@@ -23,8 +23,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
     from typing import Any
+
+    from ds01.errors import Ds01Error
 
 # What the long way's options take (cli/main.py main()); the quick path accepts the same.
 _GLOBALS = {"--config": "config", "--state-dir": "state_dir", "--run-dir": "run_dir"}
@@ -75,15 +77,28 @@ class Plan(NamedTuple):
     wide: bool
 
 
-def plan(argv: Sequence[str]) -> Plan | None:
-    """What to GET for `argv`, or None when the long way must answer it."""
+def _globals(argv: Sequence[str]) -> tuple[str, list[str]] | None:
+    """ds01d's socket as the global options (or the environment) name it, and the rest of
+    argv; None when an option is missing its value (the long way says so)."""
     args = list(argv)
     chosen: dict[str, str] = {}
     while args and args[0] in _GLOBALS:
         if len(args) < 2 or not args[1].strip():
-            return None  # the long way says what is missing
+            return None
         chosen[_GLOBALS[args[0]]] = args[1]
         del args[:2]
+    from ds01.paths import Paths
+
+    paths = Paths.resolve(chosen.get("config"), chosen.get("state_dir"), chosen.get("run_dir"))
+    return str(paths.api_socket), args
+
+
+def plan(argv: Sequence[str]) -> Plan | None:
+    """What to GET for `argv`, or None when the long way must answer it."""
+    split = _globals(argv)
+    if split is None:
+        return None
+    socket, args = split
     for words, read in READS.items():
         if tuple(args[: len(words)]) == words:
             flags = _flags(args[len(words) :], read)
@@ -95,10 +110,7 @@ def plan(argv: Sequence[str]) -> Plan | None:
     params, as_json, wide = flags
     if not (as_json or read.table) or (as_json and wide):
         return None  # a table drawn only the long way; --wide means nothing in JSON
-    from ds01.paths import Paths
-
-    paths = Paths.resolve(chosen.get("config"), chosen.get("state_dir"), chosen.get("run_dir"))
-    return Plan(words, str(paths.api_socket), read.path, params, as_json, wide)
+    return Plan(words, socket, read.path, params, as_json, wide)
 
 
 def _flags(rest: list[str], read: Read) -> tuple[dict[str, str], bool, bool] | None:
@@ -155,8 +167,7 @@ def answer(argv: Sequence[str]) -> tuple[str, str] | None:
     if body is None:
         return None
     if p.as_json:
-        # As print_json writes it: the daemon's JSON is the schema's dump the long way re-dumps.
-        return json.dumps(body, indent=2, sort_keys=False, default=str) + "\n", ""
+        return _as_json(body), ""
     return _draw(p, body)
 
 
@@ -178,8 +189,183 @@ def _draw(p: Plan, body: Any) -> tuple[str, str]:
     return readviews.events(body, width), ""
 
 
+# ---- deploy ----------------------------------------------------------------------------------
+
+# `container deploy`'s options (cli/container_cmd.py deploy()): taking a value, and switches.
+_DEPLOY_VALUES = {
+    "--image": "image",
+    "-i": "image",
+    "--gpus": "gpus",
+    "--mig": "mig",
+    "--gpueq": "gpueq",
+    "--workspace": "workspace",
+    "--data": "data",
+    "--env": "env",
+    "-e": "env",
+}
+_DEPLOY_SWITCHES = {
+    "--cpu-only": "cpu_only",
+    "--detach": "detach",
+    "-d": "detach",
+    "--json": "json",
+}
+_REPEATABLE = {"data", "env"}
+
+
+class Deploy(NamedTuple):
+    socket: str
+    body: dict[str, object]
+    as_json: bool
+
+
+def deploy_plan(argv: Sequence[str], stdin_is_tty: bool) -> Deploy | None:
+    """The request `ds01 container deploy …` sends (as the long way builds it: DeployIn dumped
+    without its empty fields), or None unless every option is one this path knows, given
+    once (--data, --env: any number of times), with a value the schema takes, and no shell is
+    to open afterwards (--detach, or input that is not a terminal)."""
+    split = _globals(argv)
+    if split is None or split[1][:2] != ["container", "deploy"]:
+        return None
+    socket, args = split[0], split[1][2:]
+    got: dict[str, list[str]] = {}
+    switches: set[str] = set()
+    name: str | None = None
+    command: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            command = args[i + 1 :]
+            break
+        if arg in _DEPLOY_VALUES and i + 1 < len(args) and not args[i + 1].startswith("-"):
+            key = _DEPLOY_VALUES[arg]
+            if key in got and key not in _REPEATABLE:
+                return None
+            got.setdefault(key, []).append(args[i + 1])
+            i += 2
+            continue
+        if arg in _DEPLOY_SWITCHES and _DEPLOY_SWITCHES[arg] not in switches:
+            switches.add(_DEPLOY_SWITCHES[arg])
+        elif arg.startswith("-") or name is not None:
+            return None  # an option the long way reads (or refuses), or a command without --
+        else:
+            name = arg
+        i += 1
+    body = _deploy_body(name, got, "cpu_only" in switches, command)
+    if body is None or ("detach" not in switches and stdin_is_tty):
+        return None
+    return Deploy(socket, body, "json" in switches)
+
+
+def _deploy_body(
+    name: str | None, got: dict[str, list[str]], cpu_only: bool, command: list[str]
+) -> dict[str, object] | None:
+    first = {k: v[0] for k, v in got.items() if k not in _REPEATABLE}
+    image, gpus = first.get("image", ""), first.get("gpus")
+    if not name or len(name) > 63 or not image or len(image) > 512:
+        return None
+    if gpus is not None and not (gpus.isascii() and gpus.isdigit() and 1 <= int(gpus) <= 64):
+        return None
+    env: dict[str, str] = {}
+    for item in got.get("env", []):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            return None
+        env[key] = value
+    paths = [first.get("workspace"), *got.get("data", [])]
+    if any(p is not None and not p.strip() for p in paths):
+        return None
+    body: dict[str, object] = {"name": name, "image": image}
+    if gpus is not None:
+        body["gpus"] = int(gpus)
+    if "mig" in first:
+        profiles = [p.strip() for p in first["mig"].split(",") if p.strip()]
+        if not profiles:
+            return None
+        body["mig"] = profiles
+    if "gpueq" in first:
+        body["gpueq"] = first["gpueq"]
+    body["cpu_only"] = cpu_only
+    if "workspace" in first:
+        body["workspace"] = first["workspace"]
+    body["data"] = got.get("data", [])
+    body["env"] = env
+    if command:
+        body["command"] = command
+    body["interactive"] = not command  # no command: keep the image's shell alive (docker -dit)
+    return body
+
+
+def deploy(d: Deploy) -> int | None:
+    """Deploy as the long way does, printing as it goes; the exit status, or None when ds01d
+    answered before starting (no daemon, or a request it refused to read: nothing changed),
+    so that the long way asks again and explains."""
+    from ds01.unixhttp import post
+
+    answer = post(d.socket, "/v1/containers", d.body)
+    if answer is None:
+        return None
+    try:
+        if answer.status != 200:
+            return None
+        return _follow(d, answer.lines())
+    except (OSError, ValueError):
+        from ds01.errors import deploy_cut_short
+
+        return _failed(deploy_cut_short())
+    finally:
+        answer.close()
+
+
+def _follow(d: Deploy, lines: Iterator[bytes]) -> int:
+    from ds01.cli import readviews
+
+    for raw in lines:
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            continue  # not a line of ds01d's; the result or error line decides
+        if not isinstance(msg, dict):
+            continue
+        if "progress" in msg and not d.as_json:
+            sys.stderr.write(readviews.progress_line(str(msg["progress"])))
+            sys.stderr.flush()
+        elif "error" in msg:
+            from ds01.errors import error_from_body
+
+            return _failed(error_from_body(msg))
+        elif "container" in msg:
+            if d.as_json:
+                sys.stdout.write(_as_json(msg["container"]))
+            else:
+                # No shell opens here (deploy_plan): say how to open one.
+                out, warnings = readviews.deployed(msg["container"], shell_hint=True)
+                sys.stdout.write(out)
+                sys.stderr.write(warnings)
+            return 0
+    from ds01.errors import deploy_without_result
+
+    return _failed(deploy_without_result())
+
+
+def _failed(err: Ds01Error) -> int:
+    from ds01.cli.output import print_error
+
+    print_error(err)
+    return err.exit_code
+
+
+def _as_json(data: object) -> str:
+    """As print_json writes it: the daemon's JSON is the schema's dump the long way re-dumps."""
+    return json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+
+
 def run() -> None:
     """Console-script entry point of `ds01`."""
+    d = None if os.environ.get("DS01_QUICK") == "0" else deploy_plan(sys.argv[1:], _stdin_tty())
+    code = None if d is None else deploy(d)
+    if code is not None:
+        sys.exit(code)
     out = answer(sys.argv[1:])
     if out is None:
         from ds01.cli.main import run as long_way
@@ -192,3 +378,10 @@ def run() -> None:
         sys.stderr.write(out[1])
     except BrokenPipeError:  # `ds01 … --json | head`: the reader had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _stdin_tty() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except ValueError:  # closed
+        return False

@@ -176,3 +176,19 @@ def events(evs: Sequence[Json], width: int) -> str:
             str(e.get("message") or ""),
         )
     return t.render(width)
+
+
+def progress_line(text: str) -> str:
+    """A step of a deploy as ds01d reports it, for stderr: '… allocating GPUs'."""
+    return f"… {shown(text)}\n"
+
+
+def deployed(c: Json, shell_hint: bool) -> tuple[str, str]:
+    """What `ds01 container deploy` prints once the container runs (ContainerOut): the line
+    for stdout, ds01d's warnings for stderr; with shell_hint, how to open a shell."""
+    out = f"✓ {shown(c['name'])} is {shown(c['state'])}: {shown(', '.join(_gpu_lines(c)))}\n"
+    if c.get("note"):
+        out += f"{shown(c['note'])}\n"
+    if shell_hint:
+        out += f"Open a shell with: ds01 container shell {shown(c['name'])}\n"
+    return out, "".join(f"warning: {shown(w)}\n" for w in c.get("warnings") or [])

@@ -62,7 +62,8 @@ async def _session(
 ) -> int:
     import aiohttp
 
-    from ds01.client import container_path, error_from_body
+    from ds01.client import container_path
+    from ds01.errors import error_from_body
 
     stdin_fd = sys.stdin.fileno()
     connector = aiohttp.UnixConnector(path=socket_path)
