@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,15 @@ def _until_step(d: Daemon, alloc_id: int, step: tuple[str, str], timeout: float 
     )
 
 
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def _clock(ts: float) -> str:
+    """HH:MM in local time, as the table shows a time of today."""
+    return datetime.fromtimestamp(ts).strftime("%H:%M")
+
+
 def _notifications(d: Daemon, user: str) -> list[dict[str, Any]]:
     path = d.state_dir / "notifications.log"
     lines = path.read_text().splitlines() if path.exists() else []
@@ -252,6 +262,15 @@ def test_max_runtime_stops_a_busy_container_after_its_own_warnings(
         mine = deploy(d, alice, "long", "--gpus", "1")
         alloc = mine["allocation"]["id"]
         sim.set_utilization(machine, mine["gpus"][0]["uuid"], 90)
+        _until_step(d, alloc, ("runtime_warning", "50%"))
+        # The owner sees the stop coming (issue 15 item 8): in use, stopped at created + 20 s.
+        ((created,),) = db_rows(d, "SELECT created_at FROM allocations WHERE id = ?", alloc)
+        (listed,) = cli_json(d, "container", "list", user=alice)
+        life = listed["lifecycle"]
+        assert (life["idle_since"], life["next_stop"]) == (None, "max_runtime")
+        assert abs(_ts(life["stop_at"]) - (created + 20)) < 1
+        table = d.cli("container", "list", user=alice).stdout
+        assert f"stops {_clock(created + 20)} (max runtime)" in table, table
         _until_alloc(d, alloc, "released")
 
         assert _steps(d, alloc) == [("runtime_warning", s) for s in STAGES] + [
@@ -261,7 +280,6 @@ def test_max_runtime_stops_a_busy_container_after_its_own_warnings(
             "reserved", "activated", "held", "released",
         ]  # fmt: skip
         assert _alloc_steps(d, alloc)[2] == ("held", "max_runtime")
-        ((created,),) = db_rows(d, "SELECT created_at FROM allocations WHERE id = ?", alloc)
         (deadline,) = {e["details"]["deadline"] for e in _events(d, alloc, "container")}
         assert deadline == created + 20
         kept = docker_client.containers.get(mine["docker_name"])
@@ -282,6 +300,13 @@ def test_a_kill_9_of_ds01d_mid_countdown_resumes_the_same_countdown(
         ((idle_since,),) = db_rows(
             d, "SELECT idle_since FROM lifecycle_activity WHERE allocation_id = ?", alloc
         )
+        (listed,) = cli_json(d, "container", "list", user=alice)
+        life = listed["lifecycle"]
+        assert life["next_stop"] == "idle_timeout"
+        assert abs(_ts(life["idle_since"]) - idle_since) < 1
+        assert abs(_ts(life["stop_at"]) - (idle_since + 24)) < 1
+        table = d.cli("container", "list", user=alice).stdout
+        assert f"stops {_clock(idle_since + 24)} (idle)" in table and "idle " in table, table
         killed_at = time.time()
         d.kill9()
         d.start()

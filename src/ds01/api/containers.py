@@ -21,11 +21,14 @@ from ds01.api.schemas import (
     ContainerLimitsOut,
     ContainerOut,
     DeployIn,
+    LifecycleOut,
     MountOut,
     UnitOut,
 )
 from ds01.errors import Ds01Error, UsageError
 from ds01.identity import Caller, require_admin
+from ds01.lifecycle.countdown import Outlook
+from ds01.lifecycle.reclaim import REASON as STOP_REASON
 from ds01.listener import RateLimitedLog
 from ds01.runtime.engine import ShellSession
 from ds01.runtime.shell import Demux
@@ -50,7 +53,7 @@ def shown_env(env: tuple[tuple[str, str], ...]) -> dict[str, str]:
     return {k: HIDDEN if any(w in k.upper() for w in SECRET_WORDS) else v for k, v in env}
 
 
-def container_out(view: ContainerView) -> ContainerOut:
+def container_out(view: ContainerView, outlook: Outlook | None = None) -> ContainerOut:
     i = view.info
     a = view.allocation
     units = [UnitOut.model_validate(convert.unit_out(u)) for u in a.units] if a else []
@@ -91,6 +94,15 @@ def container_out(view: ContainerView) -> ContainerOut:
             pids=i.pids,
         ),
         env=shown_env(i.env),
+        lifecycle=None if outlook is None else _lifecycle_out(outlook),
+    )
+
+
+def _lifecycle_out(o: Outlook) -> LifecycleOut:
+    return LifecycleOut(
+        idle_since=convert.iso(o.idle_since),
+        next_stop=None if o.next_stop is None else STOP_REASON[o.next_stop],
+        stop_at=convert.iso(o.stop_at),
     )
 
 
@@ -228,14 +240,22 @@ async def deploy(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def _with_outlooks(request: web.Request, views: list[ContainerView]) -> list[ContainerOut]:
+    rows = [v.allocation for v in views if v.allocation is not None]
+    outlooks = await off_loop(deps_of(request).outlooks, rows) if rows else {}
+    return [
+        container_out(v, outlooks.get(v.allocation.id) if v.allocation else None) for v in views
+    ]
+
+
 async def list_containers(request: web.Request) -> web.Response:
     views = await off_loop(_service(request).list, caller_of(request), flag(request, "all"))
-    return ok([container_out(v) for v in views])
+    return ok(await _with_outlooks(request, views))
 
 
 async def inspect(request: web.Request) -> web.Response:
     view = await off_loop(_service(request).inspect, caller_of(request), request.match_info["name"])
-    return ok(container_out(view))
+    return ok((await _with_outlooks(request, [view]))[0])
 
 
 async def operate(request: web.Request) -> web.Response:

@@ -19,12 +19,14 @@ from pydantic import BaseModel, ValidationError
 from ds01.api.schemas import LoopOut, OrphanOut
 from ds01.errors import UsageError
 from ds01.identity import Caller, CallerCache
+from ds01.lifecycle.countdown import Outlook
 from ds01.listener import ConnectionLimits
 from ds01.model.inventory import MachineSample
 from ds01.services.allocation import AllocationService
 from ds01.services.containers import ContainerService
 from ds01.services.grants import GrantService
 from ds01.services.hostproc import HostProcessWatch
+from ds01.store.allocations import AllocationRow
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -60,6 +62,8 @@ class ApiDeps:
     invariants: Callable[[], list[str]] = list
     restart_needed: Callable[[], list[str]] = list
     callers: CallerCache = field(default_factory=CallerCache)
+    # Idle and runtime countdowns per allocation id, as users see them (lifecycle/reclaim.py).
+    outlooks: Callable[[list[AllocationRow]], dict[int, Outlook]] = lambda rows: {}
 
 
 DEPS = web.AppKey("deps", ApiDeps)

@@ -276,6 +276,17 @@ class ContainerLimitsOut(BaseModel):
     pids: int | None = None
 
 
+class LifecycleOut(BaseModel):
+    idle_since: str | None = Field(
+        default=None, description="Since when its GPUs are idle (null: in use)"
+    )
+    next_stop: str | None = Field(
+        default=None,
+        description="What will stop it first: idle_timeout | max_runtime (null: nothing)",
+    )
+    stop_at: str | None = Field(default=None, description="When, unless it is used again")
+
+
 class ContainerOut(BaseModel):
     name: str = Field(description="Your short name for it")
     docker_name: str
@@ -300,6 +311,11 @@ class ContainerOut(BaseModel):
         default=[], description="Directories mounted in it (not NVIDIA's device-list binds)"
     )
     limits: ContainerLimitsOut | None = None
+    lifecycle: LifecycleOut | None = Field(
+        default=None,
+        description="Its idle and runtime countdowns (docs/containers.md, 'Idle and runtime "
+        "limits'); null until ds01d has judged its GPUs once",
+    )
     env: dict[str, str] = Field(
         default={},
         description="Its environment (the image's too); the value of a name containing TOKEN, "

@@ -274,6 +274,7 @@ def inspect(
     t.add_column("Field")
     t.add_column("Value")
     mounts = [f"{m.source} → {m.target}{' (read-only)' if m.read_only else ''}" for m in out.mounts]
+    dumped = out.model_dump(mode="json")
     for key, value in (
         ("Name", out.name),
         ("Docker name", out.docker_name),
@@ -281,7 +282,10 @@ def inspect(
         ("Image", out.image),
         ("State", out.state),
         ("GPUs", lines(_gpu_lines(out))),
-        ("Allocation", readviews.allocation_text(out.model_dump(mode="json"))),
+        (
+            "Allocation",
+            lines([readviews.allocation_text(dumped), *readviews.countdown_lines(dumped)]),
+        ),
         ("Created", clock(out.created)),
         ("Started", clock(out.started_at)),
         ("Mounts", lines(mounts or ["none"])),

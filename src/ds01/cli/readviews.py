@@ -119,6 +119,23 @@ def allocation_text(c: Json) -> str:
     return str(a["state"])
 
 
+# What stops a container first, as its Allocation cell says it (api/schemas.py LifecycleOut).
+_STOPPED_BY = {"idle_timeout": "idle", "max_runtime": "max runtime"}
+
+
+def countdown_lines(c: Json) -> list[str]:
+    """'idle 12 min' and 'stops 14:05 (idle)' for a container whose GPUs ds01d is counting
+    down (docs/containers.md, 'Idle and runtime limits'); nothing otherwise."""
+    life = c.get("lifecycle") or {}
+    out = []
+    if life.get("idle_since"):
+        out.append(f"idle {since(life['idle_since'])}")
+    if life.get("stop_at"):
+        why = _STOPPED_BY.get(str(life.get("next_stop")), str(life.get("next_stop")))
+        out.append(f"stops {clock(life['stop_at'])} ({why})")
+    return out
+
+
 def container_list(rows: Sequence[Json], all_users: bool, width: int) -> str:
     """`ds01 container list [--all]` (a list of ContainerOut)."""
     if not rows:
@@ -128,7 +145,7 @@ def container_list(rows: Sequence[Json], all_users: bool, width: int) -> str:
         Column("Image", shrink=True),
         Column("State"),
         Column("GPUs", shrink=True, wrap=True),
-        Column("Allocation", shrink=True, wrap=True),
+        Column("Allocation"),  # the countdown must read whole: the image gives way first
         Column("Uptime"),
     ]
     if all_users:
@@ -140,7 +157,7 @@ def container_list(rows: Sequence[Json], all_users: bool, width: int) -> str:
             str(r["image"]),
             str(r["state"]),
             _gpu_lines(r),
-            allocation_text(r),
+            [allocation_text(r), *countdown_lines(r)],
             since(r.get("started_at")) if r["state"] == "running" else "–",
         ]
         if all_users:

@@ -329,6 +329,7 @@ class Daemon:
             grants=self.grants,
             host_processes=self.hostproc,
             callers=self.callers,
+            outlooks=self.reclaimer.outlooks,
         )
         self._runner = await serve(build_app(deps), str(self.paths.api_socket))
         await self._start_gate()

@@ -141,3 +141,41 @@ def plan(
     if stops:
         actions.append(min(stops, key=lambda s: s.deadline))
     return actions
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """What a user is shown of an allocation's countdowns (`ds01 container list`): since when it
+    is idle (None: in use, or not yet idle for idle_samples samples), and the stop to come
+    first, if any, with its time — the deadline the last warning announced when one was sent."""
+
+    idle_since: float | None
+    next_stop: Countdown | None
+    stop_at: float | None
+
+
+def outlook(
+    rec: ActivityRecord,
+    *,
+    idle_timeout_s: int | None,
+    max_runtime_s: int | None,
+    idle_samples: int,
+    warn_before_s: int,
+    done: list[WarningRecord],
+) -> Outlook:
+    idle_from = idle_start(rec, idle_samples)
+    stops: list[tuple[float, Countdown]] = []
+    clocks: list[tuple[Countdown, float | None, int | None]] = [
+        (Countdown.IDLE, idle_from, idle_timeout_s),
+        (Countdown.RUNTIME, rec.runtime_from, max_runtime_s),
+    ]
+    for countdown, start, timeout_s in clocks:
+        if start is None or timeout_s is None:
+            continue
+        final = stages(start, timeout_s, warn_before_s)[-1]
+        sent = [w for w in done if w.countdown is countdown and w.stage == final.name]
+        stops.append((sent[-1].deadline if sent else start + timeout_s, countdown))
+    if not stops:
+        return Outlook(idle_from, None, None)
+    at, countdown = min(stops, key=lambda s: s[0])
+    return Outlook(idle_from, countdown, at)

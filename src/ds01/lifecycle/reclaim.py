@@ -64,6 +64,31 @@ class Reclaimer:
         self._stopping: set[int] = set()  # allocations whose stop is under way
         self._failed: dict[int, str] = {}  # allocation → the last stop failure recorded
 
+    def outlooks(self, rows: list[AllocationRow]) -> dict[int, countdown.Outlook]:
+        """Each active allocation's countdowns as its owner is shown them (idle since, the
+        next stop and when), from the records the passes keep; none for an allocation not yet
+        judged, nor for one whose record belongs to an earlier activation."""
+        active = [r for r in rows if r.state is AllocState.ACTIVE and r.units]
+        records = self.book.read([r.id for r in active])
+        limits: dict[str, ResolvedLimits] = {}
+        out: dict[int, countdown.Outlook] = {}
+        for row in active:
+            if row.id not in records or records[row.id][0].active_since != row.updated_at:
+                continue
+            rec, done = records[row.id]
+            if row.user not in limits:
+                limits[row.user] = self.allocations.limits_of_user(row.user)
+            resolved = limits[row.user]
+            out[row.id] = countdown.outlook(
+                rec,
+                idle_timeout_s=resolved.limits.idle_timeout_s,
+                max_runtime_s=resolved.limits.max_runtime_s,
+                idle_samples=resolved.policy.idle_samples,
+                warn_before_s=resolved.policy.warn_before_s,
+                done=done,
+            )
+        return out
+
     def tick(self) -> None:
         """One pass over the active allocations with the latest sample."""
         sample = self._sample()

@@ -32,6 +32,16 @@ class ActivityBook:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    def read(self, ids: list[int]) -> dict[int, tuple[ActivityRecord, list[WarningRecord]]]:
+        """The records (and their warnings) of these allocations that have one, in one read."""
+        out: dict[int, tuple[ActivityRecord, list[WarningRecord]]] = {}
+        with self.db.transaction(immediate=False) as conn:
+            for alloc_id in ids:
+                rec = store.get(conn, alloc_id)
+                if rec is not None:
+                    out[alloc_id] = (rec, store.warnings(conn, alloc_id))
+        return out
+
     def forget_inactive(self) -> int:
         with self.db.transaction() as conn:
             return store.forget_inactive(conn)
