@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ds01.cli import readviews
+from ds01.cli import deployview, readviews
 from ds01.cli.context import client_of
 from ds01.cli.output import console, err_console, lines, new_table, print_json, styled
 from ds01.cli.table import output_width
@@ -111,7 +111,7 @@ def deploy(
         print_json(out.model_dump(mode="json"))
         return
     shell_hint = detach or not sys.stdin.isatty()
-    text, warnings = readviews.deployed(out.model_dump(mode="json"), shell_hint)
+    text, warnings = deployview.deployed(out.model_dump(mode="json"), shell_hint)
     sys.stdout.write(text)
     sys.stderr.write(warnings)
     if shell_hint:
@@ -148,7 +148,7 @@ def _deploy_request(ctx: typer.Context, **fields: Any) -> DeployIn:
 
 
 def _print_progress(text: str) -> None:
-    sys.stderr.write(readviews.progress_line(text))
+    sys.stderr.write(deployview.progress_line(text))
     sys.stderr.flush()
 
 

@@ -318,7 +318,7 @@ def deploy(d: Deploy) -> int | None:
 
 
 def _follow(d: Deploy, lines: Iterator[bytes]) -> int:
-    from ds01.cli import readviews
+    from ds01.cli import deployview
 
     for raw in lines:
         try:
@@ -328,7 +328,7 @@ def _follow(d: Deploy, lines: Iterator[bytes]) -> int:
         if not isinstance(msg, dict):
             continue
         if "progress" in msg and not d.as_json:
-            sys.stderr.write(readviews.progress_line(str(msg["progress"])))
+            sys.stderr.write(deployview.progress_line(str(msg["progress"])))
             sys.stderr.flush()
         elif "error" in msg:
             from ds01.errors import error_from_body
@@ -339,7 +339,7 @@ def _follow(d: Deploy, lines: Iterator[bytes]) -> int:
                 sys.stdout.write(_as_json(msg["container"]))
             else:
                 # No shell opens here (deploy_plan): say how to open one.
-                out, warnings = readviews.deployed(msg["container"], shell_hint=True)
+                out, warnings = deployview.deployed(msg["container"], shell_hint=True)
                 sys.stdout.write(out)
                 sys.stderr.write(warnings)
             return 0

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ds01.cli.deployview import gpu_lines
 from ds01.cli.output import human, shown
-from ds01.cli.statusview import short_model, short_uuid
 from ds01.cli.table import Column, Table
 from ds01.model.gpueq import GpuEq
 from ds01.timetext import clock, since
@@ -99,16 +99,6 @@ def access(a: Json) -> str:
     return f"{shown(a['user'])}: {shown(head)}\n{shown(a['how'])}\n"
 
 
-def _gpu_lines(c: Json) -> list[str]:
-    """One line per unit, by its one name and short model ('4/7.0 H100 1g.10gb'); the IDs a
-    container is configured with when it has no live allocation."""
-    if c.get("gpus"):
-        return [f"{u['name']} {short_model(str(u['model']), u.get('profile'))}" for u in c["gpus"]]
-    if c.get("gpu_device_ids"):
-        return [*(short_uuid(str(i)) for i in c["gpu_device_ids"]), "(no live allocation)"]
-    return ["none (CPU only)"]
-
-
 def allocation_text(c: Json) -> str:
     """The state of a container's allocation: 'active', 'held until 14:05', 'released', '–'."""
     a = c.get("allocation")
@@ -156,7 +146,7 @@ def container_list(rows: Sequence[Json], all_users: bool, width: int) -> str:
             str(r["name"]),
             str(r["image"]),
             str(r["state"]),
-            _gpu_lines(r),
+            gpu_lines(r),
             [allocation_text(r), *countdown_lines(r)],
             since(r.get("started_at")) if r["state"] == "running" else "–",
         ]
@@ -193,19 +183,3 @@ def events(evs: Sequence[Json], width: int) -> str:
             str(e.get("message") or ""),
         )
     return t.render(width)
-
-
-def progress_line(text: str) -> str:
-    """A step of a deploy as ds01d reports it, for stderr: '… allocating GPUs'."""
-    return f"… {shown(text)}\n"
-
-
-def deployed(c: Json, shell_hint: bool) -> tuple[str, str]:
-    """What `ds01 container deploy` prints once the container runs (ContainerOut): the line
-    for stdout, ds01d's warnings for stderr; with shell_hint, how to open a shell."""
-    out = f"✓ {shown(c['name'])} is {shown(c['state'])}: {shown(', '.join(_gpu_lines(c)))}\n"
-    if c.get("note"):
-        out += f"{shown(c['note'])}\n"
-    if shell_hint:
-        out += f"Open a shell with: ds01 container shell {shown(c['name'])}\n"
-    return out, "".join(f"warning: {shown(w)}\n" for w in c.get("warnings") or [])
