@@ -133,6 +133,8 @@ PARAMS: dict[tuple[str, str], str] = {
     ("container exec", "name"): "container",
     ("container exec", "command"): "text",
     ("container inspect", "name"): "container",
+    ("container keep-alive", "name"): "container",
+    ("container keep-alive", "for_"): "duration",
     ("container logs", "name"): "container",
     ("container restart", "name"): "container",
     ("container retire", "name"): "container",

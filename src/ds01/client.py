@@ -28,6 +28,7 @@ from ds01.api.schemas import (
     GrantOut,
     HealthOut,
     HostProcessOut,
+    KeepAliveIn,
     OrphanOut,
     QuotaOut,
     StatusOut,
@@ -221,6 +222,11 @@ class Client:
 
     def container(self, name: str) -> ContainerOut:
         return self._get(container_path(name), ContainerOut)
+
+    def keep_alive(self, name: str, duration: str) -> ContainerOut:
+        body = KeepAliveIn(duration=duration).model_dump()
+        data = self._request("POST", container_path(name, "keep-alive"), json=body)
+        return ContainerOut.model_validate(data)
 
     def container_op(self, name: str, op: str) -> dict[str, Any]:
         data = self._request("POST", container_path(name, op))

@@ -118,6 +118,7 @@ def test_show_explains_each_limit_and_the_layer_it_came_from() -> None:
         ["policy.idle_cpu_pct", "5", "defaults"],
         ["policy.idle_samples", "3", "defaults"],
         ["policy.warn_before", "15m", "defaults"],
+        ["policy.max_keepalive", "8h", "defaults"],
     ]
 
 
@@ -158,6 +159,7 @@ def test_show_json_has_machine_values_and_sources(tmp_path: Path) -> None:
             "idle_cpu_pct": {"value": 5.0, "source": "defaults"},
             "idle_samples": {"value": 4, "source": "user:alice"},
             "warn_before": {"value": 900, "source": "defaults"},
+            "max_keepalive": {"value": 28800, "source": "defaults"},
         },
     }
 

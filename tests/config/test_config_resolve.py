@@ -82,7 +82,11 @@ def test_a_user_override_changes_one_key_and_keeps_the_groups_other_keys(config:
         group_max_gpueq=GpuEq(Fraction(12, 7)),
     )
     assert resolved.policy == Policy(
-        idle_gpu_util_pct=10.0, idle_cpu_pct=5.0, idle_samples=2, warn_before_s=600
+        idle_gpu_util_pct=10.0,
+        idle_cpu_pct=5.0,
+        idle_samples=2,
+        warn_before_s=600,
+        max_keepalive_s=8 * 3600,
     )
     assert resolved.sources == {
         "max_gpueq": "defaults",
@@ -102,6 +106,7 @@ def test_a_user_override_changes_one_key_and_keeps_the_groups_other_keys(config:
         "policy.idle_cpu_pct": "defaults",
         "policy.idle_samples": "defaults",
         "policy.warn_before": "group:student",
+        "policy.max_keepalive": "defaults",
     }
 
 

@@ -374,3 +374,65 @@ def test_a_mig_slice_is_judged_on_its_processes_never_on_utilization(
             assert _alloc_steps(d, alloc)[-1] == ("released", "idle_timeout")  # no hold: 0s
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+KEEP = BASE.format(hold="3s", idle="12s", runtime="null").replace(
+    "    warn_before: 1s\n", "    warn_before: 1s\n    max_keepalive: 20s\n"
+)
+
+
+def test_keep_alive_holds_off_the_idle_stop_within_its_bound_and_is_audited(
+    docker_host: str,
+    docker_client: docker.DockerClient,
+    machine: Path,
+    people: tuple[str, str],
+) -> None:
+    """`ds01 container keep-alive` (issue 15 item 4): after the first idle warning, alice keeps
+    her container alive for 8 s; that warning is void, the countdown starts again when the 8 s
+    are up, and its warnings announce the later stop. Longer than policy.max_keepalive, on a
+    CPU-only container or on someone else's container, it is refused and changes nothing."""
+    alice, bob = people
+    with running_daemon(KEEP, docker_host, machine) as d:
+        mine = deploy(d, alice, "nap", "--gpus", "1")
+        alloc = mine["allocation"]["id"]
+        deploy(d, alice, "cpu", "--cpu-only")
+        _until_step(d, alloc, ("idle_warning", "50%"))
+
+        too_long = d.cli("container", "keep-alive", "nap", "--for", "1h", user=alice)
+        assert too_long.returncode == 1, too_long.stderr
+        assert too_long.stderr.splitlines()[:3] == [
+            "error: a keep-alive of 1h is not allowed",
+            "  Your limit is 20s (policy.max_keepalive).",
+            "  Ask for at most 20s (and again when it ends), or ask an admin.",
+        ]
+        cpu = d.cli("container", "keep-alive", "cpu", "--for", "5s", user=alice)
+        assert cpu.returncode == 1 and "'cpu' has no GPUs in use" in cpu.stderr, cpu.stderr
+        theirs = d.cli("container", "keep-alive", "nap", "--for", "5s", user=bob)
+        assert theirs.returncode == 1 and "you have no container named 'nap'" in theirs.stderr
+        assert "keep_alive" not in [a for a, _ in _steps(d, alloc)]
+
+        asked = time.time()
+        kept = cli_json(d, "container", "keep-alive", "nap", "--for", "8s", user=alice)
+        kept_until = _ts(kept["lifecycle"]["kept_until"])
+        assert asked + 7 <= kept_until <= time.time() + 9
+        assert abs(_ts(kept["lifecycle"]["stop_at"]) - (kept_until + 12)) < 1
+        table = d.cli("container", "list", user=alice).stdout
+        assert f"kept alive until {_clock(kept_until)}" in table, table
+
+        # The countdown resumes from the end of the keep-alive: a new 50% warning, 6 s later.
+        wait_for(
+            lambda: _steps(d, alloc).count(("idle_warning", "50%")) == 2,
+            "the countdown to warn again after the keep-alive",
+            60,
+            detail=lambda: f"{_steps(d, alloc)}\n{d.log()[-3000:]}",
+        )
+        events = _events(d, alloc, "container")
+        assert [e["action"] for e in events] == ["idle_warning", "keep_alive", "idle_warning"]
+        keep, again = events[1], events[2]
+        assert keep["details"]["voided_warnings"] == 1  # the first 50% warning
+        assert abs(keep["details"]["until"] - kept_until) < 1
+        assert again["details"]["start"] == keep["details"]["until"]
+        assert again["details"]["deadline"] == keep["details"]["until"] + 12
+        assert again["ts"] >= keep["details"]["until"] + 6
+        shown = [(e["action"], e["user"]) for e in cli_json(d, "events", user=alice)]
+        assert ("keep_alive", alice) in shown

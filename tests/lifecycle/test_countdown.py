@@ -164,3 +164,62 @@ def test_when_both_countdowns_are_due_the_earlier_stop_wins() -> None:
     assert _plan(rec, done, now=1060.0, max_runtime_s=100) == [
         Stop(Countdown.RUNTIME, 1000.0, 900.0, 100)
     ]
+
+
+# ---- keep-alive (issue 15 item 4) -----------------------------------------------------------
+
+IDLE_SINCE_1000 = ActivityRecord(1, active_since=0.0, runtime_from=0.0, idle_run=3,
+                                 idle_since=1000.0)  # fmt: skip
+
+
+def _idle_plan(now: float, keep_until: float | None) -> list[Warn | Stop]:
+    return plan(
+        IDLE_SINCE_1000,
+        idle_timeout_s=100,
+        max_runtime_s=None,
+        idle_samples=3,
+        warn_before_s=10,
+        done=[],
+        now=now,
+        keep_until=keep_until,
+    )
+
+
+def test_a_keep_alive_holds_the_idle_countdown_off_until_it_ends() -> None:
+    # Without it, at 1060 the 50% warning (due at 1050) is sent for a stop at 1100.
+    (warn,) = _idle_plan(1060.0, None)
+    assert isinstance(warn, Warn) and (warn.stage.name, warn.deadline) == ("50%", 1100.0)
+    # Kept alive until 1500: nothing at 1060, nor at 1540; the countdown starts at 1500.
+    assert _idle_plan(1060.0, 1500.0) == []
+    assert _idle_plan(1540.0, 1500.0) == []
+    (warn,) = _idle_plan(1550.0, 1500.0)
+    assert isinstance(warn, Warn) and (warn.stage.name, warn.start, warn.deadline) == (
+        "50%",
+        1500.0,
+        1600.0,
+    )
+    # A keep-alive that ended before the idle run began changes nothing.
+    (warn,) = _idle_plan(1060.0, 900.0)
+    assert isinstance(warn, Warn) and warn.deadline == 1100.0
+
+
+def test_the_outlook_shows_the_keep_alive_and_the_stop_after_it() -> None:
+    from ds01.lifecycle.countdown import outlook
+
+    def at(now: float, keep: float | None) -> tuple[object, ...]:
+        o = outlook(
+            IDLE_SINCE_1000,
+            idle_timeout_s=100,
+            max_runtime_s=5000,
+            idle_samples=3,
+            warn_before_s=10,
+            done=[],
+            now=now,
+            keep_until=keep,
+        )
+        return (o.idle_since, o.next_stop, o.stop_at, o.kept_until)
+
+    assert at(1060.0, None) == (1000.0, Countdown.IDLE, 1100.0, None)
+    assert at(1060.0, 1500.0) == (1000.0, Countdown.IDLE, 1600.0, 1500.0)
+    assert at(1060.0, 6000.0) == (1000.0, Countdown.RUNTIME, 5000.0, 6000.0)  # runtime first
+    assert at(1600.0, 1500.0)[3] is None  # over: no longer shown as kept

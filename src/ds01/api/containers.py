@@ -21,6 +21,7 @@ from ds01.api.schemas import (
     ContainerLimitsOut,
     ContainerOut,
     DeployIn,
+    KeepAliveIn,
     LifecycleOut,
     MountOut,
     UnitOut,
@@ -103,6 +104,7 @@ def _lifecycle_out(o: Outlook) -> LifecycleOut:
         idle_since=convert.iso(o.idle_since),
         next_stop=None if o.next_stop is None else STOP_REASON[o.next_stop],
         stop_at=convert.iso(o.stop_at),
+        kept_until=convert.iso(o.kept_until),
     )
 
 
@@ -255,6 +257,14 @@ async def list_containers(request: web.Request) -> web.Response:
 
 async def inspect(request: web.Request) -> web.Response:
     view = await off_loop(_service(request).inspect, caller_of(request), request.match_info["name"])
+    return ok((await _with_outlooks(request, [view]))[0])
+
+
+async def keep_alive(request: web.Request) -> web.Response:
+    body = await parse_body(request, KeepAliveIn)
+    caller = caller_of(request)
+    view = await off_loop(_service(request).inspect, caller, request.match_info["name"])
+    await off_loop(deps_of(request).keep_alive, caller, view, body.duration)
     return ok((await _with_outlooks(request, [view]))[0])
 
 

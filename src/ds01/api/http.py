@@ -23,7 +23,7 @@ from ds01.lifecycle.countdown import Outlook
 from ds01.listener import ConnectionLimits
 from ds01.model.inventory import MachineSample
 from ds01.services.allocation import AllocationService
-from ds01.services.containers import ContainerService
+from ds01.services.containers import ContainerService, ContainerView
 from ds01.services.grants import GrantService
 from ds01.services.hostproc import HostProcessWatch
 from ds01.store.allocations import AllocationRow
@@ -64,6 +64,7 @@ class ApiDeps:
     callers: CallerCache = field(default_factory=CallerCache)
     # Idle and runtime countdowns per allocation id, as users see them (lifecycle/reclaim.py).
     outlooks: Callable[[list[AllocationRow]], dict[int, Outlook]] = lambda rows: {}
+    keep_alive: Callable[[Caller, ContainerView, str], None] = lambda c, v, d: None
 
 
 DEPS = web.AppKey("deps", ApiDeps)

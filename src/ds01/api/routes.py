@@ -152,6 +152,15 @@ ROUTES: tuple[Route, ...] = (
         needs=_C,
     ),
     Route(
+        "post",
+        "/v1/containers/{name}/keep-alive",
+        containers.keep_alive,
+        "Hold off the idle stop of one of your containers (bounded by policy.max_keepalive)",
+        body=s.KeepAliveIn,
+        response=s.ContainerOut,
+        needs=_C,
+    ),
+    Route(
         "get",
         "/v1/containers/{name}/logs",
         containers.logs,

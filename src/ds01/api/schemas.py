@@ -248,6 +248,12 @@ class DeployIn(_In):
     interactive: bool = False
 
 
+class KeepAliveIn(_In):
+    duration: str = Field(
+        min_length=1, max_length=32, description="How long, as config durations: 6h, 90m, 1h30m"
+    )
+
+
 class ContainerAllocationOut(BaseModel):
     id: int
     state: str
@@ -285,6 +291,9 @@ class LifecycleOut(BaseModel):
         description="What will stop it first: idle_timeout | max_runtime (null: nothing)",
     )
     stop_at: str | None = Field(default=None, description="When, unless it is used again")
+    kept_until: str | None = Field(
+        default=None, description="A keep-alive holds off the idle stop until then"
+    )
 
 
 class ContainerOut(BaseModel):

@@ -222,6 +222,28 @@ def retire(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
     _op(ctx, name, "retire")
 
 
+@app.command("keep-alive")
+def keep_alive(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="One of your running containers with GPUs.")],
+    for_: Annotated[
+        str, typer.Option("--for", help="How long from now: 30m, 6h, 1h30m (at most your limit).")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Keep a container from being stopped for idleness for a while (a job between GPU phases).
+
+    The idle countdown starts again when the time is up; the runtime limit still applies.
+    """
+    with client_of(ctx) as c:
+        out = c.keep_alive(name, for_)
+    dumped = out.model_dump(mode="json")
+    if as_json:
+        print_json(dumped)
+        return
+    console().print(styled(f"{out.name}: " + "; ".join(readviews.countdown_lines(dumped))))
+
+
 @app.command()
 def logs(
     ctx: typer.Context,

@@ -114,10 +114,13 @@ _STOPPED_BY = {"idle_timeout": "idle", "max_runtime": "max runtime"}
 
 
 def countdown_lines(c: Json) -> list[str]:
-    """'idle 12 min' and 'stops 14:05 (idle)' for a container whose GPUs ds01d is counting
-    down (docs/containers.md, 'Idle and runtime limits'); nothing otherwise."""
+    """'kept alive until 13:00', 'idle 12 min' and 'stops 14:05 (idle)' for a container whose
+    GPUs ds01d is counting down (docs/containers.md, 'Idle and runtime limits'); nothing
+    otherwise."""
     life = c.get("lifecycle") or {}
     out = []
+    if life.get("kept_until"):
+        out.append(f"kept alive until {clock(life['kept_until'])}")
     if life.get("idle_since"):
         out.append(f"idle {since(life['idle_since'])}")
     if life.get("stop_at"):

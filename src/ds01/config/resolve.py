@@ -42,6 +42,7 @@ class Policy:
     idle_cpu_pct: float  # a container below this CPU use (% of one core) counts as idle
     idle_samples: int  # consecutive idle samples needed before idle time starts counting
     warn_before_s: int  # warn this long before an idle or runtime stop
+    max_keepalive_s: int  # the longest `ds01 container keep-alive` a user may ask for (0: none)
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ def resolve_layers(
         idle_cpu_pct=cast(float, values["policy.idle_cpu_pct"]),
         idle_samples=cast(int, values["policy.idle_samples"]),
         warn_before_s=cast(int, values["policy.warn_before"]),
+        max_keepalive_s=cast(int, values["policy.max_keepalive"]),
     )
     return ResolvedLimits(
         user=user,

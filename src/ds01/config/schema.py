@@ -210,6 +210,7 @@ class PolicyLayer(_Section):
     idle_cpu_pct: CpuPercent = None
     idle_samples: Count1 = None
     warn_before: Duration0 = None
+    max_keepalive: Duration0 = None
 
 
 class LimitsLayer(_Section):
@@ -346,6 +347,7 @@ POLICY_KINDS: dict[str, str] = {
     "idle_cpu_pct": "float",
     "idle_samples": "int",
     "warn_before": "duration",
+    "max_keepalive": "duration",
 }
 
 # What a key is when no layer sets it (the `defaults` layer's own defaults). memory_swap is
@@ -368,6 +370,7 @@ BUILTIN_POLICY: dict[str, object] = {
     "idle_cpu_pct": 5.0,
     "idle_samples": 3,
     "warn_before": 900,
+    "max_keepalive": 8 * 3600,
 }
 
 

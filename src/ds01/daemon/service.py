@@ -330,6 +330,7 @@ class Daemon:
             host_processes=self.hostproc,
             callers=self.callers,
             outlooks=self.reclaimer.outlooks,
+            keep_alive=self.reclaimer.keep_alive,
         )
         self._runner = await serve(build_app(deps), str(self.paths.api_socket))
         await self._start_gate()

@@ -86,9 +86,14 @@ def stages(start: float, timeout_s: int, warn_before_s: int) -> list[Stage]:
     return out
 
 
-def idle_start(rec: ActivityRecord, idle_samples: int) -> float | None:
-    """When the idle countdown started, or None while the allocation is not idle."""
-    return rec.idle_since if rec.idle_run >= idle_samples else None
+def idle_start(
+    rec: ActivityRecord, idle_samples: int, keep_until: float | None = None
+) -> float | None:
+    """When the idle countdown started, or None while the allocation is not idle. A
+    keep-alive holds it off: the countdown starts when the keep-alive ends at the earliest."""
+    if rec.idle_run < idle_samples or rec.idle_since is None:
+        return None
+    return rec.idle_since if keep_until is None else max(rec.idle_since, keep_until)
 
 
 def plan(
@@ -100,6 +105,7 @@ def plan(
     warn_before_s: int,
     done: list[WarningRecord],
     now: float,
+    keep_until: float | None = None,
 ) -> list[Action]:
     """What to do now: the warnings due (one per countdown at most), and at most one stop (the
     earlier of the two, when both are due). No stop in a pass that sends that countdown's last
@@ -107,7 +113,7 @@ def plan(
     actions: list[Action] = []
     stops: list[Stop] = []
     clocks: list[tuple[Countdown, float | None, int | None]] = [
-        (Countdown.IDLE, idle_start(rec, idle_samples), idle_timeout_s),
+        (Countdown.IDLE, idle_start(rec, idle_samples, keep_until), idle_timeout_s),
         (Countdown.RUNTIME, rec.runtime_from, max_runtime_s),
     ]
     for countdown, start, timeout_s in clocks:
@@ -152,6 +158,7 @@ class Outlook:
     idle_since: float | None
     next_stop: Countdown | None
     stop_at: float | None
+    kept_until: float | None = None  # a keep-alive holds off the idle countdown until then
 
 
 def outlook(
@@ -162,8 +169,11 @@ def outlook(
     idle_samples: int,
     warn_before_s: int,
     done: list[WarningRecord],
+    now: float,
+    keep_until: float | None = None,
 ) -> Outlook:
-    idle_from = idle_start(rec, idle_samples)
+    kept = keep_until if keep_until is not None and keep_until > now else None
+    idle_from = idle_start(rec, idle_samples, keep_until)
     stops: list[tuple[float, Countdown]] = []
     clocks: list[tuple[Countdown, float | None, int | None]] = [
         (Countdown.IDLE, idle_from, idle_timeout_s),
@@ -175,7 +185,8 @@ def outlook(
         final = stages(start, timeout_s, warn_before_s)[-1]
         sent = [w for w in done if w.countdown is countdown and w.stage == final.name]
         stops.append((sent[-1].deadline if sent else start + timeout_s, countdown))
+    idle_since = idle_start(rec, idle_samples)
     if not stops:
-        return Outlook(idle_from, None, None)
+        return Outlook(idle_since, None, None, kept)
     at, countdown = min(stops, key=lambda s: s[0])
-    return Outlook(idle_from, countdown, at)
+    return Outlook(idle_since, countdown, at, kept)

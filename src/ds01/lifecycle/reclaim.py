@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable
 
 from ds01.config import ResolvedLimits
-from ds01.errors import Ds01Error
+from ds01.errors import Ds01Error, Refusal, RefusalReason, StateError, UsageError
+from ds01.identity import Caller
 from ds01.lifecycle import countdown, messages
 from ds01.lifecycle.activity import UnitActivity, allocation_activity, unit_activity
 from ds01.model.activity import Countdown, WarningRecord
@@ -32,8 +33,9 @@ from ds01.model.inventory import MachineSample
 from ds01.notify import Notifier
 from ds01.services.activitybook import ActivityBook
 from ds01.services.allocation import AllocationService
-from ds01.services.containers import ContainerService
+from ds01.services.containers import ContainerService, ContainerView
 from ds01.store.allocations import AllocationRow
+from ds01.units import format_duration, parse_duration
 
 log = logging.getLogger("ds01d.lifecycle")
 
@@ -73,21 +75,59 @@ class Reclaimer:
         limits: dict[str, ResolvedLimits] = {}
         out: dict[int, countdown.Outlook] = {}
         for row in active:
-            if row.id not in records or records[row.id][0].active_since != row.updated_at:
+            seen = records.get(row.id)
+            if seen is None or seen.record.active_since != row.updated_at:
                 continue
-            rec, done = records[row.id]
             if row.user not in limits:
                 limits[row.user] = self.allocations.limits_of_user(row.user)
             resolved = limits[row.user]
             out[row.id] = countdown.outlook(
-                rec,
+                seen.record,
                 idle_timeout_s=resolved.limits.idle_timeout_s,
                 max_runtime_s=resolved.limits.max_runtime_s,
                 idle_samples=resolved.policy.idle_samples,
                 warn_before_s=resolved.policy.warn_before_s,
-                done=done,
+                done=seen.warnings,
+                now=self._clock(),
+                keep_until=seen.keep_until,
             )
         return out
+
+    def keep_alive(self, caller: Caller, view: ContainerView, duration: str) -> None:
+        """`ds01 container keep-alive NAME --for DURATION`: hold off the idle stop of the
+        caller's own container for DURATION from now, at most policy.max_keepalive (asked
+        again, it starts again from now: the admin's bound is on each promise, not a total).
+        The runtime limit is not touched. Audited (container/keep_alive)."""
+        name = view.info.short_name or view.info.name
+        row = view.allocation
+        if row is None or row.state is not AllocState.ACTIVE or not row.units:
+            raise StateError(
+                f"'{name}' has no GPUs in use: there is no idle stop to hold off",
+                why="Only a running container with GPUs is stopped for idleness.",
+                fix=f"See 'ds01 container list'; start it with: ds01 container start {name}.",
+            )
+        try:
+            seconds = parse_duration(duration)
+        except ValueError as err:
+            raise UsageError(f"--for {duration!r}: {err}", fix="Give a length like 6h.") from None
+        most = self.allocations.limits_for(caller).policy.max_keepalive_s
+        if seconds <= 0 or seconds > most:
+            raise Refusal(
+                RefusalReason.POLICY,
+                f"a keep-alive of {format_duration(seconds)} is not allowed"
+                if most
+                else "keep-alive is turned off for you",
+                why=f"Your limit is {format_duration(most)} (policy.max_keepalive)."
+                if most
+                else "policy.max_keepalive is 0 in your limits.",
+                fix=f"Ask for at most {format_duration(most)} (and again when it ends), or "
+                "ask an admin."
+                if most
+                else "Ask an admin.",
+            )
+        now = self._clock()
+        self.book.keep_alive(row, now + seconds, caller.name, now)
+        log.info("allocation %d (%s): kept alive for %d s", row.id, row.user, seconds)
 
     def tick(self) -> None:
         """One pass over the active allocations with the latest sample."""
@@ -147,6 +187,7 @@ class Reclaimer:
             warn_before_s=policy.warn_before_s,
             done=seen.warnings,
             now=now,
+            keep_until=seen.keep_until,
         )
         for action in actions:
             if isinstance(action, countdown.Warn):

@@ -14,6 +14,7 @@ from ds01.store import activity as store
 from ds01.store import events
 from ds01.store.allocations import AllocationRow
 from ds01.store.db import Database
+from ds01.timetext import clock
 
 DAEMON = "ds01d"
 
@@ -26,21 +27,47 @@ class Observed:
     record: ActivityRecord
     warnings: list[WarningRecord]
     cancelled: int
+    keep_until: float | None = None  # the idle countdown is held off until then (keep-alive)
 
 
 class ActivityBook:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def read(self, ids: list[int]) -> dict[int, tuple[ActivityRecord, list[WarningRecord]]]:
-        """The records (and their warnings) of these allocations that have one, in one read."""
-        out: dict[int, tuple[ActivityRecord, list[WarningRecord]]] = {}
+    def read(self, ids: list[int]) -> dict[int, Observed]:
+        """The records (with warnings and keep-alive) of these allocations that have one."""
+        out: dict[int, Observed] = {}
         with self.db.transaction(immediate=False) as conn:
             for alloc_id in ids:
                 rec = store.get(conn, alloc_id)
                 if rec is not None:
-                    out[alloc_id] = (rec, store.warnings(conn, alloc_id))
+                    out[alloc_id] = Observed(
+                        rec, store.warnings(conn, alloc_id), 0, store.keepalive(conn, alloc_id)
+                    )
         return out
+
+    def keep_alive(self, row: AllocationRow, until: float, by: str, now: float) -> int:
+        """Hold off the allocation's idle countdown until `until` (`ds01 container
+        keep-alive`): its idle warnings sent so far are void (they announced an earlier stop);
+        the idle countdown starts again from `until` at the earliest. Returns how many sent
+        warnings that voided. One transaction, with the audit event."""
+        with self.db.transaction() as conn:
+            store.set_keepalive(conn, row.id, until, by, now)
+            voided = store.clear_warnings(conn, row.id, Countdown.IDLE)
+            events.record(
+                conn,
+                kind="container",
+                action="keep_alive",
+                reason="keep_alive",
+                actor=by,
+                user=row.user,
+                allocation_id=row.id,
+                message=f"{row.container or 'container'} is kept from an idle stop until "
+                f"{clock(until, now)}",
+                details={"until": until, "voided_warnings": voided},
+                ts=now,
+            )
+        return voided
 
     def forget_inactive(self) -> int:
         with self.db.transaction() as conn:
@@ -84,7 +111,9 @@ class ActivityBook:
                     )
             if new != old:
                 store.put(conn, new)
-            return Observed(new, store.warnings(conn, row.id), cancelled)
+            return Observed(
+                new, store.warnings(conn, row.id), cancelled, store.keepalive(conn, row.id)
+            )
 
     def warned(
         self,

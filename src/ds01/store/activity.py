@@ -95,7 +95,7 @@ def forget_inactive(conn: sqlite3.Connection) -> int:
     """Delete the records of allocations that are not active (held, released); how many."""
     # From the small tables to the allocations by primary key: no scan of the whole history.
     n = 0
-    for table in ("lifecycle_activity", "lifecycle_warnings"):
+    for table in ("lifecycle_activity", "lifecycle_warnings", "lifecycle_keepalive"):
         n += conn.execute(
             f"DELETE FROM {table} WHERE allocation_id IN (SELECT t.allocation_id FROM {table} t"
             " LEFT JOIN allocations a ON a.id = t.allocation_id"
@@ -117,4 +117,26 @@ def shift(conn: sqlite3.Connection, step_s: float) -> int:
         "UPDATE lifecycle_warnings SET deadline = deadline + ?, done_at = done_at + ?",
         (step_s, step_s),
     )
+    conn.execute(
+        "UPDATE lifecycle_keepalive SET until = until + ?, set_at = set_at + ?", (step_s, step_s)
+    )
     return int(n)
+
+
+def keepalive(conn: sqlite3.Connection, allocation_id: int) -> float | None:
+    """Until when the allocation's idle countdown is held off (`ds01 container keep-alive`)."""
+    row = conn.execute(
+        "SELECT until FROM lifecycle_keepalive WHERE allocation_id = ?", (allocation_id,)
+    ).fetchone()
+    return None if row is None else float(row[0])
+
+
+def set_keepalive(
+    conn: sqlite3.Connection, allocation_id: int, until: float, set_by: str, now: float
+) -> None:
+    conn.execute(
+        "INSERT INTO lifecycle_keepalive (allocation_id, until, set_by, set_at)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (allocation_id) DO UPDATE SET until = excluded.until,"
+        " set_by = excluded.set_by, set_at = excluded.set_at",
+        (allocation_id, until, set_by, now),
+    )

@@ -239,6 +239,22 @@ def _v6_lifecycle(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v8_keepalive(conn: sqlite3.Connection) -> None:
+    """`ds01 container keep-alive` (issue 15 item 4; store/activity.py): until when an
+    allocation's idle countdown is held off, who asked and why."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE lifecycle_keepalive (
+            allocation_id INTEGER PRIMARY KEY REFERENCES allocations (id),
+            until REAL NOT NULL,
+            set_by TEXT NOT NULL,
+            set_at REAL NOT NULL
+        );
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "bare-metal grants and host process reports", _v2_grants),
@@ -246,6 +262,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (4, "intent records of container operations", _v4_intents),
     (5, "index of events by allocation", _v5_events_by_allocation),
     (6, "idle and runtime countdowns", _v6_lifecycle),
+    (8, "keep-alives of idle countdowns", _v8_keepalive),
 ]
 
 
