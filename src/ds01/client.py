@@ -25,6 +25,7 @@ from ds01.api.schemas import (
     ContainerOut,
     DeployIn,
     EventOut,
+    ExemptionOut,
     GrantOut,
     HealthOut,
     HostProcessOut,
@@ -262,6 +263,29 @@ class Client:
         body = {"user": user, "duration": duration, "permanent": permanent, "reason": reason}
         data = self._request("POST", "/v1/admin/grants", json=_clean(body))
         return GrantOut.model_validate(data)
+
+    def exempt(
+        self,
+        user: str,
+        countdown: str,
+        reason: str,
+        until: str | None = None,
+        duration: str | None = None,
+    ) -> ExemptionOut:
+        # A plain dict, not ExemptIn: the daemon validates and answers with a ds01 error.
+        body = {"user": user, "countdown": countdown, "until": until, "duration": duration}
+        data = self._request(
+            "POST", "/v1/admin/exemptions", json={**_clean(body), "reason": reason}
+        )
+        return ExemptionOut.model_validate(data)
+
+    def unexempt(self, user: str, countdown: str, reason: str = "ended") -> ExemptionOut:
+        body = {"user": user, "countdown": countdown, "reason": reason}
+        data = self._request("POST", "/v1/admin/exemptions/end", json=body)
+        return ExemptionOut.model_validate(data)
+
+    def exemptions(self) -> list[ExemptionOut]:
+        return self._get_list("/v1/admin/exemptions", ExemptionOut)
 
     def revoke(self, user: str, reason: str = "revoked") -> GrantOut:
         data = self._request(

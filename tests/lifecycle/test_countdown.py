@@ -223,3 +223,36 @@ def test_the_outlook_shows_the_keep_alive_and_the_stop_after_it() -> None:
     assert at(1060.0, 1500.0) == (1000.0, Countdown.IDLE, 1600.0, 1500.0)
     assert at(1060.0, 6000.0) == (1000.0, Countdown.RUNTIME, 5000.0, 6000.0)  # runtime first
     assert at(1600.0, 1500.0)[3] is None  # over: no longer shown as kept
+
+
+def test_a_runtime_exemption_suspends_the_runtime_countdown_and_its_end_gives_notice() -> None:
+    """max_runtime 100 s from 0; exempt until 500. Nothing while exempt; at 510, past every
+    stage, one last warning (warn_before, 10 s) announcing a stop at 520 — never a stop
+    without notice."""
+    rec = ActivityRecord(1, active_since=0.0, runtime_from=0.0)
+
+    def at(now: float, exempt: float | None) -> list[Warn | Stop]:
+        return plan(
+            rec,
+            idle_timeout_s=None,
+            max_runtime_s=100,
+            idle_samples=3,
+            warn_before_s=10,
+            done=[],
+            now=now,
+            runtime_exempt_until=exempt,
+        )
+
+    (warn,) = at(60.0, None)
+    assert isinstance(warn, Warn) and warn.stage.name == "50%"
+    assert at(60.0, 500.0) == []
+    assert at(499.0, 500.0) == []
+    (warn,) = at(510.0, 500.0)
+    assert isinstance(warn, Warn)
+    assert (warn.countdown, warn.stage.name, warn.skipped, warn.last, warn.deadline) == (
+        Countdown.RUNTIME,
+        "warn_before",
+        ("50%", "80%"),
+        True,
+        520.0,
+    )

@@ -20,6 +20,7 @@ from ds01.api.schemas import LoopOut, OrphanOut
 from ds01.errors import UsageError
 from ds01.identity import Caller, CallerCache
 from ds01.lifecycle.countdown import Outlook
+from ds01.lifecycle.exemptions import Exemptions
 from ds01.listener import ConnectionLimits
 from ds01.model.inventory import MachineSample
 from ds01.services.allocation import AllocationService
@@ -65,6 +66,7 @@ class ApiDeps:
     # Idle and runtime countdowns per allocation id, as users see them (lifecycle/reclaim.py).
     outlooks: Callable[[list[AllocationRow]], dict[int, Outlook]] = lambda rows: {}
     keep_alive: Callable[[Caller, ContainerView, str], None] = lambda c, v, d: None
+    exemptions: Exemptions | None = None
 
 
 DEPS = web.AppKey("deps", ApiDeps)

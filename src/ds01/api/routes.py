@@ -14,7 +14,7 @@ from enum import Enum
 from aiohttp import web
 from pydantic import BaseModel
 
-from ds01.api import allocations, containers, events, grants, system, units
+from ds01.api import allocations, containers, events, grants, lifecycle, system, units
 from ds01.api import schemas as s
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -26,6 +26,7 @@ class Needs(Enum):
     NOTHING = "nothing"
     CONTAINERS = "containers"
     GRANTS = "grants"
+    LIFECYCLE = "lifecycle"
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Route:
         return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", self.path)
 
 
-_C, _G = Needs.CONTAINERS, Needs.GRANTS
+_C, _G, _L = Needs.CONTAINERS, Needs.GRANTS, Needs.LIFECYCLE
 
 ROUTES: tuple[Route, ...] = (
     Route("get", "/v1/health", system.health, "Daemon health", response=s.HealthOut),
@@ -189,6 +190,33 @@ ROUTES: tuple[Route, ...] = (
         response=s.OrphanOut,
         many=True,
         needs=_C,
+    ),
+    Route(
+        "post",
+        "/v1/admin/exemptions",
+        lifecycle.exempt,
+        "Exempt a user from the idle or runtime limit until a time (admin)",
+        s.ExemptIn,
+        s.ExemptionOut,
+        needs=_L,
+    ),
+    Route(
+        "post",
+        "/v1/admin/exemptions/end",
+        lifecycle.unexempt,
+        "End a user's exemption now (admin)",
+        s.UnexemptIn,
+        s.ExemptionOut,
+        needs=_L,
+    ),
+    Route(
+        "get",
+        "/v1/admin/exemptions",
+        lifecycle.list_exemptions,
+        "Exemptions in force (admin)",
+        response=s.ExemptionOut,
+        many=True,
+        needs=_L,
     ),
     Route(
         "post",

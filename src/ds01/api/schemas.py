@@ -3,7 +3,7 @@ and ds01.model, so the client stays light."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -341,6 +341,32 @@ class OrphanOut(BaseModel):
 
 
 # ---- bare-metal grants and host GPU processes (docs/grants.md) --------------------------------
+
+
+class ExemptIn(_In):
+    """Exactly one of until (an ISO date or time, local unless it says) or duration ("3d")."""
+
+    user: str = Field(min_length=1, max_length=256)
+    countdown: Literal["idle", "runtime"]
+    until: str | None = Field(default=None, max_length=64)
+    duration: str | None = Field(default=None, max_length=64)
+    reason: str = Field(max_length=2000, description="Why, for the audit log (1-500 characters)")
+
+
+class UnexemptIn(_In):
+    user: str = Field(min_length=1, max_length=256)
+    countdown: Literal["idle", "runtime"]
+    reason: str = Field(default="ended", min_length=1, max_length=500)
+
+
+class ExemptionOut(BaseModel):
+    id: int
+    user: str
+    countdown: str = Field(description="idle | runtime")
+    until: str
+    reason: str
+    created_by: str
+    created_at: str
 
 
 class GrantIn(_In):

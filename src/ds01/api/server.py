@@ -130,6 +130,8 @@ def served(route: Route, deps: ApiDeps) -> bool:
         return deps.containers is not None
     if route.needs is Needs.GRANTS:
         return deps.grants is not None
+    if route.needs is Needs.LIFECYCLE:
+        return deps.exemptions is not None
     return True
 
 

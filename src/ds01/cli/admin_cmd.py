@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -163,6 +164,76 @@ def grants(
             r.granted_by or "–",
             clock(r.granted_at),
         )
+    console().print(t)
+
+
+# ---- exemptions from the idle and runtime limits (docs/containers.md) -----------------------
+
+
+class Limit(StrEnum):
+    IDLE = "idle"
+    RUNTIME = "runtime"
+
+
+@app.command("exempt")
+def exempt(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Argument(help="Whose containers to spare.")],
+    from_: Annotated[Limit, typer.Option("--from", help="The limit they are exempt from.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why; goes to the audit log.")],
+    until: Annotated[
+        str | None, typer.Option("--until", help="A date or time: 2026-12-20, '2026-12-20 18:00'.")
+    ] = None,
+    for_: Annotated[str | None, typer.Option("--for", help="How long: 4h, 3d, 1w.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Keep USER's containers from being stopped for idleness (or for max_runtime) until then.
+
+    It ends on its own; 'ds01 admin unexempt' ends it earlier. Both are audited.
+    """
+    with client_of(ctx) as c:
+        e = c.exempt(user, from_.value, reason, until=until, duration=for_)
+    if as_json:
+        print_json(e.model_dump(mode="json"))
+        return
+    console().print(
+        styled(f"{e.user} is exempt from the {e.countdown} limit until {clock(e.until)}"),
+        soft_wrap=True,
+    )
+
+
+@app.command("unexempt")
+def unexempt(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Argument(help="Whose exemption to end.")],
+    from_: Annotated[Limit, typer.Option("--from", help="Which limit applies again.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why; goes to the audit log.")] = "ended",
+) -> None:
+    """End USER's exemption now: the limit's countdown starts (with its warnings)."""
+    with client_of(ctx) as c:
+        e = c.unexempt(user, from_.value, reason)
+    console().print(styled(f"{e.user} is no longer exempt from the {e.countdown} limit"))
+
+
+@app.command("exemptions")
+def exemptions(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Exemptions from the idle and runtime limits in force."""
+    with client_of(ctx) as c:
+        rows = c.exemptions()
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in rows])
+        return
+    if not rows:
+        console().print("No exemptions: every limit applies to everyone.")
+        return
+    t = new_table()
+    for col in ("User", "From", "Until", "Reason", "By", "Since"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r.user, r.countdown, clock(r.until), r.reason, r.created_by, clock(r.created_at))
     console().print(t)
 
 

@@ -331,6 +331,7 @@ class Daemon:
             callers=self.callers,
             outlooks=self.reclaimer.outlooks,
             keep_alive=self.reclaimer.keep_alive,
+            exemptions=self.reclaimer.exemptions,
         )
         self._runner = await serve(build_app(deps), str(self.paths.api_socket))
         await self._start_gate()

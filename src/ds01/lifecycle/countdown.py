@@ -106,6 +106,7 @@ def plan(
     done: list[WarningRecord],
     now: float,
     keep_until: float | None = None,
+    runtime_exempt_until: float | None = None,
 ) -> list[Action]:
     """What to do now: the warnings due (one per countdown at most), and at most one stop (the
     earlier of the two, when both are due). No stop in a pass that sends that countdown's last
@@ -117,7 +118,7 @@ def plan(
         (Countdown.RUNTIME, rec.runtime_from, max_runtime_s),
     ]
     for countdown, start, timeout_s in clocks:
-        if start is None or timeout_s is None:
+        if start is None or timeout_s is None or _exempt(countdown, runtime_exempt_until, now):
             continue
         mine = {w.stage: w for w in done if w.countdown is countdown}
         todo = stages(start, timeout_s, warn_before_s)
@@ -127,7 +128,10 @@ def plan(
         if due:
             stage = due[-1]
             announced = deadline
-            if stage == final and now - stage.at > LATE_S:
+            # Late: ds01d was down, or an exemption kept the countdown from warning in time.
+            held = countdown is Countdown.RUNTIME and runtime_exempt_until is not None
+            late = now - stage.at > LATE_S or (held and stage.at < (runtime_exempt_until or 0))
+            if stage == final and late:
                 announced = max(deadline, now + (deadline - stage.at))
             actions.append(
                 Warn(
@@ -171,6 +175,7 @@ def outlook(
     done: list[WarningRecord],
     now: float,
     keep_until: float | None = None,
+    runtime_exempt_until: float | None = None,
 ) -> Outlook:
     kept = keep_until if keep_until is not None and keep_until > now else None
     idle_from = idle_start(rec, idle_samples, keep_until)
@@ -180,7 +185,7 @@ def outlook(
         (Countdown.RUNTIME, rec.runtime_from, max_runtime_s),
     ]
     for countdown, start, timeout_s in clocks:
-        if start is None or timeout_s is None:
+        if start is None or timeout_s is None or _exempt(countdown, runtime_exempt_until, now):
             continue
         final = stages(start, timeout_s, warn_before_s)[-1]
         sent = [w for w in done if w.countdown is countdown and w.stage == final.name]
@@ -190,3 +195,13 @@ def outlook(
         return Outlook(idle_since, None, None, kept)
     at, countdown = min(stops, key=lambda s: s[0])
     return Outlook(idle_since, countdown, at, kept)
+
+
+def _exempt(countdown: Countdown, runtime_exempt_until: float | None, now: float) -> bool:
+    """Whether an admin's exemption suspends the runtime countdown now (an idle exemption
+    comes in as keep_until: it holds the idle countdown off the same way)."""
+    return (
+        countdown is Countdown.RUNTIME
+        and runtime_exempt_until is not None
+        and runtime_exempt_until > now
+    )

@@ -27,6 +27,7 @@ from ds01.errors import Ds01Error, Refusal, RefusalReason, StateError, UsageErro
 from ds01.identity import Caller
 from ds01.lifecycle import countdown, messages
 from ds01.lifecycle.activity import UnitActivity, allocation_activity, unit_activity
+from ds01.lifecycle.exemptions import Exemptions
 from ds01.model.activity import Countdown, WarningRecord
 from ds01.model.allocation import AllocState
 from ds01.model.inventory import MachineSample
@@ -57,6 +58,7 @@ class Reclaimer:
         self.allocations = allocations
         self.containers = containers
         self.book = ActivityBook(allocations.db)
+        self.exemptions = Exemptions(allocations, clock)
         self.notifier = notifier
         self._sample = sample
         self._clock = clock
@@ -72,6 +74,7 @@ class Reclaimer:
         judged, nor for one whose record belongs to an earlier activation."""
         active = [r for r in rows if r.state is AllocState.ACTIVE and r.units]
         records = self.book.read([r.id for r in active])
+        exempt = self.exemptions.ends() if active else {}
         limits: dict[str, ResolvedLimits] = {}
         out: dict[int, countdown.Outlook] = {}
         for row in active:
@@ -89,7 +92,8 @@ class Reclaimer:
                 warn_before_s=resolved.policy.warn_before_s,
                 done=seen.warnings,
                 now=self._clock(),
-                keep_until=seen.keep_until,
+                keep_until=_later(seen.keep_until, exempt.get((row.user, Countdown.IDLE))),
+                runtime_exempt_until=exempt.get((row.user, Countdown.RUNTIME)),
             )
         return out
 
@@ -149,6 +153,7 @@ class Reclaimer:
             return  # the sampler is failing: no warning and no stop on what may be old news
         self.book.forget_inactive()
         by_threshold: dict[float, dict[str, UnitActivity]] = {}
+        exempt = self.exemptions.ends()
         for row in self.allocations.all_live():
             if row.state is not AllocState.ACTIVE or not row.units or row.container_id is None:
                 continue  # reserved/held, or no GPU (CPU-only containers are not reclaimed)
@@ -156,7 +161,7 @@ class Reclaimer:
                 if row.id in self._stopping:
                     continue
             try:
-                self._judge(row, sample, sample_at, now, by_threshold)
+                self._judge(row, sample, sample_at, now, by_threshold, exempt)
             except Ds01Error as err:
                 log.error("lifecycle: allocation %d: %s", row.id, " | ".join(err.lines()))
 
@@ -167,6 +172,7 @@ class Reclaimer:
         sample_at: float,
         now: float,
         by_threshold: dict[float, dict[str, UnitActivity]],
+        exempt: dict[tuple[str, Countdown], float],
     ) -> None:
         resolved = self.allocations.limits_of_user(row.user)
         policy = resolved.policy
@@ -187,7 +193,8 @@ class Reclaimer:
             warn_before_s=policy.warn_before_s,
             done=seen.warnings,
             now=now,
-            keep_until=seen.keep_until,
+            keep_until=_later(seen.keep_until, exempt.get((row.user, Countdown.IDLE))),
+            runtime_exempt_until=exempt.get((row.user, Countdown.RUNTIME)),
         )
         for action in actions:
             if isinstance(action, countdown.Warn):
@@ -304,3 +311,7 @@ class Reclaimer:
         self.notifier.notify(
             row.user, reason, messages.stopped(s, row.container, hold_s, self._clock())
         )
+
+
+def _later(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)

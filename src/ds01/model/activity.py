@@ -60,3 +60,16 @@ class WarningRecord:
     deadline: float
     done_at: float
     sent: bool
+
+
+@dataclass(frozen=True)
+class Exemption:
+    """An admin's exemption of a user's allocations from one countdown, until a time."""
+
+    id: int
+    user: str
+    countdown: Countdown
+    until: float
+    reason: str
+    created_by: str
+    created_at: float

@@ -1,5 +1,6 @@
-"""The lifecycle tables (migration 6): one activity record per active allocation and the
-countdown warnings already dealt with (model/activity.py says what each field means).
+"""The lifecycle tables (migrations 6, 8, 9): one activity record per active allocation, the
+countdown warnings already dealt with, keep-alives, and admins' exemptions (model/activity.py
+says what each field means).
 
 Rows of allocations that are no longer active are deleted by forget_inactive(), so the tables
 stay as small as the number of running GPU containers. Must not decide anything.
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import Any
 
-from ds01.model.activity import ActivityRecord, Countdown, Verdict, WarningRecord
+from ds01.model.activity import ActivityRecord, Countdown, Exemption, Verdict, WarningRecord
 
 
 def get(conn: sqlite3.Connection, allocation_id: int) -> ActivityRecord | None:
@@ -120,6 +122,11 @@ def shift(conn: sqlite3.Connection, step_s: float) -> int:
     conn.execute(
         "UPDATE lifecycle_keepalive SET until = until + ?, set_at = set_at + ?", (step_s, step_s)
     )
+    conn.execute(
+        "UPDATE lifecycle_exemptions SET until = until + ?, created_at = created_at + ?"
+        " WHERE ended_at IS NULL",
+        (step_s, step_s),
+    )
     return int(n)
 
 
@@ -140,3 +147,67 @@ def set_keepalive(
         " set_by = excluded.set_by, set_at = excluded.set_at",
         (allocation_id, until, set_by, now),
     )
+
+
+_EXEMPTION = (
+    "SELECT id, user, countdown, until, reason, created_by, created_at FROM lifecycle_exemptions"
+)
+
+
+def _exemption(r: tuple[Any, ...]) -> Exemption:
+    return Exemption(int(r[0]), r[1], Countdown(r[2]), float(r[3]), r[4], r[5], float(r[6]))
+
+
+def live_exemptions(conn: sqlite3.Connection, now: float) -> list[Exemption]:
+    """Exemptions in force at `now`, oldest first."""
+    rows = conn.execute(
+        f"{_EXEMPTION} WHERE ended_at IS NULL AND until > ? ORDER BY id", (now,)
+    ).fetchall()
+    return [_exemption(r) for r in rows]
+
+
+def end_exemption(
+    conn: sqlite3.Connection, user: str, countdown: Countdown, by: str, now: float
+) -> Exemption | None:
+    """End the user's exemption from `countdown` in force at `now`; it, or None."""
+    row = conn.execute(
+        f"{_EXEMPTION} WHERE user = ? AND countdown = ? AND ended_at IS NULL AND until > ?",
+        (user, countdown.value, now),
+    ).fetchone()
+    if row is None:
+        return None
+    conn.execute(
+        "UPDATE lifecycle_exemptions SET ended_at = ?, ended_by = ? WHERE id = ?", (now, by, row[0])
+    )
+    return _exemption(row)
+
+
+def add_exemption(
+    conn: sqlite3.Connection,
+    user: str,
+    countdown: Countdown,
+    until: float,
+    reason: str,
+    by: str,
+    now: float,
+) -> Exemption:
+    """A new exemption; one in force for the same user and countdown ends (replaced)."""
+    end_exemption(conn, user, countdown, by, now)
+    cur = conn.execute(
+        "INSERT INTO lifecycle_exemptions (user, countdown, until, reason, created_by, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (user, countdown.value, until, reason, by, now),
+    )
+    assert cur.lastrowid is not None
+    return Exemption(cur.lastrowid, user, countdown, until, reason, by, now)
+
+
+def exemption_ends(conn: sqlite3.Connection) -> dict[tuple[str, Countdown], float]:
+    """Per user and countdown, until when the latest exemption held (or holds) it off: its
+    end, or when an admin ended it. The lifecycle needs past ends too: a countdown whose
+    stages fell due while exempt gives its full notice once the exemption is over."""
+    rows = conn.execute(
+        "SELECT user, countdown, MAX(COALESCE(MIN(ended_at, until), until))"
+        " FROM lifecycle_exemptions GROUP BY user, countdown"
+    ).fetchall()
+    return {(r[0], Countdown(r[1])): float(r[2]) for r in rows}

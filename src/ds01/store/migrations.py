@@ -255,6 +255,28 @@ def _v8_keepalive(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v9_exemptions(conn: sqlite3.Connection) -> None:
+    """`ds01 admin exempt` (issue 15 item 4; store/activity.py): a user's allocations kept from
+    the idle or the runtime countdown until a time, with who decided and why."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE lifecycle_exemptions (
+            id INTEGER PRIMARY KEY,
+            user TEXT NOT NULL,
+            countdown TEXT NOT NULL CHECK (countdown IN ('idle', 'runtime')),
+            until REAL NOT NULL,
+            reason TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            ended_at REAL,                    -- ended before `until` by an admin; NULL: not
+            ended_by TEXT
+        );
+        CREATE INDEX lifecycle_exemptions_live ON lifecycle_exemptions (ended_at, until);
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "bare-metal grants and host process reports", _v2_grants),
@@ -263,6 +285,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (5, "index of events by allocation", _v5_events_by_allocation),
     (6, "idle and runtime countdowns", _v6_lifecycle),
     (8, "keep-alives of idle countdowns", _v8_keepalive),
+    (9, "exemptions from idle and runtime limits", _v9_exemptions),
 ]
 
 
