@@ -300,7 +300,7 @@ def prefill(base: Path, machine: Path, held: int, users: int = 20) -> None:
     for i in range(held):
         u = i % users
         who = Caller(uid=200000 + u, gid=200000, pid=0, name=f"bench-u{u:02d}",
-                     groups=frozenset(), is_admin=False)  # fmt: skip
+                     groups=frozenset())  # fmt: skip
         svc.allocate(who, AllocationRequest(RequestKind.MIG, profiles=("1g.10gb",),
                                             container=f"held-{i}"))  # fmt: skip
     db.close()

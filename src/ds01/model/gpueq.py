@@ -56,6 +56,16 @@ class GpuEq:
             acc += v.fraction
         return GpuEq._of(acc)
 
+    @staticmethod
+    def of_sum(fractions: list[Fraction]) -> GpuEq:
+        """The exact sum of fractions (each >= 0). Those of one denominator (a GPU's slices)
+        are added as integers: one Fraction built, not one per term."""
+        if fractions and all(f.denominator == fractions[0].denominator for f in fractions):
+            return GpuEq._of(
+                Fraction(sum(f.numerator for f in fractions), fractions[0].denominator)
+            )
+        return GpuEq._of(sum(fractions, Fraction(0)))
+
     @property
     def fraction(self) -> Fraction:
         return self._v

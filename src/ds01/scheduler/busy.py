@@ -50,7 +50,9 @@ def is_busy(use: UnitUse | None, unit: Unit) -> bool:
         return True
     total = unit.memory_total_mib
     used = use.memory_used_mib
-    return bool(total and used is not None and Fraction(used, total) > BUSY_MEMORY_FRACTION)
+    # used / total > BUSY_MEMORY_FRACTION, exactly, without building a Fraction per unit.
+    limit = BUSY_MEMORY_FRACTION
+    return bool(total and used is not None and used * limit.denominator > total * limit.numerator)
 
 
 def quiet(facts: Facts) -> Facts:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from fractions import Fraction
 
 from ds01.model.allocation import LIVE_STATES
 from ds01.model.gpueq import GpuEq
@@ -47,6 +48,9 @@ class Facts:
     taken: frozenset[str]  # uuids held by anyone (drained-but-free units are not in it)
     mig_used: Mapping[str, GpuEq]  # gpu uuid → gpueq of its taken MIG units
     mig_free: Mapping[str, GpuEq]  # gpu uuid → gpueq of its free MIG units
+    # Every MIG profile on the machine, whatever its units' state → the gpueq of its units
+    # (a profile name on two GPU models with different slice counts has two).
+    profile_weights: Mapping[MigProfile, frozenset[GpuEq]]
 
     @property
     def usable(self) -> tuple[Unit, ...]:
@@ -55,8 +59,7 @@ class Facts:
 
     def machine_profiles(self) -> frozenset[MigProfile]:
         """Every MIG profile present on the machine, whatever its state."""
-        out = {profile_of(us.unit) for us in self.snapshot.units}
-        return frozenset(p for p in out if p is not None)
+        return frozenset(self.profile_weights)
 
     def holder_of(self, us: UnitState) -> str | None:
         h = self.holding_of.get(us.unit.uuid)
@@ -73,28 +76,42 @@ def read(snapshot: Snapshot) -> Facts:
     holding_of = {u.uuid: h for h in live for u in h.units}
     taken: set[str] = set(holding_of)
     free: list[UnitState] = []
-    mig_used: dict[str, GpuEq] = {}
-    mig_free: dict[str, GpuEq] = {}
+    # Per GPU, the taken and the free MIG gpueq as exact sums, added up as Fractions once per
+    # GPU rather than once per unit (this loop runs for every unit on every decision).
+    used: dict[str, list[Fraction]] = {}
+    left: dict[str, list[Fraction]] = {}
+    # Profile text → its units' gpueq, keyed by (numerator, denominator): parsed and hashed
+    # once per distinct name and weight, not once per unit.
+    by_text: dict[str, dict[tuple[int, int], GpuEq]] = {}
     for us in snapshot.units:
         u = us.unit
         busy = us.alloc_id is not None or us.holder is not None or u.uuid in holding_of
         if busy:
             taken.add(u.uuid)
         if u.kind is UnitKind.MIG:
-            mig_used.setdefault(u.gpu_uuid, GpuEq(0))
-            mig_free.setdefault(u.gpu_uuid, GpuEq(0))
+            gpu_used = used.setdefault(u.gpu_uuid, [])
+            gpu_left = left.setdefault(u.gpu_uuid, [])
             if busy:
-                mig_used[u.gpu_uuid] += u.gpueq
+                gpu_used.append(u.gpueq.fraction)
             elif not us.drained:
-                mig_free[u.gpu_uuid] += u.gpueq
+                gpu_left.append(u.gpueq.fraction)
+            if u.profile is not None:
+                f = u.gpueq.fraction
+                by_text.setdefault(u.profile, {})[(f.numerator, f.denominator)] = u.gpueq
         if not busy and not us.drained:
             free.append(us)
+    weights: dict[MigProfile, set[GpuEq]] = {}
+    for text, ws in by_text.items():
+        p = profile_or_none(text)  # = profile_of() of each of those (MIG) units
+        if p is not None:
+            weights.setdefault(p, set()).update(ws.values())
     return Facts(
         snapshot=snapshot,
         live=live,
         free=tuple(free),
         holding_of=holding_of,
         taken=frozenset(taken),
-        mig_used=mig_used,
-        mig_free=mig_free,
+        mig_used={g: GpuEq.of_sum(fs) for g, fs in used.items()},
+        mig_free={g: GpuEq.of_sum(fs) for g, fs in left.items()},
+        profile_weights={p: frozenset(ws) for p, ws in weights.items()},
     )

@@ -16,7 +16,7 @@ from ds01.model.limits import Limits
 from ds01.model.profile import MigProfile, parse_profile
 from ds01.scheduler import explain, fit
 from ds01.scheduler.demand import AskedGpuEq, Demand, UnitCount
-from ds01.scheduler.facts import Facts, profile_of
+from ds01.scheduler.facts import Facts
 from ds01.scheduler.snapshot import Request, RequestKind
 
 _FIELDS = {
@@ -97,15 +97,8 @@ def least_demand(
         return Demand(kind, n, n, AskedGpuEq(GpuEq(request.count)), exact=True)
     if kind is RequestKind.MIG:
         # Over every unit, drained ones too: resolve_profiles() found each profile among them.
-        lightest: dict[MigProfile, GpuEq] = {}
-        weights: dict[MigProfile, set[GpuEq]] = {}
-        for us in facts.snapshot.units:
-            p = profile_of(us.unit)
-            if p is not None:
-                weights.setdefault(p, set()).add(us.unit.gpueq)
-                if p not in lightest or us.unit.gpueq < lightest[p]:
-                    lightest[p] = us.unit.gpueq
-        cost = GpuEq.total(lightest[p] for p in profiles)
+        weights = facts.profile_weights
+        cost = GpuEq.total(min(weights[p]) for p in profiles)
         exact = all(len(weights[p]) == 1 for p in profiles)
         return Demand(kind, UnitCount(len(profiles)), UnitCount(0), AskedGpuEq(cost), exact=exact)
     assert request.gpueq is not None  # validate() ran

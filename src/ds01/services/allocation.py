@@ -26,7 +26,7 @@ from ds01.scheduler.busy import BusyPolicy
 from ds01.scheduler.place import place
 from ds01.scheduler.snapshot import Holding, Request, RequestKind, Snapshot, UnitState, UnitUse
 from ds01.store import allocations as allocs
-from ds01.store import consistency, events, intents
+from ds01.store import consistency, events, intents, live
 from ds01.store import units as units_store
 from ds01.store.allocations import AllocationRow
 from ds01.store.db import Database
@@ -146,6 +146,9 @@ class AllocationService:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
+        # The units and live allocations in memory, equal to the database (store/live.py):
+        # every change this service makes to an allocation is noted there as it commits.
+        self.live = live.LiveCache(db)
         self._config = config
         self._clock = clock
         # Called after a user or admin released a live allocation (its row before the release):
@@ -207,27 +210,23 @@ class AllocationService:
 
     # ---- decisions -------------------------------------------------------------------
 
-    def _snapshot(
-        self, conn: sqlite3.Connection, now: float, user: str, group: str | None
-    ) -> Snapshot:
-        """What place() needs, and no more: who holds each unit (one join), the full holdings
-        of the caller and of their group (quotas), and held allocations (what frees up next).
-        Other users' allocations are not materialised, so a decision does not slow down as the
-        host fills up."""
-        holder = allocs.live_unit_holders(conn)
+    def _snapshot(self, view: live.View, now: float, user: str, group: str | None) -> Snapshot:
+        """What place() needs, and no more: who holds each unit, the full holdings of the
+        caller and of their group (quotas), and held allocations (what frees up next), from
+        the in-memory view of the decision's own transaction."""
+        holder = view.holders()
         use = self.unit_use()
         states = tuple(
             UnitState(
                 unit=r.unit,
-                alloc_id=holder[r.unit.uuid][0] if r.unit.uuid in holder else None,
-                holder=holder[r.unit.uuid][1] if r.unit.uuid in holder else None,
+                alloc_id=holder[r.unit.uuid].id if r.unit.uuid in holder else None,
+                holder=holder[r.unit.uuid].user if r.unit.uuid in holder else None,
                 drained=r.drained,
                 last_released_at=_ts(r.last_released_at),
                 use=use.get(r.unit.uuid),
             )
-            for r in units_store.all_units(conn)
+            for r in view.units
         )
-        rows = {a.id: a for a in allocs.live_relevant(conn, user, group)}
         holdings = tuple(
             Holding(
                 alloc_id=a.id,
@@ -238,7 +237,10 @@ class AllocationService:
                 group=a.group,
                 hold_until=_ts(a.hold_until),
             )
-            for a in rows.values()
+            for a in view.live.values()
+            if a.user == user
+            or (group is not None and a.group == group)
+            or a.state is AllocState.HELD
         )
         return Snapshot(units=states, holdings=holdings, now=_ts(now))
 
@@ -272,8 +274,16 @@ class AllocationService:
         )
         try:
             with self.db.transaction() as conn:
+                view = self.live.view(conn)
                 if req.container and not existing_container:
-                    clash = allocs.live_for_container(conn, caller.name, req.container)
+                    clash = next(
+                        (
+                            a
+                            for a in view.live.values()
+                            if a.user == caller.name and a.container == req.container
+                        ),
+                        None,
+                    )
                     if clash is not None:
                         raise Refusal(
                             RefusalReason.NAME_IN_USE,
@@ -283,7 +293,7 @@ class AllocationService:
                             " pick another name.",
                         )
                 placement = place(
-                    self._snapshot(conn, now, caller.name, resolved.group),
+                    self._snapshot(view, now, caller.name, resolved.group),
                     request,
                     resolved.limits,
                     BusyPolicy(self.config.allocation.busy_units),
@@ -320,6 +330,7 @@ class AllocationService:
                 )
                 row = allocs.get(conn, alloc_id)
                 assert row is not None
+                self.live.changed(conn, view.generation, row)
             if on_warning is not None:
                 for warning in placement.warnings:
                     on_warning(warning)
@@ -348,12 +359,14 @@ class AllocationService:
             current = allocs.get(conn, alloc_id)
             if current is not None and current.state is AllocState.ACTIVE:
                 return current  # the Docker event and the command raced; one is enough
+            before = live.generation(conn)
             src = allocs.transition(
                 conn, alloc_id, AllocState.ACTIVE, now, container_id=container_id
             )
             intents.close(conn, alloc_id)  # the operation that reserved it is complete
             row = allocs.get(conn, alloc_id)
             assert row is not None
+            self.live.changed(conn, before, row)
             events.record(
                 conn,
                 kind="alloc",
@@ -380,6 +393,7 @@ class AllocationService:
             seconds = hold_s.gpu_hold_after_stop_s
             if seconds <= 0:
                 return self._release_in(conn, row, actor=actor, reason=reason, now=now)
+            before = live.generation(conn)
             allocs.transition(conn, alloc_id, AllocState.HELD, now, hold_until=now + seconds)
             events.record(
                 conn,
@@ -395,6 +409,7 @@ class AllocationService:
             )
             out = allocs.get(conn, alloc_id)
             assert out is not None
+            self.live.changed(conn, before, out)
             return out
 
     def _release_in(
@@ -406,6 +421,7 @@ class AllocationService:
         reason: str,
         now: float,
     ) -> AllocationRow:
+        before = live.generation(conn)
         allocs.transition(conn, row.id, AllocState.RELEASED, now, release_reason=reason)
         intents.close(conn, row.id)
         events.record(
@@ -422,6 +438,7 @@ class AllocationService:
         )
         out = allocs.get(conn, row.id)
         assert out is not None
+        self.live.changed(conn, before, out)
         return out
 
     def release(self, caller: Caller, alloc_id: int, reason: str) -> AllocationRow:
@@ -504,7 +521,7 @@ class AllocationService:
         (scheduler/options.py: place() asked on this snapshot), from one read transaction."""
         resolved = self.limits_for(caller)
         with self.db.transaction(immediate=False) as conn:
-            snap = self._snapshot(conn, self._clock(), caller.name, resolved.group)
+            snap = self._snapshot(self.live.view(conn), self._clock(), caller.name, resolved.group)
         lim = resolved.limits
         return (
             options.offers(snap, caller.name, lim),
@@ -513,17 +530,16 @@ class AllocationService:
 
     def status(self) -> list[UnitView]:
         with self.db.transaction(immediate=False) as conn:
-            holder: dict[str, AllocationRow] = {}
-            for a in allocs.live(conn):
-                for u in a.units:
-                    holder[u.uuid] = a
-            return [UnitView(r, holder.get(r.unit.uuid)) for r in units_store.all_units(conn)]
+            view = self.live.view(conn)
+        holder = view.holders()
+        return [UnitView(r, holder.get(r.unit.uuid)) for r in view.units]
 
     def live_allocations(self, caller: Caller, all_users: bool) -> list[AllocationRow]:
         if all_users:
             self.require_admin(caller, "listing everyone's allocations")
         with self.db.transaction(immediate=False) as conn:
-            return allocs.live(conn, None if all_users else caller.name)
+            view = self.live.view(conn)
+        return [a for a in view.live.values() if all_users or a.user == caller.name]
 
     def get(self, caller: Caller, alloc_id: int) -> AllocationRow:
         with self.db.transaction(immediate=False) as conn:
@@ -539,7 +555,7 @@ class AllocationService:
 
     def all_live(self) -> list[AllocationRow]:
         with self.db.transaction(immediate=False) as conn:
-            return allocs.live(conn)
+            return list(self.live.view(conn).live.values())
 
     def replace_intent(self, alloc_id: int, intent: intents.Intent) -> None:
         with self.db.transaction() as conn:
@@ -582,7 +598,7 @@ class AllocationService:
     def live_and_intents(self) -> tuple[list[AllocationRow], list[intents.IntentRow]]:
         """Both in one read transaction: a consistent picture for reconcile."""
         with self.db.transaction(immediate=False) as conn:
-            return allocs.live(conn), intents.all_open(conn)
+            return list(self.live.view(conn).live.values()), intents.all_open(conn)
 
     def last_for_container_id(self, container_id: str) -> AllocationRow | None:
         with self.db.transaction(immediate=False) as conn:

@@ -160,35 +160,8 @@ def live(conn: sqlite3.Connection, user: str | None = None) -> list[AllocationRo
     return _rows(conn, "state != 'released' AND user = ?", (user,))
 
 
-def live_unit_holders(conn: sqlite3.Connection) -> dict[str, tuple[int, str]]:
-    """unit UUID → (allocation id, user) for every unit in a live allocation."""
-    return {
-        r[0]: (int(r[1]), str(r[2]))
-        for r in conn.execute(
-            "SELECT au.unit_uuid, a.id, a.user FROM allocation_units au"
-            " JOIN allocations a ON a.id = au.allocation_id WHERE au.live = 1"
-        )
-    }
-
-
-def live_relevant(conn: sqlite3.Connection, user: str, group: str | None) -> list[AllocationRow]:
-    """Live allocations of the user, of the user's group, and every held one."""
-    if group is None:
-        return _rows(conn, "state != 'released' AND (user = ? OR state = 'held')", (user,))
-    return _rows(
-        conn,
-        "state != 'released' AND (user = ? OR grp = ? OR state = 'held')",
-        (user, group),
-    )
-
-
 def get(conn: sqlite3.Connection, alloc_id: int) -> AllocationRow | None:
     rows = _rows(conn, "id = ?", (alloc_id,))
-    return rows[0] if rows else None
-
-
-def live_for_container(conn: sqlite3.Connection, user: str, container: str) -> AllocationRow | None:
-    rows = _rows(conn, "state != 'released' AND user = ? AND container = ?", (user, container))
     return rows[0] if rows else None
 
 

@@ -17,7 +17,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -106,6 +106,8 @@ class Database:
                 fix="Check that the state directory exists and is writable by ds01d.",
             ) from e
         self._depth = 0
+        # after_commit() callbacks of the open transaction, each with the level it was added at.
+        self._after: list[tuple[int, Callable[[], None]]] = []
         # One connection shared by the event loop and worker threads: a transaction must never
         # interleave with another thread's statements, so the outermost level holds this lock.
         self._lock = threading.RLock()
@@ -121,8 +123,29 @@ class Database:
         with self._lock:
             yield from self._transaction(immediate)
 
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Inside a transaction: run fn once the outermost transaction has committed, still
+        under the connection's lock (so callbacks run in commit order, before any other
+        transaction begins). Dropped if the level it was added at rolls back. For what mirrors
+        the database in memory (store/live.py): it changes only after the change is durable."""
+        assert self._depth > 0, "after_commit outside a transaction"
+        self._after.append((self._depth, fn))
+
+    def _run_after_commit(self) -> None:
+        done, self._after = self._after, []
+        for _, fn in done:
+            try:
+                fn()
+            except Exception:  # the commit stands; the callback's owner must cope (live.py)
+                log.exception("after-commit callback failed")
+
+    def _drop_after(self, depth: int) -> None:
+        """Forget the callbacks of levels >= depth (they rolled back)."""
+        self._after = [(d, fn) for d, fn in self._after if d < depth]
+
     def _transaction(self, immediate: bool) -> Iterator[sqlite3.Connection]:
         if self._depth == 0:
+            self._after = []
             if self.conn.in_transaction:  # a ROLLBACK that failed earlier left one open
                 self._rollback()
             self.conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
@@ -132,6 +155,7 @@ class Database:
         try:
             yield self.conn
         except BaseException as exc:
+            self._drop_after(self._depth)
             self._depth -= 1
             self._rollback()
             if is_disk_full(exc, self.path.parent):
@@ -147,11 +171,16 @@ class Database:
             except sqlite3.Error as exc:
                 # Not saved (a full disk fails here, when the WAL is appended): leave nothing
                 # of it pending. A savepoint's failure goes to the enclosing level's rollback.
+                self._drop_after(self._depth + 1)
                 if self._depth == 0:
                     self._rollback()
                 if is_disk_full(exc, self.path.parent):
                     raise disk_full_error(exc, self.path) from exc
                 raise
+            if self._depth == 0:
+                self._run_after_commit()
+            else:  # a released savepoint's callbacks now belong to the enclosing level
+                self._after = [(min(d, self._depth), fn) for d, fn in self._after]
 
     def _rollback(self) -> None:
         """Undo the current level. SQLite may already have rolled the whole transaction back
