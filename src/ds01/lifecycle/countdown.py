@@ -113,13 +113,10 @@ def plan(
     warning."""
     actions: list[Action] = []
     stops: list[Stop] = []
-    clocks: list[tuple[Countdown, float | None, int | None]] = [
-        (Countdown.IDLE, idle_start(rec, idle_samples, keep_until), idle_timeout_s),
-        (Countdown.RUNTIME, rec.runtime_from, max_runtime_s),
-    ]
-    for countdown, start, timeout_s in clocks:
-        if start is None or timeout_s is None or _exempt(countdown, runtime_exempt_until, now):
-            continue
+    running = _running(
+        rec, idle_timeout_s, max_runtime_s, idle_samples, keep_until, runtime_exempt_until, now
+    )
+    for countdown, start, timeout_s in running:
         mine = {w.stage: w for w in done if w.countdown is countdown}
         todo = stages(start, timeout_s, warn_before_s)
         deadline = start + timeout_s
@@ -178,15 +175,11 @@ def outlook(
     runtime_exempt_until: float | None = None,
 ) -> Outlook:
     kept = keep_until if keep_until is not None and keep_until > now else None
-    idle_from = idle_start(rec, idle_samples, keep_until)
     stops: list[tuple[float, Countdown]] = []
-    clocks: list[tuple[Countdown, float | None, int | None]] = [
-        (Countdown.IDLE, idle_from, idle_timeout_s),
-        (Countdown.RUNTIME, rec.runtime_from, max_runtime_s),
-    ]
-    for countdown, start, timeout_s in clocks:
-        if start is None or timeout_s is None or _exempt(countdown, runtime_exempt_until, now):
-            continue
+    running = _running(
+        rec, idle_timeout_s, max_runtime_s, idle_samples, keep_until, runtime_exempt_until, now
+    )
+    for countdown, start, timeout_s in running:
         final = stages(start, timeout_s, warn_before_s)[-1]
         sent = [w for w in done if w.countdown is countdown and w.stage == final.name]
         stops.append((sent[-1].deadline if sent else start + timeout_s, countdown))
@@ -197,11 +190,23 @@ def outlook(
     return Outlook(idle_since, countdown, at, kept)
 
 
-def _exempt(countdown: Countdown, runtime_exempt_until: float | None, now: float) -> bool:
-    """Whether an admin's exemption suspends the runtime countdown now (an idle exemption
-    comes in as keep_until: it holds the idle countdown off the same way)."""
-    return (
-        countdown is Countdown.RUNTIME
-        and runtime_exempt_until is not None
-        and runtime_exempt_until > now
-    )
+def _running(
+    rec: ActivityRecord,
+    idle_timeout_s: int | None,
+    max_runtime_s: int | None,
+    idle_samples: int,
+    keep_until: float | None,
+    runtime_exempt_until: float | None,
+    now: float,
+) -> list[tuple[Countdown, float, int]]:
+    """The countdowns running now, each with its start and length: idle once idle_samples
+    idle samples came in (from the end of a keep-alive or idle exemption at the earliest),
+    runtime unless an admin's exemption suspends it now."""
+    out = []
+    idle_from = idle_start(rec, idle_samples, keep_until)
+    if idle_from is not None and idle_timeout_s is not None:
+        out.append((Countdown.IDLE, idle_from, idle_timeout_s))
+    exempt = runtime_exempt_until is not None and runtime_exempt_until > now
+    if max_runtime_s is not None and not exempt:
+        out.append((Countdown.RUNTIME, rec.runtime_from, max_runtime_s))
+    return out
