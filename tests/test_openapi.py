@@ -31,9 +31,11 @@ def test_every_documented_path_has_responses_and_a_summary() -> None:
 
 
 def _full_app(tmp_path: Path) -> Any:
-    """build_app with every part ds01d has (containers, grants), over a fresh database."""
+    """build_app with every part ds01d has (containers, grants, lifecycle), over a fresh
+    database."""
     from ds01.api.server import ApiDeps, build_app
     from ds01.config import parse_config_text
+    from ds01.lifecycle.exemptions import Exemptions
     from ds01.notify import Notifier
     from ds01.runtime.engine import Engine
     from ds01.services.allocation import AllocationService
@@ -56,6 +58,7 @@ def _full_app(tmp_path: Path) -> Any:
                 allocations, Engine("unix:///nonexistent.sock"), lambda: config
             ),
             grants=grants,
+            exemptions=Exemptions(allocations),
             host_processes=HostProcessWatch(db, allocations, grants, notifier),
         )
     )

@@ -119,6 +119,9 @@ def test_show_explains_each_limit_and_the_layer_it_came_from() -> None:
         ["policy.idle_samples", "3", "defaults"],
         ["policy.warn_before", "15m", "defaults"],
         ["policy.max_keepalive", "8h", "defaults"],
+        ["policy.demand_idle_factor", "0.5", "defaults"],
+        ["policy.demand_idle_floor", "15m", "defaults"],
+        ["policy.demand_window", "10m", "defaults"],
     ]
 
 
@@ -160,6 +163,9 @@ def test_show_json_has_machine_values_and_sources(tmp_path: Path) -> None:
             "idle_samples": {"value": 4, "source": "user:alice"},
             "warn_before": {"value": 900, "source": "defaults"},
             "max_keepalive": {"value": 28800, "source": "defaults"},
+            "demand_idle_factor": {"value": 0.5, "source": "defaults"},
+            "demand_idle_floor": {"value": 900, "source": "defaults"},
+            "demand_window": {"value": 600, "source": "defaults"},
         },
     }
 

@@ -87,6 +87,9 @@ def test_a_user_override_changes_one_key_and_keeps_the_groups_other_keys(config:
         idle_samples=2,
         warn_before_s=600,
         max_keepalive_s=8 * 3600,
+        demand_idle_factor=0.5,
+        demand_idle_floor_s=900,
+        demand_window_s=600,
     )
     assert resolved.sources == {
         "max_gpueq": "defaults",
@@ -107,6 +110,9 @@ def test_a_user_override_changes_one_key_and_keeps_the_groups_other_keys(config:
         "policy.idle_samples": "defaults",
         "policy.warn_before": "group:student",
         "policy.max_keepalive": "defaults",
+        "policy.demand_idle_factor": "defaults",
+        "policy.demand_idle_floor": "defaults",
+        "policy.demand_window": "defaults",
     }
 
 

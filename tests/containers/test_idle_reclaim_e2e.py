@@ -37,7 +37,7 @@ from containers_support import (
 )
 
 from ds01.inventory import sim
-from support import wait_for
+from support import TEST_IMAGE, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
@@ -494,3 +494,42 @@ def test_an_admins_runtime_exemption_holds_the_stop_until_it_ends_then_gives_not
         assert again.returncode == 1 and f"{bob} has no exemption" in again.stderr
         audit = [(e["action"], e["user"]) for e in cli_json(d, "events", "--kind", "admin")]
         assert audit == [("exempt", alice), ("exempt", bob), ("unexempt", bob)]
+
+
+def test_the_idle_timeout_shrinks_while_requests_are_refused_for_lack_of_gpus(
+    docker_host: str,
+    docker_client: docker.DockerClient,
+    machine: Path,
+    people: tuple[str, str],
+) -> None:
+    """Issue 15 item 5: bob asks for four GPUs while alice's one sits idle and is refused for
+    lack of capacity; alice's idle countdown then runs for half her 24 s, and her warning
+    says why it is shorter."""
+    alice, bob = people
+    config = (
+        IDLE_24S.replace(
+            "    warn_before: 1s\n",
+            "    warn_before: 1s\n    demand_idle_factor: 0.5\n    demand_idle_floor: 0s\n",
+        )
+        + f"users:\n  {bob}:\n    max_gpueq: 4\n    max_units_per_container: 4\n"
+    )
+    with running_daemon(config, docker_host, machine) as d:
+        mine = deploy(d, alice, "idle", "--gpus", "1")
+        alloc = mine["allocation"]["id"]
+        big = d.cli("container", "deploy", "big", "--image", TEST_IMAGE, "--gpus", "4", "-d",
+                    user=bob)  # fmt: skip
+        assert big.returncode == 1, big.stdout + big.stderr
+        refusals = [e for e in cli_json(d, "events", "--kind", "alloc") if e["user"] == bob]
+        assert [(e["action"], e["reason"]) for e in refusals] == [("refused", "no_capacity")]
+
+        _until_step(d, alloc, ("idle_warning", "50%"))
+        (warn,) = _events(d, alloc, "container")
+        details = warn["details"]
+        assert (details["timeout_s"], details["configured_timeout_s"]) == (12, 24)
+        assert details["deadline"] == details["start"] + 12
+        (told,) = _notifications(d, alice)
+        assert (
+            "after 12 s idle (not 24 s: GPU requests were refused for lack of free GPUs"
+            in (told["message"])
+        ), told["message"]
+        assert "ds01 container keep-alive idle --for 2h" in told["message"]

@@ -256,3 +256,22 @@ def test_a_runtime_exemption_suspends_the_runtime_countdown_and_its_end_gives_no
         True,
         520.0,
     )
+
+
+@pytest.mark.parametrize(
+    ("timeout", "refused_at", "expected"),
+    [
+        (3600, None, 3600),  # nobody refused: as configured
+        (3600, 1000.0, 1800),  # refused 100 s ago, within the 600 s window: half
+        (3600, 300.0, 3600),  # refused 800 s ago: the window is over
+        (1200, 1000.0, 900),  # half would be 600 s: never below the 900 s floor
+        (600, 1000.0, 600),  # shorter than the floor already: never longer than configured
+        (None, 1000.0, None),  # no idle timeout: none
+    ],
+)
+def test_the_idle_timeout_shrinks_while_requests_are_refused_for_lack_of_capacity(
+    timeout: int | None, refused_at: float | None, expected: int | None
+) -> None:
+    from ds01.lifecycle.countdown import demand_idle_timeout
+
+    assert demand_idle_timeout(timeout, 0.5, 900, 600, refused_at, 1100.0) == expected

@@ -43,6 +43,11 @@ class Policy:
     idle_samples: int  # consecutive idle samples needed before idle time starts counting
     warn_before_s: int  # warn this long before an idle or runtime stop
     max_keepalive_s: int  # the longest `ds01 container keep-alive` a user may ask for (0: none)
+    # While GPU requests were refused for lack of capacity in the last demand_window_s, the
+    # idle timeout is demand_idle_factor of itself, never below demand_idle_floor_s.
+    demand_idle_factor: float = 1.0
+    demand_idle_floor_s: int = 0
+    demand_window_s: int = 0
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,9 @@ def resolve_layers(
         idle_samples=cast(int, values["policy.idle_samples"]),
         warn_before_s=cast(int, values["policy.warn_before"]),
         max_keepalive_s=cast(int, values["policy.max_keepalive"]),
+        demand_idle_factor=cast(float, values["policy.demand_idle_factor"]),
+        demand_idle_floor_s=cast(int, values["policy.demand_idle_floor"]),
+        demand_window_s=cast(int, values["policy.demand_window"]),
     )
     return ResolvedLimits(
         user=user,

@@ -193,6 +193,7 @@ Duration1 = Annotated[int, _v(_duration(1))]
 Percent = Annotated[float | None, _v(_number(0, 100))]
 CpuPercent = Annotated[float | None, _v(_number(0, None))]
 Count1 = Annotated[int | None, _v(_int(1))]
+Factor = Annotated[float | None, _v(_number(0, 1, above=True))]
 Text = Annotated[str, _v(_text)]
 OptText = Annotated[str | None, _v(_text, None)]
 
@@ -211,6 +212,9 @@ class PolicyLayer(_Section):
     idle_samples: Count1 = None
     warn_before: Duration0 = None
     max_keepalive: Duration0 = None
+    demand_idle_factor: Factor = None
+    demand_idle_floor: Duration0 = None
+    demand_window: Duration0 = None
 
 
 class LimitsLayer(_Section):
@@ -348,6 +352,9 @@ POLICY_KINDS: dict[str, str] = {
     "idle_samples": "int",
     "warn_before": "duration",
     "max_keepalive": "duration",
+    "demand_idle_factor": "float",
+    "demand_idle_floor": "duration",
+    "demand_window": "duration",
 }
 
 # What a key is when no layer sets it (the `defaults` layer's own defaults). memory_swap is
@@ -371,6 +378,9 @@ BUILTIN_POLICY: dict[str, object] = {
     "idle_samples": 3,
     "warn_before": 900,
     "max_keepalive": 8 * 3600,
+    "demand_idle_factor": 0.5,
+    "demand_idle_floor": 900,
+    "demand_window": 600,
 }
 
 

@@ -210,3 +210,19 @@ def _running(
     if max_runtime_s is not None and not exempt:
         out.append((Countdown.RUNTIME, rec.runtime_from, max_runtime_s))
     return out
+
+
+def demand_idle_timeout(
+    timeout_s: int | None,
+    policy_factor: float,
+    floor_s: int,
+    window_s: int,
+    refused_at: float | None,
+    now: float,
+) -> int | None:
+    """The idle timeout while others wait (issue 15 item 5): when a GPU request was refused
+    for lack of capacity within window_s, policy_factor of it, never below floor_s nor above
+    itself; else the timeout as configured."""
+    if timeout_s is None or refused_at is None or now - refused_at > window_s:
+        return timeout_s
+    return min(timeout_s, max(floor_s, round(timeout_s * policy_factor)))

@@ -25,15 +25,30 @@ def _kept(container: str | None, hold_s: int) -> str:
     )
 
 
-def warning(w: Warn, container: str | None, units: str, hold_s: int, now: float) -> str:
+def warning(
+    w: Warn,
+    container: str | None,
+    units: str,
+    hold_s: int,
+    now: float,
+    demand: tuple[int, float] | None = None,
+) -> str:
+    """demand: (the configured idle timeout, when a request was last refused for lack of
+    GPUs) when the idle timeout is shorter because others are waiting."""
     at = f"{clock(w.deadline, now)} (in {span(w.deadline - now)})"
     if w.countdown is Countdown.IDLE:
+        shorter = (
+            f" (not {span(demand[0])}: GPU requests were refused for lack of free GPUs at "
+            f"{clock(demand[1], now)}, so idle GPUs come back sooner)"
+            if demand
+            else ""
+        )
         return (
             f"Your container {_name(container)} has not used its GPU ({units}) since "
             f"{clock(w.start, now)}. ds01 will stop it at {at}, after {span(w.timeout_s)} "
-            "idle.\nTo keep it running, use the GPU: any GPU work resets this countdown. "
-            + _kept(container, hold_s)
-            + "."
+            f"idle{shorter}.\nTo keep it running, use the GPU: any GPU work resets this "
+            "countdown; to keep it for a while without, run: ds01 container keep-alive "
+            f"{container or 'NAME'} --for 2h. " + _kept(container, hold_s) + "."
         )
     return (
         f"Your container {_name(container)} reaches its maximum runtime of {span(w.timeout_s)}"

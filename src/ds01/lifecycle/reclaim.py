@@ -75,6 +75,8 @@ class Reclaimer:
         active = [r for r in rows if r.state is AllocState.ACTIVE and r.units]
         records = self.book.read([r.id for r in active])
         exempt = self.exemptions.ends() if active else {}
+        refused_at = self.book.last_capacity_refusal() if active else None
+        now = self._clock()
         limits: dict[str, ResolvedLimits] = {}
         out: dict[int, countdown.Outlook] = {}
         for row in active:
@@ -86,12 +88,12 @@ class Reclaimer:
             resolved = limits[row.user]
             out[row.id] = countdown.outlook(
                 seen.record,
-                idle_timeout_s=resolved.limits.idle_timeout_s,
+                idle_timeout_s=_idle_timeout(resolved, refused_at, now),
                 max_runtime_s=resolved.limits.max_runtime_s,
                 idle_samples=resolved.policy.idle_samples,
                 warn_before_s=resolved.policy.warn_before_s,
                 done=seen.warnings,
-                now=self._clock(),
+                now=now,
                 keep_until=_later(seen.keep_until, exempt.get((row.user, Countdown.IDLE))),
                 runtime_exempt_until=exempt.get((row.user, Countdown.RUNTIME)),
             )
@@ -154,6 +156,7 @@ class Reclaimer:
         self.book.forget_inactive()
         by_threshold: dict[float, dict[str, UnitActivity]] = {}
         exempt = self.exemptions.ends()
+        refused_at = self.book.last_capacity_refusal()
         for row in self.allocations.all_live():
             if row.state is not AllocState.ACTIVE or not row.units or row.container_id is None:
                 continue  # reserved/held, or no GPU (CPU-only containers are not reclaimed)
@@ -161,7 +164,7 @@ class Reclaimer:
                 if row.id in self._stopping:
                     continue
             try:
-                self._judge(row, sample, sample_at, now, by_threshold, exempt)
+                self._judge(row, sample, sample_at, now, by_threshold, exempt, refused_at)
             except Ds01Error as err:
                 log.error("lifecycle: allocation %d: %s", row.id, " | ".join(err.lines()))
 
@@ -173,6 +176,7 @@ class Reclaimer:
         now: float,
         by_threshold: dict[float, dict[str, UnitActivity]],
         exempt: dict[tuple[str, Countdown], float],
+        refused_at: float | None,
     ) -> None:
         resolved = self.allocations.limits_of_user(row.user)
         policy = resolved.policy
@@ -187,7 +191,7 @@ class Reclaimer:
         )
         actions = countdown.plan(
             seen.record,
-            idle_timeout_s=resolved.limits.idle_timeout_s,
+            idle_timeout_s=_idle_timeout(resolved, refused_at, now),
             max_runtime_s=resolved.limits.max_runtime_s,
             idle_samples=policy.idle_samples,
             warn_before_s=policy.warn_before_s,
@@ -198,7 +202,7 @@ class Reclaimer:
         )
         for action in actions:
             if isinstance(action, countdown.Warn):
-                self._warn(row, action, resolved, verdict.signal, now)
+                self._warn(row, action, resolved, verdict.signal, now, refused_at)
             else:
                 self._stop(row, action, resolved, now)
 
@@ -209,10 +213,20 @@ class Reclaimer:
         resolved: ResolvedLimits,
         signal: str,
         now: float,
+        refused_at: float | None,
     ) -> None:
         units = ", ".join(u.title for u in row.units)
         hold_s = resolved.limits.gpu_hold_after_stop_s
-        text = messages.warning(w, row.container, units, hold_s, now)
+        configured = resolved.limits.idle_timeout_s
+        shortened = w.countdown is Countdown.IDLE and configured != w.timeout_s
+        text = messages.warning(
+            w,
+            row.container,
+            units,
+            hold_s,
+            now,
+            demand=(configured, refused_at) if shortened and configured and refused_at else None,
+        )
         delivery = self.notifier.notify(row.user, ACTION[w.countdown], text)
         done = [
             WarningRecord(row.id, w.countdown, name, w.deadline, now, sent=False)
@@ -234,6 +248,7 @@ class Reclaimer:
                 "last": w.last,
                 "signal": signal,
                 "delivered": delivery.summary(),
+                **({"configured_timeout_s": configured} if shortened else {}),
             },
             now=now,
         )
@@ -315,3 +330,17 @@ class Reclaimer:
 
 def _later(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
+
+
+def _idle_timeout(resolved: ResolvedLimits, refused_at: float | None, now: float) -> int | None:
+    """The user's idle timeout now: shorter while GPU requests are refused for lack of
+    capacity (countdown.demand_idle_timeout; policy.demand_*)."""
+    p = resolved.policy
+    return countdown.demand_idle_timeout(
+        resolved.limits.idle_timeout_s,
+        p.demand_idle_factor,
+        p.demand_idle_floor_s,
+        p.demand_window_s,
+        refused_at,
+        now,
+    )

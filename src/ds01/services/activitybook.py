@@ -69,6 +69,10 @@ class ActivityBook:
             )
         return voided
 
+    def last_capacity_refusal(self) -> float | None:
+        with self.db.transaction(immediate=False) as conn:
+            return store.last_capacity_refusal(conn)
+
     def forget_inactive(self) -> int:
         with self.db.transaction() as conn:
             return store.forget_inactive(conn)

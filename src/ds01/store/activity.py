@@ -211,3 +211,12 @@ def exemption_ends(conn: sqlite3.Connection) -> dict[tuple[str, Countdown], floa
         " FROM lifecycle_exemptions GROUP BY user, countdown"
     ).fetchall()
     return {(r[0], Countdown(r[1])): float(r[2]) for r in rows}
+
+
+def last_capacity_refusal(conn: sqlite3.Connection) -> float | None:
+    """When a GPU request was last refused for lack of free units (events, migration 10)."""
+    row = conn.execute(
+        "SELECT MAX(ts) FROM events WHERE kind = 'alloc' AND action = 'refused'"
+        " AND reason = 'no_capacity'"
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])

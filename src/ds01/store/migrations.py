@@ -277,6 +277,16 @@ def _v9_exemptions(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v10_capacity_refusals(conn: sqlite3.Connection) -> None:
+    """The lifecycle asks at every pass when a GPU request was last refused for lack of
+    capacity (demand-aware idle timeouts): a partial index answers without a scan."""
+    _run_script(
+        conn,
+        "CREATE INDEX events_no_capacity ON events (ts) WHERE kind = 'alloc'"
+        " AND action = 'refused' AND reason = 'no_capacity';",
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "bare-metal grants and host process reports", _v2_grants),
@@ -286,6 +296,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (6, "idle and runtime countdowns", _v6_lifecycle),
     (8, "keep-alives of idle countdowns", _v8_keepalive),
     (9, "exemptions from idle and runtime limits", _v9_exemptions),
+    (10, "index of refusals for lack of capacity", _v10_capacity_refusals),
 ]
 
 
