@@ -271,6 +271,10 @@ def test_max_runtime_stops_a_busy_container_after_its_own_warnings(
         assert abs(_ts(life["stop_at"]) - (created + 20)) < 1
         table = d.cli("container", "list", user=alice).stdout
         assert f"stops {_clock(created + 20)} (max runtime)" in table, table
+        (held,) = cli_json(d, "quota", user=alice)["allocations"]
+        assert held["lifecycle"]["next_stop"] == "max_runtime"
+        quota = d.cli("quota", user=alice).stdout
+        assert f"stops {_clock(created + 20)} (max runtime)" in quota, quota
         _until_alloc(d, alloc, "released")
 
         assert _steps(d, alloc) == [("runtime_warning", s) for s in STAGES] + [

@@ -10,6 +10,7 @@ from ds01.api.http import caller_of, deps_of, flag, off_loop, ok, parse_body
 from ds01.api.schemas import AllocateIn, LimitValue, OfferOut, QuotaOut, ReleaseIn
 from ds01.errors import UsageError
 from ds01.identity import Caller, validate_container_name
+from ds01.lifecycle.countdown import Outlook
 from ds01.model.gpueq import GpuEq
 from ds01.scheduler import options
 from ds01.scheduler.snapshot import Request
@@ -83,6 +84,7 @@ def quota_out(
     q: Quota,
     offers: tuple[options.Offer, ...] = (),
     suggested: Request | None = None,
+    outlooks: dict[int, Outlook] | None = None,
 ) -> QuotaOut:
     lim = q.resolved.limits
     return QuotaOut(
@@ -92,7 +94,7 @@ def quota_out(
             name: LimitValue(value=_jsonable(value), source=source, kind=limit_kind(name))
             for name, (value, source) in q.limits().items()
         },
-        allocations=[convert.allocation_out(r) for r in q.allocations],
+        allocations=[convert.allocation_out(r, (outlooks or {}).get(r.id)) for r in q.allocations],
         used_gpueq=round(float(q.used), 4),
         used_gpueq_exact=q.used.as_text(),
         max_gpueq=round(float(lim.max_gpueq), 4),
@@ -110,4 +112,5 @@ async def get_quota(request: web.Request) -> web.Response:
     allocations = deps_of(request).allocations
     q = await off_loop(quota, allocations, caller)
     offers, suggested = await off_loop(allocations.offers, caller)
-    return ok(quota_out(caller, q, offers, suggested))
+    outlooks = await off_loop(deps_of(request).outlooks, list(q.allocations))
+    return ok(quota_out(caller, q, offers, suggested, outlooks))

@@ -22,14 +22,12 @@ from ds01.api.schemas import (
     ContainerOut,
     DeployIn,
     KeepAliveIn,
-    LifecycleOut,
     MountOut,
     UnitOut,
 )
 from ds01.errors import Ds01Error, UsageError
 from ds01.identity import Caller, require_admin
 from ds01.lifecycle.countdown import Outlook
-from ds01.lifecycle.reclaim import REASON as STOP_REASON
 from ds01.listener import RateLimitedLog
 from ds01.runtime.engine import ShellSession
 from ds01.runtime.shell import Demux
@@ -95,16 +93,7 @@ def container_out(view: ContainerView, outlook: Outlook | None = None) -> Contai
             pids=i.pids,
         ),
         env=shown_env(i.env),
-        lifecycle=None if outlook is None else _lifecycle_out(outlook),
-    )
-
-
-def _lifecycle_out(o: Outlook) -> LifecycleOut:
-    return LifecycleOut(
-        idle_since=convert.iso(o.idle_since),
-        next_stop=None if o.next_stop is None else STOP_REASON[o.next_stop],
-        stop_at=convert.iso(o.stop_at),
-        kept_until=convert.iso(o.kept_until),
+        lifecycle=None if outlook is None else convert.lifecycle_out(outlook),
     )
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from ds01.api.schemas import AllocationOut, ErrorBody, ErrorOut, EventOut, UnitOut
+from ds01.api.schemas import AllocationOut, ErrorBody, ErrorOut, EventOut, LifecycleOut, UnitOut
 from ds01.errors import Ds01Error, Refusal
+from ds01.lifecycle.countdown import Outlook
+from ds01.model.activity import STOP_REASON
 from ds01.model.inventory import Unit
 from ds01.store.allocations import AllocationRow
 from ds01.store.events import Event
@@ -35,7 +37,16 @@ def unit_out(u: Unit) -> dict[str, Any]:
     ).model_dump()
 
 
-def allocation_out(a: AllocationRow) -> AllocationOut:
+def lifecycle_out(o: Outlook) -> LifecycleOut:
+    return LifecycleOut(
+        idle_since=iso(o.idle_since),
+        next_stop=None if o.next_stop is None else STOP_REASON[o.next_stop],
+        stop_at=iso(o.stop_at),
+        kept_until=iso(o.kept_until),
+    )
+
+
+def allocation_out(a: AllocationRow, outlook: Outlook | None = None) -> AllocationOut:
     return AllocationOut(
         id=a.id,
         user=a.user,
@@ -50,6 +61,7 @@ def allocation_out(a: AllocationRow) -> AllocationOut:
         hold_until=iso(a.hold_until),
         released_at=iso(a.released_at),
         release_reason=a.release_reason,
+        lifecycle=None if outlook is None else lifecycle_out(outlook),
     )
 
 

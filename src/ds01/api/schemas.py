@@ -98,6 +98,9 @@ class AllocationOut(BaseModel):
     warnings: list[str] = Field(
         default=[], description="What to know about the units, e.g. one busy outside ds01"
     )
+    lifecycle: LifecycleOut | None = Field(
+        default=None, description="Its idle and runtime countdowns (in `ds01 quota`)"
+    )
 
 
 class UnitProcessOut(BaseModel):

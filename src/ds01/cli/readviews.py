@@ -59,7 +59,7 @@ def quota(q: Json, width: int) -> str:
                 Column("State"),
                 Column("Units", shrink=True, wrap=True),
                 Column("gpueq"),
-                Column("Until"),
+                Column("Until"),  # a hold's or reservation's end, or the countdowns
             ],
             title="Holding",
             boxed=True,
@@ -76,7 +76,7 @@ def quota(q: Json, width: int) -> str:
                 str(a["state"]),
                 units or "none",
                 GpuEq.parse(str(a["gpueq_exact"])).display(),
-                clock(a.get("hold_until") or a.get("expires_at")),
+                countdown_lines(a) or [clock(a.get("hold_until") or a.get("expires_at"))],
             )
         out += t.render(width)
     t = Table([Column("Limit"), Column("Value"), Column("From")], title="Limits", boxed=True)

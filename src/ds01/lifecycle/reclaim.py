@@ -28,7 +28,7 @@ from ds01.identity import Caller
 from ds01.lifecycle import countdown, messages
 from ds01.lifecycle.activity import UnitActivity, allocation_activity, unit_activity
 from ds01.lifecycle.exemptions import Exemptions
-from ds01.model.activity import Countdown, WarningRecord
+from ds01.model.activity import STOP_REASON, Countdown, WarningRecord
 from ds01.model.allocation import AllocState
 from ds01.model.inventory import MachineSample
 from ds01.notify import Notifier
@@ -42,7 +42,7 @@ log = logging.getLogger("ds01d.lifecycle")
 
 # (warning action, stop reason) per countdown, as `ds01 events` shows them.
 ACTION = {Countdown.IDLE: "idle_warning", Countdown.RUNTIME: "runtime_warning"}
-REASON = {Countdown.IDLE: "idle_timeout", Countdown.RUNTIME: "max_runtime"}
+REASON = STOP_REASON
 
 
 class Reclaimer:

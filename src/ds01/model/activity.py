@@ -18,6 +18,10 @@ class Countdown(StrEnum):
     RUNTIME = "runtime"
 
 
+# The reason a stop is recorded with (events, the allocation's hold) and shown to users.
+STOP_REASON = {Countdown.IDLE: "idle_timeout", Countdown.RUNTIME: "max_runtime"}
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One sample's judgement of an allocation: active (True), idle (False), or unknown (None:
