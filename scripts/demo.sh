@@ -55,7 +55,12 @@ stop_all() {
     bash scripts/test-docker.sh stop "$demo/dockerd" >/dev/null 2>&1 &&
         stopped+=("the demo Docker engine ($demo/dockerd)")
     echo
-    echo "demo: stopped: ${stopped[*]:-nothing was running}"
+    local list="nothing was running"
+    if [ "${#stopped[@]}" -gt 0 ]; then
+        printf -v list '%s; ' "${stopped[@]}"
+        list=${list%; }
+    fi
+    echo "demo: stopped: $list"
     summary_left
 }
 summary_left() {
