@@ -1,4 +1,5 @@
-"""The `ds01` entry point, with a quick path for the read commands people run in loops.
+"""The `ds01` entry point, with a quick path for the read commands people run in loops, and for
+`container deploy --detach`.
 
 `watch -n1 ds01 gpu status`, shell prompts and admin scripts run these many times a minute;
 loading the whole command line (Typer, pydantic, an HTTP client library, Rich) costs ten
@@ -6,7 +7,8 @@ times what the answer does. So the read commands below are answered here with th
 library and ds01's light modules only: parse the few flags they take, GET the daemon's answer
 over its socket, and print it as `--json` always prints (cli/output.py print_json) or as the
 table the full command line draws from the same JSON with the same functions (readviews.py,
-statusview.py).
+statusview.py). A deploy that opens no shell is posted the same way, its progress and result
+printed by the functions the full command line uses (deployview.py).
 
 Anything else — another command or flag, --help, a value to check, no daemon, an error
 answer — goes the long way (cli/main.py), which asks again and explains what went wrong: this
@@ -38,13 +40,12 @@ _NONE: Mapping[str, str] = MappingProxyType({})
 class Read(NamedTuple):
     """A read command: its API path, its switches (flag → the query parameter it sets to 1),
     its options taking a value (option → parameter), the query the long way always sends, and
-    and whether its table form is drawn here too (every one is; `gpu status` takes --wide)."""
+    whether it takes --wide (its table, drawn here as in the long way, has one)."""
 
     path: str
     switches: Mapping[str, str] = _NONE
     values: Mapping[str, str] = _NONE
     fixed: Mapping[str, str] = _NONE
-    table: bool = True
     wide: bool = False
 
 
@@ -108,8 +109,8 @@ def plan(argv: Sequence[str]) -> Plan | None:
     if flags is None:
         return None
     params, as_json, wide = flags
-    if not (as_json or read.table) or (as_json and wide):
-        return None  # a table drawn only the long way; --wide means nothing in JSON
+    if as_json and wide:
+        return None  # --wide means nothing in JSON: the long way refuses it
     return Plan(words, socket, read.path, params, as_json, wide)
 
 
