@@ -57,14 +57,19 @@ class GpuEq:
         return GpuEq._of(acc)
 
     @staticmethod
-    def of_sum(fractions: list[Fraction]) -> GpuEq:
-        """The exact sum of fractions (each >= 0). Those of one denominator (a GPU's slices)
-        are added as integers: one Fraction built, not one per term."""
-        if fractions and all(f.denominator == fractions[0].denominator for f in fractions):
-            return GpuEq._of(
-                Fraction(sum(f.numerator for f in fractions), fractions[0].denominator)
-            )
-        return GpuEq._of(sum(fractions, Fraction(0)))
+    def add_to(parts: dict[int, int], value: GpuEq) -> None:
+        """Add value to parts (denominator → sum of numerators): an exact sum kept as
+        integers, for sums over many units of one GPU (one Fraction per sum, see of_parts)."""
+        f = value._v
+        parts[f.denominator] = parts.get(f.denominator, 0) + f.numerator
+
+    @staticmethod
+    def of_parts(parts: dict[int, int]) -> GpuEq:
+        """The sum that add_to() kept."""
+        if len(parts) == 1:  # the usual case: every unit of one GPU has its slice count
+            ((d, n),) = parts.items()
+            return GpuEq._of(Fraction(n, d))
+        return GpuEq._of(sum((Fraction(n, d) for d, n in parts.items()), Fraction(0)))
 
     @property
     def fraction(self) -> Fraction:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from fractions import Fraction
 
 from ds01.model.allocation import LIVE_STATES
 from ds01.model.gpueq import GpuEq
@@ -76,10 +75,10 @@ def read(snapshot: Snapshot) -> Facts:
     holding_of = {u.uuid: h for h in live for u in h.units}
     taken: set[str] = set(holding_of)
     free: list[UnitState] = []
-    # Per GPU, the taken and the free MIG gpueq as exact sums, added up as Fractions once per
-    # GPU rather than once per unit (this loop runs for every unit on every decision).
-    used: dict[str, list[Fraction]] = {}
-    left: dict[str, list[Fraction]] = {}
+    # Per GPU, the taken and the free MIG gpueq as exact sums of integers (GpuEq.add_to),
+    # one Fraction per GPU rather than one per unit: this loop runs on every decision.
+    used: dict[str, dict[int, int]] = {}
+    left: dict[str, dict[int, int]] = {}
     # Profile text → its units' gpueq, keyed by (numerator, denominator): parsed and hashed
     # once per distinct name and weight, not once per unit.
     by_text: dict[str, dict[tuple[int, int], GpuEq]] = {}
@@ -89,12 +88,12 @@ def read(snapshot: Snapshot) -> Facts:
         if busy:
             taken.add(u.uuid)
         if u.kind is UnitKind.MIG:
-            gpu_used = used.setdefault(u.gpu_uuid, [])
-            gpu_left = left.setdefault(u.gpu_uuid, [])
+            gpu_used = used.setdefault(u.gpu_uuid, {})
+            gpu_left = left.setdefault(u.gpu_uuid, {})
             if busy:
-                gpu_used.append(u.gpueq.fraction)
+                GpuEq.add_to(gpu_used, u.gpueq)
             elif not us.drained:
-                gpu_left.append(u.gpueq.fraction)
+                GpuEq.add_to(gpu_left, u.gpueq)
             if u.profile is not None:
                 f = u.gpueq.fraction
                 by_text.setdefault(u.profile, {})[(f.numerator, f.denominator)] = u.gpueq
@@ -111,7 +110,7 @@ def read(snapshot: Snapshot) -> Facts:
         free=tuple(free),
         holding_of=holding_of,
         taken=frozenset(taken),
-        mig_used={g: GpuEq.of_sum(fs) for g, fs in used.items()},
-        mig_free={g: GpuEq.of_sum(fs) for g, fs in left.items()},
+        mig_used={g: GpuEq.of_parts(parts) for g, parts in used.items()},
+        mig_free={g: GpuEq.of_parts(parts) for g, parts in left.items()},
         profile_weights={p: frozenset(ws) for p, ws in weights.items()},
     )

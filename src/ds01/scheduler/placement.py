@@ -93,15 +93,13 @@ def mig_slices(
             pick = mine[0]
         else:
             # Packing: a GPU with slices taken before an untouched one, then the GPU with the
-            # least free gpueq left (best fit), then least recently used.
-            pick = min(
-                candidates,
-                key=lambda us: (
-                    not used[us.unit.gpu_uuid],
-                    free_left[us.unit.gpu_uuid],
-                    lru_key(us),
-                ),
-            )
+            # least free gpueq left (best fit), then least recently used. Per GPU as one int
+            # (its place in that order, equal GPUs equal), so that comparing candidates
+            # compares no fractions.
+            gpus = sorted({us.unit.gpu_uuid for us in candidates})
+            rank = {k: i for i, k in enumerate(sorted({(not used[g], free_left[g]) for g in gpus}))}
+            place = {g: rank[(not used[g], free_left[g])] for g in gpus}
+            pick = min(candidates, key=lambda us: (place[us.unit.gpu_uuid], lru_key(us)))
         u = pick.unit
         picked.add(u.uuid)
         used[u.gpu_uuid] += u.gpueq

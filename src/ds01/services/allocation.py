@@ -151,6 +151,11 @@ class AllocationService:
         self.live = live.LiveCache(db)
         self._config = config
         self._clock = clock
+        # limits_for(): the config they were resolved from, and (user, groups) → limits.
+        self._resolved: tuple[Config | None, dict[tuple[str, frozenset[str]], ResolvedLimits]] = (
+            None,
+            {},
+        )
         # Called after a user or admin released a live allocation (its row before the release):
         # the container service stops a container still running on the units.
         self.on_released: list[Callable[[AllocationRow], None]] = []
@@ -163,7 +168,18 @@ class AllocationService:
         return self._config()
 
     def limits_for(self, caller: Caller) -> ResolvedLimits:
-        return self.config.resolve(caller.name, caller.groups)
+        """The caller's limits, resolved once per config (a reload brings a new Config) and
+        per user and groups, not on every decision."""
+        config = self.config
+        kept, resolved = self._resolved
+        if kept is not config:
+            resolved = {}
+            self._resolved = (config, resolved)
+        key = (caller.name, caller.groups)
+        out = resolved.get(key)
+        if out is None:
+            out = resolved[key] = config.resolve(caller.name, caller.groups)
+        return out
 
     def limits_of_user(self, user: str) -> ResolvedLimits:
         """An allocation owner's limits, their groups read from NSS (the daemon's own use)."""
