@@ -363,11 +363,13 @@ def _as_json(data: object) -> str:
 
 def run() -> None:
     """Console-script entry point of `ds01`."""
-    d = None if os.environ.get("DS01_QUICK") == "0" else deploy_plan(sys.argv[1:], _stdin_tty())
+    argv = sys.argv[1:]
+    quick = os.environ.get("DS01_QUICK") != "0"
+    d = deploy_plan(argv, _stdin_tty()) if quick and "deploy" in argv else None
     code = None if d is None else deploy(d)
     if code is not None:
         sys.exit(code)
-    out = answer(sys.argv[1:])
+    out = answer(argv)
     if out is None:
         from ds01.cli.main import run as long_way
 
