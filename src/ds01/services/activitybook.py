@@ -5,6 +5,7 @@ reclaim.py acts. Must not talk to Docker or NVML.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,18 +55,16 @@ class ActivityBook:
         with self.db.transaction() as conn:
             store.set_keepalive(conn, row.id, until, by, now)
             voided = store.clear_warnings(conn, row.id, Countdown.IDLE)
-            events.record(
+            _event(
                 conn,
-                kind="container",
-                action="keep_alive",
-                reason="keep_alive",
-                actor=by,
-                user=row.user,
-                allocation_id=row.id,
-                message=f"{row.container or 'container'} is kept from an idle stop until "
+                row,
+                "keep_alive",
+                "keep_alive",
+                f"{row.container or 'container'} is kept from an idle stop until "
                 f"{clock(until, now)}",
-                details={"until": until, "voided_warnings": voided},
-                ts=now,
+                {"until": until, "voided_warnings": voided},
+                now,
+                actor=by,
             )
         return voided
 
@@ -100,18 +99,15 @@ class ActivityBook:
                 cancelled = store.clear_warnings(conn, row.id, Countdown.IDLE)
                 if cancelled:
                     last = new.recent[-1].signal if new.recent else ""
-                    events.record(
+                    _event(
                         conn,
-                        kind="container",
-                        action="idle_cleared",
-                        reason="activity",
-                        actor=DAEMON,
-                        user=row.user,
-                        allocation_id=row.id,
-                        message=f"{row.container or 'container'} is in use again ({last}); the"
-                        " idle countdown is cancelled",
-                        details={"idle_since": old.idle_since, "signal": last},
-                        ts=now,
+                        row,
+                        "idle_cleared",
+                        "activity",
+                        f"{row.container or 'container'} is in use again ({last}); the idle"
+                        " countdown is cancelled",
+                        {"idle_since": old.idle_since, "signal": last},
+                        now,
                     )
             if new != old:
                 store.put(conn, new)
@@ -134,18 +130,7 @@ class ActivityBook:
         with self.db.transaction() as conn:
             for w in done:
                 store.add_warning(conn, w)
-            events.record(
-                conn,
-                kind="container",
-                action=action,
-                reason=reason,
-                actor=DAEMON,
-                user=row.user,
-                allocation_id=row.id,
-                message=message,
-                details=details,
-                ts=now,
-            )
+            _event(conn, row, action, reason, message, details, now)
 
     def record(
         self,
@@ -158,19 +143,33 @@ class ActivityBook:
         now: float,
     ) -> None:
         with self.db.transaction() as conn:
-            events.record(
-                conn,
-                kind="container",
-                action=action,
-                reason=reason,
-                actor=DAEMON,
-                user=row.user,
-                allocation_id=row.id,
-                message=message,
-                details=details,
-                ts=now,
-            )
+            _event(conn, row, action, reason, message, details, now)
 
     def shift(self, step_s: float) -> int:
         with self.db.transaction() as conn:
             return store.shift(conn, step_s)
+
+
+def _event(
+    conn: sqlite3.Connection,
+    row: AllocationRow,
+    action: str,
+    reason: str,
+    message: str,
+    details: dict[str, Any],
+    now: float,
+    actor: str = DAEMON,
+) -> None:
+    """One container event about an allocation's countdown (all of the lifecycle's events)."""
+    events.record(
+        conn,
+        kind="container",
+        action=action,
+        reason=reason,
+        actor=actor,
+        user=row.user,
+        allocation_id=row.id,
+        message=message,
+        details=details,
+        ts=now,
+    )

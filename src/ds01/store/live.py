@@ -144,6 +144,3 @@ class LiveCache:
             self._view = _with_row(kept, row, after)
 
         self._after_commit(apply)
-
-    def forget(self) -> None:
-        self._view = None
