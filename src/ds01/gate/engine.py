@@ -16,7 +16,14 @@ from typing import Any
 from urllib.parse import quote
 
 from ds01.engineaddr import EngineAddress
-from ds01.gate.httpio import HttpError, PeerClosed, Reader, parse_response_head, read_body
+from ds01.gate.httpio import (
+    HttpError,
+    PeerClosed,
+    Reader,
+    ResponseHead,
+    parse_response_head,
+    read_body,
+)
 from ds01.gate.refusal import LocalReply, engine_down
 
 MAX_IDLE = 32
@@ -100,6 +107,18 @@ class EngineClient:
 
     async def request(self, method: str, path: str, body: object | None = None) -> tuple[int, Any]:
         """(status, decoded JSON or None). `path` is already URL-encoded, with any query."""
+        rhead, data = await self.exchange(method, path, body)
+        try:
+            decoded = json.loads(data) if data.strip() else None
+        except ValueError:
+            decoded = None
+        return rhead.status, decoded
+
+    async def exchange(
+        self, method: str, path: str, body: object | None = None
+    ) -> tuple[ResponseHead, bytes]:
+        """The engine's response head and whole body (capped) for a request of the gate's own:
+        no header but Host (and the body's), whatever any client sent."""
         payload = json.dumps(body).encode() if body is not None else b""
         head = f"{method} {path} HTTP/1.1\r\nHost: docker\r\n"
         if body is not None:
@@ -127,11 +146,7 @@ class EngineClient:
                 self.release(conn)
             else:
                 conn.close()
-            try:
-                decoded = json.loads(data) if data.strip() else None
-            except ValueError:
-                decoded = None
-            return rhead.status, decoded
+            return rhead, data
         raise engine_down("no answer")  # pragma: no cover - the loop returns or raises
 
     async def get(self, path: str) -> tuple[int, Any]:

@@ -36,6 +36,7 @@ from typing import Any, cast
 
 from ds01.errors import Ds01Error
 from ds01.gate.engine import EngineClient, EngineConn
+from ds01.gate.flights import Flights
 from ds01.gate.httpio import (
     CRLF,
     READ_CHUNK,
@@ -58,6 +59,7 @@ from ds01.gate.policy import decide
 from ds01.gate.policy.buildcontext import HOLD_BACK
 from ds01.gate.policy.context import BodyCheck, Ctx, GateDeps, Plan
 from ds01.gate.policy.endpoints import Body, GateRequest, classify, encode_target
+from ds01.gate.policy.filters import ContainerList, fetch_container_list
 from ds01.gate.refusal import GateRefusal, LocalReply, engine_down, response_bytes
 from ds01.identity import Caller, CallerCache, is_admin
 from ds01.listener import Peer, UnixListener
@@ -93,6 +95,10 @@ class GateServer:
         )
         self._path: Path | None = None
         self._audit: dict[str, _Bucket] = {}
+        # (engine address, canonical target) → a shared container-list flight.
+        self.lists: Flights[tuple[str, str], ContainerList] = Flights(
+            lambda key: fetch_container_list(self.deps, key[1])
+        )
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -129,6 +135,7 @@ class GateServer:
 
     async def stop(self) -> None:
         await self._listener.stop(cancel=True)
+        await self.lists.close()
         self.deps.engine.close()
         if self._path is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -289,6 +296,8 @@ class _Connection:
             log.error("gate: %s failed: %s", endpoint, " | ".join(err.lines()))
             status, message = 503, "ds01: " + "\n".join(err.lines())
         else:
+            if plan.shared_list_owner is not None:
+                return await self._shared_list(head, req, plan, plan.shared_list_owner)
             return await self._forward(head, req, plan)
         # Refused before the body was read: read it away (bounded), so that the client, still
         # sending, gets to read the answer; then the connection can even go on.
@@ -342,6 +351,26 @@ class _Connection:
                     "body.too_large", f"a body over {limit} bytes was refused"
                 ) from None
             raise
+
+    async def _shared_list(
+        self, head: RequestHead, req: GateRequest, plan: Plan, owner: str
+    ) -> bool:
+        """A container list answered from a flight that started after this request arrived
+        (flights.py), narrowed to `owner`'s containers; the client's headers never reach the
+        engine (the flight's request is the gate's own)."""
+        key = (self.deps.config().docker.host, encode_target(req.version, plan.path, plan.query))
+        try:
+            answer = await self.server.lists.get(key)
+        except LocalReply as lr:
+            await self._reply(lr.status, lr.message, close=True)
+            return False
+        except Ds01Error as err:  # the state database: not the caller's doing
+            log.error("gate: %s failed: %s", req.endpoint, " | ".join(err.lines()))
+            await self._reply(503, "ds01: " + "\n".join(err.lines()), close=True)
+            return False
+        self.cw.write(answer.for_owner(owner))
+        await self.cw.drain()
+        return head.keep_alive
 
     async def _upstream(self) -> EngineConn:
         if self.up is not None and self.up.reusable:

@@ -110,6 +110,9 @@ class Plan:
     body_check: BodyCheck | None = None
     # A streamed answer of JSON lines (events): each line is forwarded only if this says so.
     line_filter: Callable[[bytes], Awaitable[bool]] | None = None
+    # A non-admin's container list: answered from a shared flight (gate/flights.py), narrowed
+    # to what this user owns (filters.ContainerList.for_owner) instead of forwarded.
+    shared_list_owner: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
 

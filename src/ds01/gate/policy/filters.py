@@ -3,7 +3,10 @@
 Container and volume lists: the engine's reply is read whole and filtered by the owner records
 (services/owners.py), so a container whose ds01.owner label names the caller (a legacy build
 step of an image with `LABEL ds01.owner=<caller>`) is not listed, and one made for the caller is
-whatever its labels say.
+whatever its labels say. A user's container list is not fetched per request: identical list
+requests that arrive together share one engine answer (gate/flights.py: never one older than a
+request it serves), read once into a ContainerList, whose owners are looked up once, and
+narrowed and encoded once per caller (ContainerList.for_owner).
 
 Container prunes: the engine can narrow a prune only by label, so the gate removes the caller's
 stopped containers itself, one by one (prune_containers).
@@ -26,9 +29,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ds01.gate.engine import query_json, seg
-from ds01.gate.policy.context import After, Ctx, Plan
+from ds01.gate.httpio import Headers, ResponseHead
+from ds01.gate.policy.context import After, Ctx, GateDeps, Plan
 from ds01.gate.policy.jsonbody import parse_object
-from ds01.gate.refusal import GateRefusal
+from ds01.gate.refusal import GateRefusal, LocalReply
 from ds01.runtime.spec import LABEL_OWNER
 from ds01.services.owners import ObjectKind
 
@@ -72,6 +76,9 @@ async def own_only(ctx: Ctx, body: bytes | None) -> Plan:
         return plan
     parse(query)  # the engine reads the user's filters: refuse what it could read otherwise
     plan = Plan(ctx.req.path, query)
+    if ctx.req.name == "containers.list":
+        # Answered from a shared flight (server.py), narrowed to the caller's own there.
+        plan.shared_list_owner = ctx.caller.name
     plan.capture_response = True
     plan.after = _list_filter(ctx)
     return plan
@@ -130,6 +137,73 @@ def owned_reply(
         return json.dumps({**data, envelope: kept} if envelope else kept).encode()
 
     return after
+
+
+class ContainerList:
+    """One engine answer to GET /containers/json, shared by the requests of one flight.
+
+    Built once per flight: the JSON read once, each container's recorded owner looked up once
+    (after the engine answered, so a container created before any of the requests has its
+    record), each container encoded once. `for_owner` is the only way out: the reply one caller
+    may see, narrowed by the owner records exactly as owned_reply narrows (the same bytes as
+    json.dumps of the kept items). An answer that is not a 200 with a JSON list is passed on
+    as the engine sent it (an error about the request's filters reads the same for everyone);
+    a 200 that is not JSON is refused for everyone (502)."""
+
+    def __init__(
+        self, rhead: ResponseHead, body: bytes, items: list[Any] | None, owners: dict[str, str]
+    ) -> None:
+        """items: the engine's JSON list (None: pass `body` on as it is); owners: id → owner."""
+        self.status = rhead.status
+        h = Headers(list(rhead.headers.items))
+        h.remove("Content-Length", "Transfer-Encoding", "Connection")
+        self._head = rhead.raw.split(b"\r\n", 1)[0] + b"\r\n" + h.encode()
+        self._raw = body
+        self._items = (
+            None
+            if items is None
+            else [
+                (owners.get(str(i.get("Id", ""))), json.dumps(i).encode())
+                for i in items
+                if isinstance(i, dict)
+            ]
+        )
+        self._by_owner: dict[str, bytes] = {}
+
+    def for_owner(self, name: str) -> bytes:
+        """The whole HTTP answer (head and body) for `name`, a non-admin caller."""
+        out = self._by_owner.get(name)
+        if out is None:
+            if self._items is None:
+                body = self._raw
+            else:
+                body = b"[" + b", ".join(enc for owner, enc in self._items if owner == name) + b"]"
+            out = self._head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+            if len(self._by_owner) < 4096:
+                self._by_owner[name] = out
+        return out
+
+
+async def fetch_container_list(deps: GateDeps, target: str) -> ContainerList:
+    """One flight's engine answer to `GET target` (a container list), read into a ContainerList.
+    The request is the gate's own (no header of any caller's), so the answer depends on the
+    target alone — which is what the flight is keyed by."""
+    rhead, body = await deps.engine.exchange("GET", target)
+    items: list[Any] | None = None
+    owners: dict[str, str] = {}
+    if rhead.status == 200:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise LocalReply(502, "ds01: the engine's container list could not be read") from None
+        if isinstance(data, list):
+            items = data
+            keys = [str(i.get("Id", "")) for i in data if isinstance(i, dict)]
+            if keys:
+                owners = await asyncio.to_thread(
+                    deps.containers.owners.owners, ObjectKind.CONTAINER, keys
+                )
+    return ContainerList(rhead, body, items, owners)
 
 
 RECORD_GRACE_S = 0.5
