@@ -374,7 +374,10 @@ def test_a_mig_slice_is_judged_on_its_processes_never_on_utilization(
                 for e in _events(d, alloc, "container")
                 if e["details"].get("signal")
             }
-            assert signals == {"none: no process, no memory in use"}
+            # The unit's signal, then the container's idle CPU (lifecycle/cpu.py).
+            assert {s.split(", cpu: ")[0] for s in signals} == {
+                "none: no process, no memory in use"
+            }
             assert _alloc_steps(d, alloc)[-1] == ("released", "idle_timeout")  # no hold: 0s
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -537,3 +540,47 @@ def test_the_idle_timeout_shrinks_while_requests_are_refused_for_lack_of_gpus(
             in (told["message"])
         ), told["message"]
         assert "ds01 container keep-alive idle --for 2h" in told["message"]
+
+
+CPU_CONFIG = BASE.format(hold="0s", idle="8s", runtime="null")
+BUSY_LOOP = ("sh", "-c", "while :; do :; done")
+
+
+def _recent(d: Daemon, alloc_id: int) -> list[tuple[bool | None, str]]:
+    """The allocation's latest verdicts (active, signal) from its activity record."""
+    ((recent,),) = db_rows(
+        d, "SELECT recent FROM lifecycle_activity WHERE allocation_id = ?", alloc_id
+    )
+    return [(v[1], v[2]) for v in json.loads(recent)]
+
+
+def test_a_container_busy_on_the_cpu_keeps_its_idle_gpu_and_a_sleeping_one_is_reclaimed(
+    docker_host: str,
+    docker_client: docker.DockerClient,
+    machine: Path,
+    people: tuple[str, str],
+) -> None:
+    """Issue 15 items 1-2: an allocation is idle only when its units and its container are.
+    Both GPUs show 0 % utilization; one container spins on its CPU (read from its cgroup), the
+    other sleeps. The sleeping one is warned, stopped and released; the spinning one's idle
+    clock never runs: no warning, and its verdicts name the container's CPU."""
+    alice, _ = people
+    with running_daemon(CPU_CONFIG, docker_host, machine) as d:
+        spin = deploy(d, alice, "spin", "--gpus", "1", command=BUSY_LOOP)
+        nap = deploy(d, alice, "nap", "--gpus", "1")
+        spin_alloc, nap_alloc = spin["allocation"]["id"], nap["allocation"]["id"]
+        _until_alloc(d, nap_alloc, "released")
+
+        steps = _steps(d, nap_alloc)  # (stages one second apart may be sent as one)
+        assert steps[0] == ("idle_warning", "50%") and steps[-1] == ("stopping", "idle_timeout")
+        assert {a for a, _ in steps[:-1]} == {"idle_warning"}, steps
+        assert _steps(d, spin_alloc) == []
+        ((idle_since,),) = db_rows(
+            d, "SELECT idle_since FROM lifecycle_activity WHERE allocation_id = ?", spin_alloc
+        )
+        assert idle_since is None
+        active, signal = _recent(d, spin_alloc)[-1]
+        assert active is True and "utilization: 0% < 5%, cpu: " in signal, signal
+        assert docker_client.containers.get(spin["docker_name"]).status == "running"
+        assert docker_client.containers.get(nap["docker_name"]).status == "exited"
+        assert [a["id"] for a in cli_json(d, "admin", "alloc", "list")] == [spin_alloc]

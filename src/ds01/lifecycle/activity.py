@@ -15,6 +15,13 @@ limits"):
 - A whole GPU whose utilization is unknown (None): judged like a MIG device.
 - A unit the sample does not show at all: unknown (None). Unknown is never idle.
 
+The container counts too (lifecycle/cpu.py): its CPU use at or above the owner's
+`policy.idle_cpu_pct` (percent of one core) makes the allocation active, whatever its units
+show — a job preparing data on the CPU is in use. Below it, the units decide. When the reading
+is unknown (the first pass that sees the container, a host without cgroup CPU accounting) the
+units decide alone: the GPU signal is the one every host has, and an unknown CPU must not hold
+the GPUs forever. `idle_cpu_pct: 0` turns the CPU signal off.
+
 The parent GPU's utilization and the processes of other units never count for a unit.
 """
 
@@ -40,6 +47,7 @@ class Signal(StrEnum):
     MEMORY = "memory"  # memory in use above the driver's reservation (MIG, same)
     NONE = "none"  # no process and no memory in use (MIG, same): idle
     MISSING = "missing"  # the unit is not in the sample: unknown
+    CPU = "cpu"  # the container's CPU use (percent of one core)
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,17 @@ def _by_processes(uuid: str, processes: int, memory_used_mib: int | None) -> Uni
     return UnitActivity(uuid, False, Signal.NONE, "no process, no memory in use")
 
 
+def container_activity(cpu_pct: float | None, idle_cpu_pct: float) -> UnitActivity | None:
+    """The container's own verdict from its CPU use (percent of one core since the previous
+    pass): active at or above idle_cpu_pct, idle below; None — the units decide alone — when
+    the reading is unknown or idle_cpu_pct is 0 (the CPU signal turned off)."""
+    if cpu_pct is None or idle_cpu_pct <= 0:
+        return None
+    busy = cpu_pct >= idle_cpu_pct
+    sign = ">=" if busy else "<"
+    return UnitActivity("container", busy, Signal.CPU, f"{cpu_pct:.0f}% {sign} {idle_cpu_pct:g}%")
+
+
 @dataclass(frozen=True)
 class AllocationActivity:
     """An allocation's verdict: idle (False) when every unit is idle, active (True) when any
@@ -92,13 +111,18 @@ class AllocationActivity:
 
 
 def allocation_activity(
-    units: Iterable[str], by_unit: Mapping[str, UnitActivity]
+    units: Iterable[str],
+    by_unit: Mapping[str, UnitActivity],
+    container: UnitActivity | None = None,
 ) -> AllocationActivity:
+    """`container`: the container's CPU verdict (container_activity), None when unknown."""
     verdicts = [
         by_unit.get(u, UnitActivity(u, None, Signal.MISSING, "not in the sample")) for u in units
     ]
     if not verdicts:
         return AllocationActivity(None, "no GPU")
+    if container is not None:
+        verdicts.append(container)
     text = ", ".join(f"{v.signal.value}: {v.detail}" for v in verdicts)
     if any(v.active for v in verdicts):
         return AllocationActivity(True, text)

@@ -26,7 +26,13 @@ from ds01.config import ResolvedLimits
 from ds01.errors import Ds01Error, Refusal, RefusalReason, StateError, UsageError
 from ds01.identity import Caller
 from ds01.lifecycle import countdown, messages
-from ds01.lifecycle.activity import UnitActivity, allocation_activity, unit_activity
+from ds01.lifecycle.activity import (
+    UnitActivity,
+    allocation_activity,
+    container_activity,
+    unit_activity,
+)
+from ds01.lifecycle.cpu import ContainerCpu
 from ds01.lifecycle.exemptions import Exemptions
 from ds01.model.activity import STOP_REASON, Countdown, WarningRecord
 from ds01.model.allocation import AllocState
@@ -54,6 +60,7 @@ class Reclaimer:
         sample: Callable[[], MachineSample | None],
         clock: Callable[[], float] = time.time,
         max_age: Callable[[], float] = lambda: 60.0,
+        cpu: ContainerCpu | None = None,
     ) -> None:
         self.allocations = allocations
         self.containers = containers
@@ -63,6 +70,8 @@ class Reclaimer:
         self._sample = sample
         self._clock = clock
         self._max_age = max_age  # older samples are stale: nothing is judged or done on them
+        # The containers' CPU use, read once per pass (lifecycle/cpu.py: cgroup files).
+        self.cpu = cpu if cpu is not None else ContainerCpu(containers.main_pid)
         self.stale = False
         self._lock = threading.Lock()
         self._stopping: set[int] = set()  # allocations whose stop is under way
@@ -157,14 +166,19 @@ class Reclaimer:
         by_threshold: dict[float, dict[str, UnitActivity]] = {}
         exempt = self.exemptions.ends()
         refused_at = self.book.last_capacity_refusal()
-        for row in self.allocations.all_live():
-            if row.state is not AllocState.ACTIVE or not row.units or row.container_id is None:
-                continue  # reserved/held, or no GPU (CPU-only containers are not reclaimed)
+        rows = [
+            r
+            for r in self.allocations.all_live()
+            # not reserved/held, and with a GPU (CPU-only containers are not reclaimed)
+            if r.state is AllocState.ACTIVE and r.units and r.container_id is not None
+        ]
+        cpu = self.cpu.read(r.container_id for r in rows if r.container_id is not None)
+        for row in rows:
             with self._lock:
                 if row.id in self._stopping:
                     continue
             try:
-                self._judge(row, sample, sample_at, now, by_threshold, exempt, refused_at)
+                self._judge(row, sample, sample_at, now, by_threshold, exempt, refused_at, cpu)
             except Ds01Error as err:
                 log.error("lifecycle: allocation %d: %s", row.id, " | ".join(err.lines()))
 
@@ -177,13 +191,18 @@ class Reclaimer:
         by_threshold: dict[float, dict[str, UnitActivity]],
         exempt: dict[tuple[str, Countdown], float],
         refused_at: float | None,
+        cpu: dict[str, float | None],
     ) -> None:
         resolved = self.allocations.limits_of_user(row.user)
         policy = resolved.policy
         threshold = policy.idle_gpu_util_pct
         if threshold not in by_threshold:
             by_threshold[threshold] = unit_activity(sample, threshold)
-        verdict = allocation_activity([u.uuid for u in row.units], by_threshold[threshold])
+        verdict = allocation_activity(
+            [u.uuid for u in row.units],
+            by_threshold[threshold],
+            container_activity(cpu.get(row.container_id or ""), policy.idle_cpu_pct),
+        )
         seen = self.book.observe(
             row,
             lambda rec: countdown.observe(rec, verdict.active, verdict.signal, sample_at, now),
@@ -227,7 +246,13 @@ class Reclaimer:
             now,
             demand=(configured, refused_at) if shortened and configured and refused_at else None,
         )
-        delivery = self.notifier.notify(row.user, ACTION[w.countdown], text)
+        delivery = self.notifier.notify(
+            row.user,
+            ACTION[w.countdown],
+            text,
+            allocation_id=row.id,
+            container_id=row.container_id,
+        )
         done = [
             WarningRecord(row.id, w.countdown, name, w.deadline, now, sent=False)
             for name in w.skipped
@@ -324,7 +349,11 @@ class Reclaimer:
             return
         log.info("lifecycle: stopped %s of %s (%s)", view.info.name, row.user, reason)
         self.notifier.notify(
-            row.user, reason, messages.stopped(s, row.container, hold_s, self._clock())
+            row.user,
+            reason,
+            messages.stopped(s, row.container, hold_s, self._clock()),
+            allocation_id=row.id,
+            container_id=row.container_id,
         )
 
 

@@ -320,6 +320,12 @@ class ContainerService:
                 "docker). GPU status and quotas keep working.",
             )
 
+    def main_pid(self, container_id: str) -> int | None:
+        """The host PID of the container's first process (the engine's State.Pid), None when
+        it is not running: for reading its cgroup (lifecycle/cpu.py)."""
+        pid = self.engine.inspect(container_id).get("State", {}).get("Pid")
+        return pid if isinstance(pid, int) and pid > 0 else None
+
     def _info(self, container: str) -> ContainerInfo:
         from ds01.runtime.engine import container_info
 
