@@ -43,6 +43,7 @@ from ds01.errors import (
     deploy_without_result,
     error_from_body,
 )
+from ds01.notices import HEADER, decode
 from ds01.paths import Paths
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -60,17 +61,36 @@ def container_path(name: str, *rest: str) -> str:
 
 
 class Client:
-    def __init__(self, socket_path: Path | str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        socket_path: Path | str,
+        timeout: float = 30.0,
+        notices: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
+        """`notices`: ask ds01d for the caller's banner notices (notices.py) and pass those
+        that come to it; without it they are left for the user's next command."""
         self.socket_path = Path(socket_path)
+        self._notices = notices
         self._http = httpx.Client(
             transport=httpx.HTTPTransport(uds=str(self.socket_path)),
             base_url="http://ds01d",
             timeout=timeout,
+            headers={HEADER: "1"} if notices is not None else None,
+            event_hooks={"response": [self._take_notices]} if notices is not None else None,
         )
 
+    def _take_notices(self, r: httpx.Response) -> None:
+        got = decode(r.headers.get(HEADER))
+        if got and self._notices is not None:
+            self._notices(got)
+
     @classmethod
-    def from_paths(cls, paths: Paths | None = None) -> Client:
-        return cls((paths or Paths.resolve()).api_socket)
+    def from_paths(
+        cls,
+        paths: Paths | None = None,
+        notices: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> Client:
+        return cls((paths or Paths.resolve()).api_socket, notices=notices)
 
     def close(self) -> None:
         self._http.close()

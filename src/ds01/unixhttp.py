@@ -16,6 +16,9 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+from ds01.notices import HEADER, decode
+
+_NOTICES = HEADER.lower().encode("ascii")
 MAX_BODY = 64 * 1024 * 1024  # more than any read answer; a larger one goes the long way
 # Query values sent as they are (no percent-encoding library to import): anything else in one
 # goes the long way.
@@ -23,16 +26,23 @@ PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 
 
 def get_json(
-    socket_path: str, path: str, params: dict[str, str] | None = None, timeout: float = 30.0
+    socket_path: str,
+    path: str,
+    params: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    notices: list[dict[str, Any]] | None = None,
 ) -> Any | None:
-    """The JSON body of GET `path`?`params` answered 200, or None."""
+    """The JSON body of GET `path`?`params` answered 200, or None. With `notices` (a list),
+    the caller's banner notices are asked for and added to it, whatever the answer (they are
+    handed out once: the caller must print them even when it goes the long way)."""
     items = (params or {}).items()
     if not all(k and v and PLAIN.issuperset(k) and PLAIN.issuperset(v) for k, v in items):
         return None
     query = "&".join(f"{k}={v}" for k, v in items)
     target = f"{path}?{query}" if query else path
+    ask = f"{HEADER}: 1\r\n" if notices is not None else ""
     request = (
-        f"GET {target} HTTP/1.1\r\nHost: ds01d\r\nAccept: application/json\r\n"
+        f"GET {target} HTTP/1.1\r\nHost: ds01d\r\nAccept: application/json\r\n{ask}"
         "Connection: close\r\n\r\n"
     ).encode("ascii")
     try:
@@ -43,7 +53,7 @@ def get_json(
             raw = _read_all(sock)
     except OSError:
         return None
-    return _body_of(raw) if raw is not None else None
+    return _body_of(raw, notices) if raw is not None else None
 
 
 def _read_all(sock: socket.socket) -> bytes | None:
@@ -57,24 +67,27 @@ def _read_all(sock: socket.socket) -> bytes | None:
     return b"".join(chunks)
 
 
-def _body_of(raw: bytes) -> Any | None:
+def _body_of(raw: bytes, notices: list[dict[str, Any]] | None = None) -> Any | None:
     head, sep, body = raw.partition(b"\r\n\r\n")
     if not sep:
         return None
     status, *header_lines = head.split(b"\r\n")
-    if not status.startswith(b"HTTP/1.1 200 ") and status != b"HTTP/1.1 200":
-        return None
     length = None
+    plain = True
     for line in header_lines:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
-        if name == b"transfer-encoding":
-            return None  # chunked: the long way reads it
-        if name == b"content-length":
+        if name == _NOTICES and notices is not None:
+            notices.extend(decode(value.strip().decode("ascii", "replace")))
+        elif name == b"transfer-encoding":
+            plain = False  # chunked: the long way reads it
+        elif name == b"content-length":
             try:
                 length = int(value.strip())
             except ValueError:
-                return None
+                plain = False
+    if not plain or (not status.startswith(b"HTTP/1.1 200 ") and status != b"HTTP/1.1 200"):
+        return None
     if length is None or len(body) != length:
         return None  # cut short, or not the plain answer this reader takes
     try:
@@ -85,7 +98,8 @@ def _body_of(raw: bytes) -> Any | None:
 
 class Answer:
     """An answer to a POST whose body is read line by line as it comes (ds01d's deploy sends
-    its progress and its result as lines of JSON)."""
+    its progress and its result as lines of JSON). `notices`: the caller's banner notices in
+    its head, when they were asked for."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
@@ -97,10 +111,13 @@ class Answer:
         self.status = int(parts[1])
         self._chunked = False
         self._length: int | None = None
+        self.notices: list[dict[str, Any]] = []
         while (line := self._file.readline(65537)) not in (b"\r\n", b"\n", b""):
             name, _, value = line.partition(b":")
             name = name.strip().lower()
-            if name == b"transfer-encoding":
+            if name == _NOTICES:
+                self.notices = decode(value.strip().decode("ascii", "replace"))
+            elif name == b"transfer-encoding":
                 self._chunked = value.strip().lower() == b"chunked"
             elif name == b"content-length":
                 self._length = int(value.strip())
@@ -143,14 +160,22 @@ class Answer:
         self._sock.close()
 
 
-def post(socket_path: str, path: str, body: Any, timeout: float | None = None) -> Answer | None:
+def post(
+    socket_path: str,
+    path: str,
+    body: Any,
+    timeout: float | None = None,
+    ask_notices: bool = False,
+) -> Answer | None:
     """POST `body` as JSON and return the answer as it starts, or None when ds01d could not be
     reached (nothing was sent). Errors after the request went out raise OSError or ValueError:
     the caller must not send it again."""
     data = json.dumps(body).encode()
     head = (
         f"POST {path} HTTP/1.1\r\nHost: ds01d\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(data)}\r\n"
+        + (f"{HEADER}: 1\r\n" if ask_notices else "")
+        + "Connection: close\r\n\r\n"
     ).encode("ascii")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

@@ -11,16 +11,21 @@ from ds01.cli.config_cmd import _as_json
 from ds01.config import parse_config_text
 from ds01.config.schema import (
     AllocationSection,
+    BannerSettings,
     ConfigFile,
     DockerSection,
+    EmailSettings,
     GpuSection,
     GroupSpec,
     HostSection,
+    NotifySection,
     PolicyLayer,
     SharedPath,
     StateSection,
     StorageSection,
     UserSpec,
+    WebhookSettings,
+    WorkspaceFileSettings,
 )
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
@@ -36,6 +41,11 @@ MODELS: list[type[BaseModel]] = [
     SharedPath,
     HostSection,
     StateSection,
+    NotifySection,
+    BannerSettings,
+    WorkspaceFileSettings,
+    WebhookSettings,
+    EmailSettings,
 ]
 KEYS = sorted({(f.alias or name) for model in MODELS for name, f in model.model_fields.items()})
 

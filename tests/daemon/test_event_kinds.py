@@ -23,7 +23,9 @@ def test_an_unknown_kind_is_refused_with_the_valid_ones(daemon_factory: Any) -> 
     assert answer.status_code == 400
     error = answer.json()["error"]
     assert error["what"] == "kind: 'bogus' is not an event kind"
-    assert error["fix"] == "Use one of: alloc, unit, admin, container, gate, grant, host, daemon."
+    assert error["fix"] == (
+        "Use one of: alloc, unit, admin, container, gate, grant, host, daemon, notify."
+    )
 
 
 def test_a_known_kind_filters(daemon_factory: Any) -> None:

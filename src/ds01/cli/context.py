@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -33,7 +34,15 @@ def globals_of(ctx: typer.Context) -> Globals:
 
 
 def client_of(ctx: typer.Context) -> Client:
-    """A client for the daemon named by --run-dir / DS01_RUN_DIR."""
+    """A client for the daemon named by --run-dir / DS01_RUN_DIR; the user's banner notices
+    that come with its answers are printed on stderr (never stdout: --json stays JSON)."""
     from ds01.client import Client
 
-    return Client.from_paths(globals_of(ctx).paths())
+    return Client.from_paths(globals_of(ctx).paths(), notices=print_notices)
+
+
+def print_notices(notices: list[dict[str, Any]]) -> None:
+    from ds01.notices import render
+
+    sys.stderr.write(render(notices))
+    sys.stderr.flush()

@@ -164,12 +164,25 @@ def answer(argv: Sequence[str]) -> tuple[str, str] | None:
         return None
     from ds01.unixhttp import get_json
 
-    body = get_json(p.socket, p.path, p.params)
+    notices: list[dict[str, Any]] = []
+    body = get_json(p.socket, p.path, p.params, notices=notices)
+    banner = _banner(notices)
     if body is None:
+        sys.stderr.write(banner)  # handed out once: shown now, before the long way asks
         return None
     if p.as_json:
-        return _as_json(body), ""
-    return _draw(p, body)
+        return _as_json(body), banner
+    out, err = _draw(p, body)
+    return out, banner + err
+
+
+def _banner(notices: list[dict[str, Any]]) -> str:
+    """The caller's banner notices as printed on stderr (never on stdout: --json stays JSON)."""
+    if not notices:
+        return ""
+    from ds01.notices import render
+
+    return render(notices)
 
 
 def _draw(p: Plan, body: Any) -> tuple[str, str]:
@@ -303,9 +316,10 @@ def deploy(d: Deploy) -> int | None:
     so that the long way asks again and explains."""
     from ds01.unixhttp import post
 
-    answer = post(d.socket, "/v1/containers", d.body)
+    answer = post(d.socket, "/v1/containers", d.body, ask_notices=True)
     if answer is None:
         return None
+    sys.stderr.write(_banner(answer.notices))
     try:
         if answer.status != 200:
             return None

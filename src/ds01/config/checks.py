@@ -56,6 +56,7 @@ def raw_checks(data: object, doc: YamlDocument) -> Iterator[Finding]:
         line = _line(doc, ("storage", "shared_paths", first_at, "path"), "first at line")
         yield Finding(("storage", "shared_paths", i, "path"), f"'{paths[i]}' is listed twice{line}")
     yield from _sim_backend(_mapping(root.get("gpu")))
+    yield from _notify_channels(_mapping(root.get("notify")), doc)
 
 
 def _user_groups(users: dict[str, object], groups: list[str]) -> Iterator[Finding]:
@@ -119,6 +120,32 @@ def _sim_backend(gpu: dict[str, object]) -> Iterator[Finding]:
             ("gpu", "sim_machine"),
             "sim_machine is only used with 'backend: sim'; remove it or set backend: sim",
             at_key=True,
+        )
+
+
+def _notify_channels(notify: dict[str, object], doc: YamlDocument) -> Iterator[Finding]:
+    """A chosen channel has what it needs to reach anyone; listed once."""
+    channels = _items(notify.get("channels"))
+    yield from _duplicates(("notify", "channels"), channels, doc, str)
+    webhook = _mapping(notify.get("webhook"))
+    has_url, has_file = webhook.get("url") is not None, webhook.get("url_file") is not None
+    if has_url and has_file:
+        yield Finding(
+            ("notify", "webhook", "url_file"),
+            "give the webhook's url or its url_file, not both",
+            at_key=True,
+        )
+    if "webhook" in channels and not (has_url or has_file):
+        yield Finding(
+            ("notify", "channels"),
+            "channel 'webhook' needs notify.webhook.url (or url_file, a root-only file holding it)",
+        )
+    email = _mapping(notify.get("email"))
+    if "email" in channels and email.get("address") is None and not email.get("addresses"):
+        yield Finding(
+            ("notify", "channels"),
+            "channel 'email' needs notify.email.address (a template such as"
+            " '{user}@lab.example') or notify.email.addresses (user: address)",
         )
 
 

@@ -25,6 +25,7 @@ from ds01.config.schema import (
     GroupSpec,
     HostSection,
     LimitsLayer,
+    NotifySection,
     Privacy,
     StateSection,
     StorageSection,
@@ -90,6 +91,7 @@ class Config:
     host: HostSection
     gate: GateSection
     state: StateSection
+    notify: NotifySection
 
     @property
     def sim_machine(self) -> Path | None:

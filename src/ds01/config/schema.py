@@ -306,6 +306,110 @@ class HostSection(_Section):
     ] = "report"
 
 
+# Where notifications go (notify/, docs/config.md "notify"). The terminal channel and the
+# notifications log exist in every config; the others are chosen in notify.channels.
+Channel = Literal["terminal", "banner", "workspace", "webhook", "email"]
+CHANNELS: tuple[str, ...] = get_args(Channel)
+
+
+def _http_url(value: object) -> str:
+    """An http(s) URL with a host; parsed with the standard library (the schema must stay
+    cheap to import: no HTTP client here)."""
+    from urllib.parse import urlsplit
+
+    text = _text(value).strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {describe(value)}")
+    if any(c.isspace() or ord(c) < 32 for c in text):
+        raise ValueError("a URL must not contain spaces or control characters")
+    return text
+
+
+def _file_name(value: object) -> str:
+    """A plain file name (no directory part): the workspace file is made in the top of the
+    workspace, never below or above it."""
+    text = _text(value)
+    if "/" in text or "\0" in text or text in (".", "..") or any(ord(c) < 32 for c in text):
+        raise ValueError(f"expected a plain file name like ds01-notices.txt, got {describe(value)}")
+    return text
+
+
+def _mailbox(value: object) -> str:
+    """An e-mail address, or a template with {user}: one '@', no spaces, no control
+    characters (a CR or LF would let a name write mail headers)."""
+    text = _text(value).strip()
+    rest = text.replace("{user}", "user")
+    if "{" in rest or "}" in rest:
+        raise ValueError(f"the only placeholder is {{user}}; got {describe(value)}")
+    local, at, domain = rest.rpartition("@")
+    if not at or not local or not domain or any(c.isspace() or ord(c) < 32 for c in rest):
+        raise ValueError(f"expected an address like someone@lab.example, got {describe(value)}")
+    return text
+
+
+def _port(value: object) -> int:
+    port = _int(1)(value)
+    if port > 65535:
+        raise ValueError(f"must be a port number (1-65535), got {port}")
+    return port
+
+
+class BannerSettings(_Section):
+    """Notices shown once by the user's next `ds01` command (on stderr)."""
+
+    max_age: Duration1 = 86400  # seconds; older notices are dropped unseen
+
+
+class WorkspaceFileSettings(_Section):
+    """Notices appended to a file at the top of the container's mounted workspace."""
+
+    file: Annotated[str, _v(_file_name)] = "ds01-notices.txt"
+    max_size: Annotated[int, _v(_size(1024, "1k"))] = 256 * 1024  # then started afresh
+
+
+class WebhookSettings(_Section):
+    """A Slack/Mattermost/Teams-style incoming webhook: POST {"text": "..."}."""
+
+    url: Annotated[str | None, _v(_http_url, None)] = None
+    # A root-only file holding the URL: ds01.yaml is readable by every user.
+    url_file: Annotated[Path | None, _v(_absolute_path, None)] = None
+    timeout: Duration1 = 10  # seconds, for the whole request
+
+
+class EmailSettings(_Section):
+    """E-mail over SMTP; each user's address from `addresses`, else from `address`."""
+
+    smtp_host: Text = "localhost"
+    smtp_port: Annotated[int, _v(_port)] = 25
+    security: Annotated[
+        Literal["none", "starttls", "tls"], _v(_choice("none", "starttls", "tls"))
+    ] = "none"
+    username: OptText = None
+    password_file: Annotated[Path | None, _v(_absolute_path, None)] = None
+    sender: Annotated[str, _v(_mailbox)] = "ds01@localhost"
+    address: Annotated[str | None, _v(_mailbox, None)] = None  # template, e.g. {user}@lab.example
+    addresses: Annotated[dict[str, Annotated[str, _v(_mailbox)]], _empty_if_null(dict)] = Field(
+        default_factory=dict
+    )
+    timeout: Duration1 = 10  # seconds, per SMTP operation
+
+
+class NotifySection(_Section):
+    """Which channels reach users, and each one's settings (notify/)."""
+
+    channels: Annotated[tuple[Annotated[Channel, _v(_choice(*CHANNELS))], ...], _LIST] = (
+        "terminal",
+        "banner",
+        "workspace",
+    )
+    queue_size: Annotated[int, _v(_int(1))] = 256  # per slow channel; beyond it, dropped (audited)
+    banner: Annotated[BannerSettings, _empty_if_null(dict)] = BannerSettings()
+    workspace: Annotated[WorkspaceFileSettings, _empty_if_null(dict)] = WorkspaceFileSettings()
+    webhook: Annotated[WebhookSettings, _empty_if_null(dict)] = WebhookSettings()
+    email: Annotated[EmailSettings, _empty_if_null(dict)] = EmailSettings()
+
+
 Privacy = Literal["show_all", "hide_others"]
 
 
@@ -329,6 +433,7 @@ class ConfigFile(_Section):
     host: Annotated[HostSection, _empty_if_null(dict)] = HostSection()
     gate: Annotated[GateSection, _empty_if_null(dict)] = GateSection()
     state: Annotated[StateSection, _empty_if_null(dict)] = StateSection()
+    notify: Annotated[NotifySection, _empty_if_null(dict)] = NotifySection()
 
 
 # Limit keys in display order, each with its kind (drives formatting and JSON values).

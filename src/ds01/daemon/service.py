@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ds01.api import notices as notices_api
 from ds01.api.schemas import LoopOut, OrphanOut
 from ds01.api.server import ApiDeps, build_app, serve
 from ds01.config import Config, load_config, reload_config, restart_only_changes
@@ -117,8 +118,21 @@ class Daemon:
 
     def _wire_host_access(self) -> None:
         from ds01.notify import NOTIFICATIONS_LOG, Notifier
+        from ds01.services.banners import BannerBox
+        from ds01.services.noticebook import NoticeBook
+        from ds01.services.workspaces import workspace_dir
 
-        self.notifier = Notifier(self.paths.state_dir / NOTIFICATIONS_LOG)
+        # Notices to users on the channels notify.channels chooses; every outcome audited.
+        self.banners = BannerBox(
+            self.db, lambda: self.config.notify.banner.max_age, clock=self.clock.now
+        )
+        self.notifier = Notifier(
+            self.paths.state_dir / NOTIFICATIONS_LOG,
+            settings=lambda: self.config.notify,
+            banners=self.banners,
+            workspace_of=lambda container_id: workspace_dir(self.engine, container_id),
+            on_outcome=NoticeBook(self.db, self.clock.now).record,
+        )
         self.grants = GrantService(
             self.db, self.allocations, self.paths.run_dir, self.notifier, clock=self.clock.now
         )
@@ -333,7 +347,9 @@ class Daemon:
             keep_alive=self.reclaimer.keep_alive,
             exemptions=self.reclaimer.exemptions,
         )
-        self._runner = await serve(build_app(deps), str(self.paths.api_socket))
+        app = build_app(deps)
+        notices_api.install(app, self.banners)  # banners for the caller's next command
+        self._runner = await serve(app, str(self.paths.api_socket))
         await self._start_gate()
         self._tasks = [
             self._loop("sampler", self._sample_step, self._sample_interval),
@@ -418,6 +434,7 @@ class Daemon:
         with contextlib.suppress(FileNotFoundError):
             Path(self.paths.api_socket).unlink()
         self.devices.close()
+        self.notifier.close()
         self.callers.close()
         self.backend.close()
         self.db.close()

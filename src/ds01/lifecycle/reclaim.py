@@ -246,7 +246,13 @@ class Reclaimer:
             now,
             demand=(configured, refused_at) if shortened and configured and refused_at else None,
         )
-        delivery = self.notifier.notify(row.user, ACTION[w.countdown], text)
+        delivery = self.notifier.notify(
+            row.user,
+            ACTION[w.countdown],
+            text,
+            allocation_id=row.id,
+            container_id=row.container_id,
+        )
         done = [
             WarningRecord(row.id, w.countdown, name, w.deadline, now, sent=False)
             for name in w.skipped
@@ -343,7 +349,11 @@ class Reclaimer:
             return
         log.info("lifecycle: stopped %s of %s (%s)", view.info.name, row.user, reason)
         self.notifier.notify(
-            row.user, reason, messages.stopped(s, row.container, hold_s, self._clock())
+            row.user,
+            reason,
+            messages.stopped(s, row.container, hold_s, self._clock()),
+            allocation_id=row.id,
+            container_id=row.container_id,
         )
 
 

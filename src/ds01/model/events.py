@@ -16,3 +16,4 @@ class EventKind(StrEnum):
     GRANT = "grant"  # bare-metal grants
     HOST = "host"  # the host: device nodes, host GPU processes
     DAEMON = "daemon"  # ds01d itself: clock steps, broken invariants
+    NOTIFY = "notify"  # notices to users: delivered, failed or skipped, per channel

@@ -287,6 +287,25 @@ def _v10_capacity_refusals(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v11_banners(conn: sqlite3.Connection) -> None:
+    """Banner notices waiting for each user's next `ds01` command (issue 15 item 6;
+    store/banners.py)."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE banners (
+            id INTEGER PRIMARY KEY,
+            user TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            message TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX banners_user ON banners (user, id);
+        CREATE INDEX banners_age ON banners (created_at);
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "bare-metal grants and host process reports", _v2_grants),
@@ -297,6 +316,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (8, "keep-alives of idle countdowns", _v8_keepalive),
     (9, "exemptions from idle and runtime limits", _v9_exemptions),
     (10, "index of refusals for lack of capacity", _v10_capacity_refusals),
+    (11, "banner notices for users' next command", _v11_banners),
 ]
 
 

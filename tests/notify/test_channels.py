@@ -1,0 +1,284 @@
+"""The notifier's slow channels against real servers the test starts: an HTTP server taking
+the webhook's POST (stdlib http.server), an SMTP server taking the mail (aiosmtpd), and a dead
+webhook — a socket that accepts and never answers. A dead channel never holds up the caller
+nor another channel; every outcome (delivered, failed, skipped, with why) is reported."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from email import message_from_bytes
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from ds01.config import parse_config_text
+from ds01.config.schema import NotifySection
+from ds01.notify import Notifier, Outcome
+from support import wait_for
+
+MESSAGE = "Your container 'thesis' will be stopped at 15:05."
+
+
+class Hook:
+    """A webhook receiver: records each POST's JSON body and answers `status`."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.bodies: list[Any] = []
+        self.paths: list[str] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                hook.bodies.append(json.loads(self.rfile.read(length)))
+                hook.paths.append(self.path)
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/SECRET-TOKEN"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class DeadHook:
+    """Accepts connections and never answers: a hung webhook."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.accepted = threading.Event()
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            self.accepted.set()
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+class Inbox:
+    """aiosmtpd's handler: every mail the SMTP server took."""
+
+    def __init__(self) -> None:
+        self.mails: list[tuple[list[str], Message]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.mails.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
+        return "250 OK"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    h = Hook()
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def dead() -> Iterator[DeadHook]:
+    h = DeadHook()
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    inbox = Inbox()
+    port = _free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield inbox, port
+    controller.stop()
+
+
+def _settings(text: str) -> NotifySection:
+    return parse_config_text(text, "test.yaml").notify
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, outcomes: list[Outcome]) -> None:
+        with self._lock:
+            self.outcomes += outcomes
+
+    def of(self, channel: str) -> list[Outcome]:
+        with self._lock:
+            return [o for o in self.outcomes if o.channel == channel]
+
+
+def _notifier(text: str, tmp_path: Path) -> tuple[Notifier, Recorder]:
+    rec = Recorder()
+    settings = _settings(text)
+    return Notifier(tmp_path / "n.log", settings=lambda: settings, on_outcome=rec), rec
+
+
+def test_the_webhook_gets_the_text_and_the_outcome_never_names_its_secret_path(
+    hook: Hook, tmp_path: Path
+) -> None:
+    n, rec = _notifier(
+        f"notify:\n  channels: [webhook]\n  webhook:\n    url: {hook.url}\n", tmp_path
+    )
+    delivery = n.notify("alice", "idle_warning", MESSAGE, allocation_id=7)
+    assert delivery.queued == ("webhook",)
+    (done,) = wait_for(lambda: rec.of("webhook"), "the webhook's outcome", 10)
+    assert hook.bodies == [{"text": f"ds01 → alice:\n{MESSAGE}"}]
+    assert hook.paths == ["/hooks/SECRET-TOKEN"]
+    assert (done.status, done.topic, done.allocation_id) == ("delivered", "idle_warning", 7)
+    host = hook.url.split("/hooks")[0]
+    assert done.detail == f"{host} answered 200"
+    n.close()
+
+
+def test_a_webhook_answering_an_error_is_a_failure(tmp_path: Path) -> None:
+    broken = Hook(status=500)
+    try:
+        n, rec = _notifier(
+            f"notify:\n  channels: [webhook]\n  webhook:\n    url: {broken.url}\n", tmp_path
+        )
+        n.notify("alice", "idle_warning", MESSAGE)
+        (done,) = wait_for(lambda: rec.of("webhook"), "the webhook's outcome", 10)
+        assert done.status == "failed"
+        assert done.detail.endswith("answered 500 Internal Server Error")
+        assert "SECRET" not in done.detail
+    finally:
+        broken.close()
+
+
+def test_the_webhook_url_can_come_from_a_root_only_file(hook: Hook, tmp_path: Path) -> None:
+    secret = tmp_path / "webhook-url"
+    secret.write_text(hook.url + "\n")
+    secret.chmod(0o600)
+    n, rec = _notifier(
+        f"notify:\n  channels: [webhook]\n  webhook:\n    url_file: {secret}\n", tmp_path
+    )
+    n.notify("alice", "grant", MESSAGE)
+    (done,) = wait_for(lambda: rec.of("webhook"), "the webhook's outcome", 10)
+    assert done.status == "delivered" and len(hook.bodies) == 1
+
+
+def test_a_mail_goes_to_the_users_address_from_the_template_or_the_map(
+    smtp: tuple[Inbox, int], tmp_path: Path
+) -> None:
+    inbox, port = smtp
+    n, rec = _notifier(
+        "notify:\n  channels: [email]\n  email:\n    smtp_host: 127.0.0.1\n"
+        f"    smtp_port: {port}\n    sender: ds01@lab.example\n"
+        "    address: '{user}@lab.example'\n"
+        "    addresses: {bob: robert@elsewhere.example}\n",
+        tmp_path,
+    )
+    n.notify("alice", "idle_warning", MESSAGE, allocation_id=3)
+    n.notify("bob", "idle_timeout", "stopped")
+    n.notify("h.baker@hertie-school.lan", "idle_warning", MESSAGE)  # no valid address from it
+    wait_for(lambda: len(rec.of("email")) == 3 or None, "three e-mail outcomes", 10)
+    assert [(to, m["Subject"]) for to, m in inbox.mails] == [
+        (["alice@lab.example"], "ds01: idle warning"),
+        (["robert@elsewhere.example"], "ds01: idle timeout"),
+    ]
+    first = inbox.mails[0][1]
+    assert (first["From"], first["Auto-Submitted"]) == ("ds01@lab.example", "auto-generated")
+    assert first.get_payload(decode=True).decode().strip() == MESSAGE
+    by_user = {o.user: o for o in rec.of("email")}
+    assert by_user["alice"].status == "delivered"
+    assert by_user["alice"].detail == f"sent to alice@lab.example via 127.0.0.1:{port}"
+    assert by_user["h.baker@hertie-school.lan"].status == "skipped"
+    assert "no e-mail address" in by_user["h.baker@hertie-school.lan"].detail
+
+
+def test_an_smtp_server_that_is_not_there_is_a_failure(tmp_path: Path) -> None:
+    port = _free_port()
+    n, rec = _notifier(
+        f"notify:\n  channels: [email]\n  email:\n    smtp_host: 127.0.0.1\n"
+        f"    smtp_port: {port}\n    address: '{{user}}@lab.example'\n",
+        tmp_path,
+    )
+    n.notify("alice", "idle_warning", MESSAGE)
+    (done,) = wait_for(lambda: rec.of("email"), "the e-mail outcome", 10)
+    assert done.status == "failed" and done.detail.startswith(f"127.0.0.1:{port}: ")
+
+
+def test_a_dead_webhook_holds_up_neither_the_caller_nor_the_mail(
+    dead: DeadHook, smtp: tuple[Inbox, int], tmp_path: Path
+) -> None:
+    inbox, port = smtp
+    n, rec = _notifier(
+        f"notify:\n  channels: [terminal, webhook, email]\n"
+        f"  webhook:\n    url: {dead.url}\n    timeout: 2s\n"
+        f"  email:\n    smtp_host: 127.0.0.1\n    smtp_port: {port}\n"
+        "    address: '{user}@lab.example'\n",
+        tmp_path,
+    )
+    delivery = n.notify("alice", "idle_warning", MESSAGE)
+    # notify() returned with the webhook queued: its server has not answered and never will.
+    assert delivery.queued == ("webhook", "email")
+    assert rec.of("webhook") == []
+    assert [o.status for o in rec.of("terminal")] == ["skipped"]  # not logged in
+    # The mail goes while the webhook hangs: its outcome comes first.
+    wait_for(lambda: rec.of("email"), "the mail", 10)
+    assert dead.accepted.is_set() and rec.of("webhook") == []
+    assert len(inbox.mails) == 1
+    (failed,) = wait_for(lambda: rec.of("webhook"), "the webhook's timeout", 20)
+    assert failed.status == "failed"
+    assert failed.detail == f"no answer from {dead.url.rsplit('/', 1)[0]} within 2 s"
+    assert [o.channel for o in rec.outcomes] == ["terminal", "email", "webhook"]
+
+
+def test_a_full_queue_drops_the_notice_and_says_so(dead: DeadHook, tmp_path: Path) -> None:
+    n, rec = _notifier(
+        f"notify:\n  channels: [webhook]\n  queue_size: 1\n"
+        f"  webhook:\n    url: {dead.url}\n    timeout: 30s\n",
+        tmp_path,
+    )
+    assert n.notify("alice", "idle_warning", "first").queued == ("webhook",)
+    wait_for(lambda: dead.accepted.is_set() or None, "the first POST to hang", 10)
+    assert n.notify("alice", "idle_warning", "second").queued == ("webhook",)  # waits
+    third = n.notify("alice", "idle_warning", "third")
+    assert third.queued == ()
+    (dropped,) = rec.of("webhook")
+    assert (dropped.status, dropped.detail) == ("failed", "its queue is full: notice dropped")
+
+
+def test_channels_not_chosen_are_not_tried(hook: Hook, tmp_path: Path) -> None:
+    n, rec = _notifier(
+        f"notify:\n  channels: [banner]\n  webhook:\n    url: {hook.url}\n", tmp_path
+    )
+    delivery = n.notify("alice", "idle_warning", MESSAGE)
+    assert (delivery.queued, delivery.banner, delivery.terminals) == ((), False, ())
+    assert rec.outcomes == [] and hook.bodies == []
+    assert delivery.logged  # the admins' log has every notice
