@@ -24,6 +24,9 @@ POINTS: dict[str, tuple[str, ...]] = {
     "start": ("reserved", "started", "activated"),
     "recreate": ("reserved", "snapshot", "created", "old_removed", "renamed", "started"),
     "stop": ("stopped", "held"),
+    # ds01d's own stop of an idle or over-runtime container (lifecycle/reclaim.py): the
+    # 'stopping' event written, the engine stopped it, the allocation held.
+    "lifecycle_stop": ("announced", "stopped", "held"),
     "retire": ("removed", "released"),
     # The Docker gate: the engine answered the create, the owner record was written; a start
     # that allocated again, before and after the engine started the container.

@@ -11,6 +11,11 @@ through SQLite):
   I5  every allocation's last audit event is its state, and no container the recovery
       removed is also audited as "running without a live allocation".
 
+ds01d's own stop of an idle container (lifecycle_stop: the 'stopping' event written, the
+engine stopped it, the allocation held) is driven by an idle countdown instead of a request;
+after the restart the container is stopped and held once, for the deadline announced before
+the crash and a hold that is not started again.
+
 The fault points are ds01's own (ds01/faults.py): DS01_FAULT=<op>.<step> in ds01d's
 environment makes it exit with 137 right after that step, like `kill -9`. Each test's name is
 its row of the table: `<scenario>-<point>-docker_<up|down>-<outcome>`.
@@ -18,6 +23,7 @@ its row of the table: `<scenario>-<point>-docker_<up|down>-<outcome>`.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import time
 import uuid
@@ -39,6 +45,7 @@ from containers_support import (
 from ds01 import faults
 from ds01.api.schemas import DeployIn
 from ds01.errors import Ds01Error
+from ds01.inventory import sim
 from support import Daemon, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.slow]
@@ -56,6 +63,8 @@ allocation:
 docker:
   host: unix://{relay}
 """
+# The lifecycle stop's row: an idle countdown of 3 s on a machine with every GPU idle.
+IDLE = "  idle_timeout: 3s\n  policy:\n    idle_samples: 1\n    warn_before: 1s\n"
 
 # Outcomes, checked by _check():
 GONE = "gone"  # no container, no live allocation
@@ -102,6 +111,13 @@ SCENARIOS = [
     ),
     Scenario("stop", "stop", "0s", {"stopped": STOPPED, "held": STOPPED}),
     Scenario("retire", "retire", "0s", {"removed": GONE, "released": GONE}),
+    # ds01d stops an idle container (lifecycle/reclaim.py → ContainerService.stop_by_daemon).
+    Scenario(
+        "idle_stop",
+        "lifecycle_stop",
+        "1h",
+        {"announced": STOPPED, "stopped": STOPPED, "held": STOPPED},
+    ),
     # Through the Docker gate, as `docker create --gpus 1` and `docker start` would.
     Scenario("gate_create", "gate_create", "0s", {"answered": GONE, "recorded": GONE}),
     Scenario("gate_start", "gate_start", "0s", {"reserved": STOPPED, "started": RUNNING}),
@@ -197,7 +213,16 @@ def _crash(w: World, call: Any) -> None:
 @pytest.mark.parametrize(("sc", "step", "docker_down"), list(_cases()))
 def test_crash_at_every_step(world: World, sc: Scenario, step: str, docker_down: bool) -> None:
     w = world
-    w.d.write_config(CONFIG.format(hold=sc.hold, relay=w.relay.path))
+    config = CONFIG.format(hold=sc.hold, relay=w.relay.path)
+    if sc.op == "lifecycle_stop":
+        config = "gpu:\n  sample_interval: 1s\n" + config.replace(
+            "allocation:\n", IDLE + "allocation:\n"
+        )
+        w.d.machine = w.d.base / "4xA100.yaml"
+        shutil.copy(MACHINES / "4xA100-40GB.yaml", w.d.machine)
+        for gpu in ("0", "1", "2", "3"):
+            sim.set_utilization(w.d.machine, gpu, 0)
+    w.d.write_config(config)
     w.d.extra_env = {faults.ENV: f"{sc.op}.{step}"}
     w.d.start()
     body = DeployIn(name=w.name, image=TEST_IMAGE, gpus=1, command=list(STOPPABLE))
@@ -213,7 +238,9 @@ def test_crash_at_every_step(world: World, sc: Scenario, step: str, docker_down:
             c.deploy(body)
             before = w.container()
             assert before is not None
-            if sc.name == "stop":
+            if sc.name == "idle_stop":
+                _died(w)  # the idle countdown runs out: ds01d dies stopping the container
+            elif sc.name == "stop":
                 _crash(w, lambda: c.container_op(w.name, "stop"))
             elif sc.name == "retire":
                 _crash(w, lambda: c.container_op(w.name, "retire"))
@@ -239,8 +266,49 @@ def test_crash_at_every_step(world: World, sc: Scenario, step: str, docker_down:
         wait_for(lambda: not w.rows("SELECT 1 FROM intents") or None, "recovery", timeout=30)
     else:
         w.d.start()  # recovers before it answers
+    if sc.name == "idle_stop":
+        # The restarted ds01d finishes the stop on its own passes (the countdown resumed).
+        wait_for(
+            lambda: w.rows("SELECT 1 FROM allocations WHERE state = 'held'") or None,
+            "the idle container's allocation to be held",
+            timeout=30,
+        )
 
     _check(w, sc.outcomes[step], before)
+    if sc.name == "idle_stop":
+        _check_idle_stop(w)
+
+
+def _died(w: World) -> None:
+    """ds01d dies at the armed point on its own (no request drives it)."""
+    assert w.d.proc is not None
+    rc = w.d.proc.wait(timeout=60)
+    w.d.proc = None
+    assert rc == faults.EXIT_STATUS, w.d.log()[-2000:]
+    assert "fault point" in w.d.log()
+
+
+def _check_idle_stop(w: World) -> None:
+    """The stop the restarted ds01d finishes is the one announced before the crash — every
+    'stopping' event names the same deadline — and the allocation is held once, its hold
+    running from then (not started again by the restart)."""
+    (cid,) = [c for (c,) in w.rows("SELECT DISTINCT container_id FROM allocations")]
+    ((alloc_id, state, hold_until),) = w.rows(
+        "SELECT id, state, hold_until FROM allocations WHERE container_id = ?", cid
+    )
+    assert state == "held"
+    stops = w.rows(
+        "SELECT json_extract(details, '$.deadline') FROM events WHERE allocation_id = ?"
+        " AND action = 'stopping'",
+        alloc_id,
+    )
+    assert len({d for (d,) in stops}) == 1, stops
+    helds = w.rows(
+        "SELECT ts FROM events WHERE allocation_id = ? AND kind = 'alloc' AND action = 'held'",
+        alloc_id,
+    )
+    assert len(helds) == 1, helds
+    assert abs(hold_until - (helds[0][0] + 3600)) < 1
 
 
 def _through_the_gate(w: World, sc: Scenario) -> Any:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ds01 import faults
 from ds01.config import ResolvedLimits
 from ds01.errors import Ds01Error, Refusal, RefusalReason, StateError, UsageError
 from ds01.identity import Caller
@@ -321,6 +322,7 @@ class Reclaimer:
     def _stop_now(self, row: AllocationRow, s: countdown.Stop, hold_s: int) -> None:
         reason = REASON[s.countdown]
         try:
+            faults.point("lifecycle_stop.announced")  # the 'stopping' event is written
             view = self.containers.stop_by_daemon(row, reason)
         except Exception as exc:
             why = " | ".join(exc.lines()) if isinstance(exc, Ds01Error) else repr(exc)

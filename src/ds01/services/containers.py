@@ -359,7 +359,9 @@ class ContainerService:
             return None  # stopped, retired or re-bound since the decision
         with self._acting(cid):
             self.engine.stop(cid)
+            faults.point("lifecycle_stop.stopped")
             held = self._hold_after_stop(info, actor=DAEMON, reason=reason)
+            faults.point("lifecycle_stop.held")
         after = self._info(cid)
         return ContainerView(after, held, _killed_warning(info, after))
 
