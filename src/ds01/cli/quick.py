@@ -166,14 +166,14 @@ def answer(argv: Sequence[str]) -> tuple[str, str] | None:
 
     notices: list[dict[str, Any]] = []
     body = get_json(p.socket, p.path, p.params, notices=notices)
-    banner = _banner(notices)
+    # Handed out once: shown now, before the answer (as the long way shows them), and also
+    # when the long way is to answer after all.
+    sys.stderr.write(_banner(notices))
     if body is None:
-        sys.stderr.write(banner)  # handed out once: shown now, before the long way asks
         return None
     if p.as_json:
-        return _as_json(body), banner
-    out, err = _draw(p, body)
-    return out, banner + err
+        return _as_json(body), ""
+    return _draw(p, body)
 
 
 def _banner(notices: list[dict[str, Any]]) -> str:
