@@ -407,7 +407,11 @@ def test_keep_alive_holds_off_the_idle_stop_within_its_bound_and_is_audited(
 
         too_long = d.cli("container", "keep-alive", "nap", "--for", "1h", user=alice)
         assert too_long.returncode == 1, too_long.stderr
-        assert too_long.stderr.splitlines()[:3] == [
+        # The error's three lines, after any notice the banner channel shows first (the
+        # 50% warning is one: notify.channels' banner prints it once, before the error).
+        lines = too_long.stderr.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("error:"))
+        assert lines[start : start + 3] == [
             "error: a keep-alive of 1h is not allowed",
             "  Your limit is 20s (policy.max_keepalive).",
             "  Ask for at most 20s (and again when it ends), or ask an admin.",
@@ -584,3 +588,67 @@ def test_a_container_busy_on_the_cpu_keeps_its_idle_gpu_and_a_sleeping_one_is_re
         assert docker_client.containers.get(spin["docker_name"]).status == "running"
         assert docker_client.containers.get(nap["docker_name"]).status == "exited"
         assert [a["id"] for a in cli_json(d, "admin", "alloc", "list")] == [spin_alloc]
+
+
+KEEP_TOTAL = BASE.format(hold="3s", idle="60s", runtime="null").replace(
+    "    warn_before: 1s\n",
+    "    warn_before: 1s\n    max_keepalive: 20s\n    max_keepalive_total: 4s\n",
+)
+
+
+def test_renewed_keep_alives_hold_off_at_most_max_keepalive_total_of_idleness_in_a_row(
+    docker_host: str,
+    docker_client: docker.DockerClient,
+    machine: Path,
+    people: tuple[str, str],
+) -> None:
+    """policy.max_keepalive_total (4 s here): while the GPU is in use a keep-alive may reach 4 s
+    ahead, not 10; once the GPU has been idle longer than that, no keep-alive is given, however
+    short; using the GPU starts a new allowance. Only the keep-alives given are audited."""
+    alice, _ = people
+    with running_daemon(KEEP_TOTAL, docker_host, machine) as d:
+        mine = deploy(d, alice, "nap", "--gpus", "1")
+        unit, alloc = mine["gpus"][0]["uuid"], mine["allocation"]["id"]
+
+        def idle_since() -> float | None:
+            rows = db_rows(
+                d, "SELECT idle_since FROM lifecycle_activity WHERE allocation_id = ?", alloc
+            )
+            return rows[0][0] if rows else None
+
+        def in_use() -> bool:
+            rows = db_rows(d, "SELECT 1 FROM lifecycle_activity WHERE allocation_id = ?", alloc)
+            return bool(rows) and idle_since() is None
+
+        sim.set_utilization(machine, unit, 60)
+        wait_for(in_use, "the GPU to be judged in use", 30)
+        ok = d.cli("container", "keep-alive", "nap", "--for", "3s", user=alice)
+        assert ok.returncode == 0, ok.stderr
+        over = d.cli("container", "keep-alive", "nap", "--for", "10s", user=alice)
+        assert over.returncode == 1, over.stdout + over.stderr
+        lines = over.stderr.splitlines()
+        assert "error: a keep-alive of 10s is not allowed now" in lines, over.stderr
+        assert "  Ask for at most 4s, or use its GPU (any GPU work starts a new allowance)." in (
+            lines
+        ), over.stderr
+
+        sim.set_utilization(machine, unit, 0)
+        wait_for(lambda: idle_since() is not None, "the GPU to be judged idle", 30)
+        since = idle_since()
+        assert since is not None
+        wait_for(lambda: time.time() > since + 4.5, "4 s of idleness to pass", 30)
+        spent = d.cli("container", "keep-alive", "nap", "--for", "2s", user=alice)
+        assert spent.returncode == 1, spent.stdout + spent.stderr
+        lines = spent.stderr.splitlines()
+        assert "error: 'nap' cannot be kept alive any longer" in lines, spent.stderr
+        assert (
+            f"  It has been idle since {_clock(since)}; keep-alives hold off at most 4s"
+            " of idleness in a row (policy.max_keepalive_total)." in lines
+        ), spent.stderr
+
+        sim.set_utilization(machine, unit, 60)
+        wait_for(in_use, "the GPU to be judged in use again", 30)
+        again = d.cli("container", "keep-alive", "nap", "--for", "3s", user=alice)
+        assert again.returncode == 0, again.stderr
+        audited = [e["action"] for e in _events(d, alloc, "container")]
+        assert audited.count("keep_alive") == 2, audited

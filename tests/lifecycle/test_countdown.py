@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ds01.lifecycle.activity import Signal, allocation_activity, unit_activity
-from ds01.lifecycle.countdown import Stop, Warn, observe, plan, stages
+from ds01.lifecycle.countdown import Stop, Warn, keepalive_bound, observe, plan, stages
 from ds01.model.activity import ActivityRecord, Countdown, WarningRecord
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import Gpu, GpuProcess, MachineSample, MigDevice
@@ -275,3 +275,20 @@ def test_the_idle_timeout_shrinks_while_requests_are_refused_for_lack_of_capacit
     from ds01.lifecycle.countdown import demand_idle_timeout
 
     assert demand_idle_timeout(timeout, 0.5, 900, 600, refused_at, 1100.0) == expected
+
+
+@pytest.mark.parametrize(
+    ("now", "idle_since", "total", "latest"),
+    [
+        pytest.param(1000.0, None, 3600, 1600.0, id="in use: max_keepalive from now"),
+        pytest.param(1000.0, 400.0, 3600, 1600.0, id="idle 10 min of 1 h: max_keepalive binds"),
+        pytest.param(4000.0, 700.0, 3600, 4300.0, id="idle 55 min of 1 h: 5 min are left"),
+        pytest.param(4200.0, 700.0, 3600, 4300.0, id="renewing later does not move the end"),
+        pytest.param(5000.0, 700.0, 3600, 4300.0, id="past the total: nothing is left"),
+        pytest.param(1000.0, None, 0, 1000.0, id="a total of 0 allows no keep-alive"),
+    ],
+)
+def test_keep_alives_hold_off_at_most_max_keepalive_total_of_idleness_in_a_row(
+    now: float, idle_since: float | None, total: int, latest: float
+) -> None:
+    assert keepalive_bound(now, idle_since, 600, total) == latest

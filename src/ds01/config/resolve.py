@@ -44,6 +44,8 @@ class Policy:
     idle_samples: int  # consecutive idle samples needed before idle time starts counting
     warn_before_s: int  # warn this long before an idle or runtime stop
     max_keepalive_s: int  # the longest `ds01 container keep-alive` a user may ask for (0: none)
+    # Keep-alives, renewed or not, hold off at most this much idleness in a row (0: none).
+    max_keepalive_total_s: int
     # While GPU requests were refused for lack of capacity in the last demand_window_s, the
     # idle timeout is demand_idle_factor of itself, never below demand_idle_floor_s.
     demand_idle_factor: float = 1.0
@@ -201,6 +203,7 @@ def resolve_layers(
         idle_samples=cast(int, values["policy.idle_samples"]),
         warn_before_s=cast(int, values["policy.warn_before"]),
         max_keepalive_s=cast(int, values["policy.max_keepalive"]),
+        max_keepalive_total_s=cast(int, values["policy.max_keepalive_total"]),
         demand_idle_factor=cast(float, values["policy.demand_idle_factor"]),
         demand_idle_floor_s=cast(int, values["policy.demand_idle_floor"]),
         demand_window_s=cast(int, values["policy.demand_window"]),

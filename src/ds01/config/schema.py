@@ -212,6 +212,7 @@ class PolicyLayer(_Section):
     idle_samples: Count1 = None
     warn_before: Duration0 = None
     max_keepalive: Duration0 = None
+    max_keepalive_total: Duration0 = None
     demand_idle_factor: Factor = None
     demand_idle_floor: Duration0 = None
     demand_window: Duration0 = None
@@ -457,6 +458,7 @@ POLICY_KINDS: dict[str, str] = {
     "idle_samples": "int",
     "warn_before": "duration",
     "max_keepalive": "duration",
+    "max_keepalive_total": "duration",
     "demand_idle_factor": "float",
     "demand_idle_floor": "duration",
     "demand_window": "duration",
@@ -483,6 +485,7 @@ BUILTIN_POLICY: dict[str, object] = {
     "idle_samples": 3,
     "warn_before": 900,
     "max_keepalive": 8 * 3600,
+    "max_keepalive_total": 24 * 3600,
     "demand_idle_factor": 0.5,
     "demand_idle_floor": 900,
     "demand_window": 600,

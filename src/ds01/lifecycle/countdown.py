@@ -96,6 +96,17 @@ def idle_start(
     return rec.idle_since if keep_until is None else max(rec.idle_since, keep_until)
 
 
+def keepalive_bound(
+    now: float, idle_since: float | None, max_keepalive_s: int, max_total_s: int
+) -> float:
+    """The latest end a keep-alive asked for now may have: max_keepalive_s from now, and no
+    more than max_total_s of idleness in a row held off, counted from idle_since — when the
+    GPUs were last seen in use (now while they are in use). Renewing cannot push it further:
+    only using the GPU starts a new allowance."""
+    start = now if idle_since is None else min(idle_since, now)
+    return min(now + max_keepalive_s, start + max_total_s)
+
+
 def plan(
     rec: ActivityRecord,
     *,

@@ -43,6 +43,7 @@ from ds01.services.activitybook import ActivityBook
 from ds01.services.allocation import AllocationService
 from ds01.services.containers import ContainerService, ContainerView
 from ds01.store.allocations import AllocationRow
+from ds01.timetext import clock
 from ds01.units import format_duration, parse_duration
 
 log = logging.getLogger("ds01d.lifecycle")
@@ -111,8 +112,10 @@ class Reclaimer:
 
     def keep_alive(self, caller: Caller, view: ContainerView, duration: str) -> None:
         """`ds01 container keep-alive NAME --for DURATION`: hold off the idle stop of the
-        caller's own container for DURATION from now, at most policy.max_keepalive (asked
-        again, it starts again from now: the admin's bound is on each promise, not a total).
+        caller's own container for DURATION from now, at most policy.max_keepalive; asked
+        again, it starts again from now, but keep-alives never hold off more than
+        policy.max_keepalive_total of idleness in a row (countdown.keepalive_bound): renewing
+        by a timer cannot keep an idle GPU forever, using the GPU starts a new allowance.
         The runtime limit is not touched. Audited (container/keep_alive)."""
         name = view.info.short_name or view.info.name
         row = view.allocation
@@ -142,6 +145,16 @@ class Reclaimer:
                 else "Ask an admin.",
             )
         now = self._clock()
+        total = self.allocations.limits_for(caller).policy.max_keepalive_total_s
+        seen = self.book.read([row.id]).get(row.id)
+        idle_since = (
+            seen.record.idle_since
+            if seen is not None and seen.record.active_since == row.updated_at
+            else None
+        )
+        bound = countdown.keepalive_bound(now, idle_since, most, total)
+        if now + seconds > bound:
+            raise _over_total(name, seconds, bound, idle_since, total, now)
         self.book.keep_alive(row, now + seconds, caller.name, now)
         log.info("allocation %d (%s): kept alive for %d s", row.id, row.user, seconds)
 
@@ -357,6 +370,37 @@ class Reclaimer:
             allocation_id=row.id,
             container_id=row.container_id,
         )
+
+
+def _over_total(
+    name: str, seconds: int, bound: float, idle_since: float | None, total: int, now: float
+) -> Refusal:
+    """The refusal of a keep-alive past policy.max_keepalive_total."""
+    left = int(bound - now)
+    rule = (
+        f"hold off at most {format_duration(total)} of idleness in a row"
+        " (policy.max_keepalive_total)."
+    )
+    why = (
+        f"It has been idle since {clock(idle_since, now)}; keep-alives {rule}"
+        if idle_since is not None
+        else f"Keep-alives {rule}"
+    )
+    use = "use its GPU (any GPU work starts a new allowance)"
+    if left <= 0:
+        return Refusal(
+            RefusalReason.POLICY,
+            f"'{name}' cannot be kept alive any longer",
+            why=why,
+            fix=f"To keep it, {use}; or let it stop (ds01 container start {name} brings it "
+            "back), or ask an admin for an exemption.",
+        )
+    return Refusal(
+        RefusalReason.POLICY,
+        f"a keep-alive of {format_duration(seconds)} is not allowed now",
+        why=why,
+        fix=f"Ask for at most {format_duration(left)}, or {use}.",
+    )
 
 
 def _later(a: float | None, b: float | None) -> float | None:
