@@ -45,13 +45,17 @@ def where(url: str) -> str:
 def post(url: str, text: str, timeout_s: float) -> int:
     """POST the notice; the HTTP status when it is 2xx, WebhookError otherwise."""
     try:
-        r = httpx.post(
+        # Streamed, and closed once the status is in: the answer's body is never read, so a
+        # server that trickles one cannot hold the channel.
+        with httpx.stream(
+            "POST",
             url,
             json={"text": text},
             timeout=httpx.Timeout(timeout_s),
             follow_redirects=False,
             headers={"User-Agent": "ds01d"},
-        )
+        ) as r:
+            pass
     except httpx.TimeoutException:
         raise WebhookError(f"no answer from {where(url)} within {timeout_s:g} s") from None
     except httpx.HTTPError as e:
