@@ -48,7 +48,7 @@ from ds01.config.loader import ConfigError
             id="an address template with another placeholder",
         ),
         pytest.param(
-            "notify:\n  email:\n    addresses:\n      bob: \"bob@lab.example\\nBcc: all\"\n",
+            'notify:\n  email:\n    addresses:\n      bob: "bob@lab.example\\nBcc: all"\n',
             "test.yaml:4:12: notify.email.addresses.bob: expected an address like"
             " someone@lab.example, got 'bob@lab.example\\nBcc: all'",
             id="an address that would write a mail header",
