@@ -1,7 +1,8 @@
-"""Shared container-list flights (gate/flights.py, policy/filters.ContainerList), written as the
-attacks a gate user could try on them: get a list older than their request (so that a container
-made just before is missing, or one removed just before is still there), get another user's
-containers from a shared answer, or spoil a flight for the others by going away.
+"""Shared container-list flights (gate/flights.py, policy/filters.ContainerList) and list heads
+read once (server.KnownHeads), written as the attacks a gate user could try on them: get a list
+older than their request (so that a container made just before is missing, or one removed just
+before is still there), get another user's containers from a shared answer, spoil a flight for
+the others by going away, or have their head read with an admin's allow-list.
 
 The flight rule is tested with a scripted fetch that answers only when the test says so, so
 every interleaving below is exact rather than hoped for; test_gate_list_sharing.py runs the
@@ -18,9 +19,11 @@ from typing import Any
 import pytest
 
 from ds01.gate.flights import Flights
-from ds01.gate.httpio import parse_response_head
+from ds01.gate.httpio import parse_request_head, parse_response_head
+from ds01.gate.policy.endpoints import classify
 from ds01.gate.policy.filters import ContainerList
 from ds01.gate.refusal import LocalReply
+from ds01.gate.server import KnownHeads
 
 
 class ScriptedFetch:
@@ -216,3 +219,39 @@ def test_an_engine_error_reaches_every_caller_as_the_engine_sent_it() -> None:
     head, _, got = shared.for_owner("alice").partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 ")
     assert got == body
+
+
+# ---- list heads read once -------------------------------------------------------------------
+
+
+def _read(raw: bytes, admin: bool) -> tuple[Any, Any]:
+    head = parse_request_head(raw)
+    return head, classify(head, admin)
+
+
+LIST_HEAD = b"GET /v1.41/containers/json?all=1 HTTP/1.1\r\nHost: docker\r\n\r\n"
+
+
+def test_a_list_head_read_for_an_admin_is_not_a_users_reading() -> None:
+    known = KnownHeads()
+    head, req = _read(LIST_HEAD, True)
+    known.learn(LIST_HEAD, head, True, req)
+    entry = known.get(LIST_HEAD)
+    assert entry is not None
+    assert entry[1] == {True: req}  # a non-admin's request is read afresh
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /v1.41/images/json HTTP/1.1\r\nHost: docker\r\n\r\n",
+        b"GET /v1.41/containers/json HTTP/1.1\r\nHost: docker\r\nContent-Length: 2\r\n\r\n",
+        b"GET /v1.41/containers/json HTTP/1.1\r\nX-Pad: " + b"a" * 4096 + b"\r\n\r\n",
+    ],
+    ids=["another endpoint", "a list with a body", "a head over the size kept"],
+)
+def test_only_plain_list_heads_are_kept(raw: bytes) -> None:
+    known = KnownHeads()
+    head, req = _read(raw, False)
+    known.learn(raw, head, False, req)
+    assert known.get(raw) is None

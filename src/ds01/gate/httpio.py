@@ -102,6 +102,10 @@ class Reader:
                     raise PeerClosed("connection closed inside a message head")
                 return None
 
+    def head_buffered(self) -> bool:
+        """Whether a whole head (up to its blank line) is already in the buffer."""
+        return self.buf.find(b"\r\n\r\n") >= 0
+
     async def read_line(self, max_bytes: int) -> bytes:
         """One CRLF-terminated line, CRLF included."""
         scanned = 0

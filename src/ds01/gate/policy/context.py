@@ -57,10 +57,13 @@ class Ctx:
     caller: Caller
     req: GateRequest
     config: Config
+    admin: bool | None = None  # is_admin, when the caller worked it out already
 
     @property
     def is_admin(self) -> bool:
-        return identity.is_admin(self.caller, self.config)
+        if self.admin is None:
+            self.admin = identity.is_admin(self.caller, self.config)
+        return self.admin
 
     @property
     def engine(self) -> EngineClient:

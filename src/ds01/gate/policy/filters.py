@@ -77,7 +77,8 @@ async def own_only(ctx: Ctx, body: bytes | None) -> Plan:
     parse(query)  # the engine reads the user's filters: refuse what it could read otherwise
     plan = Plan(ctx.req.path, query)
     if ctx.req.name == "containers.list":
-        # Answered from a shared flight (server.py), narrowed to the caller's own there.
+        # Answered from a shared flight (server.py), narrowed to the caller's own there; the
+        # hook below stays set all the same, so that no way of forwarding it is unnarrowed.
         plan.shared_list_owner = ctx.caller.name
     plan.capture_response = True
     plan.after = _list_filter(ctx)
