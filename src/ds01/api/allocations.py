@@ -43,8 +43,11 @@ def _alloc_id(request: web.Request) -> int:
 async def allocate(request: web.Request) -> web.Response:
     req = allocation_request(await parse_body(request, AllocateIn))
     warnings: list[str] = []
-    row = await off_loop(
-        deps_of(request).allocations.allocate,
+    deps = deps_of(request)
+    allocations = deps.allocations
+    row = await deps.decider.run(
+        allocations.db,
+        allocations.allocate,
         caller_of(request),
         req,
         on_warning=warnings.append,
@@ -69,8 +72,10 @@ async def get_allocation(request: web.Request) -> web.Response:
 async def release_allocation(request: web.Request) -> web.Response:
     body = await parse_body(request, ReleaseIn)
     alloc_id = _alloc_id(request)
-    row = await off_loop(
-        deps_of(request).allocations.release, caller_of(request), alloc_id, body.reason
+    deps = deps_of(request)
+    allocations = deps.allocations
+    row = await deps.decider.run(
+        allocations.db, allocations.release, caller_of(request), alloc_id, body.reason
     )
     return ok(convert.allocation_out(row))
 

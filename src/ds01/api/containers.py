@@ -23,7 +23,6 @@ from ds01.api.schemas import (
     DeployIn,
     KeepAliveIn,
     MountOut,
-    UnitOut,
 )
 from ds01.errors import Ds01Error, UsageError
 from ds01.identity import Caller, require_admin
@@ -55,7 +54,7 @@ def shown_env(env: tuple[tuple[str, str], ...]) -> dict[str, str]:
 def container_out(view: ContainerView, outlook: Outlook | None = None) -> ContainerOut:
     i = view.info
     a = view.allocation
-    units = [UnitOut.model_validate(convert.unit_out(u)) for u in a.units] if a else []
+    units = [convert.unit_model(u) for u in a.units] if a else []
     return ContainerOut(
         name=i.short_name or i.name,
         docker_name=i.name,

@@ -21,6 +21,10 @@ def iso(t: float | None) -> str | None:
 
 
 def unit_out(u: Unit) -> dict[str, Any]:
+    return unit_model(u).model_dump()
+
+
+def unit_model(u: Unit) -> UnitOut:
     return UnitOut(
         uuid=u.uuid,
         name=u.name,
@@ -34,7 +38,7 @@ def unit_out(u: Unit) -> dict[str, Any]:
         gpueq_exact=u.gpueq.as_text(),
         gpu_instance_id=u.gpu_instance_id,
         compute_instance_id=u.compute_instance_id,
-    ).model_dump()
+    )
 
 
 def lifecycle_out(o: Outlook) -> LifecycleOut:
@@ -53,7 +57,7 @@ def allocation_out(a: AllocationRow, outlook: Outlook | None = None) -> Allocati
         group=a.group,
         container=a.container,
         state=a.state.value,
-        units=[UnitOut.model_validate(unit_out(u)) for u in a.units],
+        units=[unit_model(u) for u in a.units],
         gpueq=round(float(a.gpueq), 4),
         gpueq_exact=a.gpueq.as_text(),
         created_at=iso(a.created_at) or "",

@@ -38,7 +38,7 @@ from ds01.services.hostproc import HostProcessWatch
 from ds01.services.invariants import describe
 from ds01.services.reconcile import Reconciler
 from ds01.services.sweep import InvariantSweep
-from ds01.services.unituse import unit_use
+from ds01.services.unituse import UnitUseMemo
 from ds01.store.backup import backup_if_due, default_backup_dir
 from ds01.store.db import Database
 
@@ -90,7 +90,7 @@ class Daemon:
         )
         self._sampled = asyncio.Event()
         # Placement reads what runs on each unit from the latest sample (services/unituse.py).
-        self.allocations.unit_use = lambda: unit_use(self.sample, self.hostproc.processes())
+        self.allocations.unit_use = UnitUseMemo(lambda: self.sample, self.hostproc.current)
         # /dev/nvidia* owner and mode (services/devicewatch.py); host_root: ds01d --host-root.
         self.devices = DeviceWatch(self.db, lambda: self.config, host_root, clock=self.clock.now)
         self.docker_state = "unknown"

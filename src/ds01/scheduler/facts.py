@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from ds01.model.allocation import LIVE_STATES
 from ds01.model.gpueq import GpuEq
@@ -59,6 +60,29 @@ class Facts:
     def machine_profiles(self) -> frozenset[MigProfile]:
         """Every MIG profile present on the machine, whatever its state."""
         return frozenset(self.profile_weights)
+
+    def free_of(self, profile: MigProfile) -> tuple[UnitState, ...]:
+        """The free units of one MIG profile, in snapshot order."""
+        return self._free_by_profile.get(profile, ())
+
+    @cached_property
+    def _free_by_profile(self) -> Mapping[MigProfile, tuple[UnitState, ...]]:
+        # Grouped by profile text first: parsed once per distinct name, not once per unit.
+        by_text: dict[str, list[UnitState]] = {}
+        for us in self.free:
+            if us.unit.kind is UnitKind.MIG and us.unit.profile is not None:
+                by_text.setdefault(us.unit.profile, []).append(us)
+        out: dict[MigProfile, tuple[UnitState, ...]] = {}
+        for text, units in by_text.items():
+            p = profile_or_none(text)
+            if p is None:
+                continue
+            if p in out:  # two spellings of one profile: back in snapshot order
+                merged = {id(us) for us in (*out[p], *units)}
+                out[p] = tuple(us for us in self.free if id(us) in merged)
+            else:
+                out[p] = tuple(units)
+        return out
 
     def holder_of(self, us: UnitState) -> str | None:
         h = self.holding_of.get(us.unit.uuid)

@@ -23,7 +23,7 @@ from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import Unit, UnitKind
 from ds01.model.profile import MigProfile
 from ds01.scheduler import fit
-from ds01.scheduler.facts import Facts, lru_key, profile_of
+from ds01.scheduler.facts import Facts, lru_key
 from ds01.scheduler.snapshot import UnitState
 
 
@@ -83,9 +83,7 @@ def mig_slices(
     picked: set[str] = set()
     out: list[Unit] = []
     for profile in profiles:
-        candidates = [
-            us for us in facts.free if us.unit.uuid not in picked and profile_of(us.unit) == profile
-        ]
+        candidates = [us for us in facts.free_of(profile) if us.unit.uuid not in picked]
         if not candidates:
             return None
         mine = _preferred(candidates, preferred)

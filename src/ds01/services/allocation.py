@@ -162,6 +162,10 @@ class AllocationService:
         # What runs on each unit, from the daemon's latest sample (services/unituse.py; set
         # by the daemon). Read once per decision, never an NVML call.
         self.unit_use: Callable[[], Mapping[str, UnitUse]] = dict
+        # _snapshot()'s UnitState of each unit with what it was made of, compared by identity:
+        # from one decision to the next most units' row, holder and use are the same objects
+        # (store/live.py keeps them), and rebuilding 56+ states was a tenth of a decision.
+        self._states: dict[str, tuple[object, object, object, UnitState]] = {}
 
     @property
     def config(self) -> Config:
@@ -232,17 +236,25 @@ class AllocationService:
         the in-memory view of the decision's own transaction."""
         holder = view.holders()
         use = self.unit_use()
-        states = tuple(
-            UnitState(
+        kept = self._states  # only used under the database's lock: inside the transaction
+        states: list[UnitState] = []
+        for r in view.units:
+            uuid = r.unit.uuid
+            h, u = holder.get(uuid), use.get(uuid)
+            k = kept.get(uuid)
+            if k is not None and k[0] is r and k[1] is h and k[2] is u:
+                states.append(k[3])
+                continue
+            state = UnitState(
                 unit=r.unit,
-                alloc_id=holder[r.unit.uuid].id if r.unit.uuid in holder else None,
-                holder=holder[r.unit.uuid].user if r.unit.uuid in holder else None,
+                alloc_id=h.id if h is not None else None,
+                holder=h.user if h is not None else None,
                 drained=r.drained,
                 last_released_at=_ts(r.last_released_at),
-                use=use.get(r.unit.uuid),
+                use=u,
             )
-            for r in view.units
-        )
+            kept[uuid] = (r, h, u, state)
+            states.append(state)
         holdings = tuple(
             Holding(
                 alloc_id=a.id,
@@ -258,7 +270,7 @@ class AllocationService:
             or (group is not None and a.group == group)
             or a.state is AllocState.HELD
         )
-        return Snapshot(units=states, holdings=holdings, now=_ts(now))
+        return Snapshot(units=tuple(states), holdings=holdings, now=_ts(now))
 
     def allocate(
         self,
@@ -344,8 +356,7 @@ class AllocationService:
                     },
                     ts=now,
                 )
-                row = allocs.get(conn, alloc_id)
-                assert row is not None
+                row = allocs.reread(conn, alloc_id, placement.units)
                 self.live.changed(conn, view.generation, row)
             if on_warning is not None:
                 for warning in placement.warnings:
@@ -423,8 +434,7 @@ class AllocationService:
                 details={"hold_until": now + seconds},
                 ts=now,
             )
-            out = allocs.get(conn, alloc_id)
-            assert out is not None
+            out = allocs.reread(conn, alloc_id, row.units)
             self.live.changed(conn, before, out)
             return out
 
@@ -436,8 +446,12 @@ class AllocationService:
         actor: str,
         reason: str,
         now: float,
+        before: live.Generation | None = None,
     ) -> AllocationRow:
-        before = live.generation(conn)
+        """Release `row`, read in this transaction; `before`: the live generation when nothing
+        has been written in it yet (read here when not given)."""
+        if before is None:
+            before = live.generation(conn)
         allocs.transition(conn, row.id, AllocState.RELEASED, now, release_reason=reason)
         intents.close(conn, row.id)
         events.record(
@@ -452,8 +466,7 @@ class AllocationService:
             details={"units": [u.uuid for u in row.units]},
             ts=now,
         )
-        out = allocs.get(conn, row.id)
-        assert out is not None
+        out = allocs.reread(conn, row.id, row.units)
         self.live.changed(conn, before, out)
         return out
 
@@ -461,7 +474,10 @@ class AllocationService:
         """Release one allocation: its owner or an admin."""
         now = self._clock()
         with self.db.transaction() as conn:
-            row = allocs.get(conn, alloc_id)
+            view = self.live.view(conn)
+            # A live one is in the view (of this transaction's generation); a released or
+            # unknown one is read from the tables.
+            row = view.live.get(alloc_id) or allocs.get(conn, alloc_id)
             if row is None or (row.user != caller.name and not is_admin(caller, self.config)):
                 # Others' allocations are reported as missing: no probing of who holds what.
                 raise NotFound(
@@ -470,7 +486,9 @@ class AllocationService:
                 )
             if row.state is AllocState.RELEASED:
                 return row
-            out = self._release_in(conn, row, actor=caller.name, reason=reason, now=now)
+            out = self._release_in(
+                conn, row, actor=caller.name, reason=reason, now=now, before=view.generation
+            )
         for hook in self.on_released:
             hook(row)
         return out

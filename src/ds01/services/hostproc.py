@@ -217,6 +217,11 @@ class HostProcessWatch:
         with self._lock:
             self._pending_ended.add(row.user)
 
+    def current(self) -> tuple[HostProcess, ...]:
+        """The last scan's GPU processes as kept: the same tuple until the next scan (what
+        services/unituse.py's memo compares by identity). Read only."""
+        return self._view
+
     def processes(self) -> list[HostProcess]:
         """The GPU processes of the last scan, violations first (copies; no /proc reads)."""
         order = {ProcStatus.VIOLATION: 0, ProcStatus.CONTAINER_UNALLOCATED: 1}

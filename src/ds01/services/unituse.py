@@ -10,7 +10,7 @@ of this host, as the simulated machine's made-up pids are).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from ds01.model.inventory import MachineSample
 from ds01.scheduler.snapshot import ForeignProcess, UnitUse
@@ -53,3 +53,28 @@ def unit_use(sample: MachineSample | None, seen: Iterable[HostProcess]) -> dict[
         )
         for uuid in memory
     }
+
+
+class UnitUseMemo:
+    """unit_use() of the latest sample and process scan, computed once per pair: every
+    placement decision asks, and the inputs change only every sample interval. Compared by
+    identity — the daemon replaces the sample and the scan's tuple, never mutates them."""
+
+    def __init__(
+        self,
+        sample: Callable[[], MachineSample | None],
+        seen: Callable[[], tuple[HostProcess, ...]],
+    ) -> None:
+        self._sample = sample
+        self._seen = seen
+        self._kept: tuple[MachineSample | None, tuple[HostProcess, ...], dict[str, UnitUse]] | None
+        self._kept = None
+
+    def __call__(self) -> Mapping[str, UnitUse]:
+        sample, seen = self._sample(), self._seen()
+        kept = self._kept  # one read: another thread may replace it meanwhile
+        if kept is not None and kept[0] is sample and kept[1] is seen:
+            return kept[2]
+        use = unit_use(sample, seen)
+        self._kept = (sample, seen, use)
+        return use

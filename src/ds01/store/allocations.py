@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,26 +133,44 @@ def _rows(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[A
         ids,
     ):
         units[r["aid"]].append(_unit_of(r))
-    return [
-        AllocationRow(
-            id=a["id"],
-            user=a["user"],
-            uid=a["uid"],
-            group=a["grp"],
-            container=a["container"],
-            container_id=a["container_id"],
-            state=AllocState(a["state"]),
-            request=json.loads(a["request"]),
-            created_at=a["created_at"],
-            updated_at=a["updated_at"],
-            expires_at=a["expires_at"],
-            hold_until=a["hold_until"],
-            released_at=a["released_at"],
-            release_reason=a["release_reason"],
-            units=tuple(units[a["id"]]),
-        )
-        for a in allocs
-    ]
+    return [_row_of(a, tuple(units[a["id"]])) for a in allocs]
+
+
+def _row_of(a: sqlite3.Row, units: tuple[Unit, ...]) -> AllocationRow:
+    return AllocationRow(
+        id=a["id"],
+        user=a["user"],
+        uid=a["uid"],
+        group=a["grp"],
+        container=a["container"],
+        container_id=a["container_id"],
+        state=AllocState(a["state"]),
+        request=json.loads(a["request"]),
+        created_at=a["created_at"],
+        updated_at=a["updated_at"],
+        expires_at=a["expires_at"],
+        hold_until=a["hold_until"],
+        released_at=a["released_at"],
+        release_reason=a["release_reason"],
+        units=units,
+    )
+
+
+def _unit_order(u: Unit) -> tuple[int, bool, int, bool, int, str]:
+    """_rows()'s ORDER BY gpu_index, gpu_instance_id, compute_instance_id, uuid (NULL first)."""
+    gi, ci = u.gpu_instance_id, u.compute_instance_id
+    return (u.gpu_index, gi is not None, gi or 0, ci is not None, ci or 0, u.uuid)
+
+
+def reread(conn: sqlite3.Connection, alloc_id: int, units: Iterable[Unit]) -> AllocationRow:
+    """get() after a write in the caller's transaction, reading one row instead of two tables:
+    `units` are the allocation's units as read earlier in the same transaction. An
+    allocation's units never change after insert() (allocation_units is written once, and
+    only its `live` flag moves), and the caller has not written the units table since."""
+    a = conn.execute("SELECT * FROM allocations WHERE id = ?", (alloc_id,)).fetchone()
+    if a is None:
+        raise NotFound(f"allocation {alloc_id} not found")
+    return _row_of(a, tuple(sorted(units, key=_unit_order)))
 
 
 def live(conn: sqlite3.Connection, user: str | None = None) -> list[AllocationRow]:

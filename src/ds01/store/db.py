@@ -27,9 +27,22 @@ from ds01.store.migrations import migrate
 log = logging.getLogger("ds01d.store")
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+# How long a statement waits for another process's lock (an admin's sqlite3, a backup).
+BUSY_TIMEOUT_MS = 10_000
+_SQLITE_BUSY = 5  # primary result code; extended ones (BUSY_RECOVERY, ...) share the low byte
 # A "disk I/O error" from SQLite on a file system with less than this free counts as disk full
 # (growing the WAL index -shm reports SQLITE_IOERR_SHMSIZE rather than SQLITE_FULL).
 _NEARLY_FULL_BYTES = 64 * 1024
+
+
+def would_have_waited(exc: BaseException) -> bool:
+    """exc is SQLite saying another connection holds the lock (SQLITE_BUSY and kin)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and code is not None
+        and code & 0xFF == _SQLITE_BUSY
+    )
 
 
 def free_bytes(path: Path) -> int | None:
@@ -99,7 +112,7 @@ class Database:
                 # from Docker.
                 self.conn.execute("PRAGMA synchronous=NORMAL")
                 self.conn.execute("PRAGMA foreign_keys=ON")
-            self.conn.execute("PRAGMA busy_timeout=10000")
+            self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             # TEMP objects (store/live.py's generation counter and its triggers) in memory: in
             # a file, every transaction that moves the counter opens a journal for it (+0.1 ms).
             self.conn.execute("PRAGMA temp_store=MEMORY")
@@ -125,6 +138,24 @@ class Database:
     def transaction(self, immediate: bool = True) -> Iterator[sqlite3.Connection]:
         with self._lock:
             yield from self._transaction(immediate)
+
+    @contextmanager
+    def without_waiting(self) -> Iterator[bool]:
+        """For work that must never wait (api/http.py's Decider runs it on the event loop):
+        yields False when another thread holds the connection; else holds it for the block
+        with SQLite's busy timeout at 0, so that a statement that would wait for another
+        process's lock fails at once instead (would_have_waited() tells that failure)."""
+        if not self._lock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            self.conn.execute("PRAGMA busy_timeout=0")
+            try:
+                yield True
+            finally:
+                self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        finally:
+            self._lock.release()
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Inside a transaction: run fn once the outermost transaction has committed, still

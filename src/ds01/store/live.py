@@ -28,6 +28,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from types import MappingProxyType
 
 from ds01.model.allocation import AllocState
@@ -72,9 +73,13 @@ class View:
     units: tuple[UnitRow, ...]
     live: Mapping[int, AllocationRow]  # allocation id → row, in id order
 
-    def holders(self) -> dict[str, AllocationRow]:
-        """unit uuid → the live allocation that has it."""
-        return {u.uuid: a for a in self.live.values() for u in a.units}
+    def holders(self) -> Mapping[str, AllocationRow]:
+        """unit uuid → the live allocation that has it (made once per View)."""
+        return self._holders
+
+    @cached_property
+    def _holders(self) -> Mapping[str, AllocationRow]:
+        return MappingProxyType({u.uuid: a for a in self.live.values() for u in a.units})
 
 
 def read(conn: sqlite3.Connection) -> View:
