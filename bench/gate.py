@@ -9,12 +9,16 @@ creates a throw-away user in the gate group, and times, interleaved round by rou
     its owner and mode are put back afterwards);
   * `docker run --rm IMAGE true` the same two ways (through the gate this includes the policy
     checks, a CPU-only allocation, stamping, and releasing it when the container goes);
-  * throughput of GET /containers/json with 16 concurrent keep-alive clients, both ways.
+  * concurrent loads (issue 14, item 3), both ways, the order alternating round by round:
+    16 clients (--clients) doing GET /containers/json on keep-alive connections, and 16 doing
+    `docker run --rm IMAGE true` (the whole command) in a loop, --seconds each.
 
-Reports medians and the ratio gate/direct of medians (aim: ps ≤ 1.15, run ≤ 1.10), and requests
-per second. Must run as root (creates a user).
+Reports medians and the ratio gate/direct of medians for the single commands (aim: ≤ 1.10),
+and for the loads requests per second and p99 latency both ways (aims: throughput ≥ 0.9× and
+p99 ≤ 1.2× the engine's), with the machine's load average. Must run as root (creates a user).
 
-Usage:  .venv/bin/python bench/gate.py [--rounds 15] [--seconds 5] [--docker-host unix:///…]
+Usage:  .venv/bin/python bench/gate.py [--rounds 15] [--seconds 5] [--load-rounds 2]
+                                       [--clients 16] [--docker-host unix:///…]
 Prints the machine description and a Markdown table to paste into bench/RESULTS.md.
 """
 
@@ -24,6 +28,7 @@ import argparse
 import contextlib
 import datetime as dt
 import grp
+import json
 import os
 import platform
 import pwd
@@ -36,6 +41,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -58,34 +64,50 @@ docker:
 """
 
 LOAD = r'''
-import http.client, socket, sys, threading, time
-path, seconds, clients = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+import http.client, json, os, socket, subprocess, sys, threading, time
+mode, path, seconds, clients = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 
 class Conn(http.client.HTTPConnection):
     def connect(self):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
 
-counts = [0] * clients
+lat = [[] for _ in range(clients)]
 errors = [0] * clients
 start = time.monotonic()
 deadline = start + seconds
 
-def worker(i):
+def lister(i):
     c = Conn("docker")
     while time.monotonic() < deadline:
+        t = time.perf_counter()
         c.request("GET", "/v1.41/containers/json")
         r = c.getresponse()
         r.read()
         if r.status == 200:
-            counts[i] += 1
+            lat[i].append(time.perf_counter() - t)
         else:
             errors[i] += 1
 
-threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+def runner(i):
+    argv = [sys.argv[5], "run", "--rm", sys.argv[6], "true"]
+    env = {**os.environ, "DOCKER_HOST": "unix://" + path}
+    while time.monotonic() < deadline:
+        t = time.perf_counter()
+        r = subprocess.run(argv, env=env, capture_output=True, check=False)
+        if r.returncode == 0:
+            lat[i].append(time.perf_counter() - t)
+        else:
+            errors[i] += 1
+            sys.stderr.write(r.stderr.decode(errors="replace"))
+
+work = lister if mode == "list" else runner
+threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
 for t in threads: t.start()
 for t in threads: t.join()
-print(sum(counts) / (time.monotonic() - start), sum(errors))
+elapsed = time.monotonic() - start
+print(json.dumps({"elapsed": elapsed, "latencies": [x for l in lat for x in l],
+                  "errors": sum(errors)}))
 '''
 
 
@@ -171,7 +193,11 @@ def machine() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--seconds", type=float, default=5.0,
+                   help="length of each concurrent load, each way, each round")
+    p.add_argument("--clients", type=int, default=16, help="concurrent clients in the loads")
+    p.add_argument("--load-rounds", type=int, default=2,
+                   help="rounds of the concurrent loads (the order of the ways alternates)")
     p.add_argument("--docker-host", default=os.environ.get("DS01_TEST_DOCKER_HOST"))
     args = p.parse_args()
     if not args.docker_host:
@@ -180,6 +206,7 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("run as root: the benchmark creates a user for the gate")
     engine_sock = args.docker_host.removeprefix("unix://")
+    load_before = os.getloadavg()
     with (
         bench_user() as (user, group),
         daemon(args.docker_host, group) as gate,
@@ -207,30 +234,77 @@ def main() -> None:
                     t = timed([*prefix, DOCKER, *argv], {**base_env, "DOCKER_HOST": host})
                     if i >= 2:
                         samples[(cmd, way)].append(t)
-        throughput: dict[str, tuple[float, int]] = {}
-        for way, (prefix, _, sock) in ways.items():
-            r = subprocess.run(
-                [*prefix, str(BIN / "python"), "-c", LOAD, sock, str(args.seconds), "16"],
-                capture_output=True, text=True, check=True, env=base_env,
-            )
-            rate, errors = r.stdout.split()
-            throughput[way] = (float(rate), int(errors))
+        loads: dict[tuple[str, str], Load] = {
+            (work, way): Load() for work in WORKLOADS for way in ways
+        }
+        for i in range(args.load_rounds):
+            order = list(ways) if i % 2 == 0 else list(reversed(ways))
+            for work in WORKLOADS:
+                for way in order:
+                    prefix, _, sock = ways[way]
+                    r = subprocess.run(
+                        [*prefix, str(BIN / "python"), "-c", LOAD, work, sock,
+                         str(args.seconds), str(args.clients), DOCKER, IMAGE],
+                        capture_output=True, text=True, check=True, env=base_env,
+                    )
+                    loads[(work, way)].add(json.loads(r.stdout))
+        load_after = os.getloadavg()
 
     print(f"## gate — {dt.date.today().isoformat()}\n")
     print(f"Machine: {machine()}. Engine: dockerd on {args.docker_host}. "
-          f"{args.rounds} interleaved rounds; medians.\n")
+          f"{args.rounds} interleaved rounds; medians. Load average (1, 5, 15 min) at the start: "
+          f"{' '.join(f'{x:.1f}' for x in load_before)}, at the end: "
+          f"{' '.join(f'{x:.1f}' for x in load_after)}.\n")
     print("| Command | direct (ms) | gate (ms) | gate / direct |")
     print("|---|---|---|---|")
     for cmd in commands:
         d = statistics.median(samples[(cmd, "direct")]) * 1000
         g = statistics.median(samples[(cmd, "gate")]) * 1000
         print(f"| `{cmd}` | {d:.1f} | {g:.1f} | {g / d:.3f} |")
-    d_rate, d_err = throughput["direct"]
-    g_rate, g_err = throughput["gate"]
-    print(f"| GET /containers/json, 16 clients, {args.seconds:g} s (req/s) | {d_rate:.0f} | "
-          f"{g_rate:.0f} | {g_rate / d_rate:.3f} |")
-    if d_err or g_err:
-        print(f"\nErrors: direct {d_err}, gate {g_err}.")
+    print(f"\n{args.clients} concurrent clients, {args.load_rounds} rounds of {args.seconds:g} s "
+          "each way, interleaved; p99 over every request of the rounds.\n")
+    print("| Load | direct (/s) | gate (/s) | gate / direct | direct p99 (ms) | gate p99 (ms) "
+          "| gate / direct p99 |")
+    print("|---|---|---|---|---|---|---|")
+    errors = []
+    for work, title in WORKLOADS.items():
+        d, g = loads[(work, "direct")], loads[(work, "gate")]
+        print(f"| {title} | {d.rate:.1f} | {g.rate:.1f} | {g.rate / d.rate:.3f} | "
+              f"{d.p99 * 1000:.1f} | {g.p99 * 1000:.1f} | {g.p99 / d.p99:.3f} |")
+        if d.errors or g.errors:
+            errors.append(f"{title}: direct {d.errors}, gate {g.errors}")
+    if errors:
+        print("\nErrors: " + "; ".join(errors) + ".")
+
+
+WORKLOADS = {
+    "list": "`GET /containers/json`, keep-alive",
+    "run": f"`docker run --rm {IMAGE} true`",
+}
+
+
+class Load:
+    """Pooled results of one workload one way over the rounds."""
+
+    def __init__(self) -> None:
+        self.elapsed = 0.0
+        self.latencies: list[float] = []
+        self.errors = 0
+
+    def add(self, result: dict[str, Any]) -> None:
+        self.elapsed += float(result["elapsed"])
+        self.latencies.extend(float(x) for x in result["latencies"])
+        self.errors += int(result["errors"])
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def p99(self) -> float:
+        if len(self.latencies) < 2:
+            return float("nan")
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[98]
 
 
 if __name__ == "__main__":
