@@ -189,6 +189,24 @@ class CallerCache:
         self._items: dict[tuple[int, int], tuple[float, Caller]] = {}
         self._pending: dict[tuple[int, int], asyncio.Future[Caller]] = {}
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ds01-nss")
+        self._names: dict[str, tuple[float, Caller]] = {}
+
+    def of_name(self, name: str) -> Caller:
+        """An allocation's owner as a Caller (caller_of_name), kept for `ttl` seconds: ds01d's
+        own passes over every allocation (the lifecycle, each sample) would otherwise ask NSS
+        once per allocation per pass. Blocking on a miss: call it from a worker thread, never
+        the event loop. An account NSS does not know is kept too, as a Caller without groups
+        (uid and gid -1), so its allocations are judged on the defaults, not skipped."""
+        hit = self._names.get(name)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        try:
+            caller = caller_of_name(name)
+        except NotFound:
+            caller = Caller(uid=-1, gid=-1, pid=0, name=name, groups=frozenset())
+        self._names[name] = (now, caller)
+        return caller
 
     async def get(self, pid: int, uid: int, gid: int) -> Caller:
         """The caller with this socket peer's credentials (pid is the peer's own)."""

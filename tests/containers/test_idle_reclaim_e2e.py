@@ -546,7 +546,11 @@ def test_the_idle_timeout_shrinks_while_requests_are_refused_for_lack_of_gpus(
         assert "ds01 container keep-alive idle --for 2h" in told["message"]
 
 
-CPU_CONFIG = BASE.format(hold="0s", idle="8s", runtime="null")
+# idle_cpu_pct 2: a busy loop stays above it even on a loaded CI machine, a shell that sleeps
+# between its `sleep 1`s far below.
+CPU_CONFIG = BASE.format(hold="0s", idle="8s", runtime="null").replace(
+    "    idle_samples: 2\n", "    idle_samples: 2\n    idle_cpu_pct: 2\n"
+)
 BUSY_LOOP = ("sh", "-c", "while :; do :; done")
 
 
@@ -579,12 +583,9 @@ def test_a_container_busy_on_the_cpu_keeps_its_idle_gpu_and_a_sleeping_one_is_re
         assert steps[0] == ("idle_warning", "50%") and steps[-1] == ("stopping", "idle_timeout")
         assert {a for a, _ in steps[:-1]} == {"idle_warning"}, steps
         assert _steps(d, spin_alloc) == []
-        ((idle_since,),) = db_rows(
-            d, "SELECT idle_since FROM lifecycle_activity WHERE allocation_id = ?", spin_alloc
-        )
-        assert idle_since is None
-        active, signal = _recent(d, spin_alloc)[-1]
-        assert active is True and "utilization: 0% < 5%, cpu: " in signal, signal
+        verdicts = _recent(d, spin_alloc)
+        busy = [s for a, s in verdicts if a and "utilization: 0% < 5%, cpu: " in s and ">=" in s]
+        assert busy, verdicts  # kept in use by its CPU alone, its GPU idle
         assert docker_client.containers.get(spin["docker_name"]).status == "running"
         assert docker_client.containers.get(nap["docker_name"]).status == "exited"
         assert [a["id"] for a in cli_json(d, "admin", "alloc", "list")] == [spin_alloc]

@@ -95,3 +95,31 @@ groups:
 )
 def test_the_admin_rule(caller: Caller, admin: bool) -> None:
     assert is_admin(caller, parse_config_text(CONFIG, "test.yaml")) is admin
+
+
+def test_an_owner_by_name_is_kept_for_the_ttl_and_an_unknown_one_has_no_groups(
+    users: Users,
+) -> None:
+    """CallerCache.of_name, the lifecycle's lookup of allocation owners: NSS once per user
+    per ttl (a group added meanwhile shows only after it), and an account NSS does not know
+    is a caller without groups — judged on the defaults, not skipped."""
+    name = users.add()
+    group = users.group(f"{name}g")
+    kept, fresh = CallerCache(ttl=3600), CallerCache(ttl=0)
+    try:
+        first = kept.of_name(name)
+        subprocess.run(["gpasswd", "-a", name, group], check=True, capture_output=True)
+        again = kept.of_name(name)
+        now = fresh.of_name(name)
+        gone = kept.of_name("ds01t-no-such-user")
+    finally:
+        kept.close()
+        fresh.close()
+    assert (first.name, first.uid, group in first.groups) == (
+        name,
+        pwd.getpwnam(name).pw_uid,
+        False,
+    )
+    assert again.groups == first.groups
+    assert group in now.groups
+    assert (gone.name, gone.uid, gone.groups) == ("ds01t-no-such-user", -1, frozenset())

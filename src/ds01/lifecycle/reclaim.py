@@ -25,7 +25,7 @@ from collections.abc import Callable
 from ds01 import faults
 from ds01.config import ResolvedLimits
 from ds01.errors import Ds01Error, Refusal, RefusalReason, StateError, UsageError
-from ds01.identity import Caller
+from ds01.identity import Caller, CallerCache
 from ds01.lifecycle import countdown, messages
 from ds01.lifecycle.activity import (
     UnitActivity,
@@ -63,6 +63,7 @@ class Reclaimer:
         clock: Callable[[], float] = time.time,
         max_age: Callable[[], float] = lambda: 60.0,
         cpu: ContainerCpu | None = None,
+        callers: CallerCache | None = None,
     ) -> None:
         self.allocations = allocations
         self.containers = containers
@@ -74,6 +75,9 @@ class Reclaimer:
         self._max_age = max_age  # older samples are stale: nothing is judged or done on them
         # The containers' CPU use, read once per pass (lifecycle/cpu.py: cgroup files).
         self.cpu = cpu if cpu is not None else ContainerCpu(containers.main_pid)
+        # Owners' groups from NSS at most once per user per CALLER_TTL_S, not per allocation
+        # per pass; their limits resolved once per config and groups (limits_for).
+        self.callers = callers if callers is not None else CallerCache()
         self.stale = False
         self._lock = threading.Lock()
         self._stopping: set[int] = set()  # allocations whose stop is under way
@@ -95,7 +99,7 @@ class Reclaimer:
             if seen is None or seen.record.active_since != row.updated_at:
                 continue
             if row.user not in limits:
-                limits[row.user] = self.allocations.limits_of_user(row.user)
+                limits[row.user] = self._limits(row.user)
             resolved = limits[row.user]
             out[row.id] = countdown.outlook(
                 seen.record,
@@ -109,6 +113,9 @@ class Reclaimer:
                 runtime_exempt_until=exempt.get((row.user, Countdown.RUNTIME)),
             )
         return out
+
+    def _limits(self, user: str) -> ResolvedLimits:
+        return self.allocations.limits_for(self.callers.of_name(user))
 
     def keep_alive(self, caller: Caller, view: ContainerView, duration: str) -> None:
         """`ds01 container keep-alive NAME --for DURATION`: hold off the idle stop of the
@@ -207,7 +214,7 @@ class Reclaimer:
         refused_at: float | None,
         cpu: dict[str, float | None],
     ) -> None:
-        resolved = self.allocations.limits_of_user(row.user)
+        resolved = self._limits(row.user)
         policy = resolved.policy
         threshold = policy.idle_gpu_util_pct
         if threshold not in by_threshold:
