@@ -185,10 +185,6 @@ class AllocationService:
             out = resolved[key] = config.resolve(caller.name, caller.groups)
         return out
 
-    def limits_of_user(self, user: str) -> ResolvedLimits:
-        """An allocation owner's limits, their groups read from NSS (the daemon's own use)."""
-        return self.config.resolve(user, _groups_of_user(user))
-
     # ---- inventory -------------------------------------------------------------------
 
     def sync_units(self, sample: MachineSample) -> units_store.SyncResult:
