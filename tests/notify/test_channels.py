@@ -5,6 +5,8 @@ nor another channel; every outcome (delivered, failed, skipped, with why) is rep
 
 from __future__ import annotations
 
+import os
+import pwd
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,3 +200,28 @@ def test_channels_not_chosen_are_not_tried(hook: Hook, tmp_path: Path) -> None:
     assert (delivery.queued, delivery.banner, delivery.terminals) == ((), False, ())
     assert rec.outcomes == [] and hook.bodies == []
     assert delivery.logged  # the admins' log has every notice
+
+
+def test_the_workspace_file_is_written_for_notices_about_a_container_with_one(
+    tmp_path: Path,
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()  # the test's own user's, as a user's workspace is theirs
+    me = pwd.getpwuid(os.getuid()).pw_name
+    rec = Recorder()
+    settings = _settings("notify:\n  channels: [workspace]\n")
+    n = Notifier(
+        None,
+        settings=lambda: settings,
+        workspace_of=lambda cid: ws if cid == "c-with" else None,
+        on_outcome=rec,
+    )
+    assert n.notify(me, "idle_warning", MESSAGE, container_id="c-with").queued == ("workspace",)
+    n.notify(me, "idle_warning", MESSAGE, container_id="c-without")
+    n.notify(me, "grant", "granted")  # about no container: no workspace to write
+    assert n.wait_idle(10)
+    assert [(o.status, o.detail) for o in rec.of("workspace")] == [
+        ("delivered", f"created {ws / 'ds01-notices.txt'}"),
+        ("skipped", "the container mounts no workspace"),
+    ]
+    assert MESSAGE in (ws / "ds01-notices.txt").read_text()

@@ -163,8 +163,8 @@ class Notifier:
 
         queued: list[str] = []
         for channel in SLOW_CHANNELS:
-            if channel not in channels:
-                continue
+            if channel not in channels or (channel == "workspace" and container_id is None):
+                continue  # not chosen, or a notice about no container (a grant): no workspace
             run = self._job(channel, cfg, user, topic, message, now, container_id)
             if run is None:
                 outcomes.append(outcome(channel, "skipped", self._skip_why(channel)))
@@ -193,7 +193,8 @@ class Notifier:
         if channel == "workspace":
             if container_id is None or self._workspace_of is None:
                 return None
-            return lambda: self._to_workspace(cfg, user, message, now, container_id)
+            cid = container_id
+            return lambda: self._to_workspace(cfg, user, message, now, cid)
         if channel == "webhook":
             return lambda: self._to_webhook(cfg, user, message)
         from ds01.notify import smtp
@@ -206,7 +207,7 @@ class Notifier:
     @staticmethod
     def _skip_why(channel: str) -> str:
         return {
-            "workspace": "no container with a workspace",
+            "workspace": "ds01d cannot find workspaces here",
             "email": "no e-mail address for this user (notify.email)",
         }.get(channel, "nowhere to deliver")
 
