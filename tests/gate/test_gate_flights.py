@@ -1,8 +1,9 @@
-"""Shared container-list flights (gate/flights.py, policy/filters.ContainerList) and list heads
-read once (server.KnownHeads), written as the attacks a gate user could try on them: get a list
-older than their request (so that a container made just before is missing, or one removed just
-before is still there), get another user's containers from a shared answer, spoil a flight for
-the others by going away, or have their head read with an admin's allow-list.
+"""Shared container-list flights (gate/flights.py, policy/filters.ContainerList), list heads
+read once (server.KnownHeads) and the per-connection idle timer, written as the attacks a gate
+user could try on them: get a list older than their request (so that a container made just
+before is missing, or one removed just before is still there), get another user's containers
+from a shared answer, spoil a flight for the others by going away, or have their head read with
+an admin's allow-list.
 
 The flight rule is tested with a scripted fetch that answers only when the test says so, so
 every interleaving below is exact rather than hoped for; test_gate_list_sharing.py runs the
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,7 +26,9 @@ from ds01.gate.httpio import parse_request_head, parse_response_head
 from ds01.gate.policy.endpoints import classify
 from ds01.gate.policy.filters import ContainerList
 from ds01.gate.refusal import LocalReply
-from ds01.gate.server import KnownHeads
+from ds01.gate.server import KnownHeads, _Connection
+from ds01.gate.settings import GateSettings
+from ds01.listener import ConnectionLimits
 
 
 class ScriptedFetch:
@@ -255,3 +260,39 @@ def test_only_plain_list_heads_are_kept(raw: bytes) -> None:
     head, req = _read(raw, False)
     known.learn(raw, head, False, req)
     assert known.get(raw) is None
+
+
+# ---- the idle timeout, one timer per connection -------------------------------------------
+
+
+def test_a_connection_left_idle_is_closed_and_a_busy_one_is_not() -> None:
+    """The idle timer is armed once per connection: it closes a connection that waits for a
+    request longer than idle_timeout_s — also after requests — and never one mid-request."""
+
+    async def scenario() -> None:
+        limits = ConnectionLimits(idle_timeout_s=0.2, head_timeout_s=5.0)
+        server = SimpleNamespace(settings=GateSettings(limits=limits), deps=None)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        conn = _Connection(server, None, reader, writer)  # type: ignore[arg-type]
+        answered: list[bool] = []
+
+        async def slow_request(_head: Any, _raw: bytes, _known: Any) -> bool:
+            await asyncio.sleep(0.5)  # longer than the idle limit, but busy, not idle
+            answered.append(not conn.cw.is_closing())  # still open when the answer is ready
+            return True
+
+        conn._one = slow_request  # type: ignore[method-assign]
+        conn.server.known_heads = KnownHeads()
+        theirs.setblocking(False)
+        served = asyncio.create_task(conn.serve())
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(theirs, LIST_HEAD)
+        # The request is served whole, and then the idle connection is closed: serve ends and
+        # the client reads the end of the stream.
+        await asyncio.wait_for(served, 10)
+        assert answered == [True]
+        assert await asyncio.wait_for(loop.sock_recv(theirs, 10), 10) == b""
+        theirs.close()
+
+    run(scenario)
