@@ -16,9 +16,10 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-from ds01.notices import HEADER, decode
-
-_NOTICES = HEADER.lower().encode("ascii")
+# notices.py's HEADER, spelled here so that an answer without notices costs no import (a test
+# keeps the two the same).
+HEADER = "X-Ds01-Notices"
+_NOTICES = b"x-ds01-notices"
 MAX_BODY = 64 * 1024 * 1024  # more than any read answer; a larger one goes the long way
 # Query values sent as they are (no percent-encoding library to import): anything else in one
 # goes the long way.
@@ -78,7 +79,7 @@ def _body_of(raw: bytes, notices: list[dict[str, Any]] | None = None) -> Any | N
         name, _, value = line.partition(b":")
         name = name.strip().lower()
         if name == _NOTICES and notices is not None:
-            notices.extend(decode(value.strip().decode("ascii", "replace")))
+            notices.extend(_decode(value))
         elif name == b"transfer-encoding":
             plain = False  # chunked: the long way reads it
         elif name == b"content-length":
@@ -94,6 +95,12 @@ def _body_of(raw: bytes, notices: list[dict[str, Any]] | None = None) -> Any | N
         return json.loads(body)
     except ValueError:
         return None
+
+
+def _decode(value: bytes) -> list[dict[str, Any]]:
+    from ds01.notices import decode
+
+    return decode(value.strip().decode("ascii", "replace"))
 
 
 class Answer:
@@ -116,7 +123,7 @@ class Answer:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
             if name == _NOTICES:
-                self.notices = decode(value.strip().decode("ascii", "replace"))
+                self.notices = _decode(value)
             elif name == b"transfer-encoding":
                 self._chunked = value.strip().lower() == b"chunked"
             elif name == b"content-length":

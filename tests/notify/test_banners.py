@@ -84,3 +84,10 @@ def test_the_wire_form_is_one_ascii_line_and_garbage_is_no_notice() -> None:
 def test_what_the_command_prints_holds_no_escape_sequence() -> None:
     text = render([{"ts": None, "topic": "t", "message": "a\x1b[2Jb\x9b31mc\x07\nnext"}])
     assert text == "*** ds01 notice (?) ***\na[2Jb31mc\nnext\n\n"
+
+
+def test_the_quick_paths_reader_names_the_same_header() -> None:
+    from ds01 import notices, unixhttp
+
+    assert unixhttp.HEADER == notices.HEADER
+    assert notices.HEADER.lower().encode("ascii") == unixhttp._NOTICES
