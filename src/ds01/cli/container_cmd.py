@@ -234,6 +234,8 @@ def keep_alive(
     """Keep a container from being stopped for idleness for a while (a job between GPU phases).
 
     The idle countdown starts again when the time is up; the runtime limit still applies.
+    Renewals hold off at most your max_keepalive_total of idleness in a row; using the GPU
+    starts a new allowance.
     """
     with client_of(ctx) as c:
         out = c.keep_alive(name, for_)
