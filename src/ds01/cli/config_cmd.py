@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ds01.cli.context import globals_of
-from ds01.cli.output import shown
+from ds01.cli.text import shown
 from ds01.errors import EXIT_USAGE, ConfigError
 from ds01.identity import groups_of
 from ds01.model.gpueq import GpuEq

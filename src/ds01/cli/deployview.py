@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ds01.cli.output import shown
-from ds01.cli.statusview import short_model, short_uuid
+from ds01.cli.text import short_model, short_uuid, shown
 
 Json = Mapping[str, Any]
 

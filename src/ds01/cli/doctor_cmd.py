@@ -92,7 +92,7 @@ def doctor(
 
 
 def _print(report: DoctorReport, fix: bool) -> None:
-    from ds01.cli.output import shown
+    from ds01.cli.text import shown
 
     def echo(line: str) -> None:
         typer.echo(shown(line))  # evidence quotes the host: process names, file contents

@@ -19,15 +19,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ds01.cli.context import globals_of
-from ds01.cli.output import shown
 from ds01.cli.statusview import (
     daemon_status_output,
     dash,
     local_status,
     memory_cell,
-    short_uuid,
 )
 from ds01.cli.table import output_width
+from ds01.cli.text import short_uuid, shown
 from ds01.errors import InputError, UsageError
 
 if TYPE_CHECKING:

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Iterable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from ds01.cli.text import shown
 from ds01.errors import Ds01Error
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
-
-
-# Control characters (C0, DEL, C1): an ESC sequence in a container name, a release reason or a
-# refused request's text would otherwise drive another user's terminal, and a newline would forge
-# a table row. Shown as \xNN instead.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def shown(value: object) -> str:
-    """Text from users (names, reasons, messages) made safe for a terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
 @cache

@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ds01.cli.deployview import gpu_lines
-from ds01.cli.output import human, shown
+from ds01.cli.output import human
 from ds01.cli.table import Column, Table
+from ds01.cli.text import shown
 from ds01.model.gpueq import GpuEq
 from ds01.timetext import clock, since
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ds01.cli.table import Column, Table
+from ds01.cli.text import short_model, short_uuid
 
 if TYPE_CHECKING:
     from ds01.model.inventory import MachineSample
@@ -21,28 +22,6 @@ if TYPE_CHECKING:
 def dash(value: object, fmt: str = "{}") -> str:
     """Unknown is shown as '–', never as 0."""
     return "–" if value is None else fmt.format(value)
-
-
-def short_uuid(uuid: str) -> str:
-    """The first 8 hex digits after the prefix: 'GPU-0c3ad857-…' → '0c3ad857' (the Unit
-    column says whether it is a GPU or a MIG device); a legacy 'MIG-GPU-<uuid>/gi/ci' keeps
-    its ids ('0c3ad857/1/0'). Tables show this; --wide and --json the whole UUID."""
-    if uuid.startswith("MIG-GPU-"):
-        head, _, ids = uuid.partition("/")
-        return f"{head[8:16]}/{ids}"
-    _, sep, rest = uuid.partition("-")
-    return rest[:8] if sep and rest else uuid[:8]
-
-
-def short_model(model: str, profile: str | None = None) -> str:
-    """'NVIDIA H100 80GB HBM3' + '1g.10gb' → 'H100 1g.10gb'; 'NVIDIA A100-SXM4-40GB' → 'A100';
-    'NVIDIA GeForce RTX 4090' → 'RTX 4090'. The Memory column says the size; --wide shows the
-    whole name."""
-    words = [w for w in model.split() if w not in ("NVIDIA", "Tesla", "GeForce", "Quadro")]
-    first = words[0].split("-")[0] if words else model
-    if len(first) <= 3 and len(words) > 1:  # 'RTX 4090', 'RTX A6000'
-        first = f"{first} {words[1].split('-')[0]}"
-    return f"{first} {profile}" if profile else first
 
 
 def memory_cell(used: int | None, total: int | None) -> str:
@@ -132,7 +111,7 @@ def daemon_status(view: Mapping[str, Any], wide: bool, width: int | None) -> str
 def daemon_status_output(view: Mapping[str, Any], wide: bool, width: int) -> tuple[str, str]:
     """What `ds01 gpu status` prints from ds01d's answer: the table (stdout), then ds01d's
     warnings (a GPU it could not read…) for stderr."""
-    from ds01.cli.output import shown
+    from ds01.cli.text import shown
 
     warnings = "".join(f"warning: {shown(w)}\n" for w in view.get("warnings") or [])
     return daemon_status(view, wide, width), warnings

@@ -17,7 +17,7 @@ import sys
 import textwrap
 from typing import NamedTuple, TextIO
 
-from ds01.cli.output import shown
+from ds01.cli.text import shown
 
 NOT_A_TERMINAL_WIDTH = 80
 RULE = "─"
