@@ -40,11 +40,12 @@ from ds01.services.reconcile import Reconciler
 from ds01.services.sweep import InvariantSweep
 from ds01.services.unituse import UnitUseMemo
 from ds01.store.backup import backup_if_due, default_backup_dir
-from ds01.store.db import Database
+from ds01.store.db import Checkpointer, Database
 
 log = logging.getLogger("ds01d")
 
 EXPIRY_TICK_S = 1.0
+CHECKPOINT_TICK_S = 0.5  # WAL checkpoints off the committing connection (store/db.py)
 HOST_ACCESS_TICK_S = 1.0  # grant expiry, warnings, host-access file, host GPU process watch
 RECONCILE_EVERY_S = 30.0
 # Tests race reconcile against deploys with a much shorter pass (tests/containers/
@@ -71,6 +72,7 @@ class Daemon:
         self.restart_needed: list[str] = []
         self.backend = self._open_backend(sim)
         self.db = Database(paths.db)
+        self.checkpointer = Checkpointer(paths.db)
         # Every service reads the time through the clock watch (services/clock.py).
         self.clock = ClockWatch(self.db)
         self.allocations = AllocationService(self.db, lambda: self.config, clock=self.clock.now)
@@ -226,6 +228,9 @@ class Daemon:
         if done:
             log.info("released %d expired allocation(s): %s", len(done), done)
 
+    async def _checkpoint_step(self) -> None:
+        await asyncio.to_thread(self.checkpointer.run)
+
     # ---- backups ---------------------------------------------------------------------
 
     def _backup_tick(self) -> float:
@@ -351,6 +356,7 @@ class Daemon:
         notices_api.install(app, self.banners)  # banners for the caller's next command
         self._runner = await serve(app, str(self.paths.api_socket))
         await self._start_gate()
+        self.checkpointer.take_over(self.db)
         self._tasks = [
             self._loop("sampler", self._sample_step, self._sample_interval),
             self._loop("lifecycle", self._lifecycle_step, self._sample_interval, self._sampled),
@@ -358,6 +364,7 @@ class Daemon:
             self._loop("reconcile", self._reconcile_step, lambda: self._reconcile_every),
             self._loop("host-access", self._host_access_step, lambda: HOST_ACCESS_TICK_S),
             self._loop("backup", self._backup_step, self._backup_tick),
+            self._loop("checkpoint", self._checkpoint_step, lambda: CHECKPOINT_TICK_S),
             self._loop("devices", self._devices_step, lambda: DEVICE_TICK_S, devices_wake),
         ]
         self._watcher = threading.Thread(
@@ -437,4 +444,5 @@ class Daemon:
         self.notifier.close()
         self.callers.close()
         self.backend.close()
+        self.checkpointer.close()
         self.db.close()

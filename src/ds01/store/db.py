@@ -82,6 +82,44 @@ def disk_full_error(
     )
 
 
+# The WAL's size, in pages, at which the committing connection checkpoints by itself when
+# background checkpoints (Checkpointer) have fallen behind: a safety net, ~80 MB.
+FALLBACK_CHECKPOINT_PAGES = 20_000
+
+
+class Checkpointer:
+    """ds01d's WAL checkpoints on a connection of their own, called from a background loop.
+
+    By default the connection that commits copies the WAL into the database file (and fsyncs
+    it) in the middle of a commit every 1,000 pages: a few milliseconds on a real disk, paid by
+    whichever decision happened to commit then — on the event loop, for an allocation made
+    there (api/http.py Decider). PASSIVE never waits for the writer nor makes it wait."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def take_over(self, db: Database) -> None:
+        """From now on db's connection checkpoints only past FALLBACK_CHECKPOINT_PAGES."""
+        with db.transaction(immediate=False) as conn:
+            conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
+
+    def run(self) -> tuple[int, int]:
+        """One PASSIVE checkpoint: (frames in the WAL, frames copied into the database)."""
+        if self._conn is None:
+            # Any thread (the loop's step runs in a worker); never waits for a lock.
+            self._conn = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False, timeout=0
+            )
+        _busy, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(frames), int(copied)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 class Database:
     """The state database. read_only=True (`ds01d --check`) opens it without writing anything:
     no journal-mode change, no migration."""
