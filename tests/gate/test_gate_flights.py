@@ -24,7 +24,7 @@ import pytest
 from ds01.gate.flights import Flights
 from ds01.gate.httpio import parse_request_head, parse_response_head
 from ds01.gate.policy.endpoints import classify
-from ds01.gate.policy.filters import ContainerList
+from ds01.gate.policy.filters import ContainerList, fetch_container_list
 from ds01.gate.refusal import LocalReply
 from ds01.gate.server import KnownHeads, _Connection
 from ds01.gate.settings import GateSettings
@@ -296,3 +296,59 @@ def test_a_connection_left_idle_is_closed_and_a_busy_one_is_not() -> None:
         theirs.close()
 
     run(scenario)
+
+
+# ---- reading the engine's answer once per flight ------------------------------------------
+
+
+class OneAnswerEngine:
+    """The engine as a flight sees it: one canned answer to the gate's own request."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.answer = (engine_answer(status, body), body)
+        self.asked: list[str] = []
+
+    async def exchange(self, method: str, target: str) -> tuple[Any, bytes]:
+        self.asked.append(f"{method} {target}")
+        return self.answer
+
+
+class Book:
+    def __init__(self, owners: dict[str, str]) -> None:
+        self.known = owners
+        self.lookups: list[list[str]] = []
+
+    def owners(self, _kind: Any, keys: list[str]) -> dict[str, str]:
+        self.lookups.append(keys)
+        return {k: self.known[k] for k in keys if k in self.known}
+
+
+def _deps(status: int, body: bytes, owners: dict[str, str]) -> Any:
+    return SimpleNamespace(
+        engine=OneAnswerEngine(status, body),
+        containers=SimpleNamespace(owners=Book(owners)),
+    )
+
+
+def test_a_flight_reads_the_list_once_and_looks_its_owners_up_once() -> None:
+    deps = _deps(200, json.dumps(ENGINE_LIST).encode(), OWNERS)
+    shared = asyncio.run(fetch_container_list(deps, "/v1.41/containers/json?all=1"))
+    assert deps.engine.asked == ["GET /v1.41/containers/json?all=1"]
+    assert deps.containers.owners.lookups == [["a1", "m1", "x1", "a2"]]
+    assert split(shared.for_owner("mallory"))[1] == json.dumps([MALLORY_1]).encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"Id": "a1"}', b"[{", b'"a1"'],
+    ids=["an object", "not JSON", "a string"],
+)
+def test_a_200_that_is_not_a_list_is_refused_for_everyone(body: bytes) -> None:
+    with pytest.raises(LocalReply) as err:
+        asyncio.run(fetch_container_list(_deps(200, body, OWNERS), "/containers/json"))
+    assert err.value.status == 502
+
+
+def test_an_empty_list_spelt_null_is_an_empty_list() -> None:
+    shared = asyncio.run(fetch_container_list(_deps(200, b"null", {}), "/containers/json"))
+    assert split(shared.for_owner("alice"))[1] == b"[]"

@@ -147,9 +147,9 @@ class ContainerList:
     (after the engine answered, so a container created before any of the requests has its
     record), each container encoded once. `for_owner` is the only way out: the reply one caller
     may see, narrowed by the owner records exactly as owned_reply narrows (the same bytes as
-    json.dumps of the kept items). An answer that is not a 200 with a JSON list is passed on
-    as the engine sent it (an error about the request's filters reads the same for everyone);
-    a 200 that is not JSON is refused for everyone (502)."""
+    json.dumps of the kept items). An answer that is not a 200 is passed on as the engine sent
+    it (an error about the request's filters reads the same for everyone); a 200 that is not a
+    JSON list is refused for everyone (502, fetch_container_list)."""
 
     def __init__(
         self, rhead: ResponseHead, body: bytes, items: list[Any] | None, owners: dict[str, str]
@@ -197,13 +197,17 @@ async def fetch_container_list(deps: GateDeps, target: str) -> ContainerList:
             data = json.loads(body)
         except ValueError:
             raise LocalReply(502, "ds01: the engine's container list could not be read") from None
-        if isinstance(data, list):
-            items = data
-            keys = [str(i.get("Id", "")) for i in data if isinstance(i, dict)]
-            if keys:
-                owners = await asyncio.to_thread(
-                    deps.containers.owners.owners, ObjectKind.CONTAINER, keys
-                )
+        if data is None:
+            data = []  # Go's encoding of an empty (nil) list
+        if not isinstance(data, list):
+            # Fail closed: what else it might hold is nobody's to see.
+            raise LocalReply(502, "ds01: the engine's container list could not be read")
+        items = data
+        keys = [str(i.get("Id", "")) for i in data if isinstance(i, dict)]
+        if keys:
+            owners = await asyncio.to_thread(
+                deps.containers.owners.owners, ObjectKind.CONTAINER, keys
+            )
     return ContainerList(rhead, body, items, owners)
 
 
