@@ -406,14 +406,21 @@ class AllocationService:
     def hold(self, alloc_id: int, *, actor: str, reason: str) -> AllocationRow:
         """active → held until now + the owner's gpu_hold_after_stop (0 releases at once)."""
         now = self._clock()
+        # The owner's groups from NSS (LDAP may take seconds) before the write transaction, not
+        # inside it holding the database: an allocation's owner never changes.
+        with self.db.transaction(immediate=False) as conn:
+            first = allocs.get(conn, alloc_id)
+        owner = first.user if first is not None else None
+        limits = self.config.resolve(owner, _groups_of_user(owner)).limits if owner else None
         with self.db.transaction() as conn:
             row = allocs.get(conn, alloc_id)
             if row is None:
                 raise NotFound(f"allocation {alloc_id} does not exist")
             if row.state is not AllocState.ACTIVE:
                 return row  # already held or released (the Docker event and a command raced)
-            hold_s = self.config.resolve(row.user, _groups_of_user(row.user)).limits
-            seconds = hold_s.gpu_hold_after_stop_s
+            if limits is None or row.user != owner:  # it did not exist a moment ago
+                limits = self.config.resolve(row.user, _groups_of_user(row.user)).limits
+            seconds = limits.gpu_hold_after_stop_s
             if seconds <= 0:
                 return self._release_in(conn, row, actor=actor, reason=reason, now=now)
             before = live.generation(conn)
