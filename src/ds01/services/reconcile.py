@@ -213,6 +213,11 @@ class Reconciler:
         row = self.allocations.live_for_container_id(cid)
         if row is None or row.state is AllocState.RESERVED:
             return  # not bound yet: the deploy in progress owns it
+        stopped = action in ("die", "stop")
+        if (stopped and row.state is not AllocState.ACTIVE) or (
+            action == "start" and row.state is not AllocState.HELD
+        ):
+            return  # nothing to change: no need to ask the engine (an inspect per event)
         if action != "destroy" and self._outdated(cid, started=action == "start"):
             return
         if action == "destroy":
