@@ -27,7 +27,8 @@ def test_options_show_what_the_value_is() -> None:
 
 
 def test_an_option_with_fixed_values_lists_them() -> None:
-    assert "--kind <alloc|unit|admin|container|gate|grant|host|daemon|notify>" in help_of("events")
+    kinds = "alloc|unit|admin|container|gate|grant|host|daemon|notify|queue"
+    assert f"--kind <{kinds}>" in help_of("events")
 
 
 def test_arguments_show_their_name_only() -> None:

@@ -42,6 +42,7 @@ def _full_app(tmp_path: Path) -> Any:
     from ds01.services.containers import ContainerService
     from ds01.services.grants import GrantService
     from ds01.services.hostproc import HostProcessWatch
+    from ds01.services.queue import QueueService
     from ds01.store.db import Database
 
     config = parse_config_text("", "test.yaml")
@@ -49,14 +50,14 @@ def _full_app(tmp_path: Path) -> Any:
     allocations = AllocationService(db, lambda: config)
     notifier = Notifier(None)
     grants = GrantService(db, allocations, tmp_path, notifier)
+    containers = ContainerService(allocations, Engine("unix:///nonexistent.sock"), lambda: config)
     app = build_app(
         ApiDeps(
             allocations=allocations,
             sample=lambda: None,
             backend_name="sim",
-            containers=ContainerService(
-                allocations, Engine("unix:///nonexistent.sock"), lambda: config
-            ),
+            containers=containers,
+            queue=QueueService(containers, notifier),
             grants=grants,
             exemptions=Exemptions(allocations),
             host_processes=HostProcessWatch(db, allocations, grants, notifier),

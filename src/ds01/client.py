@@ -31,6 +31,9 @@ from ds01.api.schemas import (
     HostProcessOut,
     KeepAliveIn,
     OrphanOut,
+    QueueEntryOut,
+    QueueExplainOut,
+    QueueOut,
     QuotaOut,
     StatusOut,
     WhoAmIOut,
@@ -207,7 +210,18 @@ class Client:
         self, req: DeployIn, on_progress: Callable[[str], None] | None = None
     ) -> ContainerOut:
         """Deploy and follow the daemon's progress lines until the result or an error."""
+        out = self.deploy_or_queue(req, on_progress)
+        if not isinstance(out, ContainerOut):
+            raise deploy_without_result()
+        return out
+
+    def deploy_or_queue(
+        self, req: DeployIn, on_progress: Callable[[str], None] | None = None
+    ) -> ContainerOut | QueueEntryOut:
+        """Deploy (with req.queue: or queue) and follow the daemon's progress lines until the
+        result, a queue entry or an error."""
         result: dict[str, Any] | None = None
+        queued: dict[str, Any] | None = None
         try:
             with self._http.stream(
                 "POST", "/v1/containers", json=req.model_dump(exclude_none=True), timeout=None
@@ -229,11 +243,15 @@ class Client:
                         raise error_from_body(msg)
                     elif "container" in msg:
                         result = msg["container"]
+                    elif "queued" in msg:
+                        queued = msg["queued"]
         except httpx.TransportError as e:
             if isinstance(e, httpx.ConnectError):
                 raise self._unreachable(e) from e  # it never started
-            if result is None:
+            if result is None and queued is None:
                 raise deploy_cut_short() from e
+        if queued is not None:
+            return QueueEntryOut.model_validate(queued)
         if result is None:
             raise deploy_without_result()
         return ContainerOut.model_validate(result)
@@ -265,6 +283,16 @@ class Client:
                 yield from r.iter_bytes()
         except httpx.TransportError as e:
             raise self._unreachable(e) from e
+
+    def queue(self, all_users: bool = False) -> QueueOut:
+        return self._get("/v1/queue", QueueOut, all="1" if all_users else None)
+
+    def queue_cancel(self, entry_id: int) -> QueueEntryOut:
+        data = self._request("POST", f"/v1/queue/{entry_id}/cancel")
+        return QueueEntryOut.model_validate(data)
+
+    def queue_explain(self, entry_id: int) -> QueueExplainOut:
+        return self._get(f"/v1/queue/{entry_id}/explain", QueueExplainOut)
 
     def orphans(self) -> list[OrphanOut]:
         return self._get_list("/v1/admin/orphans", OrphanOut)

@@ -32,6 +32,9 @@ POINTS: dict[str, tuple[str, ...]] = {
     # that allocated again, before and after the engine started the container.
     "gate_create": ("answered", "recorded"),
     "gate_start": ("reserved", "started"),
+    # The queue's dispatcher (services/queue.py): the entry marked admitting (committed), then
+    # its deploy done, before the entry is marked admitted.
+    "queue": ("admitting", "deployed"),
 }
 
 _armed = os.environ.get(ENV, "")

@@ -23,6 +23,7 @@ its row of the table: `<scenario>-<point>-docker_<up|down>-<outcome>`.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import time
@@ -43,7 +44,7 @@ from containers_support import (
 )
 
 from ds01 import faults
-from ds01.api.schemas import DeployIn
+from ds01.api.schemas import DeployIn, QueueEntryOut
 from ds01.errors import Ds01Error
 from ds01.inventory import sim
 from support import Daemon, wait_for
@@ -121,6 +122,10 @@ SCENARIOS = [
     # Through the Docker gate, as `docker create --gpus 1` and `docker start` would.
     Scenario("gate_create", "gate_create", "0s", {"answered": GONE, "recorded": GONE}),
     Scenario("gate_start", "gate_start", "0s", {"reserved": STOPPED, "started": RUNNING}),
+    # The queue's dispatcher (services/queue.py) admits a queued deploy as capacity frees: the
+    # entry marked admitting, then its deploy done. Either way the restarted ds01d starts it
+    # exactly once (queued again, or settled as admitted).
+    Scenario("queue", "queue", "0s", {"admitting": RUNNING, "deployed": RUNNING}),
 ]
 
 # Steps after which an intent is open, i.e. whose outcome must wait for Docker to return.
@@ -190,7 +195,11 @@ def world(docker_host: str, docker_client: docker.DockerClient) -> Iterator[Worl
         d.stop()
         relay.stop()
         for c in docker_client.containers.list(all=True, filters={"label": "ds01.owner=root"}):
-            if c.name == w.docker_name or c.name.startswith("ds01-recreate-"):
+            if (
+                c.name == w.docker_name
+                or c.name.startswith(w.docker_name + "-")  # the queue row's filler
+                or c.name.startswith("ds01-recreate-")
+            ):
                 c.remove(force=True)
 
 
@@ -234,6 +243,9 @@ def test_crash_at_every_step(world: World, sc: Scenario, step: str, docker_down:
             pass
         elif sc.name == "deploy":
             _crash(w, lambda: c.deploy(body))
+        elif sc.name == "queue":
+            _queue_and_free(w, c, body)
+            _died(w)  # the dispatcher admits it when the filler is retired: ds01d dies
         else:
             c.deploy(body)
             before = w.container()
@@ -266,6 +278,19 @@ def test_crash_at_every_step(world: World, sc: Scenario, step: str, docker_down:
         wait_for(lambda: not w.rows("SELECT 1 FROM intents") or None, "recovery", timeout=30)
     else:
         w.d.start()  # recovers before it answers
+    if sc.name == "queue":
+        # Started once: the entry admitted, bound to the one container of its name.
+        wait_for(
+            lambda: w.rows("SELECT state FROM queue") == [("admitted",)] or None,
+            "the queue entry to be admitted",
+            timeout=60,
+            detail=w.d.log,
+        )
+        now = w.container()
+        assert now is not None
+        assert w.rows("SELECT container_id FROM queue") == [(now.id,)]
+        admitted = w.rows("SELECT 1 FROM events WHERE kind = 'queue' AND action = 'admitted'")
+        assert len(admitted) == 1
     if sc.name == "idle_stop":
         # The restarted ds01d finishes the stop on its own passes (the countdown resumed).
         wait_for(
@@ -277,6 +302,19 @@ def test_crash_at_every_step(world: World, sc: Scenario, step: str, docker_down:
     _check(w, sc.outcomes[step], before)
     if sc.name == "idle_stop":
         _check_idle_stop(w)
+
+
+def _queue_and_free(w: World, c: Any, body: DeployIn) -> None:
+    """A full machine (two GPUs drained, a filler on the other two), the deploy queued, then
+    the filler retired: the dispatcher takes the entry."""
+    for unit in c.gpu_status().units[:2]:
+        c.drain(unit.uuid, reason="test: a full machine")
+    filler = DeployIn(name=f"{w.name}-f", image=TEST_IMAGE, gpus=2, command=list(STOPPABLE))
+    c.deploy(filler)
+    queued = c.deploy_or_queue(body.model_copy(update={"queue": True}))
+    assert isinstance(queued, QueueEntryOut) and queued.state == "queued", queued
+    with contextlib.suppress(Ds01Error, requests.RequestException):
+        c.container_op(filler.name, "retire")  # ds01d may die before it answers
 
 
 def _died(w: World) -> None:

@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 
 from ds01.api import convert
 from ds01.api.http import caller_of, deps_of, flag, off_loop, ok, parse_body
+from ds01.api.queue import entry_out
 from ds01.api.schemas import (
     ContainerAllocationOut,
     ContainerLimitsOut,
@@ -24,7 +25,7 @@ from ds01.api.schemas import (
     KeepAliveIn,
     MountOut,
 )
-from ds01.errors import Ds01Error, UsageError
+from ds01.errors import Ds01Error, Refusal, RefusalReason, UsageError
 from ds01.identity import Caller, require_admin
 from ds01.lifecycle.countdown import Outlook
 from ds01.listener import RateLimitedLog
@@ -204,9 +205,18 @@ async def deploy(request: web.Request) -> web.StreamResponse:
     def progress(text: str) -> None:
         loop.call_soon_threadsafe(lines.put_nowait, {"progress": text})
 
+    queue = deps_of(request).queue if body.queue else None
+
     def work() -> dict[str, Any]:
         try:
-            view = service.deploy(caller, req, progress)
+            try:
+                view = service.deploy(caller, req, progress)
+            except Refusal as refusal:
+                # --queue: quota allows, capacity does not → wait in line (issue 16).
+                if queue is None or refusal.reason is not RefusalReason.NO_CAPACITY:
+                    raise
+                placed = queue.enqueue(caller, req, refusal)
+                return {"queued": entry_out(queue, caller, placed, queue.now()).model_dump()}
         except Ds01Error as err:
             return _error_line(err)
         except Exception:

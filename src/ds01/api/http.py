@@ -29,6 +29,7 @@ from ds01.services.allocation import AllocationService
 from ds01.services.containers import ContainerService, ContainerView
 from ds01.services.grants import GrantService
 from ds01.services.hostproc import HostProcessWatch
+from ds01.services.queue import QueueService
 from ds01.store.allocations import AllocationRow
 from ds01.store.db import Database, would_have_waited
 
@@ -112,6 +113,7 @@ class ApiDeps:
     outlooks: Callable[[list[AllocationRow]], dict[int, Outlook]] = lambda rows: {}
     keep_alive: Callable[[Caller, ContainerView, str], None] = lambda c, v, d: None
     exemptions: Exemptions | None = None
+    queue: QueueService | None = None  # the queue's endpoints (api/queue.py)
     decider: Decider = field(default_factory=Decider)
 
 

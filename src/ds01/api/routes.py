@@ -14,7 +14,7 @@ from enum import Enum
 from aiohttp import web
 from pydantic import BaseModel
 
-from ds01.api import allocations, containers, events, grants, lifecycle, system, units
+from ds01.api import allocations, containers, events, grants, lifecycle, queue, system, units
 from ds01.api import schemas as s
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -27,6 +27,7 @@ class Needs(Enum):
     CONTAINERS = "containers"
     GRANTS = "grants"
     LIFECYCLE = "lifecycle"
+    QUEUE = "queue"
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Route:
         return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", self.path)
 
 
-_C, _G, _L = Needs.CONTAINERS, Needs.GRANTS, Needs.LIFECYCLE
+_C, _G, _L, _Q = Needs.CONTAINERS, Needs.GRANTS, Needs.LIFECYCLE, Needs.QUEUE
 
 ROUTES: tuple[Route, ...] = (
     Route("get", "/v1/health", system.health, "Daemon health", response=s.HealthOut),
@@ -181,6 +182,30 @@ ROUTES: tuple[Route, ...] = (
         containers.exec_command,
         "Run one command without a tty (WebSocket upgrade; ?cmd=ARG repeated)",
         needs=_C,
+    ),
+    Route(
+        "get",
+        "/v1/queue",
+        queue.list_queue,
+        "Your queued deploys with their positions (?all=1: everyone's, as privacy allows)",
+        response=s.QueueOut,
+        needs=_Q,
+    ),
+    Route(
+        "post",
+        "/v1/queue/{id}/cancel",
+        queue.cancel,
+        "Cancel a queued deploy (its owner or an admin)",
+        response=s.QueueEntryOut,
+        needs=_Q,
+    ),
+    Route(
+        "get",
+        "/v1/queue/{id}/explain",
+        queue.explain,
+        "A queued deploy's priority, factor by factor",
+        response=s.QueueExplainOut,
+        needs=_Q,
     ),
     Route(
         "get",

@@ -249,6 +249,11 @@ class DeployIn(_In):
     env: dict[str, str] = {}
     command: list[str] | None = None
     interactive: bool = False
+    queue: bool = Field(
+        default=False,
+        description="When quota allows but no units are free, queue the request instead of "
+        "refusing it (the deploy stream ends in a 'queued' line)",
+    )
 
 
 class KeepAliveIn(_In):
@@ -441,3 +446,45 @@ class HostProcessOut(BaseModel):
     policy: str | None = Field(description="For a violation: report | terminate")
     action: str | None = Field(description="sigterm_sent | sigkill_sent | refused, or null")
     first_seen: str
+
+
+class QueueEntryOut(BaseModel):
+    """A queue entry. Another user's entry shows only its place, size and age (and its user,
+    unless privacy is hide_others); name, image and note are the owner's and admins'."""
+
+    id: int
+    user: str | None = Field(description="null when hidden (privacy: hide_others)")
+    name: str | None = Field(description="the container's name; null for others' entries")
+    image: str | None = None
+    request: str | None = Field(description="what it waits for: '1 GPU', 'MIG 3g.40gb'")
+    state: str = Field(description="queued | admitting | admitted | cancelled | expired | failed")
+    position: int | None = Field(description="1 = next; null once it has ended")
+    size: float = Field(description="units asked for")
+    queued_at: str
+    waited_s: float
+    note: str | None = Field(description="why it waits, or how it ended")
+    priority: float | None = None
+    allocation_id: int | None = None
+    container_id: str | None = None
+    mine: bool
+
+
+class QueueOut(BaseModel):
+    entries: list[QueueEntryOut]
+    waiting: int = Field(description="entries waiting in the whole queue")
+
+
+class QueueFactorOut(BaseModel):
+    name: str = Field(description="fairshare | age | group | size")
+    value: float = Field(description="the factor, 0..1")
+    weight: float = Field(description="its weight (queue.weights)")
+    points: float = Field(description="value × weight")
+
+
+class QueueExplainOut(BaseModel):
+    entry: QueueEntryOut
+    usage_gpueq_s: float | None = Field(
+        description="the user's GPU use in gpueq·seconds, decayed with queue.usage_half_life"
+    )
+    factors: list[QueueFactorOut]
+    total: float | None = Field(description="the priority: the sum of the factors' points")

@@ -132,6 +132,8 @@ def served(route: Route, deps: ApiDeps) -> bool:
         return deps.grants is not None
     if route.needs is Needs.LIFECYCLE:
         return deps.exemptions is not None
+    if route.needs is Needs.QUEUE:
+        return deps.queue is not None
     return True
 
 

@@ -75,11 +75,20 @@ def deploy(
     command: Annotated[
         list[str] | None, typer.Argument(help="Command to run (after --); default: a shell.")
     ] = None,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue",
+            help="When your quota allows it but no GPU is free, wait in the queue; ds01 starts "
+            "the container when GPUs free up and tells you.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Allocate GPUs, create your container pinned to them, and start it.
 
     With no GPU option you get one whole GPU. Without --detach, a shell opens in the container.
+    With --queue, a full server queues the request instead of refusing it (see ds01 queue).
     """
     for option, path in (("--workspace", workspace), *(("--data", d) for d in data or [])):
         if path is not None and not path.strip():
@@ -104,9 +113,18 @@ def deploy(
         command=list(command) if command else None,
         # No command: keep the image's shell alive with a terminal, like `docker run -dit`.
         interactive=not command,
+        queue=queue,
     )
     with client_of(ctx) as c:
-        out = c.deploy(body, on_progress=None if as_json else _print_progress)
+        got = c.deploy_or_queue(body, on_progress=None if as_json else _print_progress)
+    from ds01.api.schemas import ContainerOut
+
+    if not isinstance(got, ContainerOut):
+        from ds01.cli.queue_cmd import print_queued
+
+        print_queued(got, as_json)
+        return
+    out = got
     if as_json:
         print_json(out.model_dump(mode="json"))
         return

@@ -70,6 +70,9 @@ def _register() -> None:
     from ds01.cli import access_cmd
 
     app.command("access")(access_cmd.access)
+    from ds01.cli import queue_cmd
+
+    app.add_typer(queue_cmd.app, name="queue")
 
 
 _register()

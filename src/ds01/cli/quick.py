@@ -307,6 +307,7 @@ def _deploy_body(
     if command:
         body["command"] = command
     body["interactive"] = not command  # no command: keep the image's shell alive (docker -dit)
+    body["queue"] = False  # --queue (its answer may be a queue entry) goes the long way
     return body
 
 

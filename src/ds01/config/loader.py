@@ -150,6 +150,7 @@ def _build(schema: ConfigFile, source: str, base_dir: Path) -> Config:
         gate=schema.gate,
         state=schema.state,
         notify=schema.notify,
+        queue=schema.queue,
     )
 
 

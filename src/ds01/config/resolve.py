@@ -27,6 +27,7 @@ from ds01.config.schema import (
     LimitsLayer,
     NotifySection,
     Privacy,
+    QueueSection,
     StateSection,
     StorageSection,
     UserSpec,
@@ -94,6 +95,7 @@ class Config:
     gate: GateSection
     state: StateSection
     notify: NotifySection
+    queue: QueueSection
 
     @property
     def sim_machine(self) -> Path | None:

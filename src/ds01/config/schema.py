@@ -411,6 +411,33 @@ class NotifySection(_Section):
     email: Annotated[EmailSettings, _empty_if_null(dict)] = EmailSettings()
 
 
+class QueueWeights(_Section):
+    """The weight of each priority factor (queue/priority.py; each factor is 0..1)."""
+
+    fairshare: Annotated[float, _v(_number(0, None))] = 1000
+    age: Annotated[float, _v(_number(0, None))] = 100
+    group: Annotated[float, _v(_number(0, None))] = 100
+    size: Annotated[float, _v(_number(0, None))] = 10
+
+
+class QueueSection(_Section):
+    """Deploy requests waiting for capacity, and their fair-share priority (docs/queue.md)."""
+
+    max_wait: Duration1 = 86400  # seconds; an older entry expires, its user is told
+    max_per_user: Annotated[int, _v(_int(1))] = 10  # waiting entries per user
+    usage_half_life: Duration1 = 7 * 86400  # seconds; past GPU use counts half after this
+    # Decayed usage (gpueq·seconds) at which the fair-share factor is 1/2: one GPU-day.
+    usage_scale: Duration1 = 86400
+    age_max: Duration1 = 86400  # seconds in the queue at which the age factor reaches 1
+    # Charged as usage (gpueq × this many seconds) the moment an entry is admitted.
+    entry_penalty: Annotated[int, _v(_duration(0))] = 3600
+    weights: Annotated[QueueWeights, _empty_if_null(dict)] = QueueWeights()
+    # Group name → its priority factor, 0..1 (groups not named: 0).
+    group_priority: Annotated[
+        dict[str, Annotated[float, _v(_number(0, 1))]], _empty_if_null(dict)
+    ] = Field(default_factory=dict)
+
+
 Privacy = Literal["show_all", "hide_others"]
 
 
@@ -435,6 +462,7 @@ class ConfigFile(_Section):
     gate: Annotated[GateSection, _empty_if_null(dict)] = GateSection()
     state: Annotated[StateSection, _empty_if_null(dict)] = StateSection()
     notify: Annotated[NotifySection, _empty_if_null(dict)] = NotifySection()
+    queue: Annotated[QueueSection, _empty_if_null(dict)] = QueueSection()
 
 
 # Limit keys in display order, each with its kind (drives formatting and JSON values).

@@ -36,6 +36,7 @@ from ds01.services.devicewatch import DeviceWatch
 from ds01.services.grants import GrantService
 from ds01.services.hostproc import HostProcessWatch
 from ds01.services.invariants import describe
+from ds01.services.queue import QueueService
 from ds01.services.reconcile import Reconciler
 from ds01.services.sweep import InvariantSweep
 from ds01.services.unituse import UnitUseMemo
@@ -45,6 +46,7 @@ from ds01.store.db import Checkpointer, Database
 log = logging.getLogger("ds01d")
 
 EXPIRY_TICK_S = 1.0
+QUEUE_TICK_S = 1.0  # the dispatcher's pass (services/queue.py); a release wakes it sooner
 CHECKPOINT_TICK_S = 0.5  # WAL checkpoints off the committing connection (store/db.py)
 HOST_ACCESS_TICK_S = 1.0  # grant expiry, warnings, host-access file, host GPU process watch
 RECONCILE_EVERY_S = 30.0
@@ -91,6 +93,10 @@ class Daemon:
             max_age=lambda: 3 * self._sample_interval() + 10,
         )
         self._sampled = asyncio.Event()
+        # The queue's dispatcher (issue 16): deploys waiting for capacity, admitted as units
+        # free up (every pass; a pass that finds nothing changed since the head was refused
+        # costs two reads).
+        self.queue = QueueService(self.containers, self.notifier, clock=self.clock.now)
         # Placement reads what runs on each unit from the latest sample (services/unituse.py).
         self.allocations.unit_use = UnitUseMemo(lambda: self.sample, self.hostproc.current)
         # /dev/nvidia* owner and mode (services/devicewatch.py); host_root: ds01d --host-root.
@@ -228,6 +234,12 @@ class Daemon:
         if done:
             log.info("released %d expired allocation(s): %s", len(done), done)
 
+    async def _queue_step(self) -> None:
+        # In a thread: an admission deploys a container (Docker calls, seconds).
+        done = await asyncio.to_thread(self.queue.dispatch)
+        if done:
+            log.info("started %d queued deploy(s): entries %s", len(done), done)
+
     async def _checkpoint_step(self) -> None:
         await asyncio.to_thread(self.checkpointer.run)
 
@@ -351,6 +363,7 @@ class Daemon:
             outlooks=self.reclaimer.outlooks,
             keep_alive=self.reclaimer.keep_alive,
             exemptions=self.reclaimer.exemptions,
+            queue=self.queue,
         )
         app = build_app(deps)
         notices_api.install(app, self.banners)  # banners for the caller's next command
@@ -361,6 +374,7 @@ class Daemon:
             self._loop("sampler", self._sample_step, self._sample_interval),
             self._loop("lifecycle", self._lifecycle_step, self._sample_interval, self._sampled),
             self._loop("expiry", self._expiry_step, lambda: EXPIRY_TICK_S),
+            self._loop("queue", self._queue_step, lambda: QUEUE_TICK_S),
             self._loop("reconcile", self._reconcile_step, lambda: self._reconcile_every),
             self._loop("host-access", self._host_access_step, lambda: HOST_ACCESS_TICK_S),
             self._loop("backup", self._backup_step, self._backup_tick),

@@ -17,3 +17,4 @@ class EventKind(StrEnum):
     HOST = "host"  # the host: device nodes, host GPU processes
     DAEMON = "daemon"  # ds01d itself: clock steps, broken invariants
     NOTIFY = "notify"  # notices to users: delivered, failed or skipped, per channel
+    QUEUE = "queue"  # the queue: queued, admitting, admitted, cancelled, expired, failed

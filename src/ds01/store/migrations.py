@@ -306,6 +306,35 @@ def _v11_banners(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v12_queue(conn: sqlite3.Connection) -> None:
+    """Deploy requests waiting for capacity (issue 16; store/queue.py). One waiting entry per
+    user and container name, by a partial unique index: a request cannot be queued twice."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE queue (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user TEXT NOT NULL,
+            grp TEXT,
+            name TEXT NOT NULL,               -- the container's short name
+            request TEXT NOT NULL,            -- the deploy request, JSON
+            size REAL NOT NULL,               -- units asked for (priority's size factor)
+            state TEXT NOT NULL
+                CHECK (state IN ('queued', 'admitting', 'admitted', 'cancelled', 'expired',
+                                 'failed')),
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            note TEXT,                        -- why it waits, or how it ended
+            allocation_id INTEGER,
+            container_id TEXT
+        );
+        CREATE UNIQUE INDEX queue_waiting_name ON queue (user, name)
+            WHERE state IN ('queued', 'admitting');
+        CREATE INDEX queue_open ON queue (state, id) WHERE state IN ('queued', 'admitting');
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "bare-metal grants and host process reports", _v2_grants),
@@ -317,6 +346,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (9, "exemptions from idle and runtime limits", _v9_exemptions),
     (10, "index of refusals for lack of capacity", _v10_capacity_refusals),
     (11, "banner notices for users' next command", _v11_banners),
+    (12, "queue of deploy requests waiting for capacity", _v12_queue),
 ]
 
 

@@ -1,0 +1,585 @@
+"""The queue's use cases (issue 16): queue a deploy that capacity refused, show and cancel
+entries, explain an entry's priority, and the dispatcher that admits entries as units free up.
+
+The dispatcher deploys through ContainerService.deploy, exactly as `ds01 container deploy`
+does: same checks, same intent record, same undo on failure. An entry is admitted at most once,
+also across a kill -9: it is marked `admitting` (committed) before its deploy starts, only a
+`queued` entry can be taken, and a restarted ds01d settles an `admitting` entry from the
+allocations (a live allocation for its container: admitted; none: queued again, since recovery
+finished or undid the deploy; a reservation still open: wait). Docker calls never happen inside
+a transaction. Must not decide priority (queue/priority.py does) nor render anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Protocol
+
+from ds01 import faults
+from ds01.config import Config
+from ds01.errors import Ds01Error, NotFound, Refusal, RefusalReason, RuntimeUnavailable
+from ds01.identity import Caller, caller_of_name, is_admin
+from ds01.model.allocation import AllocState
+from ds01.queue import priority as prio
+from ds01.scheduler.snapshot import RequestKind
+from ds01.services.allocation import AllocationRequest
+from ds01.services.containers import ContainerService, DeployRequest
+from ds01.store import events
+from ds01.store import queue as store
+from ds01.store.queue import Entry, EntryState
+
+log = logging.getLogger("ds01d.queue")
+
+DAEMON = "ds01d"
+TOPIC = "queue"
+# A blocked head is tried again when allocations change, and at least this often (a drain
+# ending or a unit coming back changes capacity without an allocation changing).
+RETRY_BLOCKED_S = 30.0
+# Usage older than this many half-lives counts less than 1/1000: not read.
+HALF_LIVES_READ = 10
+# Refusals after which an entry keeps waiting: capacity, and the quotas its user's own
+# holdings decide (they change when the user releases something).
+WAIT_REASONS = frozenset(
+    {
+        RefusalReason.NO_CAPACITY,
+        RefusalReason.UNIT_BUSY,
+        RefusalReason.MAX_GPUEQ,
+        RefusalReason.GROUP_MAX_GPUEQ,
+        RefusalReason.MAX_CONTAINERS,
+    }
+)
+
+
+class Notify(Protocol):
+    def notify(
+        self,
+        user: str,
+        topic: str,
+        message: str,
+        *,
+        allocation_id: int | None = None,
+        container_id: str | None = None,
+    ) -> object: ...
+
+
+@dataclass(frozen=True)
+class Placed:
+    """An entry with its place in the line (1 = next; None once it has ended)."""
+
+    entry: Entry
+    position: int | None
+    priority: prio.Priority | None
+
+
+def request_json(req: DeployRequest) -> dict[str, Any]:
+    return {
+        "name": req.name,
+        "image": req.image,
+        "allocation": req.allocation.to_json(),
+        "workspace": req.workspace,
+        "data": list(req.data),
+        "env": dict(req.env),
+        "command": list(req.command) if req.command is not None else None,
+        "interactive": req.interactive,
+    }
+
+
+def request_of(data: dict[str, Any]) -> DeployRequest:
+    name = str(data["name"])
+    command = data.get("command")
+    return DeployRequest(
+        name=name,
+        image=str(data["image"]),
+        allocation=AllocationRequest.from_json(data["allocation"], name),
+        workspace=data.get("workspace"),
+        data=tuple(data.get("data") or ()),
+        env=dict(data.get("env") or {}),
+        command=tuple(command) if command is not None else None,
+        interactive=bool(data.get("interactive")),
+    )
+
+
+def request_size(req: AllocationRequest) -> float:
+    """Units the request asks for (priority's size factor)."""
+    if req.kind is RequestKind.GPUS:
+        return float(req.count)
+    if req.kind is RequestKind.MIG:
+        return float(len(req.profiles))
+    if req.kind is RequestKind.GPUEQ and req.gpueq is not None:
+        return float(max(1, math.ceil(Fraction(req.gpueq.as_text()))))
+    return 1.0
+
+
+def describe_request(data: dict[str, Any]) -> str:
+    """'1 GPU', '2 GPUs', 'MIG 3g.40gb', 'gpueq 1/2': what an entry waits for."""
+    a = data.get("allocation") or {}
+    kind = a.get("kind")
+    if kind == RequestKind.GPUS.value:
+        n = int(a.get("count") or 0)
+        return f"{n} GPU" + ("s" if n != 1 else "")
+    if kind == RequestKind.MIG.value:
+        return "MIG " + ",".join(a.get("profiles") or ())
+    if kind == RequestKind.GPUEQ.value:
+        return f"gpueq {a.get('gpueq')}"
+    return "no GPU"
+
+
+def settings_of(config: Config) -> prio.Settings:
+    q = config.queue
+    return prio.Settings(
+        half_life_s=float(q.usage_half_life),
+        usage_scale=float(q.usage_scale),
+        age_max_s=float(q.age_max),
+        weights=prio.Weights(
+            fairshare=q.weights.fairshare,
+            age=q.weights.age,
+            group=q.weights.group,
+            size=q.weights.size,
+        ),
+        group_priority=dict(q.group_priority),
+    )
+
+
+class QueueService:
+    def __init__(
+        self,
+        containers: ContainerService,
+        notifier: Notify | None,
+        clock: Callable[[], float] = time.time,
+        config: Callable[[], Config] | None = None,
+    ) -> None:
+        self.containers = containers
+        self.allocations = containers.allocations
+        self.db = self.allocations.db
+        self._notifier = notifier
+        self._clock = clock
+        self._config = config or (lambda: self.allocations.config)
+        self._pass = threading.Lock()  # one dispatch pass at a time
+        # What the allocations looked like when the head was last refused for capacity.
+        self._blocked: tuple[object, float] | None = None
+
+    @property
+    def config(self) -> Config:
+        return self._config()
+
+    def now(self) -> float:
+        return self._clock()
+
+    # ---- users' requests -------------------------------------------------------------
+
+    def enqueue(self, caller: Caller, req: DeployRequest, refusal: Refusal) -> Placed:
+        """Queue a deploy that `refusal` (no capacity, now) turned away. Over quota, a request
+        is refused as before and never queued (place() checks quotas before capacity)."""
+        if refusal.reason not in (RefusalReason.NO_CAPACITY, RefusalReason.UNIT_BUSY):
+            raise refusal
+        now = self._clock()
+        group = self.allocations.limits_for(caller).group
+        max_per_user = self.config.queue.max_per_user
+        try:
+            with self.db.transaction() as conn:
+                mine = [e for e in store.waiting(conn) if e.user == caller.name]
+                if len(mine) >= max_per_user:
+                    raise Refusal(
+                        RefusalReason.POLICY,
+                        f"you already have {len(mine)} requests in the queue (at most "
+                        f"{max_per_user})",
+                        why=refusal.what,
+                        fix="Wait for one to start, or cancel one (ds01 queue cancel ID).",
+                    )
+                entry_id = store.add(
+                    conn,
+                    user=caller.name,
+                    group=group,
+                    name=req.name,
+                    request=request_json(req),
+                    size=request_size(req.allocation),
+                    now=now,
+                )
+                events.record(
+                    conn,
+                    kind="queue",
+                    action="queued",
+                    reason=refusal.reason.value,
+                    actor=caller.name,
+                    user=caller.name,
+                    message=f"queued '{req.name}' ({describe_request(request_json(req))}):"
+                    f" {refusal.what}",
+                    details={"entry": entry_id, "request": req.allocation.to_json()},
+                    ts=now,
+                )
+        except sqlite3.IntegrityError:
+            raise Refusal(
+                RefusalReason.NAME_IN_USE,
+                f"you already have a request for a container named '{req.name}' in the queue",
+                fix="See it with 'ds01 queue'; cancel it (ds01 queue cancel ID) or pick "
+                "another name.",
+            ) from None
+        self._blocked = None
+        return self._placed(caller, entry_id)
+
+    def _placed(self, caller: Caller, entry_id: int) -> Placed:
+        for p in self.entries(caller, all_users=False, ended=True):
+            if p.entry.id == entry_id:
+                return p
+        raise NotFound(f"queue entry {entry_id} not found")
+
+    def _ranked(self, conn: sqlite3.Connection, now: float) -> list[tuple[Entry, prio.Priority]]:
+        waiting = store.waiting(conn)
+        if not waiting:
+            return []
+        s = settings_of(self.config)
+        users = sorted({e.user for e in waiting})
+        usages = self._usages(conn, users, now, s)
+        by_id = {e.id: e for e in waiting}
+        order = prio.ranked(
+            [prio.Waiting(e.id, e.user, e.group, e.size, e.created_at) for e in waiting],
+            usages,
+            now,
+            s,
+        )
+        return [(by_id[p.entry_id], p) for p in order]
+
+    def _usages(
+        self, conn: sqlite3.Connection, users: list[str], now: float, s: prio.Settings
+    ) -> list[prio.Usage]:
+        penalty = float(self.config.queue.entry_penalty)
+        out = []
+        for r in store.usage(conn, users, now - HALF_LIVES_READ * s.half_life_s):
+            g = float(sum((Fraction(x) for x in r.gpueqs), Fraction(0)))
+            out.append(
+                prio.Usage(
+                    r.user, g, r.created_at, r.released_at, g * penalty if r.from_queue else 0.0
+                )
+            )
+        return out
+
+    def entries(self, caller: Caller, all_users: bool, ended: bool = False) -> list[Placed]:
+        """The waiting entries in priority order with their positions: the caller's own, or
+        (all_users) everyone's; `ended`: the caller's finished entries too (newest first)."""
+        now = self._clock()
+        with self.db.transaction(immediate=False) as conn:
+            ranked = self._ranked(conn, now)
+            done = [e for e in store.of_user(conn, caller.name) if e.state not in store.WAITING]
+        out = [
+            Placed(e, i + 1, p)
+            for i, (e, p) in enumerate(ranked)
+            if all_users or e.user == caller.name
+        ]
+        if ended:
+            out += [Placed(e, None, None) for e in done]
+        return out
+
+    def waiting_count(self) -> int:
+        with self.db.transaction(immediate=False) as conn:
+            return len(store.waiting(conn))
+
+    def may_see(self, caller: Caller, entry: Entry) -> bool:
+        """Whether the caller may see who queued `entry` and what for: theirs, an admin, or
+        everyone's names under privacy show_all (the request itself stays the owner's)."""
+        return entry.user == caller.name or is_admin(caller, self.config)
+
+    def shows_user(self, caller: Caller, entry: Entry) -> bool:
+        return self.may_see(caller, entry) or self.config.privacy != "hide_others"
+
+    def _own(self, caller: Caller, entry_id: int) -> Placed:
+        """The entry, when the caller owns it or is an admin; else not found (no probing)."""
+        now = self._clock()
+        with self.db.transaction(immediate=False) as conn:
+            entry = store.get(conn, entry_id)
+            ranked = self._ranked(conn, now)
+        if entry is None or not self.may_see(caller, entry):
+            raise NotFound(
+                f"queue entry {entry_id} not found",
+                fix="See your entries with 'ds01 queue'.",
+            )
+        for i, (e, p) in enumerate(ranked):
+            if e.id == entry_id:
+                return Placed(e, i + 1, p)
+        return Placed(entry, None, None)
+
+    def explain(self, caller: Caller, entry_id: int) -> Placed:
+        return self._own(caller, entry_id)
+
+    def cancel(self, caller: Caller, entry_id: int) -> Entry:
+        """Cancel a queued entry: its owner or an admin. One being started now cannot be."""
+        placed = self._own(caller, entry_id)
+        now = self._clock()
+        with self.db.transaction() as conn:
+            done = store.set_state(
+                conn,
+                entry_id,
+                EntryState.CANCELLED,
+                now,
+                from_states=(EntryState.QUEUED,),
+                note=f"cancelled by {caller.name}",
+            )
+            if done:
+                events.record(
+                    conn,
+                    kind="queue",
+                    action="cancelled",
+                    reason="user_cancel" if caller.name == placed.entry.user else "admin_cancel",
+                    actor=caller.name,
+                    user=placed.entry.user,
+                    message=f"cancelled queue entry {entry_id} ('{placed.entry.name}')",
+                    details={"entry": entry_id},
+                    ts=now,
+                )
+            entry = store.get(conn, entry_id)
+        assert entry is not None
+        if not done:
+            raise Refusal(
+                RefusalReason.POLICY,
+                f"queue entry {entry_id} cannot be cancelled: it is {entry.state.value}",
+                why="Only a waiting entry can be cancelled; one being started or already "
+                "started is a container now.",
+                fix=f"Retire the container if you do not want it: ds01 container retire "
+                f"{entry.name}",
+            )
+        self._blocked = None
+        return entry
+
+    # ---- the dispatcher --------------------------------------------------------------
+
+    def _fingerprint(self) -> object:
+        live = tuple(sorted((a.id, a.state.value) for a in self.allocations.all_live()))
+        return (live, id(self.config))
+
+    def dispatch(self) -> list[int]:
+        """One pass: settle entries a crash left `admitting`, expire old ones, then admit in
+        priority order while they fit. The head blocks the line when capacity refuses it (no
+        backfill yet); an entry whose user is at a quota is skipped and keeps waiting, with
+        why. Returns the ids admitted."""
+        with self._pass:
+            self._settle()
+            self._expire()
+            now = self._clock()
+            if self._blocked is not None:
+                fp, at = self._blocked
+                if fp == self._fingerprint() and now - at < RETRY_BLOCKED_S:
+                    return []
+            self._blocked = None
+            admitted: list[int] = []
+            skipped: set[int] = set()
+            while True:
+                with self.db.transaction(immediate=False) as conn:
+                    ranked = self._ranked(conn, self._clock())
+                head = next(
+                    (e for e, _ in ranked if e.state is EntryState.QUEUED and e.id not in skipped),
+                    None,
+                )
+                if head is None:
+                    return admitted
+                outcome = self._admit(head)
+                if outcome == "admitted":
+                    admitted.append(head.id)
+                elif outcome == "blocked":
+                    self._blocked = (self._fingerprint(), self._clock())
+                    return admitted
+                else:  # waits for its user's quota, or failed for good
+                    skipped.add(head.id)
+
+    def _admit(self, entry: Entry) -> str:
+        now = self._clock()
+        with self.db.transaction() as conn:
+            if not store.take(conn, entry.id, now):
+                return "skipped"
+            events.record(
+                conn,
+                kind="queue",
+                action="admitting",
+                reason="capacity",
+                actor=DAEMON,
+                user=entry.user,
+                message=f"starting queue entry {entry.id} ('{entry.name}')",
+                details={"entry": entry.id},
+                ts=now,
+            )
+        faults.point("queue.admitting")
+        try:
+            caller = caller_of_name(entry.user)
+            view = self.containers.deploy(caller, request_of(entry.request))
+        except Refusal as refusal:
+            if refusal.reason in WAIT_REASONS:
+                self._back(entry, refusal.what)
+                return "blocked" if refusal.reason is RefusalReason.NO_CAPACITY else "quota"
+            self._fail(entry, refusal)
+            return "failed"
+        except RuntimeUnavailable as err:
+            self._back(entry, err.what)
+            return "blocked"
+        except Ds01Error as err:
+            self._fail(entry, err)
+            return "failed"
+        except Exception:
+            log.exception("starting queue entry %d failed", entry.id)
+            self._fail(entry, Ds01Error("ds01d failed to start it (an internal error)"))
+            return "failed"
+        faults.point("queue.deployed")
+        alloc = view.allocation
+        self._admitted(entry, alloc.id if alloc else None, view.info.id, reason="deployed")
+        units = ", ".join(u.uuid for u in alloc.units) if alloc else "no GPU"
+        self._tell(
+            entry.user,
+            f"ds01: your queued container '{entry.name}' is running now (queue entry "
+            f"{entry.id}, on {units}). Open a shell: ds01 container shell {entry.name}",
+            allocation_id=alloc.id if alloc else None,
+            container_id=view.info.id,
+        )
+        return "admitted"
+
+    def _admitted(
+        self, entry: Entry, alloc_id: int | None, container_id: str | None, reason: str
+    ) -> None:
+        now = self._clock()
+        with self.db.transaction() as conn:
+            if store.set_state(
+                conn,
+                entry.id,
+                EntryState.ADMITTED,
+                now,
+                from_states=(EntryState.ADMITTING,),
+                allocation_id=alloc_id,
+                container_id=container_id,
+            ):
+                events.record(
+                    conn,
+                    kind="queue",
+                    action="admitted",
+                    reason=reason,
+                    actor=DAEMON,
+                    user=entry.user,
+                    allocation_id=alloc_id,
+                    message=f"queue entry {entry.id} ('{entry.name}') started",
+                    details={"entry": entry.id, "waited_s": round(now - entry.created_at, 1)},
+                    ts=now,
+                )
+
+    def _back(self, entry: Entry, why: str) -> None:
+        """admitting → queued: it waits again, with why."""
+        with self.db.transaction() as conn:
+            store.set_state(
+                conn,
+                entry.id,
+                EntryState.QUEUED,
+                self._clock(),
+                from_states=(EntryState.ADMITTING,),
+                note=why,
+            )
+
+    def _fail(self, entry: Entry, err: Ds01Error) -> None:
+        now = self._clock()
+        why = " ".join(err.lines())
+        with self.db.transaction() as conn:
+            store.set_state(
+                conn,
+                entry.id,
+                EntryState.FAILED,
+                now,
+                from_states=(EntryState.ADMITTING,),
+                note=why,
+            )
+            events.record(
+                conn,
+                kind="queue",
+                action="failed",
+                reason=err.kind,
+                actor=DAEMON,
+                user=entry.user,
+                message=f"queue entry {entry.id} ('{entry.name}') could not start: {err.what}",
+                details={"entry": entry.id},
+                ts=now,
+            )
+        self._tell(
+            entry.user,
+            f"ds01: your queued container '{entry.name}' could not start (queue entry "
+            f"{entry.id}): {why}",
+        )
+
+    def _expire(self) -> None:
+        now = self._clock()
+        max_wait = self.config.queue.max_wait
+        # Read first: the write lock is taken only when an entry is due (most passes: none).
+        with self.db.transaction(immediate=False) as conn:
+            due = [
+                e
+                for e in store.waiting(conn)
+                if e.state is EntryState.QUEUED and now - e.created_at >= max_wait
+            ]
+        if not due:
+            return
+        gone: list[Entry] = []
+        with self.db.transaction() as conn:
+            for e in due:
+                if store.set_state(
+                    conn,
+                    e.id,
+                    EntryState.EXPIRED,
+                    now,
+                    from_states=(EntryState.QUEUED,),
+                    note=f"waited longer than queue.max_wait ({max_wait} s)",
+                ):
+                    events.record(
+                        conn,
+                        kind="queue",
+                        action="expired",
+                        reason="max_wait",
+                        actor=DAEMON,
+                        user=e.user,
+                        message=f"queue entry {e.id} ('{e.name}') expired after {max_wait} s",
+                        details={"entry": e.id},
+                        ts=now,
+                    )
+                    gone.append(e)
+        for e in gone:
+            self._tell(
+                e.user,
+                f"ds01: your queued request for '{e.name}' (queue entry {e.id}) expired after "
+                f"waiting {max_wait} s without free GPUs. Deploy again when you need it.",
+            )
+
+    def _settle(self) -> None:
+        """Entries a crashed ds01d left `admitting` (no pass of this process is at work on one:
+        passes hold self._pass): a live allocation for the container → admitted; one still
+        reserved (its deploy's recovery waits for Docker) → wait; none → queued again."""
+        with self.db.transaction(immediate=False) as conn:
+            stuck = [e for e in store.waiting(conn) if e.state is EntryState.ADMITTING]
+        if not stuck:
+            return
+        live = self.allocations.all_live()
+        for e in stuck:
+            mine = next((a for a in live if a.user == e.user and a.container == e.name), None)
+            if mine is None:
+                self._back(e, "ds01d restarted while starting it; it waits again")
+            elif mine.state is not AllocState.RESERVED:
+                self._admitted(e, mine.id, mine.container_id, reason="recovered")
+                self._tell(
+                    e.user,
+                    f"ds01: your queued container '{e.name}' has started (queue entry {e.id}).",
+                    allocation_id=mine.id,
+                    container_id=mine.container_id,
+                )
+
+    def _tell(
+        self,
+        user: str,
+        message: str,
+        *,
+        allocation_id: int | None = None,
+        container_id: str | None = None,
+    ) -> None:
+        if self._notifier is None:
+            return
+        try:
+            self._notifier.notify(
+                user, TOPIC, message, allocation_id=allocation_id, container_id=container_id
+            )
+        except Exception:
+            log.exception("telling %s about their queue entry failed", user)

@@ -1,0 +1,306 @@
+"""The queue (issue 16), end to end: a real ds01d on a full simulated machine (4 × A100), real
+users, real containers on the private engine. Three users queue; as capacity frees (retire),
+their containers start by themselves in the documented priority order, each user is told, and
+`ds01 queue` positions agree; the queue survives a kill -9 and restart without loss or
+duplication. Users are attackers too: another user's entry can be neither cancelled nor
+explained, and what `--all` shows of it follows the privacy setting. Every wait is a bounded
+poll; nothing is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from containers_support import (
+    MACHINES,
+    Daemon,
+    Users,
+    add_user,
+    cli_json,
+    db_rows,
+    deploy,
+    need,
+    process_env,
+    remove_owned,
+    short_tmp,
+    unique_user,
+)
+
+from support import TEST_IMAGE, loop_passes, wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.root]
+
+# cem's group has the group factor 1 (× 500 points): cem goes first although he queued last;
+# ann and bob have no use and the same size, so the older entry (ann) goes before bob.
+CONFIG = """\
+admin_group: ds01t-admins
+privacy: {privacy}
+gpu:
+  sample_interval: 1s
+defaults:
+  max_gpueq: 4
+  max_units_per_container: 2
+  max_containers: 4
+  allow_full_gpu: true
+  cpus: 1
+  memory: 128m
+  gpu_hold_after_stop: 0s
+groups:
+  lab:
+    members: [{cem}]
+queue:
+  weights: {{fairshare: 1000, age: 100, group: 500, size: 10}}
+  group_priority: {{lab: 1}}
+"""
+
+
+@pytest.fixture
+def machine() -> Iterator[Path]:
+    base = short_tmp()
+    path = base / "4xA100.yaml"
+    shutil.copy(MACHINES / "4xA100-40GB.yaml", path)
+    yield path
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def people(docker_client: docker.DockerClient) -> Iterator[dict[str, str]]:
+    need(os.geteuid() == 0, "creating Unix users needs root")
+    users = Users()
+    names = {k: unique_user(k[:3]) for k in ("fil", "ann", "bob", "cem")}
+    for name in names.values():
+        add_user(users, name)
+    try:
+        yield names
+    finally:
+        remove_owned(docker_client, list(names.values()))
+        users.cleanup()
+
+
+def _queue(d: Daemon, user: str, *args: str) -> dict[str, Any]:
+    out: dict[str, Any] = cli_json(d, "queue", *args, user=user)
+    return out
+
+
+def _queued(d: Daemon, user: str, name: str) -> dict[str, Any]:
+    """`ds01 container deploy NAME --queue --json` on the full machine: the entry."""
+    r = d.cli(
+        "container", "deploy", name, "--image", TEST_IMAGE, "--gpus", "1", "--queue",
+        "--detach", "--json", "--", "sleep", "3600", user=user,
+    )  # fmt: skip
+    assert r.returncode == 0, f"{r.stdout}{r.stderr}"
+    out = json.loads(r.stdout)
+    assert set(out) == {"queued"}, out
+    entry: dict[str, Any] = out["queued"]
+    return entry
+
+
+def _notices(d: Daemon, user: str) -> list[str]:
+    path = d.state_dir / "notifications.log"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [
+        n["message"] for n in map(json.loads, lines) if n["user"] == user and n["topic"] == "queue"
+    ]
+
+
+def _admitted_order(d: Daemon) -> list[str]:
+    return [
+        str(r[0])
+        for r in db_rows(
+            d, "SELECT user FROM events WHERE kind = 'queue' AND action = 'admitted' ORDER BY id"
+        )
+    ]
+
+
+def _entries(d: Daemon) -> list[tuple[int, str, str]]:
+    return [
+        (int(r[0]), str(r[1]), str(r[2]))
+        for r in db_rows(d, "SELECT id, user, state FROM queue ORDER BY id")
+    ]
+
+
+def test_three_users_queue_and_start_in_priority_order_across_a_kill_9(
+    docker_client: docker.DockerClient, docker_host: str, machine: Path, people: dict[str, str]
+) -> None:
+    fil, ann, bob, cem = people["fil"], people["ann"], people["bob"], people["cem"]
+    d = Daemon(short_tmp(), CONFIG.format(privacy="show_all", cem=cem), machine, docker_host)
+    d.start()
+    try:
+        # fil fills the machine: two containers of two GPUs each.
+        deploy(d, fil, "f1", "--gpus", "2", command=("sleep", "3600"))
+        deploy(d, fil, "f2", "--gpus", "2", command=("sleep", "3600"))
+
+        # Over quota is refused as before, never queued: fil holds 4 of max_gpueq 4.
+        r = d.cli(
+            "container", "deploy", "more", "--image", TEST_IMAGE, "--gpus", "1", "--queue",
+            "--detach", user=fil,
+        )  # fmt: skip
+        assert r.returncode == 1 and "gpueq" in r.stderr, r.stderr
+        assert _entries(d) == []
+
+        # Without --queue a full machine refuses, as before.
+        r = d.cli(
+            "container", "deploy", "now", "--image", TEST_IMAGE, "--gpus", "1", "--detach",
+            user=ann,
+        )  # fmt: skip
+        assert r.returncode == 1, r.stdout
+        assert _entries(d) == []
+
+        a = _queued(d, ann, "a")
+        b = _queued(d, bob, "b")
+        c = _queued(d, cem, "c")
+        assert (a["position"], a["state"], a["name"], a["request"]) == (1, "queued", "a", "1 GPU")
+        assert c["position"] == 1  # cem's group priority puts him ahead at once
+
+        # The same name twice is refused; the queue is unchanged.
+        r = d.cli(
+            "container", "deploy", "a", "--image", TEST_IMAGE, "--gpus", "1", "--queue",
+            "--detach", user=ann,
+        )  # fmt: skip
+        assert r.returncode == 1 and "already have a request" in r.stderr, r.stderr
+        assert len(_entries(d)) == 3
+
+        # Each sees their own position; --all shows the whole order with user names
+        # (privacy: show_all) but not the others' container names.
+        assert [(e["id"], e["position"]) for e in _queue(d, ann)["entries"]] == [(a["id"], 2)]
+        assert [(e["id"], e["position"]) for e in _queue(d, bob)["entries"]] == [(b["id"], 3)]
+        everyone = _queue(d, bob, "--all")
+        assert everyone["waiting"] == 3
+        assert [(e["user"], e["position"], e["name"]) for e in everyone["entries"]] == [
+            (cem, 1, None),
+            (ann, 2, None),
+            (bob, 3, "b"),
+        ]
+
+        # explain: the factors' points add up to the priority, and the order follows them.
+        totals = []
+        for user, entry in ((cem, c), (ann, a), (bob, b)):
+            x = cli_json(d, "queue", "explain", str(entry["id"]), user=user)
+            assert [f["name"] for f in x["factors"]] == ["fairshare", "age", "group", "size"]
+            assert x["total"] == pytest.approx(sum(f["points"] for f in x["factors"]), abs=1e-6)
+            totals.append(x["total"])
+        assert totals == sorted(totals, reverse=True)
+        cem_x = cli_json(d, "queue", "explain", str(c["id"]), user=cem)
+        assert {f["name"]: f["points"] for f in cem_x["factors"]}["group"] == 500.0
+
+        # Attackers: bob can neither cancel nor explain ann's entry; bad ids are usage errors.
+        for args in (("cancel", str(a["id"])), ("explain", str(a["id"]))):
+            r = d.cli("queue", *args, user=bob)
+            assert r.returncode == 1 and "not found" in r.stderr, (args, r.stderr)
+        for bad in ("abc", "0", "-3"):
+            r = d.cli("queue", "cancel", bad, user=bob)
+            assert r.returncode == 2, (bad, r.stderr)
+        assert [s for _, _, s in _entries(d)] == ["queued", "queued", "queued"]
+
+        # Capacity frees: fil retires f1 (2 GPUs): cem, then ann start by themselves.
+        d.cli("container", "retire", "f1", user=fil)
+        wait_for(
+            lambda: len(_admitted_order(d)) == 2 or None,
+            "two queued containers to start",
+            60,
+            detail=d.log,
+        )
+        assert _admitted_order(d) == [cem, ann]
+        for user, name in ((cem, "c"), (ann, "a")):
+            box = docker_client.containers.get(f"{user}.{name}")
+            assert box.status == "running"
+            units = [
+                str(u)
+                for (u,) in db_rows(
+                    d,
+                    "SELECT au.unit_uuid FROM allocation_units au JOIN allocations al ON"
+                    " al.id = au.allocation_id WHERE al.user = ? AND al.container = ?"
+                    " AND al.state = 'active'",
+                    user,
+                    name,
+                )
+            ]
+            assert len(units) == 1
+            assert (
+                process_env(docker_client, f"{user}.{name}")["NVIDIA_VISIBLE_DEVICES"] == units[0]
+            )
+            wait_for(lambda u=user: _notices(d, u) or None, f"{user} to be told", 30)
+            assert f"'{name}' is running now" in _notices(d, user)[0]
+        assert _queue(d, bob)["entries"][0]["position"] == 1
+        mine = _queue(d, ann)["entries"]
+        assert mine == []  # admitted: no longer waiting
+
+        # kill -9, restart with privacy hide_others: bob's entry is still there, once.
+        d.kill9()
+        d.write_config(CONFIG.format(privacy="hide_others", cem=cem))
+        d.start()
+        assert [(u, s) for _, u, s in _entries(d)] == [
+            (ann, "admitted"),
+            (bob, "queued"),
+            (cem, "admitted"),
+        ]
+        assert [e["position"] for e in _queue(d, bob)["entries"]] == [1]
+        # hide_others: others see the line but not who is in it.
+        hidden = _queue(d, ann, "--all")
+        assert [(e["user"], e["name"], e["mine"]) for e in hidden["entries"]] == [
+            (None, None, False)
+        ]
+
+        # The rest frees: bob's container starts, once.
+        d.cli("container", "retire", "f2", user=fil)
+        wait_for(
+            lambda: len(_admitted_order(d)) == 3 or None,
+            "bob's container to start",
+            60,
+            detail=d.log,
+        )
+        assert _admitted_order(d) == [cem, ann, bob]
+        assert [s for _, _, s in _entries(d)] == ["admitted", "admitted", "admitted"]
+        assert [x.name for x in docker_client.containers.list(filters={"name": bob})] == [
+            f"{bob}.b"
+        ]
+        wait_for(lambda: _notices(d, bob) or None, "bob to be told", 30)
+        assert _queue(d, bob, "--all")["waiting"] == 0
+    finally:
+        d.stop()
+        shutil.rmtree(d.base, ignore_errors=True)
+
+
+def test_cancel_is_the_owners_and_an_admins_and_is_audited(
+    docker_client: docker.DockerClient, docker_host: str, machine: Path, people: dict[str, str]
+) -> None:
+    fil, ann, bob = people["fil"], people["ann"], people["bob"]
+    d = Daemon(
+        short_tmp(), CONFIG.format(privacy="show_all", cem=people["cem"]), machine, docker_host
+    )
+    d.start()
+    try:
+        deploy(d, fil, "f1", "--gpus", "2", command=("sleep", "3600"))
+        deploy(d, fil, "f2", "--gpus", "2", command=("sleep", "3600"))
+        a = _queued(d, ann, "a")
+        b = _queued(d, bob, "b")
+        out = cli_json(d, "queue", "cancel", str(a["id"]), user=ann)
+        assert (out["id"], out["state"]) == (a["id"], "cancelled")
+        # Cancelling twice: refused, nothing changes.
+        r = d.cli("queue", "cancel", str(a["id"]), user=ann)
+        assert r.returncode == 1 and "cancelled" in r.stderr, r.stderr
+        # root is an admin: may cancel bob's.
+        out = cli_json(d, "queue", "cancel", str(b["id"]))
+        assert out["state"] == "cancelled"
+        events = db_rows(
+            d,
+            "SELECT actor, user, reason FROM events WHERE kind = 'queue' AND action ="
+            " 'cancelled' ORDER BY id",
+        )
+        assert events == [(ann, ann, "user_cancel"), ("root", bob, "admin_cancel")]
+        # Nothing starts for a cancelled entry when capacity frees.
+        r = d.cli("container", "retire", "f1", user=fil)
+        assert r.returncode == 0, r.stderr
+        loop_passes(d, "queue", 3)  # whole dispatcher passes after the release
+        assert _admitted_order(d) == []
+        assert docker_client.containers.list(all=True, filters={"label": f"ds01.owner={ann}"}) == []
+    finally:
+        d.stop()
+        shutil.rmtree(d.base, ignore_errors=True)
