@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,9 @@ defaults:
   cpus: 1
   memory: 128m
   gpu_hold_after_stop: 0s
+users:
+  {fil}:
+    max_runtime: 1h
 groups:
   lab:
     members: [{cem}]
@@ -102,6 +106,10 @@ def _queued(d: Daemon, user: str, name: str) -> dict[str, Any]:
     return entry
 
 
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
 def _notices(d: Daemon, user: str) -> list[str]:
     path = d.state_dir / "notifications.log"
     lines = path.read_text().splitlines() if path.exists() else []
@@ -130,7 +138,9 @@ def test_three_users_queue_and_start_in_priority_order_across_a_kill_9(
     docker_client: docker.DockerClient, docker_host: str, machine: Path, people: dict[str, str]
 ) -> None:
     fil, ann, bob, cem = people["fil"], people["ann"], people["bob"], people["cem"]
-    d = Daemon(short_tmp(), CONFIG.format(privacy="show_all", cem=cem), machine, docker_host)
+    d = Daemon(
+        short_tmp(), CONFIG.format(privacy="show_all", cem=cem, fil=fil), machine, docker_host
+    )
     d.start()
     try:
         # fil fills the machine: two containers of two GPUs each.
@@ -178,6 +188,29 @@ def test_three_users_queue_and_start_in_priority_order_across_a_kill_9(
             (ann, 2, None),
             (bob, 3, "b"),
         ]
+
+        # Estimated starts come from fil's max runtime (1 h, no GPU hold): cem and ann start
+        # when f1 stops (its 2 GPUs), bob when f2 stops — as 'ds01 container list' says.
+        def estimates() -> list[str | None]:
+            out = [e.get("estimated_start") for e in _queue(d, bob, "--all")["entries"]]
+            return out if all(out) else []
+
+        starts = wait_for(estimates, "estimated start times", 60, detail=d.log)
+        stops = {
+            c["name"]: c["lifecycle"]["stop_at"] for c in cli_json(d, "container", "list", user=fil)
+        }
+        f1_first = _ts(stops["f1"]) <= _ts(stops["f2"])
+        first, second = (stops["f1"], stops["f2"]) if f1_first else (stops["f2"], stops["f1"])
+        assert [
+            abs(_ts(s) - _ts(t)) <= 1 for s, t in zip(starts, [first, first, second], strict=True)
+        ] == [
+            True,
+            True,
+            True,
+        ], (starts, stops)
+        text = d.cli("queue", user=ann)
+        assert text.returncode == 0 and "Queue (3 waiting)" in text.stdout, text.stdout
+        assert "Starts (est.)" in text.stdout and f"ds01 queue explain {a['id']}" in text.stdout
 
         # explain: the factors' points add up to the priority, and the order follows them.
         totals = []
@@ -234,7 +267,7 @@ def test_three_users_queue_and_start_in_priority_order_across_a_kill_9(
 
         # kill -9, restart with privacy hide_others: bob's entry is still there, once.
         d.kill9()
-        d.write_config(CONFIG.format(privacy="hide_others", cem=cem))
+        d.write_config(CONFIG.format(privacy="hide_others", cem=cem, fil=fil))
         d.start()
         assert [(u, s) for _, u, s in _entries(d)] == [
             (ann, "admitted"),
@@ -273,7 +306,10 @@ def test_cancel_is_the_owners_and_an_admins_and_is_audited(
 ) -> None:
     fil, ann, bob = people["fil"], people["ann"], people["bob"]
     d = Daemon(
-        short_tmp(), CONFIG.format(privacy="show_all", cem=people["cem"]), machine, docker_host
+        short_tmp(),
+        CONFIG.format(privacy="show_all", cem=people["cem"], fil=fil),
+        machine,
+        docker_host,
     )
     d.start()
     try:

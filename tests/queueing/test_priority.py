@@ -179,3 +179,40 @@ def test_the_priority_module_is_pure() -> None:
                 )
             if isinstance(node, ast.Attribute) and node.attr in ("time", "monotonic"):
                 raise AssertionError(f"{path.name} reads a clock")
+
+
+# ---- estimated start times (queue/eta.py) -------------------------------------------------
+
+from ds01.queue.eta import Release, estimate  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("sizes", "free_now", "releases", "expected"),
+    [
+        pytest.param([1, 1], 0, [], [None, None], id="nothing with a known end: unknown"),
+        pytest.param(
+            [1, 1, 1],
+            0,
+            [Release(T0 + 600, 2), Release(T0 + 60, 1)],
+            [T0 + 60, T0 + 600, T0 + 600],
+            id="the first release serves the head, the second the next two",
+        ),
+        pytest.param(
+            [2, 1],
+            1,
+            [Release(T0 + 300, 1)],
+            [T0 + 300, None],
+            id="a free unit and a release cover the head of two units; nothing is left",
+        ),
+        pytest.param(
+            [1], 1, [], [T0], id="covered by free units now (its user is at a quota): now"
+        ),
+        pytest.param(
+            [1], 0, [Release(T0 - 5, 1)], [T0], id="a release already due: now, never the past"
+        ),
+    ],
+)
+def test_estimated_start(
+    sizes: list[float], free_now: int, releases: list[Release], expected: list[float | None]
+) -> None:
+    assert estimate(sizes, free_now, releases, T0) == expected

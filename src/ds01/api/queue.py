@@ -46,6 +46,7 @@ def entry_out(svc: QueueService, caller: Caller, p: Placed, now: float) -> Queue
         ),
         note=e.note if full else None,
         priority=round(p.priority.total, 3) if p.priority is not None and full else None,
+        estimated_start=_iso(p.estimated_start) if p.estimated_start is not None else None,
         allocation_id=e.allocation_id if full else None,
         container_id=e.container_id if full else None,
         mine=e.user == caller.name,

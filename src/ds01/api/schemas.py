@@ -464,6 +464,11 @@ class QueueEntryOut(BaseModel):
     waited_s: float
     note: str | None = Field(description="why it waits, or how it ended")
     priority: float | None = None
+    estimated_start: str | None = Field(
+        default=None,
+        description="when it is expected to start, from the known ends of what runs now "
+        "(max runtime, idle stops, holds); null: unknown, or it is not waiting",
+    )
     allocation_id: int | None = None
     container_id: str | None = None
     mine: bool

@@ -9,7 +9,7 @@ from typing import Any
 
 from ds01.cli.table import Column, Table
 from ds01.cli.text import shown
-from ds01.timetext import span
+from ds01.timetext import clock, span
 
 Json = Mapping[str, Any]
 
@@ -30,6 +30,7 @@ def queue(q: Json, width: int, all_users: bool) -> str:
             Column("Container", shrink=True),
             Column("Wants"),
             Column("Waiting"),
+            Column("Starts (est.)"),
             Column("State"),
             Column("Note", shrink=True, wrap=True),
         ],
@@ -44,6 +45,7 @@ def queue(q: Json, width: int, all_users: bool) -> str:
             shown(e.get("name") or "–"),
             shown(e.get("request") or f"{e['size']:g} unit(s)"),
             span(float(e.get("waited_s") or 0)),
+            clock(e["estimated_start"]) if e.get("estimated_start") else "unknown",
             str(e["state"]),
             shown(e.get("note") or ""),
         )
@@ -79,6 +81,13 @@ def explain(x: Json) -> str:
     if x.get("total") is None:
         lines.append("It is not waiting: it has no priority now.")
         return "".join(f"{line}\n" for line in lines)
+    if e.get("estimated_start"):
+        lines.append(
+            f"Expected to start around {clock(e['estimated_start'])} (an estimate from the "
+            "known ends of what runs now)"
+        )
+    elif pos is not None:
+        lines.append("Expected start: unknown (what runs now has no time limit ds01 knows)")
     if x.get("usage_gpueq_s") is not None:
         lines.append(
             f"Your decayed GPU use: {float(x['usage_gpueq_s']) / 3600:.2f} GPU-hours "

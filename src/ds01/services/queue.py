@@ -17,7 +17,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol
@@ -28,11 +28,13 @@ from ds01.errors import Ds01Error, NotFound, Refusal, RefusalReason, RuntimeUnav
 from ds01.identity import Caller, caller_of_name, is_admin
 from ds01.model.allocation import AllocState
 from ds01.queue import priority as prio
+from ds01.queue.eta import Release, estimate
 from ds01.scheduler.snapshot import RequestKind
 from ds01.services.allocation import AllocationRequest
 from ds01.services.containers import ContainerService, DeployRequest
 from ds01.store import events
 from ds01.store import queue as store
+from ds01.store.allocations import AllocationRow
 from ds01.store.queue import Entry, EntryState
 
 log = logging.getLogger("ds01d.queue")
@@ -69,13 +71,22 @@ class Notify(Protocol):
     ) -> object: ...
 
 
+class HasStop(Protocol):
+    """What the estimate reads of a running allocation's countdowns (lifecycle's Outlook)."""
+
+    @property
+    def stop_at(self) -> float | None: ...
+
+
 @dataclass(frozen=True)
 class Placed:
-    """An entry with its place in the line (1 = next; None once it has ended)."""
+    """An entry with its place in the line (1 = next; None once it has ended) and when it is
+    expected to start (queue/eta.py; None: unknown)."""
 
     entry: Entry
     position: int | None
     priority: prio.Priority | None
+    estimated_start: float | None = None
 
 
 def request_json(req: DeployRequest) -> dict[str, Any]:
@@ -161,6 +172,9 @@ class QueueService:
         self._notifier = notifier
         self._clock = clock
         self._config = config or (lambda: self.allocations.config)
+        # Each active allocation's countdowns (lifecycle/reclaim.py Reclaimer.outlooks; set by
+        # ds01d): their stop times feed the estimated start times.
+        self.outlooks: Callable[[list[AllocationRow]], Mapping[int, HasStop]] = lambda rows: {}
         self._pass = threading.Lock()  # one dispatch pass at a time
         # What the allocations looked like when the head was last refused for capacity.
         self._blocked: tuple[object, float] | None = None
@@ -267,8 +281,9 @@ class QueueService:
         with self.db.transaction(immediate=False) as conn:
             ranked = self._ranked(conn, now)
             done = [e for e in store.of_user(conn, caller.name) if e.state not in store.WAITING]
+        etas = self._estimates([e for e, _ in ranked], now)
         out = [
-            Placed(e, i + 1, p)
+            Placed(e, i + 1, p, etas[i])
             for i, (e, p) in enumerate(ranked)
             if all_users or e.user == caller.name
         ]
@@ -299,10 +314,40 @@ class QueueService:
                 f"queue entry {entry_id} not found",
                 fix="See your entries with 'ds01 queue'.",
             )
+        etas = self._estimates([e for e, _ in ranked], now)
         for i, (e, p) in enumerate(ranked):
             if e.id == entry_id:
-                return Placed(e, i + 1, p)
+                return Placed(e, i + 1, p, etas[i])
         return Placed(entry, None, None)
+
+    def _estimates(self, in_order: list[Entry], now: float) -> list[float | None]:
+        """Estimated start of each waiting entry, in priority order (queue/eta.py): the units
+        free now, and each live allocation's known end — a hold's end; a running container's
+        next stop (max runtime, idle) plus its owner's gpu_hold_after_stop."""
+        if not in_order:
+            return []
+        free = sum(
+            1
+            for v in self.allocations.status()
+            if v.allocation is None and not v.unit.drained and not v.unit.gone
+        )
+        live = self.allocations.all_live()
+        outlooks = self.outlooks(live)
+        releases: list[Release] = []
+        for a in live:
+            at: float | None = None
+            if a.state is AllocState.HELD:
+                at = a.hold_until
+            elif a.state is AllocState.ACTIVE:
+                o = outlooks.get(a.id)
+                stop = o.stop_at if o is not None else None
+                if stop is not None:
+                    # The owner's groups by the file only (no NSS lookup on a read): an estimate.
+                    hold = self.config.resolve(a.user, ()).limits.gpu_hold_after_stop_s
+                    at = stop + hold
+            if at is not None:
+                releases.append(Release(at, len(a.units)))
+        return estimate([e.size for e in in_order], free, releases, now)
 
     def explain(self, caller: Caller, entry_id: int) -> Placed:
         return self._own(caller, entry_id)
