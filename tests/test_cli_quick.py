@@ -48,8 +48,12 @@ ANSWERED = [
     ("container", "list", "--all"),
     ("events",),
     ("events", "--kind", "alloc"),
+    ("queue", "--json"),
+    ("queue",),
 ]
 LONG_WAY = [
+    ("queue", "explain", "1"),  # an argument to check: the long way
+    ("queue", "cancel", "1"),
     ("gpu", "status", "--json", "--wide"),  # refused: --wide is for tables
     ("gpu", "status", "--sim", "8xH100-mig-mixed"),
     ("events", "--json", "--kind", "bogus"),  # refused with the list of kinds

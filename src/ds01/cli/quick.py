@@ -61,6 +61,8 @@ READS: dict[tuple[str, ...], Read] = {
     ("quota",): Read("/v1/quota"),
     ("access",): Read("/v1/access"),
     ("container", "list"): Read("/v1/containers", switches={"--all": "all"}),
+    # `queue cancel ID` and `queue explain ID` take an argument: the long way.
+    ("queue",): Read("/v1/queue", switches={"--all": "all"}),
     ("events",): Read(
         "/v1/events",
         values={"--user": "user", "--kind": "kind", "--limit": "limit"},
@@ -200,6 +202,10 @@ def _draw(p: Plan, body: Any) -> tuple[str, str]:
         return readviews.access(body), ""
     if p.words == ("container", "list"):
         return readviews.container_list(body, "all" in p.params, width), ""
+    if p.words == ("queue",):
+        from ds01.cli import queueview
+
+        return queueview.queue(body, width, "all" in p.params), ""
     return readviews.events(body, width), ""
 
 
