@@ -340,3 +340,73 @@ def test_cancel_is_the_owners_and_an_admins_and_is_audited(
     finally:
         d.stop()
         shutil.rmtree(d.base, ignore_errors=True)
+
+
+# Backfill: ann's 2-GPU request heads the line (oldest; size counts nothing here). When one GPU
+# frees, cem's 1-GPU request (no max_runtime: it could run past ann's start) waits, and bob's
+# (max_runtime 10m: back long before fil's containers reach their 1 h limit) starts.
+BACKFILL = """\
+admin_group: ds01t-admins
+gpu:
+  sample_interval: 1s
+defaults:
+  max_gpueq: 4
+  max_units_per_container: 2
+  max_containers: 4
+  allow_full_gpu: true
+  cpus: 1
+  memory: 128m
+  gpu_hold_after_stop: 0s
+users:
+  {fil}:
+    max_runtime: 1h
+  {bob}:
+    max_runtime: 10m
+queue:
+  weights: {{fairshare: 1000, age: 100, group: 0, size: 0}}
+"""
+
+
+def test_backfill_starts_only_what_cannot_delay_the_head(
+    docker_client: docker.DockerClient, docker_host: str, machine: Path, people: dict[str, str]
+) -> None:
+    fil, ann, bob, cem = people["fil"], people["ann"], people["bob"], people["cem"]
+    d = Daemon(short_tmp(), BACKFILL.format(fil=fil, bob=bob), machine, docker_host)
+    d.start()
+    try:
+        deploy(d, fil, "f1", "--gpus", "2", command=("sleep", "3600"))
+        deploy(d, fil, "f2", "--gpus", "1", command=("sleep", "3600"))
+        deploy(d, fil, "f3", "--gpus", "1", command=("sleep", "3600"))
+        r = d.cli(
+            "container", "deploy", "a", "--image", TEST_IMAGE, "--gpus", "2", "--queue",
+            "--detach", "--json", "--", "sleep", "3600", user=ann,
+        )  # fmt: skip
+        assert r.returncode == 0 and "queued" in json.loads(r.stdout), r.stdout + r.stderr
+        c = _queued(d, cem, "c")
+        b = _queued(d, bob, "b")
+        # The head's start becomes known once fil's containers have their runtime countdowns.
+        wait_for(
+            lambda: all(e.get("estimated_start") for e in _queue(d, ann)["entries"]) or None,
+            "ann's estimated start",
+            60,
+            detail=d.log,
+        )
+        assert d.cli("container", "retire", "f3", user=fil).returncode == 0
+        wait_for(lambda: _admitted_order(d) == [bob] or None, "bob's backfill", 60, detail=d.log)
+        loop_passes(d, "queue", 3)
+        assert _admitted_order(d) == [bob]
+        assert [(u, s) for _, u, s in _entries(d)] == [
+            (ann, "queued"),
+            (cem, "queued"),
+            (bob, "admitted"),
+        ]
+        reasons = db_rows(
+            d, "SELECT user, reason FROM events WHERE kind = 'queue' AND action = 'admitting'"
+        )
+        assert (bob, "backfill") in reasons and (cem, "backfill") not in reasons
+        assert [e["position"] for e in _queue(d, cem)["entries"]] == [2]
+        assert c["id"] != b["id"]
+        assert docker_client.containers.get(f"{bob}.b").status == "running"
+    finally:
+        d.stop()
+        shutil.rmtree(d.base, ignore_errors=True)

@@ -98,6 +98,7 @@ class Daemon:
         # costs two reads).
         self.queue = QueueService(self.containers, self.notifier, clock=self.clock.now)
         self.queue.outlooks = self.reclaimer.outlooks  # for estimated start times
+        self.queue.exemption_ends = self.reclaimer.exemptions.ends  # no backfill past them
         # Placement reads what runs on each unit from the latest sample (services/unituse.py).
         self.allocations.unit_use = UnitUseMemo(lambda: self.sample, self.hostproc.current)
         # /dev/nvidia* owner and mode (services/devicewatch.py); host_root: ds01d --host-root.

@@ -26,6 +26,7 @@ from ds01 import faults
 from ds01.config import Config
 from ds01.errors import Ds01Error, NotFound, Refusal, RefusalReason, RuntimeUnavailable
 from ds01.identity import Caller, caller_of_name, is_admin
+from ds01.model.activity import Countdown
 from ds01.model.allocation import AllocState
 from ds01.queue import priority as prio
 from ds01.queue.eta import Release, estimate
@@ -175,6 +176,9 @@ class QueueService:
         # Each active allocation's countdowns (lifecycle/reclaim.py Reclaimer.outlooks; set by
         # ds01d): their stop times feed the estimated start times.
         self.outlooks: Callable[[list[AllocationRow]], Mapping[int, HasStop]] = lambda rows: {}
+        # (user, countdown) → until when they are exempt from it (lifecycle/exemptions.py; set
+        # by ds01d): a user exempt from max_runtime is never backfilled.
+        self.exemption_ends: Callable[[], Mapping[tuple[str, Countdown], float]] = dict
         self._pass = threading.Lock()  # one dispatch pass at a time
         # What the allocations looked like when the head was last refused for capacity.
         self._blocked: tuple[object, float] | None = None
@@ -399,9 +403,9 @@ class QueueService:
 
     def dispatch(self) -> list[int]:
         """One pass: settle entries a crash left `admitting`, expire old ones, then admit in
-        priority order while they fit. The head blocks the line when capacity refuses it (no
-        backfill yet); an entry whose user is at a quota is skipped and keeps waiting, with
-        why. Returns the ids admitted."""
+        priority order while they fit. The head blocks the line when capacity refuses it;
+        behind it only entries that cannot delay it are backfilled (_backfill). An entry whose
+        user is at a quota is skipped and keeps waiting, with why. Returns the ids admitted."""
         with self._pass:
             self._settle()
             self._expire()
@@ -425,13 +429,60 @@ class QueueService:
                 outcome = self._admit(head)
                 if outcome == "admitted":
                     admitted.append(head.id)
-                elif outcome == "blocked":
+                elif outcome in ("blocked", "down"):
+                    if outcome == "blocked":
+                        admitted += self._backfill(head, skipped)
                     self._blocked = (self._fingerprint(), self._clock())
                     return admitted
                 else:  # waits for its user's quota, or failed for good
                     skipped.add(head.id)
 
-    def _admit(self, entry: Entry) -> str:
+    def _backfill(self, head: Entry, skipped: set[int]) -> list[int]:
+        """Behind a head that does not fit now: admit later entries that fit now and whose
+        containers must end before the head's estimated start — their user's max_runtime,
+        plus gpu_hold_after_stop, from now — so that the units they take are back in time and
+        they cannot delay it (issue 16 item 3). Nothing when the head's start is unknown, and
+        nothing for a user without a max_runtime."""
+        now = self._clock()
+        head_eta = self._estimates([head], now)[0]
+        if head_eta is None:
+            return []
+        with self.db.transaction(immediate=False) as conn:
+            behind = [e for e, _ in self._ranked(conn, now)]
+        ids = [e.id for e in behind]
+        behind = behind[ids.index(head.id) + 1 :] if head.id in ids else []
+        done: list[int] = []
+        for e in behind:
+            if e.state is not EntryState.QUEUED or e.id in skipped:
+                continue
+            end = self._latest_end(e.user, now)
+            if end is None or end > head_eta:
+                continue
+            outcome = self._admit(e, reason="backfill")
+            if outcome == "admitted":
+                done.append(e.id)
+            elif outcome == "down":
+                break
+            elif outcome != "blocked":
+                skipped.add(e.id)
+        return done
+
+    def _latest_end(self, user: str, now: float) -> float | None:
+        """When a container the user starts now must have given its units back at the latest:
+        now + their max_runtime + their gpu_hold_after_stop; None without a max_runtime, or
+        while they are exempt from it."""
+        exempt_until = self.exemption_ends().get((user, Countdown.RUNTIME))
+        if exempt_until is not None and exempt_until > now:
+            return None
+        try:
+            limits = self.allocations.limits_for(caller_of_name(user)).limits
+        except Ds01Error:
+            return None
+        if limits.max_runtime_s is None:
+            return None
+        return now + limits.max_runtime_s + limits.gpu_hold_after_stop_s
+
+    def _admit(self, entry: Entry, reason: str = "capacity") -> str:
         now = self._clock()
         with self.db.transaction() as conn:
             if not store.take(conn, entry.id, now):
@@ -440,7 +491,7 @@ class QueueService:
                 conn,
                 kind="queue",
                 action="admitting",
-                reason="capacity",
+                reason=reason,
                 actor=DAEMON,
                 user=entry.user,
                 message=f"starting queue entry {entry.id} ('{entry.name}')",
@@ -459,7 +510,7 @@ class QueueService:
             return "failed"
         except RuntimeUnavailable as err:
             self._back(entry, err.what)
-            return "blocked"
+            return "down"
         except Ds01Error as err:
             self._fail(entry, err)
             return "failed"
