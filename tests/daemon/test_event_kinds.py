@@ -24,7 +24,7 @@ def test_an_unknown_kind_is_refused_with_the_valid_ones(daemon_factory: Any) -> 
     error = answer.json()["error"]
     assert error["what"] == "kind: 'bogus' is not an event kind"
     assert error["fix"] == (
-        "Use one of: alloc, unit, admin, container, gate, grant, host, daemon, notify."
+        "Use one of: alloc, unit, admin, container, gate, grant, host, daemon, notify, queue."
     )
 
 
