@@ -63,7 +63,9 @@ class World:
 
 def _config(privacy: str = "show_all") -> Config:
     return parse_config_text(
-        f"privacy: {privacy}\nqueue:\n  max_wait: 1h\n  max_per_user: 2\n", "test.yaml"
+        f"privacy: {privacy}\ndefaults:\n  allow_full_gpu: true\n  max_gpueq: 4\n"
+        "queue:\n  max_wait: 1h\n  max_per_user: 2\n",
+        "test.yaml",
     )
 
 
@@ -188,3 +190,40 @@ def test_a_bad_queue_section_is_a_config_error_naming_the_key(text: str, where: 
     with pytest.raises(ConfigError) as got:
         parse_config_text(text, "test.yaml")
     assert where in str(got.value) and "test.yaml:" in str(got.value)
+
+
+def test_an_admitted_entry_charges_its_penalty_and_its_use_counts(world: World) -> None:
+    """ann's allocation that the queue admitted counts as 1 GPU × entry_penalty (1 h) at once,
+    and its hour of use an hour later; bob, who used nothing, has no usage."""
+    from ds01.inventory import select
+    from ds01.store import queue as store
+    from ds01.store.queue import EntryState
+    from support import MACHINES
+
+    allocations = world.queue.allocations
+    allocations.sync_units(select.open_backend("sim", MACHINES / "4xA100-40GB.yaml").sample())
+    row = allocations.allocate(ANN, AllocationRequest.from_options(gpus=1))
+    first = world.queue.enqueue(ANN, _req("a"), FULL).entry
+    with world.db.transaction() as conn:  # as the dispatcher records an admission
+        assert store.take(conn, first.id, T0)
+        assert store.set_state(
+            conn,
+            first.id,
+            EntryState.ADMITTED,
+            T0,
+            from_states=(EntryState.ADMITTING,),
+            allocation_id=row.id,
+        )
+    mine = world.queue.enqueue(ANN, _req("b"), FULL).entry
+    theirs = world.queue.enqueue(BOB, _req("c"), FULL).entry
+    pr = world.queue.explain(ANN, mine.id).priority
+    assert pr is not None and pr.usage == pytest.approx(3600.0)
+    other = world.queue.explain(BOB, theirs.id).priority
+    assert other is not None and other.usage == 0.0
+    world.now[0] = T0 + 3600
+    later = world.queue.explain(ANN, mine.id).priority
+    # the penalty decayed by one hour of a week's half-life (3600 · 2^(-1/168) = 3585.2) plus
+    # an hour of use (3592.6, tests/queueing/test_priority.py): 7177.8
+    assert later is not None and later.usage == pytest.approx(7177.8, rel=1e-4)
+    # bob, with no use, now ranks ahead of ann's later entry although he queued after her
+    assert [p.entry.id for p in world.queue.entries(ROOT, all_users=True)] == [theirs.id, mine.id]

@@ -129,10 +129,13 @@ def ranked(
     waiting: Sequence[Waiting], usages: Sequence[Usage], now: float, s: Settings
 ) -> list[Priority]:
     """Every waiting request's priority, highest first; ties go to the older entry (lower id)."""
+    of_user: dict[str, list[Usage]] = {}
+    for u in usages:  # grouped once: n users × m usages would be quadratic
+        of_user.setdefault(u.user, []).append(u)
     by_user: dict[str, float] = {}
     out: list[Priority] = []
     for w in waiting:
         if w.user not in by_user:
-            by_user[w.user] = decayed_usage(usages, w.user, now, s.half_life_s)
+            by_user[w.user] = decayed_usage(of_user.get(w.user, ()), w.user, now, s.half_life_s)
         out.append(priority(w, by_user[w.user], now, s))
     return sorted(out, key=lambda p: (-p.total, p.entry_id))

@@ -172,17 +172,21 @@ def usage(conn: sqlite3.Connection, users: list[str], since: float) -> list[Usag
         return []
     marks = ", ".join("?" for _ in users)
     rows = conn.execute(
-        "SELECT a.id, a.user, a.created_at, a.released_at, u.gpueq,"
-        " EXISTS (SELECT 1 FROM queue q WHERE q.allocation_id = a.id)"
+        "SELECT a.id, a.user, a.created_at, a.released_at, u.gpueq"
         " FROM allocations a JOIN allocation_units au ON au.allocation_id = a.id"
         " JOIN units u ON u.uuid = au.unit_uuid"
         f" WHERE a.user IN ({marks}) AND (a.released_at IS NULL OR a.released_at >= ?)"
         " ORDER BY a.id",
         (*users, since),
     ).fetchall()
+    # Allocations the queue admitted (their entry penalty): one read, not a lookup per row.
+    admitted = {
+        int(r[0])
+        for r in conn.execute("SELECT allocation_id FROM queue WHERE allocation_id IS NOT NULL")
+    }
     out: dict[int, UsageRow] = {}
     for r in rows:
         prev = out.get(int(r[0]))
         gpueqs = (*prev.gpueqs, str(r[4])) if prev else (str(r[4]),)
-        out[int(r[0])] = UsageRow(str(r[1]), float(r[2]), r[3], gpueqs, bool(r[5]))
+        out[int(r[0])] = UsageRow(str(r[1]), float(r[2]), r[3], gpueqs, int(r[0]) in admitted)
     return list(out.values())
