@@ -111,15 +111,19 @@ def test_ds01d_gates_the_uvm_nodes_and_restores_them_after_a_root_reset(
 
     # A node removed (a driver reload, a cleanup script) is made again from /proc/devices.
     (tree.dev / "nvidia-uvm-tools").unlink()
+    # Made (mknod, root-only), then given its group and mode: wait for the end of both, the
+    # file's existence alone is the first step (a busy CI saw it between the two).
     wait_for(
-        (tree.dev / "nvidia-uvm-tools").exists,
-        "ds01d to create /dev/nvidia-uvm-tools again",
+        lambda: (
+            (tree.dev / "nvidia-uvm-tools").exists()
+            and tree.state("nvidia-uvm-tools") == (0, gid, 0o660)
+        ),
+        "ds01d to create /dev/nvidia-uvm-tools again, root:ds01-gpu-host 0660",
         30,
         interval=0.02,
         detail=lambda: d.log()[-3000:],
     )
     assert tree.rdev("nvidia-uvm-tools") == (UVM_MAJOR, 1)
-    assert tree.state("nvidia-uvm-tools") == (0, gid, 0o660)
     created = wait_for(lambda: host_events(d, "devices_created"), "the creation's audit event", 30)
     assert created[-1].details["nodes"] == [
         {
