@@ -410,3 +410,62 @@ def test_backfill_starts_only_what_cannot_delay_the_head(
     finally:
         d.stop()
         shutil.rmtree(d.base, ignore_errors=True)
+
+
+QUOTA = """\
+admin_group: ds01t-admins
+defaults:
+  max_gpueq: 4
+  max_units_per_container: 2
+  max_containers: 4
+  allow_full_gpu: true
+  cpus: 1
+  memory: 128m
+  gpu_hold_after_stop: 0s
+users:
+  {ann}:
+    max_gpueq: 1
+queue:
+  weights: {{fairshare: 1000, age: 100, group: 0, size: 0}}
+"""
+
+
+def test_an_entry_whose_user_is_at_quota_waits_without_blocking_others(
+    docker_client: docker.DockerClient, docker_host: str, machine: Path, people: dict[str, str]
+) -> None:
+    """ann (max_gpueq 1) queues two 1-GPU deploys, then bob one. Two GPUs free: ann's first
+    starts; her second would put her over quota, so it stays queued saying why, and bob's
+    starts. When ann retires her first, her second starts."""
+    fil, ann, bob = people["fil"], people["ann"], people["bob"]
+    d = Daemon(short_tmp(), QUOTA.format(ann=ann), machine, docker_host)
+    d.start()
+    try:
+        deploy(d, fil, "f1", "--gpus", "2", command=("sleep", "3600"))
+        deploy(d, fil, "f2", "--gpus", "2", command=("sleep", "3600"))
+        a1 = _queued(d, ann, "a1")
+        a2 = _queued(d, ann, "a2")
+        _queued(d, bob, "b")
+        assert d.cli("container", "retire", "f1", user=fil).returncode == 0
+        wait_for(lambda: len(_admitted_order(d)) == 2 or None, "two starts", 60, detail=d.log)
+        loop_passes(d, "queue", 3)
+        assert _admitted_order(d) == [ann, bob]
+        waiting = _queue(d, ann)["entries"]
+        assert [(e["id"], e["state"], e["position"]) for e in waiting] == [(a2["id"], "queued", 1)]
+        assert "gpueq" in (waiting[0]["note"] or ""), waiting
+        # Tried again only when allocations change, not at every pass: each try audits a
+        # refusal (the pass that admitted bob, the next one; none in the three passes after).
+        refused = db_rows(
+            d,
+            "SELECT COUNT(*) FROM events WHERE kind = 'alloc' AND action = 'refused'"
+            " AND user = ? AND reason = 'max_gpueq'",
+            ann,
+        )
+        assert refused[0][0] <= 2, refused
+        assert a1["id"] in {i for i, _, state in _entries(d) if state == "admitted"}
+        assert d.cli("container", "retire", "a1", user=ann).returncode == 0
+        wait_for(lambda: len(_admitted_order(d)) == 3 or None, "ann's second", 60, detail=d.log)
+        assert _admitted_order(d) == [ann, bob, ann]
+        assert docker_client.containers.get(f"{ann}.a2").status == "running"
+    finally:
+        d.stop()
+        shutil.rmtree(d.base, ignore_errors=True)

@@ -425,6 +425,10 @@ class QueueService:
                     None,
                 )
                 if head is None:
+                    if skipped and not admitted:
+                        # Every entry waits for its user's quota: try again when allocations
+                        # (or the config) change, not every pass (each try audits a refusal).
+                        self._blocked = (self._fingerprint(), self._clock())
                     return admitted
                 outcome = self._admit(head)
                 if outcome == "admitted":
