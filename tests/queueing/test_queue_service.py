@@ -227,3 +227,40 @@ def test_an_admitted_entry_charges_its_penalty_and_its_use_counts(world: World) 
     assert later is not None and later.usage == pytest.approx(7177.8, rel=1e-4)
     # bob, with no use, now ranks ahead of ann's later entry although he queued after her
     assert [p.entry.id for p in world.queue.entries(ROOT, all_users=True)] == [theirs.id, mine.id]
+
+
+@pytest.mark.parametrize(
+    ("made", "expected"),
+    [
+        pytest.param(
+            "nothing", "queued", id="no allocation: its deploy never began, it waits again"
+        ),
+        pytest.param("reserved", "admitting", id="still reserved: recovery waits for Docker"),
+        pytest.param("undone", "queued", id="released unbound: recovery undid it, it waits again"),
+        pytest.param("active", "admitted", id="bound to its container: admitted"),
+        pytest.param("ran", "admitted", id="bound, then released: admitted, never started twice"),
+    ],
+)
+def test_an_entry_a_crash_left_admitting_is_settled_from_its_allocation(
+    world: World, made: str, expected: str
+) -> None:
+    from ds01.inventory import select
+    from ds01.store import queue as store
+    from support import MACHINES
+
+    allocations = world.queue.allocations
+    allocations.sync_units(select.open_backend("sim", MACHINES / "4xA100-40GB.yaml").sample())
+    entry = world.queue.enqueue(ANN, _req("a"), FULL).entry
+    with world.db.transaction() as conn:  # the dispatcher's take, then a kill -9
+        assert store.take(conn, entry.id, T0)
+    if made != "nothing":
+        row = allocations.allocate(ANN, AllocationRequest.from_options(gpus=1, container="a"))
+        if made in ("active", "ran"):
+            allocations.activate(row.id, container_id="c0ffee", actor="ann", reason="deployed")
+        if made in ("undone", "ran"):
+            allocations.release_by_daemon(row.id, "test")
+    world.queue._settle()
+    assert world.rows("SELECT state FROM queue") == [(expected,)]
+    if expected == "admitted":
+        assert world.rows("SELECT container_id FROM queue") == [("c0ffee",)]
+        assert [u for u, _, _ in world.told.said] == ["ann"]

@@ -647,25 +647,32 @@ class QueueService:
 
     def _settle(self) -> None:
         """Entries a crashed ds01d left `admitting` (no pass of this process is at work on one:
-        passes hold self._pass): a live allocation for the container → admitted; one still
-        reserved (its deploy's recovery waits for Docker) → wait; none → queued again."""
+        passes hold self._pass), settled by the allocation their deploy made, if any: none →
+        queued again (it never began), and so for one released without ever being bound to a
+        container (recovery undid the deploy); still reserved (its recovery waits for Docker)
+        → wait; bound to a container → admitted, even if released since (its container was
+        started once; it is never started twice)."""
         with self.db.transaction(immediate=False) as conn:
-            stuck = [e for e in store.waiting(conn) if e.state is EntryState.ADMITTING]
-        if not stuck:
-            return
-        live = self.allocations.all_live()
-        for e in stuck:
-            mine = next((a for a in live if a.user == e.user and a.container == e.name), None)
-            if mine is None:
+            stuck = [
+                (e, store.allocation_after(conn, e.user, e.name, e.updated_at))
+                for e in store.waiting(conn)
+                if e.state is EntryState.ADMITTING
+            ]
+        for e, made in stuck:
+            if made is not None and made[1] == AllocState.RESERVED.value:
+                continue
+            # Bound to a container (activate() binds it): it ran. Released unbound: undone.
+            if made is None or (made[1] == AllocState.RELEASED.value and made[2] is None):
                 self._back(e, "ds01d restarted while starting it; it waits again")
-            elif mine.state is not AllocState.RESERVED:
-                self._admitted(e, mine.id, mine.container_id, reason="recovered")
-                self._tell(
-                    e.user,
-                    f"ds01: your queued container '{e.name}' has started (queue entry {e.id}).",
-                    allocation_id=mine.id,
-                    container_id=mine.container_id,
-                )
+                continue
+            alloc_id, _, container_id = made
+            self._admitted(e, alloc_id, container_id, reason="recovered")
+            self._tell(
+                e.user,
+                f"ds01: your queued container '{e.name}' has started (queue entry {e.id}).",
+                allocation_id=alloc_id,
+                container_id=container_id,
+            )
 
     def _tell(
         self,

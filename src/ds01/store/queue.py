@@ -190,3 +190,16 @@ def usage(conn: sqlite3.Connection, users: list[str], since: float) -> list[Usag
         gpueqs = (*prev.gpueqs, str(r[4])) if prev else (str(r[4]),)
         out[int(r[0])] = UsageRow(str(r[1]), float(r[2]), r[3], gpueqs, int(r[0]) in admitted)
     return list(out.values())
+
+
+def allocation_after(
+    conn: sqlite3.Connection, user: str, container: str, since: float
+) -> tuple[int, str, str | None] | None:
+    """The newest allocation of `user` for container `container` made at or after `since`
+    (id, state, container_id), live or not: what an entry's deploy left behind."""
+    row = conn.execute(
+        "SELECT id, state, container_id FROM allocations WHERE user = ? AND container = ?"
+        " AND created_at >= ? ORDER BY id DESC LIMIT 1",
+        (user, container, since),
+    ).fetchone()
+    return (int(row[0]), str(row[1]), row[2]) if row is not None else None
