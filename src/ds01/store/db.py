@@ -105,13 +105,20 @@ class Checkpointer:
             conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
 
     def run(self) -> tuple[int, int]:
-        """One PASSIVE checkpoint: (frames in the WAL, frames copied into the database)."""
-        if self._conn is None:
-            # Any thread (the loop's step runs in a worker); never waits for a lock.
-            self._conn = sqlite3.connect(
-                self._path, isolation_level=None, check_same_thread=False, timeout=0
-            )
-        _busy, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        """One PASSIVE checkpoint: (frames in the WAL, frames copied into the database).
+        StateDiskFull when the database file cannot grow (the WAL keeps every change)."""
+        try:
+            if self._conn is None:
+                # Any thread (the loop's step runs in a worker); never waits for a lock.
+                self._conn = sqlite3.connect(
+                    self._path, isolation_level=None, check_same_thread=False, timeout=0
+                )
+            row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            if is_disk_full(exc, self._path.parent):
+                raise disk_full_error(exc, self._path, "copy the log into") from exc
+            raise
+        _busy, frames, copied = row
         return int(frames), int(copied)
 
     def close(self) -> None:
