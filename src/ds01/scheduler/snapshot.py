@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 
 from ds01.model.allocation import AllocState
 from ds01.model.gpueq import GpuEq
@@ -60,8 +61,9 @@ class Holding:
     group: str | None = None
     hold_until: datetime | None = None
 
-    @property
+    @cached_property
     def gpueq(self) -> GpuEq:
+        # Kept: the quota rules ask for it several times per decision (a Fraction sum each).
         return GpuEq.total(u.gpueq for u in self.units)
 
 

@@ -9,6 +9,7 @@ import json
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from ds01.errors import InvalidTransition, NotFound, UnitAlreadyAllocated
@@ -36,9 +37,9 @@ class AllocationRow:
     release_reason: str | None
     units: tuple[Unit, ...]
 
-    @property
+    @cached_property
     def gpueq(self) -> GpuEq:
-        return GpuEq.total(u.gpueq for u in self.units)
+        return GpuEq.total(u.gpueq for u in self.units)  # units never change: kept
 
 
 def insert(
