@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from alloc import BIN, CONFIG, NOWHERE, RawClient, daemon, describe_machine
+from alloc import BIN, CONFIG, NOWHERE, RawClient, compile_ds01, daemon, describe_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 MACHINE = ROOT / "examples" / "machines" / "8xH100-mig-mixed.yaml"
@@ -90,6 +90,7 @@ def main() -> None:
     if not args.docker_host:
         raise SystemExit("name an engine: --docker-host or DS01_TEST_DOCKER_HOST")
     config = CONFIG.replace(NOWHERE, args.docker_host)
+    compile_ds01()
     head = describe_machine()
     with tempfile.TemporaryDirectory(prefix="ds01-bench-cli-") as tmp:
         base = Path(tmp)

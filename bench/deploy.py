@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from alloc import compile_ds01
+
 from ds01.api.schemas import DeployIn
 from ds01.client import Client
 from ds01.errors import DaemonUnavailable
@@ -156,6 +158,7 @@ def machine_description(docker: list[str]) -> dict[str, str]:
 
 def run(rounds: int, host: str) -> None:
     docker = ["docker", "-H", host]
+    compile_ds01()
     desc = machine_description(docker)
     print("machine:", ", ".join(f"{k} {v}" for k, v in desc.items()), flush=True)
     rows: list[tuple[str, str]] = []
