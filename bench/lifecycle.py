@@ -47,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
+from alloc import machine_yaml
 
 from ds01.api.schemas import DeployIn
 from ds01.client import Client
@@ -78,21 +79,6 @@ docker:
 LATENCY_INTERVAL_S = 1
 LATENCY_IDLE_S = 4
 COST_INTERVAL_S = 10
-
-
-def machine_yaml() -> str:
-    """8 simulated H100s, each split into seven 1g.10gb slices: 56 MIG units."""
-    one = (
-        "  - name: NVIDIA H100 80GB HBM3\n"
-        "    memory_mib: 81559\n"
-        "    mig_enabled: true\n"
-        "    mig_devices:\n"
-        + "".join(
-            f"      - {{profile: 1g.10gb, gpu_instance_id: {gi}, memory_mib: 9984}}\n"
-            for gi in range(7, 14)
-        )
-    )
-    return "machine: bench-56mig\ngpus:\n" + one * 8
 
 
 def describe_machine(host: str) -> list[str]:
@@ -312,7 +298,7 @@ def main() -> None:
     engine = docker.DockerClient(base_url=args.docker_host, timeout=120)
     machine = describe_machine(args.docker_host)
     base = Path(tempfile.mkdtemp(prefix="ds01-bench-life-", dir="/tmp"))
-    (base / "machine.yaml").write_text(machine_yaml())
+    (base / "machine.yaml").write_text(machine_yaml("bench-56mig", 8))  # 56 MIG units
     try:
         remove_all(engine)
         stop_s = docker_stop_baseline(engine, 3)
