@@ -93,6 +93,7 @@ class Daemon:
             max_age=lambda: 3 * self._sample_interval() + 10,
         )
         self._sampled = asyncio.Event()
+        self._units_freed = asyncio.Event()  # wakes the queue's dispatcher (start())
         # The queue's dispatcher (issue 16): deploys waiting for capacity, admitted as units
         # free up (every pass; a pass that finds nothing changed since the head was refused
         # costs two reads).
@@ -372,11 +373,17 @@ class Daemon:
         self._runner = await serve(app, str(self.paths.api_socket))
         await self._start_gate()
         self.checkpointer.take_over(self.db)
+        loop = asyncio.get_running_loop()
+
+        def units_freed() -> None:
+            loop.call_soon_threadsafe(self._units_freed.set)
+
+        self.allocations.on_freed.append(units_freed)
         self._tasks = [
             self._loop("sampler", self._sample_step, self._sample_interval),
             self._loop("lifecycle", self._lifecycle_step, self._sample_interval, self._sampled),
             self._loop("expiry", self._expiry_step, lambda: EXPIRY_TICK_S),
-            self._loop("queue", self._queue_step, lambda: QUEUE_TICK_S),
+            self._loop("queue", self._queue_step, lambda: QUEUE_TICK_S, self._units_freed),
             self._loop("reconcile", self._reconcile_step, lambda: self._reconcile_every),
             self._loop("host-access", self._host_access_step, lambda: HOST_ACCESS_TICK_S),
             self._loop("backup", self._backup_step, self._backup_tick),

@@ -159,6 +159,11 @@ class AllocationService:
         # Called after a user or admin released a live allocation (its row before the release):
         # the container service stops a container still running on the units.
         self.on_released: list[Callable[[AllocationRow], None]] = []
+        # Called once a transaction that released any allocation has committed (its units are
+        # free), by whoever released it — a user, an expiry, the lifecycle: the queue's
+        # dispatcher wakes. Runs under the database's lock, maybe on the event loop: only
+        # hand the news on (loop.call_soon_threadsafe), never wait.
+        self.on_freed: list[Callable[[], None]] = []
         # What runs on each unit, from the daemon's latest sample (services/unituse.py; set
         # by the daemon). Read once per decision, never an NVML call.
         self.unit_use: Callable[[], Mapping[str, UnitUse]] = dict
@@ -471,6 +476,8 @@ class AllocationService:
         )
         out = allocs.reread(conn, row.id, row.units)
         self.live.changed(conn, before, out)
+        for hook in self.on_freed:
+            self.db.after_commit(hook)
         return out
 
     def release(self, caller: Caller, alloc_id: int, reason: str) -> AllocationRow:
