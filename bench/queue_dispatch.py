@@ -16,9 +16,8 @@ The issue's aim: < 50 ms per dispatch cycle. Nothing here asserts; it prints. Us
 
     .venv/bin/python bench/queue_dispatch.py [--rounds 50]
 
-The time from a release to the next queued container running is not measured here (it needs
-the private Docker engine): the dispatcher's pass runs every second (QUEUE_TICK_S), so that
-wait dominates; see docs/queue.md.
+The time from a release to the next queued container running needs the private Docker
+engine: bench/queue_release.py measures it.
 """
 
 from __future__ import annotations
