@@ -370,3 +370,29 @@ def _raw(fd: int) -> bool:
     except termios.error:  # the terminal side is closed: nobody will read keys
         return False
     return not lflag & (termios.ICANON | termios.ECHO)
+
+
+class ServiceWorld:
+    """An AllocationService on a real state database and the simulated 4×A100, no daemon, with a
+    clock the test moves (`now`): root may hold up to 8 whole GPUs, no hold after a stop,
+    reservations expire after 2 min."""
+
+    T0 = 1_800_000_000.0
+
+    def __init__(self, tmp: Path) -> None:
+        from ds01.config import parse_config_text
+        from ds01.inventory.select import open_backend, resolve_sim
+        from ds01.services.allocation import AllocationService
+        from ds01.store.db import Database
+
+        self.now = self.T0
+        self.db = Database(tmp / "ds01.db")
+        config = parse_config_text(
+            "defaults:\n  max_gpueq: 8\n  max_containers: 8\n  allow_full_gpu: true\n"
+            "  gpu_hold_after_stop: 0s\nallocation:\n  reservation_timeout: 2m\n",
+            "test.yaml",
+        )
+        self.svc = AllocationService(self.db, lambda: config, clock=lambda: self.now)
+        backend = open_backend("sim", resolve_sim("4xA100-40GB"))
+        self.svc.sync_units(backend.sample())
+        backend.close()

@@ -9,35 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from ds01.config import parse_config_text
 from ds01.identity import Caller
-from ds01.inventory.select import open_backend, resolve_sim
 from ds01.scheduler.snapshot import RequestKind
-from ds01.services.allocation import AllocationRequest, AllocationService
+from ds01.services.allocation import AllocationRequest
 from ds01.store import allocations as allocs
 from ds01.store import consistency
-from ds01.store.db import Database
 from ds01.store.intents import Intent, IntentOp
+from support import ServiceWorld
 
-T0 = 1_800_000_000.0
+T0 = ServiceWorld.T0
 ROOT = Caller(uid=0, gid=0, pid=0, name="root", groups=frozenset())
 GPU1 = AllocationRequest(RequestKind.GPUS, count=1)
 
 
-class World:
-    def __init__(self, tmp: Path) -> None:
-        self.now = T0
-        self.db = Database(tmp / "ds01.db")
-        config = parse_config_text(
-            "defaults:\n  max_gpueq: 8\n  max_containers: 8\n  allow_full_gpu: true\n"
-            "  gpu_hold_after_stop: 0s\nallocation:\n  reservation_timeout: 2m\n",
-            "test.yaml",
-        )
-        self.svc = AllocationService(self.db, lambda: config, clock=lambda: self.now)
-        backend = open_backend("sim", resolve_sim("4xA100-40GB"))
-        self.svc.sync_units(backend.sample())
-        backend.close()
-
+class World(ServiceWorld):
     def problems(self, *, all_allocations: bool = False) -> list[consistency.Problem]:
         with self.db.transaction(immediate=False) as conn:
             return consistency.check(conn, self.now, all_allocations=all_allocations)

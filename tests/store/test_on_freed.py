@@ -9,31 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from ds01.config import parse_config_text
 from ds01.identity import Caller
-from ds01.inventory.select import open_backend, resolve_sim
 from ds01.scheduler.snapshot import RequestKind
-from ds01.services.allocation import AllocationRequest, AllocationService
-from ds01.store.db import Database
+from ds01.services.allocation import AllocationRequest
+from support import ServiceWorld
 
-T0 = 1_800_000_000.0
 ROOT = Caller(uid=0, gid=0, pid=0, name="root", groups=frozenset())
 GPU1 = AllocationRequest(RequestKind.GPUS, count=1)
 
 
-class World:
+class World(ServiceWorld):
     def __init__(self, tmp: Path) -> None:
-        self.now = T0
-        self.db = Database(tmp / "ds01.db")
-        config = parse_config_text(
-            "defaults:\n  max_gpueq: 8\n  max_containers: 8\n  allow_full_gpu: true\n"
-            "  gpu_hold_after_stop: 0s\nallocation:\n  reservation_timeout: 2m\n",
-            "test.yaml",
-        )
-        self.svc = AllocationService(self.db, lambda: config, clock=lambda: self.now)
-        backend = open_backend("sim", resolve_sim("4xA100-40GB"))
-        self.svc.sync_units(backend.sample())
-        backend.close()
+        super().__init__(tmp)
         self.freed: list[bool] = []  # one entry per hook call: was the release committed then?
         self.svc.on_freed.append(lambda: self.freed.append(not self.db.conn.in_transaction))
 
