@@ -264,3 +264,19 @@ def test_an_entry_a_crash_left_admitting_is_settled_from_its_allocation(
     if expected == "admitted":
         assert world.rows("SELECT container_id FROM queue") == [("c0ffee",)]
         assert [u for u, _, _ in world.told.said] == ["ann"]
+
+
+def test_line_empty_is_true_only_after_a_pass_saw_no_entry_and_none_came_since(
+    world: World,
+) -> None:
+    """ds01d skips the dispatcher's wake-up on a release while the line is empty; an entry
+    added after a pass began must end that."""
+    assert not world.queue.line_empty()  # a new daemon does not know: the first pass tells
+    assert world.queue.dispatch() == []
+    assert world.queue.line_empty()
+    a = world.queue.enqueue(ANN, _req("a"), FULL).entry
+    assert not world.queue.line_empty()
+    world.queue.cancel(ANN, a.id)
+    assert not world.queue.line_empty()  # until a pass has looked
+    assert world.queue.dispatch() == []
+    assert world.queue.line_empty()

@@ -376,7 +376,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
 
         def units_freed() -> None:
-            loop.call_soon_threadsafe(self._units_freed.set)
+            if not self.queue.line_empty():
+                loop.call_soon_threadsafe(self._units_freed.set)
 
         self.allocations.on_freed.append(units_freed)
         self._tasks = [
