@@ -40,6 +40,7 @@ from ds01.services.queue import QueueService
 from ds01.services.reconcile import Reconciler
 from ds01.services.sweep import InvariantSweep
 from ds01.services.unituse import UnitUseMemo
+from ds01.services.usage import UsageLedger
 from ds01.store.backup import backup_if_due, default_backup_dir
 from ds01.store.db import Checkpointer, Database
 
@@ -93,6 +94,15 @@ class Daemon:
             max_age=lambda: 3 * self._sample_interval() + 10,
         )
         self._sampled = asyncio.Event()
+        # The usage ledger (services/usage.py): a pass after every new sample, in its own loop
+        # so that a slow or failing ledger never delays sampling or the lifecycle.
+        self.usage = UsageLedger(
+            self.allocations,
+            max_gap=lambda: 3 * self._sample_interval() + 10,
+            callers=self.reclaimer.callers,
+        )
+        self.clock.on_step.append(self.usage.clock_stepped)
+        self._usage_due = asyncio.Event()
         self._units_freed = asyncio.Event()  # wakes the queue's dispatcher (start())
         # The queue's dispatcher (issue 16): deploys waiting for capacity, admitted as units
         # free up (every pass; a pass that finds nothing changed since the head was refused
@@ -227,6 +237,12 @@ class Daemon:
         # apply_sample writes the unit table when the set of units changed: in a thread too.
         await asyncio.to_thread(self.apply_sample, await asyncio.to_thread(self.take_sample))
         self._sampled.set()
+        self._usage_due.set()
+
+    async def _usage_step(self) -> None:
+        sample = self.sample
+        if sample is not None:
+            await asyncio.to_thread(lambda: self.usage.observe(sample, self.clock.now()))
 
     async def _lifecycle_step(self) -> None:
         await asyncio.to_thread(self.reclaimer.tick)
@@ -383,6 +399,7 @@ class Daemon:
         self._tasks = [
             self._loop("sampler", self._sample_step, self._sample_interval),
             self._loop("lifecycle", self._lifecycle_step, self._sample_interval, self._sampled),
+            self._loop("usage", self._usage_step, self._sample_interval, self._usage_due),
             self._loop("expiry", self._expiry_step, lambda: EXPIRY_TICK_S),
             self._loop("queue", self._queue_step, lambda: QUEUE_TICK_S, self._units_freed),
             self._loop("reconcile", self._reconcile_step, lambda: self._reconcile_every),

@@ -185,6 +185,16 @@ def get(conn: sqlite3.Connection, alloc_id: int) -> AllocationRow | None:
     return rows[0] if rows else None
 
 
+def ended_among(conn: sqlite3.Connection, ids: Iterable[int], after_id: int) -> list[AllocationRow]:
+    """Released allocations among `ids`, and those with an id above `after_id` (made and
+    released since): what ended since the usage ledger last looked (services/usage.py). By
+    primary key only: no scan of the history."""
+    wanted = sorted(set(ids))
+    marks = ",".join("?" * len(wanted))
+    where = f"id IN ({marks}) OR id > ?" if wanted else "id > ?"
+    return [r for r in _rows(conn, where, (*wanted, after_id)) if r.state is AllocState.RELEASED]
+
+
 def live_for_container_id(conn: sqlite3.Connection, container_id: str) -> AllocationRow | None:
     rows = _rows(conn, "state != 'released' AND container_id = ?", (container_id,))
     return rows[0] if rows else None

@@ -335,6 +335,43 @@ def _v12_queue(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v14_usage(conn: sqlite3.Connection) -> None:
+    """The usage ledger (issue 17 item 4; store/usage.py): GPU time and energy attributed to
+    allocations per hour, per-user totals since the ledger began, and the machine per hour."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE usage (
+            allocation_id INTEGER NOT NULL,
+            bucket INTEGER NOT NULL,          -- the UTC hour's first second (unix time)
+            user TEXT NOT NULL,
+            grp TEXT,
+            container TEXT,
+            gpueq_seconds REAL NOT NULL,      -- held
+            active_gpueq_seconds REAL NOT NULL,
+            idle_gpueq_seconds REAL NOT NULL, -- held and judged idle; the rest is unknown
+            energy_j REAL NOT NULL,
+            unmetered_gpueq_seconds REAL NOT NULL, -- held on GPUs reporting no energy/power
+            PRIMARY KEY (allocation_id, bucket)
+        );
+        CREATE INDEX usage_bucket ON usage (bucket);
+        CREATE TABLE usage_totals (
+            user TEXT PRIMARY KEY,
+            gpueq_seconds REAL NOT NULL,
+            active_gpueq_seconds REAL NOT NULL,
+            energy_j REAL NOT NULL
+        );
+        CREATE TABLE usage_machine (
+            bucket INTEGER PRIMARY KEY,
+            sampled_seconds REAL NOT NULL,    -- covered by consecutive samples
+            capacity_gpueq_seconds REAL NOT NULL,
+            energy_j REAL NOT NULL,
+            unallocated_energy_j REAL NOT NULL
+        );
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "bare-metal grants and host process reports", _v2_grants),
@@ -347,6 +384,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (10, "index of refusals for lack of capacity", _v10_capacity_refusals),
     (11, "banner notices for users' next command", _v11_banners),
     (12, "queue of deploy requests waiting for capacity", _v12_queue),
+    (14, "usage ledger: GPU time and energy per allocation and hour", _v14_usage),
 ]
 
 
