@@ -7,7 +7,7 @@ command as a user types it (a new process every time):
   * the baseline: `python3 -I -c pass` with the distribution's interpreter — the least any
     Python command can cost on this machine — and `nvidia-smi -L` where there is one;
   * `ds01 --version`, and each read command in its `--json` and table forms: `gpu status`,
-    `quota`, `access`, `container list`, `events`.
+    `quota`, `access`, `container list`, `events`, and `top --once`.
 
 Reports medians and each command's ratio to the baseline's median in the same run, against the
 aims (at most 4x for --json, 6x for tables), with the machine's load before and after.
@@ -57,6 +57,9 @@ def commands(run_dir: Path) -> list[tuple[str, list[str], float | None]]:
         name = " ".join(words)
         out.append((f"ds01 {name} --json", [*ds01, *words, "--json"], JSON_AIM))
         out.append((f"ds01 {name}", [*ds01, *words], TABLE_AIM))
+    # `ds01 top` (issue 17 item 2): as an admin (the bench runs as root) it asks the most.
+    out.append(("ds01 top --once --json", [*ds01, "top", "--once", "--json"], JSON_AIM))
+    out.append(("ds01 top --once", [*ds01, "top", "--once"], TABLE_AIM))
     return out
 
 

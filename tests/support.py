@@ -305,10 +305,11 @@ def run_in_pty(
     *,
     steps: list[tuple[bytes, bytes]],
     timeout: float = 60.0,
+    size: tuple[int, int] = (24, 100),
 ) -> tuple[int, str]:
     """Run argv as `user` on a new pseudo-terminal; for each (text, keys) step, once the
     output holds text and the terminal is in raw mode, type keys. Returns (exit status,
-    everything the terminal showed).
+    everything the terminal showed). `size`: the terminal's (rows, columns).
 
     Raw mode is the readiness signal: the program (ds01's shell, docker -it) switches the
     terminal to raw mode when it starts passing keys through, and that switch discards what
@@ -324,7 +325,7 @@ def run_in_pty(
         **env,
     }
     master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
     cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", *argv]
     proc = subprocess.Popen(
         cmd, stdin=slave, stdout=slave, stderr=slave, env=full_env, start_new_session=True

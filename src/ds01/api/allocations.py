@@ -57,10 +57,14 @@ async def allocate(request: web.Request) -> web.Response:
 
 
 async def list_allocations(request: web.Request) -> web.Response:
+    deps = deps_of(request)
     rows = await off_loop(
-        deps_of(request).allocations.live_allocations, caller_of(request), flag(request, "all")
+        deps.allocations.live_allocations, caller_of(request), flag(request, "all")
     )
-    return ok([convert.allocation_out(r) for r in rows])
+    # With their countdowns (next stop and when), as `ds01 quota` shows them: `ds01 top`'s
+    # deadlines, and `admin alloc list --json`'s idle allocations.
+    outlooks = await off_loop(deps.outlooks, rows) if rows else {}
+    return ok([convert.allocation_out(r, outlooks.get(r.id)) for r in rows])
 
 
 async def get_allocation(request: web.Request) -> web.Response:

@@ -388,6 +388,12 @@ def run() -> None:
     quick = os.environ.get("DS01_QUICK") != "0"
     d = deploy_plan(argv, _stdin_tty()) if quick and "deploy" in argv else None
     code = None if d is None else deploy(d)
+    if code is None and quick and "top" in argv:
+        split = _globals(argv)
+        if split is not None and split[1][:1] == ["top"]:
+            from ds01.cli.top import quick as top
+
+            code = top(split[0], split[1][1:])  # cli/top.py: its own flags and live view
     if code is not None:
         sys.exit(code)
     out = answer(argv)

@@ -130,6 +130,21 @@ def countdown_lines(c: Json) -> list[str]:
     return out
 
 
+def deadline(a: Json) -> str:
+    """When an allocation's GPUs go back, in one short cell (`ds01 top`): '14:05 idle' (the
+    next idle or max-runtime stop), '14:05 hold' (a stopped container's hold ends),
+    '14:05 unused' (a reservation no container took expires); '–' when nothing is due."""
+    life = a.get("lifecycle") or {}
+    if a.get("state") == "held" and a.get("hold_until"):
+        return f"{clock(a['hold_until'])} hold"
+    if a.get("state") == "reserved" and a.get("expires_at"):
+        return f"{clock(a['expires_at'])} unused"
+    if life.get("stop_at"):
+        why = _STOPPED_BY.get(str(life.get("next_stop")), str(life.get("next_stop")))
+        return f"{clock(life['stop_at'])} {why}"
+    return "–"
+
+
 def container_list(rows: Sequence[Json], all_users: bool, width: int) -> str:
     """`ds01 container list [--all]` (a list of ContainerOut)."""
     if not rows:
