@@ -13,6 +13,8 @@
 #   faketime        libfaketime: steps a real ds01d's wall clock (tests/daemon/test_clock_step.py)
 #   gcc, libc6-dev  cc builds the stand-in libcuda.so.1 and nvidia-smi the doctor's compute and
 #                   wrapper tests and `scripts/gpu-host-check.sh --self-test` use (no GPU in CI)
+#   chromium        headless, driven over the DevTools protocol: the web status page's tests
+#                   (tests/web/; no chromium-driver needed)
 #
 # Extra package names given as arguments are installed the same way (e.g. prometheus, chromium).
 # `--demo` first installs only what scripts/demo.sh needs (no SSH server, no compose, no sudo).
@@ -24,7 +26,7 @@ if [ "${1:-}" = "--demo" ]; then
     shift
     packages=(docker.io busybox-static util-linux passwd libc-bin tar procps "$@")
 else
-    packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime gcc libc6-dev "$@")
+    packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime gcc libc6-dev chromium "$@")
 fi
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -25,6 +25,7 @@ from ds01.config.schema import (
     StorageSection,
     UserSpec,
     WebhookSettings,
+    WebSection,
     WorkspaceFileSettings,
 )
 
@@ -46,6 +47,7 @@ MODELS: list[type[BaseModel]] = [
     WorkspaceFileSettings,
     WebhookSettings,
     EmailSettings,
+    WebSection,
 ]
 KEYS = sorted({(f.alias or name) for model in MODELS for name, f in model.model_fields.items()})
 

@@ -80,7 +80,13 @@ def parse_config_text(text: str, source: str, base_dir: Path | None = None) -> C
 
 # Keys read once, when ds01d starts; a reload that changes one keeps the old value running until
 # a restart (docs/config.md says which keys these are). Every other key takes effect on reload.
-RESTART_ONLY = ("gpu.backend", "gpu.sim_machine", "host.gate_group", "notify.queue_size")
+RESTART_ONLY = (
+    "gpu.backend",
+    "gpu.sim_machine",
+    "host.gate_group",
+    "notify.queue_size",
+    "web.listen",
+)
 
 
 def restart_only_changes(current: Config, new: Config) -> list[str]:
@@ -151,6 +157,7 @@ def _build(schema: ConfigFile, source: str, base_dir: Path) -> Config:
         state=schema.state,
         notify=schema.notify,
         queue=schema.queue,
+        web=schema.web,
     )
 
 

@@ -31,6 +31,7 @@ from ds01.config.schema import (
     StateSection,
     StorageSection,
     UserSpec,
+    WebSection,
 )
 from ds01.model.gpueq import GpuEq
 from ds01.model.limits import Limits
@@ -96,6 +97,7 @@ class Config:
     state: StateSection
     notify: NotifySection
     queue: QueueSection
+    web: WebSection
 
     @property
     def sim_machine(self) -> Path | None:

@@ -18,9 +18,17 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from ds01.config.listen import ListenAddress, parse_listen
 from ds01.engineaddr import EngineAddress
 from ds01.model.gpueq import GpuEq
 from ds01.units import describe, parse_duration, parse_size
@@ -441,6 +449,27 @@ class QueueSection(_Section):
 Privacy = Literal["show_all", "hide_others"]
 
 
+class WebSection(_Section):
+    """The web status page (docs/web.md): ds01d's own HTTP listener, read-only."""
+
+    listen: Annotated[ListenAddress | None, _v(parse_listen, None)] = ListenAddress(
+        "127.0.0.1", 9102
+    )
+    allow_remote: Annotated[bool, _v(_bool)] = False  # a listen address off loopback
+    hosts: Annotated[tuple[Text, ...], _LIST] = ()  # Host names accepted besides localhost
+    max_clients: Annotated[int, _v(_int(1))] = 20  # live views (SSE streams) open at once
+
+    @model_validator(mode="after")
+    def _web_remote(self) -> WebSection:
+        if self.listen is not None and not self.listen.loopback and not self.allow_remote:
+            raise _fail(
+                f"listen: {self.listen} is not a loopback address, and the page shows who holds"
+                " which GPU; use 127.0.0.1:PORT and open it through an SSH tunnel (docs/web.md),"
+                " or set allow_remote: true if every host on that network may see it"
+            )
+        return self
+
+
 class ConfigFile(_Section):
     """The whole file. Every section is optional, so an empty file is a valid config."""
 
@@ -463,6 +492,7 @@ class ConfigFile(_Section):
     state: Annotated[StateSection, _empty_if_null(dict)] = StateSection()
     notify: Annotated[NotifySection, _empty_if_null(dict)] = NotifySection()
     queue: Annotated[QueueSection, _empty_if_null(dict)] = QueueSection()
+    web: Annotated[WebSection, _empty_if_null(dict)] = WebSection()
 
 
 # Limit keys in display order, each with its kind (drives formatting and JSON values).

@@ -20,6 +20,7 @@ from ds01.api.schemas import LoopOut, OrphanOut
 from ds01.api.server import ApiDeps, build_app, serve
 from ds01.config import Config, load_config, reload_config, restart_only_changes
 from ds01.daemon.loops import LoopHealth, supervised
+from ds01.daemon.statuspage import start_web
 from ds01.errors import Ds01Error, RuntimeUnavailable
 from ds01.gate import EngineClient, GateDeps, GateServer, GateSettings
 from ds01.identity import CallerCache
@@ -39,10 +40,12 @@ from ds01.services.invariants import describe
 from ds01.services.queue import QueueService
 from ds01.services.reconcile import Reconciler
 from ds01.services.sweep import InvariantSweep
+from ds01.services.unithistory import UnitHistory
 from ds01.services.unituse import UnitUseMemo
 from ds01.services.usage import UsageLedger
 from ds01.store.backup import backup_if_due, default_backup_dir
 from ds01.store.db import Checkpointer, Database
+from ds01.web.server import WebServer
 
 log = logging.getLogger("ds01d")
 
@@ -121,6 +124,7 @@ class Daemon:
         self._stopped = threading.Event()
         self._event_stream: EventStream | None = None
         self.sample: MachineSample | None = None
+        self.unit_history = UnitHistory()  # the web page's sparklines (services/unithistory.py)
         self._unit_set: frozenset[str] = frozenset()
         self._tasks: list[asyncio.Task[None]] = []
         self.health = LoopHealth()
@@ -128,6 +132,7 @@ class Daemon:
         self.state_problems: list[str] = []  # the last state invariant check's findings
         self._runner: web.AppRunner | None = None
         self.gate: GateServer | None = None
+        self.web: WebServer | None = None
         self.callers = CallerCache()  # api.sock's and the gate's
 
     def _open_backend(self, sim: str | None) -> InventoryBackend:
@@ -216,6 +221,7 @@ class Daemon:
 
     def apply_sample(self, sample: MachineSample) -> None:
         self.sample = sample
+        self.unit_history.record(sample)
         units = frozenset(u.uuid for u in sample.units())
         # Unit rows change only when the set of units does: no write per sample.
         if units != self._unit_set:
@@ -388,6 +394,7 @@ class Daemon:
         notices_api.install(app, self.banners)  # banners for the caller's next command
         self._runner = await serve(app, str(self.paths.api_socket))
         await self._start_gate()
+        self.web = await start_web(self)  # http://<web.listen>/ (docs/web.md)
         self.checkpointer.take_over(self.db)
         loop = asyncio.get_running_loop()
 
@@ -477,6 +484,8 @@ class Daemon:
                 await t
         if self.gate is not None:
             await self.gate.stop()
+        if self.web is not None:
+            await self.web.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         with contextlib.suppress(FileNotFoundError):

@@ -65,7 +65,10 @@ def query(
     kind: str | None = None,
     allocation_id: int | None = None,
     limit: int = 1000,
+    kinds: tuple[str, ...] = (),
 ) -> list[Event]:
+    """The newest `limit` events that match every filter given, oldest first; `kinds`: any
+    of these kinds."""
     sql = "SELECT * FROM events WHERE 1=1"
     args: list[Any] = []
     if user is not None:
@@ -80,6 +83,9 @@ def query(
     if allocation_id is not None:
         sql += " AND allocation_id = ?"
         args.append(allocation_id)
+    if kinds:
+        sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+        args.extend(kinds)
     # Newest `limit` events, returned oldest first so a log reads top to bottom.
     sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id ASC"
     args.append(limit)
@@ -98,3 +104,9 @@ def query(
         )
         for r in conn.execute(sql, args)
     ]
+
+
+def last_id(conn: sqlite3.Connection) -> int:
+    """The newest event's id (0 for an empty log)."""
+    row = conn.execute("SELECT MAX(id) FROM events").fetchone()
+    return int(row[0] or 0)
