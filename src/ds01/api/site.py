@@ -243,10 +243,12 @@ class GuardedSite(web.BaseSite):
 class HttpLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     """The logger aiohttp's server protocol is given. A malformed request (garbage request
     line, bad headers, bad chunked encoding — answered 400 by aiohttp) is one INFO line, not an
-    ERROR traceback; any other error is logged with its traceback, at a bounded rate."""
+    ERROR traceback; any other error is logged with its traceback, at a bounded rate. `where`
+    names the listener in the line (api, web)."""
 
-    def __init__(self, logger: logging.Logger) -> None:
+    def __init__(self, logger: logging.Logger, where: str = "api") -> None:
         super().__init__(logger, {})
+        self._where = where
         self._limited = RateLimitedLog(logger, burst=10)
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
@@ -263,7 +265,8 @@ class HttpLog(logging.LoggerAdapter):  # type: ignore[type-arg]
             self._limited.log(
                 logging.INFO,
                 "malformed",
-                "api: malformed HTTP request answered %d: %s",
+                "%s: malformed HTTP request answered %d: %s",
+                self._where,
                 exc.code or 400,
                 _printable(first)[:200],
             )

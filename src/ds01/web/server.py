@@ -35,11 +35,14 @@ from importlib import resources
 
 from aiohttp import web
 
+from ds01.api.site import HttpLog
 from ds01.config import Config
 from ds01.config.listen import ListenAddress
+from ds01.listener import RateLimitedLog
 from ds01.web.snapshot import Sources, build, change_key
 
 log = logging.getLogger("ds01d.web")
+_failed = RateLimitedLog(log)
 
 MIN_CHECK_S = 0.5  # the change key is read at most this often, however many ask
 HEARTBEAT_S = 15.0  # an SSE comment on a quiet stream: keeps tunnels open, finds dead readers
@@ -89,6 +92,10 @@ def host_name(header: str) -> str | None:
     return name or None
 
 
+class Unavailable(Exception):
+    """No snapshot can be made just now."""
+
+
 class Feed:
     """The newest snapshot, built when its change key moves, shared by every request and
     stream; waiters are woken when a new version is made."""
@@ -106,6 +113,17 @@ class Feed:
         self._pump: asyncio.Task[None] | None = None
 
     async def latest(self) -> tuple[int, bytes]:
+        """The newest version and its JSON; Unavailable when it cannot be made now (the
+        database locked past its timeout, say): logged at a bounded rate."""
+        try:
+            return await self._latest()
+        except Exception as err:
+            _failed.log(
+                logging.ERROR, "snapshot", "web: making the status snapshot failed", exc_info=True
+            )
+            raise Unavailable from err
+
+    async def _latest(self) -> tuple[int, bytes]:
         async with self._lock:
             now = time.monotonic()
             if self.version and now - self._checked < MIN_CHECK_S:
@@ -135,10 +153,8 @@ class Feed:
     async def _run(self) -> None:
         """While a stream is open: look for changes every MIN_CHECK_S (one pump for all)."""
         while self.streams > 0:
-            try:
+            with contextlib.suppress(Unavailable):
                 await self.latest()
-            except Exception:  # the database busy or full: the next look tries again
-                log.exception("web: building the status snapshot failed")
             await asyncio.sleep(MIN_CHECK_S)
 
     async def close(self) -> None:
@@ -196,8 +212,21 @@ async def page(request: web.Request) -> web.Response:
 
 
 async def snapshot(request: web.Request) -> web.Response:
-    _, body = await request.app[FEED].latest()
+    try:
+        _, body = await request.app[FEED].latest()
+    except Unavailable:
+        return _unavailable()
     return web.Response(body=body, content_type="application/json")
+
+
+def _unavailable() -> web.Response:
+    resp = _refusal(
+        503,
+        "ds01d could not read its state just now",
+        "The page tries again by itself; if this lasts, an admin finds why in ds01d's log.",
+    )
+    resp.headers["Retry-After"] = "5"
+    return resp
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -211,6 +240,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
         )
         busy.headers["Retry-After"] = "30"
         return busy
+    try:
+        await feed.latest()  # then the pump (Feed._run) makes the new ones
+    except Unavailable:
+        return _unavailable()
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
     )
@@ -218,7 +251,6 @@ async def stream(request: web.Request) -> web.StreamResponse:
     try:
         await resp.prepare(request)
         await _write(resp, f"retry: {RETRY_MS}\n\n".encode())
-        await feed.latest()  # then the pump (Feed._run) makes the new ones
         sent = 0
         while not feed.closing:
             new = feed.waiter()
@@ -266,7 +298,11 @@ class WebServer:
 
     async def start(self, address: ListenAddress) -> None:
         runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, keepalive_timeout=15
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=15,
+            logger=HttpLog(log, "web"),  # a malformed request is one line, not a traceback
         )
         await runner.setup()
         try:
