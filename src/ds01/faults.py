@@ -35,6 +35,9 @@ POINTS: dict[str, tuple[str, ...]] = {
     # The queue's dispatcher (services/queue.py): the entry marked admitting (committed), then
     # its deploy done, before the entry is marked admitted.
     "queue": ("admitting", "deployed"),
+    # A docker create the gate holds open (services/gatequeue.py): its units reserved with the
+    # create intent, not yet handed to its waiting client.
+    "queue_gate": ("reserved",),
 }
 
 _armed = os.environ.get(ENV, "")

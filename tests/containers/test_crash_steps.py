@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -126,6 +127,11 @@ SCENARIOS = [
     # entry marked admitting, then its deploy done. Either way the restarted ds01d starts it
     # exactly once (queued again, or settled as admitted).
     Scenario("queue", "queue", "0s", {"admitting": RUNNING, "deployed": RUNNING}),
+    # A docker create the gate holds open (gate.queue: wait), as the dispatcher admits it: its
+    # units reserved with the create intent, not yet handed over. The client's connection dies
+    # with ds01d; the restarted one ends the entry (failed) and recovery releases the
+    # reservation (with Docker away: only once Docker is back, never by its timeout).
+    Scenario("queue_gate", "queue_gate", "0s", {"reserved": GONE}),
 ]
 
 # Steps after which an intent is open, i.e. whose outcome must wait for Docker to return.
@@ -138,6 +144,7 @@ WITH_INTENT = {
     *(("recreate", step) for step in faults.POINTS["recreate"]),
     *(("gate_create", step) for step in faults.POINTS["gate_create"]),
     *(("gate_start", step) for step in faults.POINTS["gate_start"]),
+    ("queue_gate", "reserved"),
 }
 
 
@@ -231,6 +238,8 @@ def test_crash_at_every_step(world: World, sc: Scenario, step: str, docker_down:
         shutil.copy(MACHINES / "4xA100-40GB.yaml", w.d.machine)
         for gpu in ("0", "1", "2", "3"):
             sim.set_utilization(w.d.machine, gpu, 0)
+    if sc.op == "queue_gate":
+        config += "gate:\n  queue: wait\n"
     w.d.write_config(config)
     w.d.extra_env = {faults.ENV: f"{sc.op}.{step}"}
     w.d.start()
@@ -246,6 +255,8 @@ def test_crash_at_every_step(world: World, sc: Scenario, step: str, docker_down:
         elif sc.name == "queue":
             _queue_and_free(w, c, body)
             _died(w)  # the dispatcher admits it when the filler is retired: ds01d dies
+        elif sc.name == "queue_gate":
+            _gate_waits_and_free(w, c)
         else:
             c.deploy(body)
             before = w.container()
@@ -291,6 +302,14 @@ def test_crash_at_every_step(world: World, sc: Scenario, step: str, docker_down:
         assert w.rows("SELECT container_id FROM queue") == [(now.id,)]
         admitted = w.rows("SELECT 1 FROM events WHERE kind = 'queue' AND action = 'admitted'")
         assert len(admitted) == 1
+    if sc.name == "queue_gate":
+        # Its client is gone with the old ds01d: ended, never admitted into a container.
+        wait_for(
+            lambda: w.rows("SELECT state FROM queue") == [("failed",)] or None,
+            "the gate's queue entry to be ended",
+            timeout=60,
+            detail=w.d.log,
+        )
     if sc.name == "idle_stop":
         # The restarted ds01d finishes the stop on its own passes (the countdown resumed).
         wait_for(
@@ -315,6 +334,41 @@ def _queue_and_free(w: World, c: Any, body: DeployIn) -> None:
     assert isinstance(queued, QueueEntryOut) and queued.state == "queued", queued
     with contextlib.suppress(Ds01Error, requests.RequestException):
         c.container_op(filler.name, "retire")  # ds01d may die before it answers
+
+
+def _gate_waits_and_free(w: World, c: Any) -> None:
+    """A full machine, a docker create through the gate waiting in the queue for one GPU, then
+    the filler retired: the dispatcher reserves the create's unit and ds01d dies."""
+    for unit in c.gpu_status().units[:2]:
+        c.drain(unit.uuid, reason="test: a full machine")
+    filler = DeployIn(name=f"{w.name}-f", image=TEST_IMAGE, gpus=2, command=list(STOPPABLE))
+    c.deploy(filler)
+    gate = docker.DockerClient(base_url=f"unix://{w.d.run_dir / 'docker.sock'}", timeout=120)
+    gpu = docker.types.DeviceRequest(count=1, capabilities=[["gpu"]])
+    failed: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            gate.containers.create(
+                TEST_IMAGE, list(STOPPABLE), name=w.docker_name, device_requests=[gpu]
+            )
+        except Exception as err:
+            failed.append(err)
+
+    waiting = threading.Thread(target=create)
+    waiting.start()
+    try:
+        wait_for(
+            lambda: w.rows("SELECT state FROM queue") == [("queued",)] or None,
+            "the gate's create to wait in the queue",
+        )
+        with contextlib.suppress(Ds01Error, requests.RequestException):
+            c.container_op(filler.name, "retire")  # ds01d may die before it answers
+        _died(w)
+        waiting.join(timeout=60)
+        assert not waiting.is_alive() and failed, "the waiting create outlived ds01d"
+    finally:
+        gate.close()
 
 
 def _died(w: World) -> None:

@@ -167,14 +167,16 @@ def run_as(
 
 @contextlib.contextmanager
 def gate_world(
-    docker_host: str, *, max_containers: int = 20, machine: Path = MIXED
+    docker_host: str, *, max_containers: int = 20, machine: Path = MIXED, extra_config: str = ""
 ) -> Iterator[GateWorld]:
-    """A real ds01d (sim machine, the private engine) and a gate group for test users."""
+    """A real ds01d (sim machine, the private engine) and a gate group for test users;
+    `extra_config`: YAML sections added to the config."""
     need(os.geteuid() == 0, "creating Unix users needs root")
     users = Users()
     group = users.group(unique("ds01tg"))
     admins = unique("ds01ta")
     config = CONFIG.format(group=group, admins=admins, max_containers=max_containers)
+    config += extra_config
     d = Daemon(short_tmp(), config, machine, docker_host)
     world = GateWorld(d, users, group)
     try:

@@ -11,6 +11,7 @@ from ds01.api.http import caller_of, deps_of, flag, off_loop, ok
 from ds01.api.schemas import QueueEntryOut, QueueExplainOut, QueueFactorOut, QueueOut
 from ds01.errors import UsageError
 from ds01.identity import Caller
+from ds01.services.gatequeue import origin_of
 from ds01.services.queue import Placed, QueueService, describe_request
 
 
@@ -50,6 +51,7 @@ def entry_out(svc: QueueService, caller: Caller, p: Placed, now: float) -> Queue
         allocation_id=e.allocation_id if full else None,
         container_id=e.container_id if full else None,
         mine=e.user == caller.name,
+        origin=origin_of(e.request),
     )
 
 

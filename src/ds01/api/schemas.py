@@ -472,6 +472,11 @@ class QueueEntryOut(BaseModel):
     allocation_id: int | None = None
     container_id: str | None = None
     mine: bool
+    origin: str = Field(
+        default="deploy",
+        description="deploy (ds01 container deploy --queue) | gate (a docker create the gate "
+        "holds open while it waits: gate.queue wait)",
+    )
 
 
 class QueueOut(BaseModel):

@@ -42,7 +42,7 @@ def queue(q: Json, width: int, all_users: bool) -> str:
             str(e["position"]) if e.get("position") is not None else "–",
             str(e["id"]),
             shown(e["user"]) if e.get("user") is not None else HIDDEN,
-            shown(e.get("name") or "–"),
+            shown((e.get("name") or "–") + (" (docker)" if e.get("origin") == "gate" else "")),
             shown(e.get("request") or f"{e['size']:g} unit(s)"),
             span(float(e.get("waited_s") or 0)),
             clock(e["estimated_start"]) if e.get("estimated_start") else "unknown",

@@ -266,10 +266,13 @@ class DockerSection(_Section):
 
 
 class GateSection(_Section):
-    """The Docker gate's two policy choices (docs/gate.md)."""
+    """The Docker gate's policy choices (docs/gate.md)."""
 
     gpus_all: Annotated[Literal["refuse", "max"], _v(_choice("refuse", "max"))] = "refuse"
     cap_add: Annotated[tuple[Text, ...], _LIST] = ()
+    # A GPU create that quota allows but capacity does not: refused, or held open while it
+    # waits in ds01's queue (docs/gate.md "Waiting for GPUs").
+    queue: Annotated[Literal["refuse", "wait"], _v(_choice("refuse", "wait"))] = "refuse"
 
 
 class AllocationSection(_Section):

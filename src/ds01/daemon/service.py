@@ -434,6 +434,7 @@ class Daemon:
             config=lambda: self.config,
             engine=engine,
             settings=settings,
+            queue=self.queue,
         )
         self.gate = GateServer(deps, self.callers)
         await self.gate.start(self.paths.gate_socket, self.config.host.gate_group)

@@ -291,6 +291,21 @@ _RULES: tuple[Rule, ...] = (
         "Do what the scheduler's message says; 'ds01 quota' shows what you hold.",
     ),
     Rule(
+        "gpu.queue_limit",
+        R.POLICY,
+        "With gate.queue: wait, a create that no free GPU can meet waits in ds01's queue; "
+        "queue.max_per_user bounds the waiting requests of each user (deploys and docker "
+        "creates together), and one container name waits once.",
+        "Wait for one to start, or cancel one: 'ds01 queue', 'ds01 queue cancel ID'.",
+    ),
+    Rule(
+        "gpu.queue_ended",
+        R.NO_CAPACITY,
+        "The create waited in ds01's queue and its entry ended before GPUs freed up: "
+        "cancelled, expired after queue.max_wait, or it can no longer start.",
+        "Run it again when GPUs are free ('ds01 gpu status'); 'ds01 queue' shows how it ended.",
+    ),
+    Rule(
         "container.reallocate",
         R.NO_CAPACITY,
         "The container's GPUs were released while it was stopped and are now in use elsewhere; "

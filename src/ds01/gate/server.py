@@ -61,6 +61,7 @@ from ds01.gate.policy.buildcontext import HOLD_BACK
 from ds01.gate.policy.context import BodyCheck, Ctx, GateDeps, Plan
 from ds01.gate.policy.endpoints import Body, GateRequest, classify, encode_target
 from ds01.gate.policy.filters import ContainerList, fetch_container_list
+from ds01.gate.queued import decide_or_wait
 from ds01.gate.refusal import GateRefusal, LocalReply, engine_down, response_bytes
 from ds01.identity import Caller, CallerCache, is_admin
 from ds01.listener import Peer, UnixListener
@@ -340,7 +341,11 @@ class _Connection:
             if req.route.body is Body.NONE and body is not None:
                 _no_body(req, body)
             ctx = Ctx(self.deps, self.caller, req, config, admin)
-            plan = await decide(ctx, body)
+            if req.name == "containers.create":
+                # May wait in ds01's queue for GPUs, holding this request open (gate.queue).
+                plan = await decide_or_wait(ctx, body, self._client_gone)
+            else:
+                plan = await decide(ctx, body)
             if req.route.body is Body.NONE and body is not None:
                 plan.body = b""  # read (and found empty) here: forward none
         except GateRefusal as ref:

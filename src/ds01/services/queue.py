@@ -32,6 +32,7 @@ from ds01.model.allocation import AllocState
 from ds01.queue import priority as prio
 from ds01.queue.eta import Release, estimate
 from ds01.scheduler.snapshot import RequestKind
+from ds01.services import gatequeue
 from ds01.services.allocation import AllocationRequest
 from ds01.services.containers import ContainerService, DeployRequest
 from ds01.store import events
@@ -183,6 +184,8 @@ class QueueService:
         self._pass = threading.Lock()  # one dispatch pass at a time
         # What the allocations looked like when the head was last refused for capacity.
         self._blocked: tuple[object, float] | None = None
+        # Docker creates the gate holds open while their entries wait (services/gatequeue.py).
+        self.waiters = gatequeue.Waiters()
         # Whether the line may hold an entry, without a query (line_empty): every path that
         # adds an entry bumps _added after its commit; a pass that found the line empty
         # records the count it saw before reading. Enqueues run on worker threads: next() of
@@ -205,6 +208,18 @@ class QueueService:
         is refused as before and never queued (place() checks quotas before capacity)."""
         if refusal.reason not in (RefusalReason.NO_CAPACITY, RefusalReason.UNIT_BUSY):
             raise refusal
+        return self.add_entry(caller, req.name, request_json(req), req.allocation, refusal)
+
+    def add_entry(
+        self,
+        caller: Caller,
+        name: str,
+        request: dict[str, Any],
+        alloc: AllocationRequest,
+        refusal: Refusal,
+    ) -> Placed:
+        """A new waiting entry within queue.max_per_user: a deploy (enqueue) or a docker
+        create the gate holds open (services/gatequeue.py)."""
         now = self._clock()
         group = self.allocations.limits_for(caller).group
         max_per_user = self.config.queue.max_per_user
@@ -223,9 +238,9 @@ class QueueService:
                     conn,
                     user=caller.name,
                     group=group,
-                    name=req.name,
-                    request=request_json(req),
-                    size=request_size(req.allocation),
+                    name=name,
+                    request=request,
+                    size=request_size(alloc),
                     now=now,
                 )
                 events.record(
@@ -235,15 +250,18 @@ class QueueService:
                     reason=refusal.reason.value,
                     actor=caller.name,
                     user=caller.name,
-                    message=f"queued '{req.name}' ({describe_request(request_json(req))}):"
-                    f" {refusal.what}",
-                    details={"entry": entry_id, "request": req.allocation.to_json()},
+                    message=f"queued '{name}' ({describe_request(request)}): {refusal.what}",
+                    details={
+                        "entry": entry_id,
+                        "request": alloc.to_json(),
+                        "origin": gatequeue.origin_of(request),
+                    },
                     ts=now,
                 )
         except sqlite3.IntegrityError:
             raise Refusal(
                 RefusalReason.NAME_IN_USE,
-                f"you already have a request for a container named '{req.name}' in the queue",
+                f"you already have a request for a container named '{name}' in the queue",
                 fix="See it with 'ds01 queue'; cancel it (ds01 queue cancel ID) or pick "
                 "another name.",
             ) from None
@@ -398,6 +416,8 @@ class QueueService:
                 )
             entry = store.get(conn, entry_id)
         assert entry is not None
+        if done and (w := self.waiters.of(entry)) is not None:
+            w.poke()  # its docker client is answered now
         if not done:
             raise Refusal(
                 RefusalReason.POLICY,
@@ -423,6 +443,7 @@ class QueueService:
         user is at a quota is skipped and keeps waiting, with why. Returns the ids admitted."""
         with self._pass:
             self._settle()
+            gatequeue.end_orphans(self)
             self._expire()
             now = self._clock()
             if self._blocked is not None:
@@ -505,6 +526,8 @@ class QueueService:
         return now + limits.max_runtime_s + limits.gpu_hold_after_stop_s
 
     def _admit(self, entry: Entry, reason: str = "capacity") -> str:
+        if gatequeue.is_gate(entry):
+            return gatequeue.admit(self, entry, reason)
         now = self._clock()
         with self.db.transaction() as conn:
             if not store.take(conn, entry.id, now):
@@ -657,6 +680,8 @@ class QueueService:
                     )
                     gone.append(e)
         for e in gone:
+            if (w := self.waiters.of(e)) is not None:
+                w.poke()  # its docker client is answered now
             self._tell(
                 e.user,
                 f"ds01: your queued request for '{e.name}' (queue entry {e.id}) expired after "
@@ -674,7 +699,7 @@ class QueueService:
             stuck = [
                 (e, store.allocation_after(conn, e.user, e.name, e.updated_at))
                 for e in store.waiting(conn)
-                if e.state is EntryState.ADMITTING
+                if e.state is EntryState.ADMITTING and not gatequeue.is_gate(e)
             ]
         for e, made in stuck:
             if made is not None and made[1] == AllocState.RESERVED.value:
@@ -708,3 +733,9 @@ class QueueService:
             )
         except Exception:
             log.exception("telling %s about their queue entry failed", user)
+
+    # The deploy path's bookkeeping, shared with the gate's entries (services/gatequeue.py).
+    back = _back
+    fail = _fail
+    mark_admitted = _admitted
+    tell = _tell

@@ -7,6 +7,9 @@ Plain reads and writes inside the caller's transaction. An entry's states:
     queued → expired                   it waited longer than queue.max_wait
     admitting → queued                 the deploy was refused for now (capacity, quota)
     admitting → failed                 the deploy failed for good (image gone, name in use)
+    queued → cancelled                 (a docker create the gate held open) its client went away
+    admitting → cancelled              the same, as the dispatcher handed it its units
+    admitting → failed                 (the same) ds01d restarted while admitting it
 
 `admitting` is written and committed before the deploy starts, so an entry is admitted at most
 once: a second dispatcher (or a restarted one) never takes an entry that is not `queued`
@@ -152,6 +155,11 @@ def set_state(
 
 def set_note(conn: sqlite3.Connection, entry_id: int, note: str | None) -> None:
     conn.execute("UPDATE queue SET note = ? WHERE id = ?", (note, entry_id))
+
+
+def set_container(conn: sqlite3.Connection, entry_id: int, container_id: str) -> None:
+    """The container made for an admitted entry after its admission (a gate create)."""
+    conn.execute("UPDATE queue SET container_id = ? WHERE id = ?", (container_id, entry_id))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from ds01.gate.settings import GateSettings
 from ds01.identity import Caller
 from ds01.services.allocation import AllocationService
 from ds01.services.containers import ContainerService
+from ds01.services.queue import QueueService
+from ds01.store.allocations import AllocationRow
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -44,6 +46,8 @@ class GateDeps:
     config: Callable[[], Config]
     engine: EngineClient
     settings: GateSettings
+    # The queue (gate.queue: wait holds a create open while its entry waits); None: refuse.
+    queue: QueueService | None = None
     # docker.host → cgroup driver; docker.host + "#runtime" → the engine's default runtime
     cgroup_driver: dict[str, str] = field(default_factory=dict)
     # full container ID → (monotonic time, inspect data): what ownership reads of a container
@@ -58,6 +62,9 @@ class Ctx:
     req: GateRequest
     config: Config
     admin: bool | None = None  # is_admin, when the caller worked it out already
+    # The allocation the queue admitted for this create after it waited (gate/queued.py): the
+    # create is judged again and made on exactly these units instead of allocating.
+    admitted: AllocationRow | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ds01.errors import Ds01Error, UsageError
+from ds01.errors import Ds01Error, Refusal, RefusalReason, UsageError
 from ds01.gate.engine import seg
 from ds01.gate.policy.context import Ctx
 from ds01.gate.policy.jsonbody import as_int, as_list, as_str, as_str_map, canonical
@@ -28,6 +28,24 @@ from ds01.store.allocations import AllocationRow
 from ds01.store.intents import Intent, IntentOp
 
 REQUEST_FIELDS = ("Driver", "Count", "DeviceIDs", "Capabilities", "Options")
+
+
+@dataclass(frozen=True)
+class Wait:
+    """What a create that may wait in the queue waits for (gate.queue: wait)."""
+
+    request: AllocationRequest
+    refusal: Refusal  # the scheduler's no_capacity refusal, word for word
+    what: str  # '--gpus 2'
+
+
+class WaitInLine(Exception):
+    """Raised by allocate() instead of a capacity refusal when the create may wait; the gate
+    (gate/queued.py) holds the request open and judges it again once the queue admits it."""
+
+    def __init__(self, wait: Wait) -> None:
+        super().__init__(wait.what)
+        self.wait = wait
 
 
 @dataclass(frozen=True)
@@ -164,7 +182,11 @@ async def _forget_removed(ctx: Ctx, name: str) -> None:
 
 
 async def allocate(ctx: Ctx, ask: GpuAsk | None, name: str | None) -> AllocationRow:
-    """Allocate for a container about to be created; GateRefusal with the scheduler's texts."""
+    """Allocate for a container about to be created; GateRefusal with the scheduler's texts.
+    After a wait in the queue, the admitted allocation instead. WaitInLine when capacity (not
+    quota) refuses a count of GPUs and the config says such a create waits (gate.queue)."""
+    if ctx.admitted is not None:
+        return ctx.admitted
     try:
         req, units = await _request(ctx, ask, name)
         wanted = tuple(u.uuid for u in units)
@@ -183,6 +205,18 @@ async def allocate(ctx: Ctx, ask: GpuAsk | None, name: str | None) -> Allocation
             preferred_units=wanted,
             intent=Intent(IntentOp.CREATE, ctx.caller.name),
         )
+    except Refusal as err:
+        if (
+            err.reason is RefusalReason.NO_CAPACITY
+            and not wanted
+            and ask is not None
+            and ctx.config.gate.queue == "wait"
+            and ctx.deps.queue is not None
+        ):
+            # A copy without the traceback: the scheduler's frames are not kept while it waits.
+            refusal = Refusal(err.reason, err.what, err.why, err.fix)
+            raise WaitInLine(Wait(req, refusal, describe(ask))) from None
+        raise from_error("gpu.quota", err) from None
     except Ds01Error as err:
         raise from_error("gpu.quota", err) from None
     if wanted and sorted(u.uuid for u in row.units) != sorted(wanted):
