@@ -15,6 +15,9 @@
 #                   wrapper tests and `scripts/gpu-host-check.sh --self-test` use (no GPU in CI)
 #   chromium        headless, driven over the DevTools protocol: the web status page's tests
 #                   (tests/web/; no chromium-driver needed)
+#   nodejs, npm     run and install the VS Code Dev Containers CLI (scripts/devcontainer-cli.sh)
+#                   that tests/gate/test_gate_devcontainer.py drives through the gate; npm only
+#                   where no npm is installed (NodeSource's nodejs bundles it and conflicts)
 #
 # Extra package names given as arguments are installed the same way (e.g. prometheus, chromium).
 # `--demo` first installs only what scripts/demo.sh needs (no SSH server, no compose, no sudo).
@@ -26,7 +29,8 @@ if [ "${1:-}" = "--demo" ]; then
     shift
     packages=(docker.io busybox-static util-linux passwd libc-bin tar procps "$@")
 else
-    packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime gcc libc6-dev chromium "$@")
+    packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime gcc libc6-dev chromium nodejs "$@")
+    command -v npm >/dev/null || packages+=(npm)
 fi
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -256,10 +256,17 @@ CASES: list[tuple[str, Attempt, str, str]] = [
         "-e CUDA_VISIBLE_DEVICES was refused",
     ),
     (
-        "-e NVIDIA_DRIVER_CAPABILITIES=all",
-        run("-e", "NVIDIA_DRIVER_CAPABILITIES=all"),
+        "-e NVIDIA_DRIVER_CAPABILITIES with an undocumented capability",
+        run("-e", "NVIDIA_DRIVER_CAPABILITIES=compute,mig-config"),
         "create.reserved_env",
-        "-e NVIDIA_DRIVER_CAPABILITIES was refused",
+        "-e NVIDIA_DRIVER_CAPABILITIES was refused: NVIDIA_DRIVER_CAPABILITIES=compute,mig-config"
+        " is not a list of the documented driver capabilities",
+    ),
+    (
+        "-e NVIDIA_MIG_CONFIG_DEVICES=all",
+        run("-e", "NVIDIA_MIG_CONFIG_DEVICES=all"),
+        "create.reserved_env",
+        "-e NVIDIA_MIG_CONFIG_DEVICES was refused: NVIDIA_MIG_CONFIG_DEVICES is set by ds01",
     ),
     (
         "--label ds01.owner=another user",
@@ -504,12 +511,6 @@ CASES: list[tuple[str, Attempt, str, str]] = [
         "a network with driver macvlan",
     ),
     # engine-wide
-    (
-        "docker system df",
-        Cli(("system", "df")),
-        "endpoint.admin_only",
-        "GET /system/df is for admins",
-    ),
     (
         "docker plugin ls",
         Cli(("plugin", "ls")),

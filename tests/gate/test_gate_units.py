@@ -160,6 +160,7 @@ ROUTES = [
     ),
     ("exec start", "POST", "/exec/abc/start", "exec.start"),
     ("BuildKit session", "POST", "/session", "build.session"),
+    ("docker system df, for the caller's share", "GET", "/v1.41/system/df", "system.df"),
 ]
 
 
@@ -177,7 +178,8 @@ def test_allowed_routes(method: str, target: str, name: str) -> None:
         ("GET /swarm", "endpoint.admin_only"),
         ("POST /v1.41/plugins/pull", "endpoint.admin_only"),
         ("GET /v1.41/distribution/x/json", "endpoint.admin_only"),
-        ("GET /system/df", "endpoint.admin_only"),
+        ("POST /system/df", "endpoint.admin_only"),
+        ("GET /system/df/x", "endpoint.admin_only"),
         ("POST /build/prune", "endpoint.admin_only"),
         ("GET /containers/a/b/json", "endpoint.unknown"),
         ("PATCH /containers/a/json", "endpoint.unknown"),

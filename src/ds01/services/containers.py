@@ -38,6 +38,7 @@ from ds01.identity import (
 from ds01.model.allocation import AllocState
 from ds01.model.limits import SIGKILL_EXIT, STOP_GRACE_S
 from ds01.runtime.engine import ContainerInfo, Engine, ShellSession
+from ds01.runtime.nvenv import env_problem
 from ds01.runtime.spec import DEVICE_LIST_DIRS, ContainerSpec, WorkspaceMount
 from ds01.services import invariants
 from ds01.services.allocation import AllocationRequest, AllocationService
@@ -51,10 +52,6 @@ log = logging.getLogger("ds01d.containers")
 
 DAEMON = "ds01d"
 
-# Variables that select GPUs: only ds01 sets them (BRIEF §6 item 3).
-RESERVED_ENV = frozenset(
-    {"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"}
-)
 WORKSPACE_TARGET = "/workspace"
 DATA_TARGET = "/data"
 
@@ -174,7 +171,7 @@ class ContainerService:
         return WorkspaceMount(grant.real, target, read_only=grant.read_only or not rw)
 
     def _check_env(self, env: dict[str, str]) -> None:
-        bad = sorted(k for k in env if k in RESERVED_ENV)
+        bad = sorted(f"{k} ({why})" for k, v in env.items() if (why := env_problem(k, v)))
         if bad:
             raise Refusal(
                 RefusalReason.POLICY,
@@ -488,7 +485,7 @@ class ContainerService:
         faults.point("recreate.snapshot")
         cfg = data.get("Config") or {}
         env = dict(e.split("=", 1) for e in (cfg.get("Env") or []) if "=" in e)
-        env = {k: v for k, v in env.items() if k not in RESERVED_ENV}
+        env = {k: v for k, v in env.items() if env_problem(k, v) is None}
         # The user's directories only: the device-list binds name the old units, and the new
         # spec adds those of the new ones.
         mounts = tuple(

@@ -8,6 +8,8 @@ recognised endpoint to its rule and returns the Plan for forwarding it.
     gpus.py               DeviceRequests → allocation → exact UUIDs
     ownership.py          container/exec-scoped operations; start/remove and allocations
     filters.py            list/events narrowed to the caller's objects
+    systemdf.py           docker system df narrowed to the caller's share
+    named_user.py         a named --user with host directories: the image's numbers, if yours
     images.py             tags and private images, pulls, imports, loads, builds, prunes
     volumes_networks.py   volumes and networks: owner labels, drivers
     jsonbody.py           strict JSON reading shared by the body rules
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from ds01.gate.policy import create, filters, images, ownership
+from ds01.gate.policy import create, filters, images, ownership, systemdf
 from ds01.gate.policy import volumes_networks as vn
 from ds01.gate.policy.context import Ctx, Plan, passthrough
 
@@ -62,6 +64,7 @@ RULES: dict[str, Rule] = {
     "network.remove": vn.network_op,
     "network.connect": vn.network_op,
     "network.disconnect": vn.network_op,
+    "system.df": systemdf.system_df,
 }
 
 

@@ -27,7 +27,7 @@ import posixpath
 from typing import Any
 
 from ds01 import faults
-from ds01.gate.policy import gpus, images, limits, mounts, outcome, ownership
+from ds01.gate.policy import gpus, images, limits, mounts, named_user, outcome, ownership
 from ds01.gate.policy import volumes_networks as vn
 from ds01.gate.policy.context import Ctx, Plan
 from ds01.gate.policy.jsonbody import (
@@ -41,8 +41,9 @@ from ds01.gate.policy.jsonbody import (
     parse_object,
     short,
 )
-from ds01.gate.refusal import GateRefusal
+from ds01.gate.refusal import GateRefusal, LocalReply
 from ds01.runtime import stamp
+from ds01.runtime.nvenv import env_problem
 from ds01.runtime.spec import cgroup_parent, normalize_cap
 from ds01.services.hostpaths import host_fitted
 from ds01.services.owners import ObjectKind
@@ -176,6 +177,7 @@ ENDPOINT_FIELDS = (
 ALLOWED_SECURITY_OPTS = frozenset(
     {"no-new-privileges", "no-new-privileges=true", "no-new-privileges:true"}
 )
+CREATE_FROM = "create containers from"
 BUILTIN_NET_MODES = frozenset({"", "default", "bridge", "none"})
 LOG_DRIVERS = frozenset({"", "json-file", "local", "none"})
 
@@ -249,6 +251,27 @@ def _privileges(ctx: Ctx, hc: dict[str, Any]) -> None:
     _engine_settings(hc)
 
 
+async def _ipc_host(ctx: Ctx, hc: dict[str, Any]) -> None:
+    """--ipc host is what PyTorch guides suggest for DataLoader workers' shared memory: the
+    refusal names what gives that instead, with the caller's own limit."""
+    value = as_str(hc.get("IpcMode"), "HostConfig.IpcMode")
+    if value.lower() != "host":
+        return
+    shm = (await ctx.run(ctx.deps.allocations.limits_for, ctx.caller)).limits.shm_bytes
+    fix = (
+        "For shared memory (PyTorch DataLoader workers), drop --ipc host: your containers get "
+        + (
+            f"a /dev/shm of your limit, {limits.size_text(shm)}, without asking; --shm-size "
+            f"asks for less (up to {limits.size_text(shm)}; 'ds01 quota' shows it)."
+            if shm is not None
+            else "the /dev/shm you ask for with --shm-size (e.g. --shm-size 16g)."
+        )
+    )
+    raise GateRefusal(
+        "create.namespace", f"--ipc {value} was refused", fix=fix, summary="IpcMode=host"
+    )
+
+
 def _engine_settings(hc: dict[str, Any]) -> None:
     checks: list[tuple[bool, str]] = [
         (hc.get("MaskedPaths") is not None, "--security-opt systempaths=unconfined (MaskedPaths)"),
@@ -277,11 +300,10 @@ def _engine_settings(hc: dict[str, Any]) -> None:
 def _env(top: dict[str, Any]) -> list[str]:
     env = [as_str(e, "Env") for e in as_list(top.get("Env"), "Env")]
     for entry in env:
-        key = entry.split("=", 1)[0]
-        if key in ownership.GATE_RESERVED_ENV:
-            raise _refuse(
-                "create.reserved_env", f"-e {key} was refused: {key} is set by ds01", f"Env {key}"
-            )
+        key, _, value = entry.partition("=")
+        why = env_problem(key, value)
+        if why:
+            raise _refuse("create.reserved_env", f"-e {key} was refused: {why}", f"Env {key}")
     return env
 
 
@@ -430,6 +452,23 @@ def _host_dir_rules(ctx: Ctx, top: dict[str, Any], hc: dict[str, Any], paths: li
     # no-new-privileges is stamped with the rest (runtime/stamp.py).
 
 
+async def _named_user(
+    ctx: Ctx, top: dict[str, Any], image: dict[str, Any] | None, paths: list[str]
+) -> None:
+    """`--user vscode` with host directories: the numeric pair, if the image's own accounts
+    say the name is the caller (named_user.py); else refused."""
+    user = as_str(top.get("User"), "User")
+    if not paths or ctx.caller.is_root or not user or not named_user.is_named(user):
+        return
+    if image is None:
+        # The docker CLI pulls on a 404 and creates again; nothing to resolve the name in yet.
+        raise LocalReply(404, f"No such image: {as_str(top.get('Image'), 'Image')}")
+    gids = await ctx.run(ownership.caller_gids, ctx.caller)
+    top["User"] = await named_user.numeric_for_caller(
+        ctx, str(image.get("Id", "")), user, gids, rule="create.user", where="docker run"
+    )
+
+
 # ---- the rule, end to end ---------------------------------------------------------------
 
 
@@ -442,6 +481,7 @@ async def check_create(ctx: Ctx, body: bytes | None) -> Plan:
 
     # 1. Pure checks: nothing is asked of anyone yet.
     ownership.check_container_name(ctx, name)
+    await _ipc_host(ctx, hc)
     _privileges(ctx, hc)
     env = _env(top)
     labels = _labels(top)
@@ -453,10 +493,11 @@ async def check_create(ctx: Ctx, body: bytes | None) -> Plan:
     caps = host_fitted(resolved.limits)
     limits.check_caps(hc, caps)
     # 2. Checks that ask the engine (the image, other containers, networks, volumes).
-    await images.require_usable(ctx, as_str(top.get("Image"), "Image"))
+    image = await images.usable_image(ctx, as_str(top.get("Image"), "Image"), CREATE_FROM)
     inherited = await _container_refs(ctx, hc)
     await _networks(ctx, hc, net)
     found = await mounts.check(ctx, hc)
+    await _named_user(ctx, top, image, found.host_paths + inherited)
     _host_dir_rules(ctx, top, hc, found.host_paths + inherited)
     # 3. Side effects, only once everything passed: volumes, then the allocation.
     await mounts.create_volumes(ctx, found)

@@ -85,6 +85,7 @@ ROUTES: tuple[Route, ...] = (
     _r("GET", "/info", "info"),
     _r("POST", "/auth", "auth", body=Body.STREAM),
     _r("GET", "/events", "events"),
+    _r("GET", "/system/df", "system.df"),  # narrowed to the caller's share (systemdf.py)
     # containers
     _r("GET", "/containers/json", "containers.list"),
     _r("POST", "/containers/create", "containers.create", body=Body.CHECKED),
@@ -163,6 +164,9 @@ ADMIN_PREFIXES = (
     "/tasks",
     "/system",
 )
+
+# In an admin-only family, but answered for users too (narrowed to their share).
+USER_PATHS = frozenset({"/system/df"})
 
 _VERSION = re.compile(r"/v([0-9.]+)(/.*)?")
 # The oldest Engine API version the gate speaks (Docker 19.03). Older versions let a start
@@ -251,6 +255,8 @@ def classify(head: RequestHead, is_admin: bool) -> GateRequest:
             )
     shown = f"{head.method} {path}"
     for prefix in ADMIN_PREFIXES:
+        if path in USER_PATHS and head.method == "GET":
+            break
         if path == prefix or path.startswith(prefix + "/"):
             if not is_admin:
                 raise GateRefusal("endpoint.admin_only", f"{shown} is for admins", summary=shown)

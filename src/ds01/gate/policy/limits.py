@@ -18,7 +18,8 @@ from ds01.model.limits import Limits
 from ds01.runtime.stamp import effective_cpus, swap_allowed
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
+    """Bytes as the docker CLI's size flags write them: 64m, 2g, or bytes."""
     for unit, scale in (("g", 1024**3), ("m", 1024**2), ("k", 1024)):
         if n >= scale and n % scale == 0:
             return f"{n // scale}{unit}"
@@ -47,7 +48,8 @@ def check_caps(
         if memory > limits.memory_bytes:
             raise _refuse(
                 rule,
-                f"--memory {_size(memory)} is above your limit of {_size(limits.memory_bytes)}",
+                f"--memory {size_text(memory)} is above your limit of "
+                f"{size_text(limits.memory_bytes)}",
                 "Memory",
                 memory,
             )
@@ -57,8 +59,8 @@ def check_caps(
             if swap < 0 or swap > allowed:
                 raise _refuse(
                     rule,
-                    f"--memory-swap {'unlimited' if swap < 0 else _size(swap)} is above your "
-                    f"limit of {_size(allowed)} (memory + swap)",
+                    f"--memory-swap {'unlimited' if swap < 0 else size_text(swap)} is above your "
+                    f"limit of {size_text(allowed)} (memory + swap)",
                     "MemorySwap",
                     swap,
                 )
@@ -66,7 +68,7 @@ def check_caps(
     if limits.shm_bytes is not None and shm > limits.shm_bytes:
         raise _refuse(
             rule,
-            f"--shm-size {_size(shm)} is above your limit of {_size(limits.shm_bytes)}",
+            f"--shm-size {size_text(shm)} is above your limit of {size_text(limits.shm_bytes)}",
             "ShmSize",
             shm,
         )

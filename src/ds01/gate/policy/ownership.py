@@ -29,6 +29,7 @@ from ds01 import faults
 from ds01.errors import Ds01Error, NotFound
 from ds01.gate.engine import seg
 from ds01.gate.policy import limits as limits_rules
+from ds01.gate.policy import named_user
 from ds01.gate.policy.context import OWNER_KEY, After, Ctx, Plan, recorded_owner
 from ds01.gate.policy.jsonbody import (
     as_bool,
@@ -42,8 +43,8 @@ from ds01.gate.refusal import GateRefusal, LocalReply, from_error
 from ds01.identity import Caller, caller_of_name, not_yours, sanitize_username
 from ds01.model.allocation import AllocState
 from ds01.runtime.engine import ContainerInfo, container_info
+from ds01.runtime.nvenv import env_problem
 from ds01.runtime.spec import is_device_list_path
-from ds01.services.containers import RESERVED_ENV
 from ds01.services.owners import ObjectKind
 from ds01.services.recovery import reallocation_request
 from ds01.store.intents import Intent, IntentOp
@@ -80,8 +81,6 @@ UPDATE_FIELDS = (
     "PidsLimit",
     "BlkioWeight",
 )
-EXTRA_RESERVED_ENV = frozenset({"NVIDIA_MIG_CONFIG_DEVICES", "NVIDIA_MIG_MONITOR_DEVICES"})
-GATE_RESERVED_ENV = RESERVED_ENV | EXTRA_RESERVED_ENV
 
 
 _FULL_ID = re.compile(r"[0-9a-f]{64}")
@@ -228,7 +227,7 @@ async def container_op(ctx: Ctx, body: bytes | None) -> Plan:
             summary=f"{ctx.req.endpoint} path={ctx.req.query_first('path')}",
         )
     if name == "container.exec":
-        plan.body = _check_exec(ctx, data, body or b"")
+        plan.body = await _check_exec(ctx, data, body or b"")
         await _judge_before_run(ctx, full_id, None, "running commands in")
     elif name == "container.update":
         plan.body = await _check_update(ctx, data, body or b"")
@@ -323,7 +322,7 @@ async def exec_op(ctx: Ctx, body: bytes | None) -> Plan:
 # ---- exec -------------------------------------------------------------------------------
 
 
-def _check_exec(ctx: Ctx, data: dict[str, Any], body: bytes) -> bytes:
+async def _check_exec(ctx: Ctx, data: dict[str, Any], body: bytes) -> bytes:
     spec = canonical(parse_object(body, "exec create"), EXEC_FIELDS, "")
     ref = short_name(data)
     if as_bool(spec.get("Privileged"), "Privileged"):
@@ -332,16 +331,28 @@ def _check_exec(ctx: Ctx, data: dict[str, Any], body: bytes) -> bytes:
             f"docker exec --privileged into {ref!r} was refused",
             summary=f"exec {ref} privileged",
         )
+    own = set((data.get("Config") or {}).get("Env") or [])
     for entry in as_list(spec.get("Env"), "Env"):
-        key = as_str(entry, "Env").split("=", 1)[0]
-        if key in GATE_RESERVED_ENV:
+        key, _, value = as_str(entry, "Env").partition("=")
+        # The container's own value passes: VS Code and the Dev Containers CLI run commands
+        # with the environment they read from the container (a variable read at exec does
+        # not change the devices the container was created with).
+        why = None if entry in own else env_problem(key, value)
+        if why:
             raise GateRefusal(
                 "create.reserved_env",
-                f"docker exec -e {key} was refused: {key} is set by ds01",
+                f"docker exec -e {key} was refused: {why}",
                 summary=f"exec {ref} env {key}",
             )
     user = as_str(spec.get("User"), "User")
     caller = ctx.caller
+    if user and host_binds(data) and not caller.is_root and named_user.is_named(user):
+        # `exec --user vscode` (VS Code's remoteUser): the numbers the image gives the name,
+        # if they are the caller's.
+        gids = await ctx.run(caller_gids, caller)
+        user = spec["User"] = await named_user.numeric_for_caller(
+            ctx, str(data.get("Image", "")), user, gids, rule="exec.user", where="docker exec"
+        )
     if user and host_binds(data) and not caller.is_root and not user_is_caller(caller, user):
         raise GateRefusal(
             "exec.user",
