@@ -166,6 +166,12 @@ PARAMS: dict[tuple[str, str], str] = {
     ("host apply", "root"): "existing",
     ("host apply", "only"): "choice",
     ("host apply", "run_dir"): "dir",
+    ("report usage", "start"): "since",
+    ("report usage", "end"): "since",
+    ("report usage", "by"): "choice",
+    ("report usage", "fmt"): "choice",
+    ("report usage", "user"): "text",  # a filter: no such user, no usage
+    ("report usage", "chart"): "new file",
     # `ds01 --config … COMMAND` (command "" is `ds01` itself; see ROOT_THEN).
     ("", "config"): "config file",
     ("", "state_dir"): "dir",

@@ -36,6 +36,7 @@ from ds01.api.schemas import (
     QueueOut,
     QuotaOut,
     StatusOut,
+    UsageReportOut,
     WhoAmIOut,
 )
 from ds01.errors import (
@@ -196,6 +197,23 @@ class Client:
     ) -> list[EventOut]:
         return self._get_list(
             "/v1/events", EventOut, user=user, since=since, kind=kind, limit=limit
+        )
+
+    def usage_report(
+        self,
+        start: float,
+        end: float,
+        by: str = "user",
+        user: str | None = None,
+        series: bool = False,
+    ) -> UsageReportOut:
+        return self._get(
+            "/v1/reports/usage",
+            UsageReportOut,
+            **{"from": start, "to": end},
+            by=by,
+            user=user,
+            series=1 if series else None,
         )
 
     def drain(self, target: str, reason: str, undrain: bool = False) -> dict[str, Any]:

@@ -102,9 +102,7 @@ def test_sums_by_group_and_over_a_range(world: UsageWorld) -> None:
         ("nlp", 1, 1),
     ]
     vision = by_group[0]
-    assert (vision.gpueq_seconds, vision.energy_joules) == pytest.approx(
-        (5800 / 7, 1_650_000 / 7)
-    )
+    assert (vision.gpueq_seconds, vision.energy_joules) == pytest.approx((5800 / 7, 1_650_000 / 7))
     assert [(r.key, r.gpueq_seconds) for r in first_hour] == [
         ("alice", 300),
         ("bob", pytest.approx(1800 / 7)),

@@ -87,7 +87,8 @@ class UsageWorld:
     def allocate(self, user: str, at: float, container: str, **req: object) -> int:
         self.now = at
         row = self.svc.allocate(
-            self.caller(user), AllocationRequest(container=container, **req)  # type: ignore[arg-type]
+            self.caller(user),
+            AllocationRequest(container=container, **req),  # type: ignore[arg-type]
         )
         return row.id
 

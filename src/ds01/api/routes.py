@@ -14,7 +14,17 @@ from enum import Enum
 from aiohttp import web
 from pydantic import BaseModel
 
-from ds01.api import allocations, containers, events, grants, lifecycle, queue, system, units
+from ds01.api import (
+    allocations,
+    containers,
+    events,
+    grants,
+    lifecycle,
+    queue,
+    reports,
+    system,
+    units,
+)
 from ds01.api import schemas as s
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -110,6 +120,14 @@ ROUTES: tuple[Route, ...] = (
         "Audit log (yours; admins: all, ?user=&kind=&since=)",
         response=s.EventOut,
         many=True,
+    ),
+    Route(
+        "get",
+        "/v1/reports/usage",
+        reports.usage_report,
+        "Usage report: GPU hours, idle share, energy, CO2 (yours; admins: all),"
+        " ?from=&to=&by=user|group&user=&series=1",
+        response=s.UsageReportOut,
     ),
     Route(
         "post",

@@ -194,6 +194,48 @@ class EventOut(BaseModel):
     details: dict[str, Any]
 
 
+class UsageFiguresOut(BaseModel):
+    key: str = Field(description="the user or group ('' for no group; 'total' in total)")
+    gpu_hours: float = Field(description="gpueq·hours held (reserved, running or held)")
+    active_gpu_hours: float = Field(description="of gpu_hours, units judged in use")
+    idle_gpu_hours: float = Field(description="of gpu_hours, units judged idle")
+    unknown_gpu_hours: float = Field(description="of gpu_hours, neither (unit not sampled)")
+    idle_share: float | None = Field(description="idle_gpu_hours / gpu_hours; null: none held")
+    energy_kwh: float = Field(description="GPU energy attributed to the allocations")
+    co2_kg: float = Field(description="energy_kwh × grid_intensity_g_per_kwh / 1000")
+    unmetered_gpu_hours: float = Field(
+        description="of gpu_hours, on GPUs reporting neither energy nor power (not in energy)"
+    )
+    allocations: int
+    containers: int = Field(description="allocations made for a container")
+
+
+class MachineUsageOut(BaseModel):
+    sampled_hours: float = Field(description="hours covered by samples (ds01d running)")
+    capacity_gpu_hours: float = Field(description="every unit's gpueq × sampled time")
+    energy_kwh: float = Field(description="all GPUs' energy")
+    unallocated_energy_kwh: float = Field(description="of it, charged to no allocation")
+    co2_kg: float
+
+
+class UsagePointOut(BaseModel):
+    hour: str = Field(description="the UTC hour's start, ISO 8601")
+    key: str
+    gpu_hours: float
+
+
+class UsageReportOut(BaseModel):
+    start: str = Field(description="ISO 8601; hours that begin at or after it (rounded down)")
+    end: str = Field(description="ISO 8601; hours that begin before it")
+    by: str = Field(description="user | group")
+    scope: str = Field(description="all (an admin's report) | own | user (an admin's --user)")
+    grid_intensity_g_per_kwh: float
+    rows: list[UsageFiguresOut]
+    total: UsageFiguresOut
+    machine: MachineUsageOut | None = Field(description="admins' reports of everyone only")
+    series: list[UsagePointOut] = Field(description="with ?series=1: gpu hours per hour")
+
+
 class WhoAmIOut(BaseModel):
     user: str
     uid: int

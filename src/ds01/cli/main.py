@@ -73,6 +73,9 @@ def _register() -> None:
     from ds01.cli import queue_cmd
 
     app.add_typer(queue_cmd.app, name="queue")
+    from ds01.cli import report_cmd
+
+    app.add_typer(report_cmd.app, name="report")
     from ds01.cli import top_cmd
 
     app.command("top")(top_cmd.top)

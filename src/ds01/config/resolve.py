@@ -28,6 +28,7 @@ from ds01.config.schema import (
     NotifySection,
     Privacy,
     QueueSection,
+    ReportSection,
     StateSection,
     StorageSection,
     UserSpec,
@@ -97,6 +98,7 @@ class Config:
     state: StateSection
     notify: NotifySection
     queue: QueueSection
+    report: ReportSection
     web: WebSection
 
     @property

@@ -449,6 +449,14 @@ class QueueSection(_Section):
     ] = Field(default_factory=dict)
 
 
+class ReportSection(_Section):
+    """Usage reports (`ds01 report usage`, docs/reports.md)."""
+
+    # Grams of CO2 per kWh of the electricity the GPUs draw: a report's CO2 is its energy
+    # times this. 400 is a round figure between the EU and world averages: set your grid's.
+    grid_intensity_g_per_kwh: Annotated[float, _v(_number(0, 5000))] = 400.0
+
+
 Privacy = Literal["show_all", "hide_others"]
 
 
@@ -495,6 +503,7 @@ class ConfigFile(_Section):
     state: Annotated[StateSection, _empty_if_null(dict)] = StateSection()
     notify: Annotated[NotifySection, _empty_if_null(dict)] = NotifySection()
     queue: Annotated[QueueSection, _empty_if_null(dict)] = QueueSection()
+    report: Annotated[ReportSection, _empty_if_null(dict)] = ReportSection()
     web: Annotated[WebSection, _empty_if_null(dict)] = WebSection()
 
 
