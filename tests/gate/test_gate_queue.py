@@ -133,6 +133,15 @@ def rm(w: GateWorld, user: str, *names: str) -> None:
     assert r.returncode == 0, r.stderr
 
 
+def notices(w: GateWorld, user: str) -> list[str]:
+    """What ds01d told `user` about the queue (the notifications log, every channel's copy)."""
+    path = w.d.state_dir / "notifications.log"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [
+        n["message"] for n in map(json.loads, lines) if n["user"] == user and n["topic"] == "queue"
+    ]
+
+
 def gate_reasons(w: GateWorld, user: str) -> list[str]:
     r = w.d.cli("events", "--kind", "gate", "--json", user=user)
     assert r.returncode == 0, r.stderr
@@ -162,6 +171,9 @@ def test_a_waiting_run_proceeds_on_the_unit_the_queue_admits(world: World) -> No
         1,
     )
     assert entry["image"] == TEST_IMAGE
+    explained = w.d.cli("queue", "explain", str(entry["id"]), "--json", user=world.bob)
+    assert explained.returncode == 0, explained.stderr
+    assert json.loads(explained.stdout)["entry"]["origin"] == "gate"
     shown = w.d.cli("queue", user=world.bob)
     assert "bob-w (d" in shown.stdout, shown.stdout  # "(docker)", as wide as the table lets it
     # Nothing is held for bob while he waits, and his docker client is still blocked.
@@ -179,6 +191,10 @@ def test_a_waiting_run_proceeds_on_the_unit_the_queue_admits(world: World) -> No
     assert state == "admitted" and alloc_id is not None
     assert container_id == out.strip()
     assert queue_of(w, world.bob) == []
+    # bob was told on his channels when it began to wait and when it got its GPU.
+    told = notices(w, world.bob)
+    assert any(f"waits in the queue as entry {entry['id']}" in m for m in told), told
+    assert any(f"(queue entry {entry['id']}) got {held[0]}" in m for m in told), told
 
 
 def test_cancelling_the_entry_ends_the_run_and_reserves_nothing(world: World) -> None:

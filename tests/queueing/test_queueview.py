@@ -67,6 +67,22 @@ def test_the_queue_table_hides_what_privacy_hides() -> None:
     assert text.endswith("Why this order: ds01 queue explain 12. Cancel: ds01 queue cancel 12.\n")
 
 
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        pytest.param("train", "train (docker)", id="a named docker run is marked docker"),
+        pytest.param(
+            "(docker run 3fa2c1)", "(docker run 3fa2c1)", id="an unnamed one is not marked twice"
+        ),
+    ],
+)
+def test_a_docker_create_the_gate_holds_open_is_marked(name: str, shown: str) -> None:
+    gate = {**ENTRY, "name": name, "origin": "gate"}
+    text = queueview.queue({"entries": [gate], "waiting": 1}, 160, all_users=False)
+    rows = [[c.strip() for c in line.strip("│").split("│")] for line in text.splitlines()]
+    assert [r[3] for r in rows if len(r) > 3 and r[1] == "12"] == [shown]
+
+
 def test_an_empty_queue_says_so() -> None:
     assert queueview.queue({"entries": [], "waiting": 0}, 80, all_users=False) == (
         "You have nothing in the queue.\n"

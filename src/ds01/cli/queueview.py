@@ -42,7 +42,7 @@ def queue(q: Json, width: int, all_users: bool) -> str:
             str(e["position"]) if e.get("position") is not None else "–",
             str(e["id"]),
             shown(e["user"]) if e.get("user") is not None else HIDDEN,
-            shown((e.get("name") or "–") + (" (docker)" if e.get("origin") == "gate" else "")),
+            shown(_name(e)),
             shown(e.get("request") or f"{e['size']:g} unit(s)"),
             span(float(e.get("waited_s") or 0)),
             clock(e["estimated_start"]) if e.get("estimated_start") else "unknown",
@@ -58,6 +58,15 @@ def queue(q: Json, width: int, all_users: bool) -> str:
             f"Cancel: ds01 queue cancel {first['id']}.\n"
         )
     return t.render(width) + tail
+
+
+def _name(e: Json) -> str:
+    """An entry's container name; a docker create the gate holds open is marked '(docker)'
+    (an unnamed one is listed as '(docker run XXXXXX)' already)."""
+    name = str(e.get("name") or "–")
+    if e.get("origin") == "gate" and not name.startswith("(docker run "):
+        name += " (docker)"
+    return name
 
 
 def queued(e: Json) -> str:
