@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from ds01.timetext import ago, clock, since, span
+from ds01.timetext import ago, clock, parse_moment, since, span
 
 NOW = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
 
@@ -74,3 +74,24 @@ def test_ago_and_since_are_spans() -> None:
     assert since(NOW - timedelta(minutes=65), NOW) == "1 h 5 min"
     assert since("2026-11-28T14:59:15+00:00", NOW) == "45 s"
     assert since(None, NOW) == "–"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("now", "2026-11-28T15:00:00+00:00", id="now"),
+        pytest.param("18:30", "2026-11-28T17:30:00+00:00", id="a time of day: today, local"),
+        pytest.param("2026-12-20", "2026-12-19T23:00:00+00:00", id="a date: its local midnight"),
+        pytest.param("2026-12-20 09:00", "2026-12-20T08:00:00+00:00", id="a local date and time"),
+        pytest.param("2026-12-20T09:00+00:00", "2026-12-20T09:00:00+00:00", id="with an offset"),
+    ],
+)
+def test_moments_people_write(text: str, expected: str) -> None:
+    got = parse_moment(text, NOW.timestamp())
+    assert datetime.fromtimestamp(got, UTC).isoformat() == expected
+
+
+@pytest.mark.parametrize("text", ["25:00", "soon", "2h", "12-20"])
+def test_what_is_no_moment_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_moment(text, NOW.timestamp())

@@ -35,6 +35,7 @@ from ds01.api.schemas import (
     QueueExplainOut,
     QueueOut,
     QuotaOut,
+    ReservationOut,
     StatusOut,
     UsageReportOut,
     WhoAmIOut,
@@ -352,6 +353,30 @@ class Client:
 
     def exemptions(self) -> list[ExemptionOut]:
         return self._get_list("/v1/admin/exemptions", ExemptionOut)
+
+    def reserve(
+        self,
+        units: list[str],
+        start: str,
+        end: str,
+        party: str,
+        reason: str,
+        grace: str | None = None,
+    ) -> ReservationOut:
+        body = {"units": units, "start": start, "end": end, "party": party, "reason": reason}
+        data = self._request(
+            "POST", "/v1/admin/reservations", json={**body, **_clean({"grace": grace})}
+        )
+        return ReservationOut.model_validate(data)
+
+    def reservations(self, ended: bool = False) -> list[ReservationOut]:
+        return self._get_list("/v1/admin/reservations", ReservationOut, all="1" if ended else None)
+
+    def unreserve(self, rid: int, reason: str) -> ReservationOut:
+        data = self._request(
+            "POST", f"/v1/admin/reservations/{rid}/cancel", json={"reason": reason}
+        )
+        return ReservationOut.model_validate(data)
 
     def revoke(self, user: str, reason: str = "revoked") -> GrantOut:
         data = self._request(

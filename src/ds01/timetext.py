@@ -7,6 +7,9 @@ Owns these forms, used by CLI tables, notices, audit messages, refusal texts and
     since(t, now)   the span from t to now (an age, an uptime)
     ago(seconds)    '45 s ago', '12 min ago'
 
+and reads the moments people write (parse_moment): 'now', '18:00' (today), '2026-12-20',
+'2026-12-20 18:00', ISO 8601 with an offset.
+
 A time is a unix timestamp, a datetime (naive: local time) or ISO 8601 text as the API sends it,
 and is shown in the local time zone of the process; a missing time (None) is shown as '–'.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from datetime import time as daytime
 
 Moment = float | datetime | str
 NONE = "–"
@@ -68,3 +72,24 @@ def span(seconds: float) -> str:
 def ago(seconds: float) -> str:
     """How long ago something happened: '45 s ago', '12 min ago', '3 h 5 min ago'."""
     return f"{span(seconds)} ago"
+
+
+def parse_moment(text: str, now: float) -> float:
+    """A moment written by a person, as a unix timestamp: 'now'; 'HH:MM' (today, local time);
+    an ISO date ('2026-12-20': its midnight) or date and time ('2026-12-20 18:00',
+    '2026-12-20T18:00+01:00'); local time unless it names an offset. ValueError otherwise.
+    Lengths of time ('2h') are units.parse_duration's."""
+    t = text.strip()
+    if t.lower() == "now":
+        return now
+    if len(t) <= 5 and ":" in t:
+        try:
+            hh, mm = (int(x) for x in t.split(":"))
+            at = daytime(hh, mm)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a time of day (HH:MM)") from None
+        return datetime.combine(_local(now).date(), at).timestamp()
+    try:
+        return datetime.fromisoformat(t).timestamp()
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date or time") from None

@@ -20,6 +20,7 @@ from ds01.config.schema import (
     HostSection,
     NotifySection,
     PolicyLayer,
+    ReservationsSection,
     SharedPath,
     StateSection,
     StorageSection,
@@ -48,6 +49,7 @@ MODELS: list[type[BaseModel]] = [
     WebhookSettings,
     EmailSettings,
     WebSection,
+    ReservationsSection,
 ]
 KEYS = sorted({(f.alias or name) for model in MODELS for name, f in model.model_fields.items()})
 

@@ -22,6 +22,7 @@ from ds01.api import (
     lifecycle,
     queue,
     reports,
+    reservations,
     system,
     units,
 )
@@ -224,6 +225,30 @@ ROUTES: tuple[Route, ...] = (
         "A queued deploy's priority, factor by factor",
         response=s.QueueExplainOut,
         needs=_Q,
+    ),
+    Route(
+        "post",
+        "/v1/admin/reservations",
+        reservations.reserve,
+        "Reserve units for a user or group over a window (admin)",
+        s.ReserveIn,
+        s.ReservationOut,
+    ),
+    Route(
+        "get",
+        "/v1/admin/reservations",
+        reservations.list_reservations,
+        "Open reservations (?all=1: also those ended in the last week) (admin)",
+        response=s.ReservationOut,
+        many=True,
+    ),
+    Route(
+        "post",
+        "/v1/admin/reservations/{id}/cancel",
+        reservations.cancel,
+        "End a reservation now: its units return to the pool (admin)",
+        s.UnreserveIn,
+        s.ReservationOut,
     ),
     Route(
         "get",

@@ -403,6 +403,58 @@ class ExemptIn(_In):
     reason: str = Field(max_length=2000, description="Why, for the audit log (1-500 characters)")
 
 
+class ReserveIn(_In):
+    """An admin's reservation of units (docs/queue.md, Reservations). Times as people write
+    them (now, 18:00, 2026-12-20, '2026-12-20 18:00', ISO with an offset) or a length: from
+    now for `start`, from `start` for `end` ("4h")."""
+
+    units: list[str] = Field(
+        min_length=1,
+        max_length=256,
+        description="GPU indices ('0'), MIG device names ('7/1.0') or UUIDs, as "
+        "'ds01 gpu status' shows them",
+    )
+    start: str = Field(min_length=1, max_length=64)
+    end: str = Field(min_length=1, max_length=64)
+    party: str = Field(min_length=1, max_length=256, description="for whom: a user, or group:NAME")
+    reason: str = Field(max_length=2000, description="Why, for the audit log (1-500 characters)")
+    grace: str | None = Field(
+        default=None,
+        max_length=64,
+        description="unused this long after its start, its units return to the pool "
+        "(default: config reservations.grace)",
+    )
+
+
+class UnreserveIn(_In):
+    reason: str = Field(default="cancelled", min_length=1, max_length=500)
+
+
+class ReservationOut(BaseModel):
+    id: int
+    units: list[str] = Field(description="unit UUIDs")
+    unit_names: list[str] = Field(description="the units as 'ds01 gpu status' names them")
+    user: str | None = Field(description="reserved for this user, or")
+    group: str | None = Field(description="for the members of this group")
+    start: str
+    end: str
+    grace_s: float
+    reason: str
+    status: str = Field(
+        description="upcoming | waiting (open, not used yet) | in_use | expired (unused "
+        "after its grace period) | ended | cancelled"
+    )
+    used_at: str | None = None
+    created_by: str
+    created_at: str
+    ended_at: str | None = None
+    ended_by: str | None = None
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="on creation: units in use now that the reservation does not take away",
+    )
+
+
 class UnexemptIn(_In):
     user: str = Field(min_length=1, max_length=256)
     countdown: Literal["idle", "runtime"]

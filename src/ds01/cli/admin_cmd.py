@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ds01.cli.context import client_of
-from ds01.cli.output import console, lines, new_table, print_json, styled
+from ds01.cli.output import console, err_console, lines, new_table, print_json, styled
 from ds01.timetext import clock, since
+
+if TYPE_CHECKING:
+    from ds01.api.schemas import ReservationOut
 
 app = typer.Typer(help="Admin commands (root or the admin group).", no_args_is_help=True)
 alloc_app = typer.Typer(help="Inspect and release allocations.", no_args_is_help=True)
@@ -268,3 +271,109 @@ def host_processes(
             since(r.first_seen),
         )
     console().print(t)
+
+
+# ---- reservations of units (docs/queue.md, Reservations) ------------------------------------
+
+
+def _reservation_line(r: ReservationOut) -> str:
+    party = r.user or f"group {r.group}"
+    return (
+        f"reservation {r.id}: {', '.join(r.unit_names)} for {party} from {clock(r.start)}"
+        f" to {clock(r.end)} ({r.status})"
+    )
+
+
+@app.command("reserve")
+def reserve(
+    ctx: typer.Context,
+    units: Annotated[
+        list[str],
+        typer.Argument(
+            help="GPU indices (0), MIG device names (7/1.0) or UUIDs as 'ds01 gpu status' "
+            "shows them; several, or comma-separated."
+        ),
+    ],
+    from_: Annotated[
+        str,
+        typer.Option("--from", help="Start: now, 18:00, 2026-12-20, '2026-12-20 09:00', or 2h."),
+    ],
+    to: Annotated[
+        str, typer.Option("--to", help="End: a time as for --from, or a length after it: 4h.")
+    ],
+    for_: Annotated[str, typer.Option("--for", help="A user, or group:NAME for a group.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why; goes to the audit log.")],
+    grace: Annotated[
+        str | None,
+        typer.Option(
+            "--grace", help="Unused this long after the start, the units return (config default)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Keep UNITS free for a user or group from --from to --to.
+
+    Others' requests that would overlap the window are refused or, when their max_runtime ends
+    before it, get the units only until then. Unused for --grace after the start, the units
+    return to the pool. Audited.
+    """
+    with client_of(ctx) as c:
+        r = c.reserve(units, from_, to, for_, reason, grace=grace)
+    if as_json:
+        print_json(r.model_dump(mode="json"))
+        return
+    console().print(styled(_reservation_line(r)), soft_wrap=True)
+    for w in r.warnings:
+        err_console().print(styled(("warning:", "yellow"), f" {w}"), soft_wrap=True)
+
+
+@app.command("reservations")
+def reservations(
+    ctx: typer.Context,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Also those that ended in the last week.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Reservations of units: upcoming, waiting for their user, in use."""
+    with client_of(ctx) as c:
+        rows = c.reservations(ended=all_)
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in rows])
+        return
+    if not rows:
+        console().print("No reservations.")
+        return
+    t = new_table()
+    for col in ("ID", "Units", "For", "From", "To", "Status", "Reason", "By"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            str(r.id),
+            lines(r.unit_names),
+            r.user or f"group {r.group}",
+            clock(r.start),
+            clock(r.end),
+            r.status,
+            r.reason,
+            r.created_by,
+        )
+    console().print(t)
+
+
+@app.command("unreserve")
+def unreserve(
+    ctx: typer.Context,
+    rid: Annotated[int, typer.Argument(help="Reservation ID (ds01 admin reservations).")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why; goes to the audit log.")
+    ] = "cancelled",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """End a reservation now: its units return to the pool."""
+    with client_of(ctx) as c:
+        r = c.unreserve(rid, reason)
+    if as_json:
+        print_json(r.model_dump(mode="json"))
+        return
+    console().print(styled(_reservation_line(r)), soft_wrap=True)

@@ -157,6 +157,7 @@ def _build(schema: ConfigFile, source: str, base_dir: Path) -> Config:
         state=schema.state,
         notify=schema.notify,
         queue=schema.queue,
+        reservations=schema.reservations,
         report=schema.report,
         web=schema.web,
     )

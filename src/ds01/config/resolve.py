@@ -29,6 +29,7 @@ from ds01.config.schema import (
     Privacy,
     QueueSection,
     ReportSection,
+    ReservationsSection,
     StateSection,
     StorageSection,
     UserSpec,
@@ -98,6 +99,7 @@ class Config:
     state: StateSection
     notify: NotifySection
     queue: QueueSection
+    reservations: ReservationsSection
     report: ReportSection
     web: WebSection
 

@@ -457,6 +457,22 @@ class ReportSection(_Section):
     grid_intensity_g_per_kwh: Annotated[float, _v(_number(0, 5000))] = 400.0
 
 
+class ReservationsSection(_Section):
+    """Admins' reservations of units (`ds01 admin reserve`, docs/queue.md)."""
+
+    # A reservation its party has not used this long after its start returns its units to
+    # the pool (`ds01 admin reserve --grace` sets it per reservation).
+    grace: Annotated[int, _v(_duration(0))] = 1800
+
+
+class ReportSection(_Section):
+    """Usage reports (`ds01 report usage`, docs/reports.md)."""
+
+    # Grams of CO2 per kWh of the electricity the GPUs draw: a report's CO2 is its energy
+    # times this. 400 is a round figure between the EU and world averages: set your grid's.
+    grid_intensity_g_per_kwh: Annotated[float, _v(_number(0, 5000))] = 400.0
+
+
 Privacy = Literal["show_all", "hide_others"]
 
 
@@ -503,6 +519,7 @@ class ConfigFile(_Section):
     state: Annotated[StateSection, _empty_if_null(dict)] = StateSection()
     notify: Annotated[NotifySection, _empty_if_null(dict)] = NotifySection()
     queue: Annotated[QueueSection, _empty_if_null(dict)] = QueueSection()
+    reservations: Annotated[ReservationsSection, _empty_if_null(dict)] = ReservationsSection()
     report: Annotated[ReportSection, _empty_if_null(dict)] = ReportSection()
     web: Annotated[WebSection, _empty_if_null(dict)] = WebSection()
 

@@ -115,10 +115,14 @@ PHRASES: Final[dict[str, str]] = {
     "cap.short.gpueq": "no free units add up to {x} gpueq within {limit} units",
     "cap.busy": "{n} in use by {users} user{s}",
     "cap.busy.drained": "{n} drained",
+    "cap.busy.reserved": "{n} reserved for others",
     "cap.busy.nothing": "none in use",
     "cap.busy.no_gpus": "every GPU here is in MIG mode",
     "cap.next": "The next {what} frees up at {at}, when a stopped container's hold ends.",
     "cap.next.drained": "An admin has drained the others; they return when undrained.",
+    "cap.next.reserved": "{units} {verb} {reservation}.",
+    "cap.fix.reserved": "Or wait in line: deploy with --queue, and ds01 starts it as soon as"
+    " units are free for you.",
     "cap.next.total": "This machine has {total} in all.",
     "cap.next.unknown": "No hold ends at a known time: the units in use belong to"
     " running or starting containers.",
@@ -342,17 +346,39 @@ def _busy(facts: Facts, matching: Sequence[UnitState]) -> str:
     in_use = [us for us in matching if us.unit.uuid in facts.taken]
     users = {facts.holder_of(us) for us in in_use}
     drained = sum(1 for us in matching if us.drained and us.unit.uuid not in facts.taken)
+    reserved = _reserved(facts, matching)
     parts: list[str] = []
     if in_use:
         parts.append(_p("cap.busy", n=len(in_use), users=len(users), s=_s(len(users))))
     if drained:
         parts.append(_p("cap.busy.drained", n=drained))
+    if reserved:
+        parts.append(_p("cap.busy.reserved", n=len(reserved)))
     return ", ".join(parts) or _p("cap.busy.nothing")
+
+
+def _reserved(facts: Facts, matching: Sequence[UnitState]) -> list[UnitState]:
+    return [
+        us
+        for us in matching
+        if us.reserved is not None and not us.drained and us.unit.uuid not in facts.taken
+    ]
 
 
 def _next_free(facts: Facts, matching: Sequence[UnitState], what: str, total: str) -> str:
     """When the first held allocation over one of `matching` ends its hold, if any does;
-    else why nothing will free up by itself."""
+    else why nothing will free up by itself. Units an admin reserved for others are named
+    with their reservation: they are why a request can be refused on an idle machine."""
+    reserved = _reserved(facts, matching)
+    if reserved:
+        first = reserved[0].reserved
+        same = [us for us in reserved if us.reserved == first]
+        return _p(
+            "cap.next.reserved",
+            units=_and([us.unit.title for us in same]),
+            verb="is" if len(same) == 1 else "are",
+            reservation=first,
+        )
     ends = [
         h.hold_until
         for us in matching
@@ -381,6 +407,8 @@ def no_capacity(
     else:
         assert request.gpueq is not None  # validate() ran
         fields = _short_of_gpueq(request.gpueq, facts, limit_units)
+    if _reserved(facts, facts.snapshot.units):
+        fields["fix"] = f"{fields['fix']} {_p('cap.fix.reserved')}"
     return refusal(RefusalReason.NO_CAPACITY, **fields)
 
 

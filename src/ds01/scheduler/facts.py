@@ -116,12 +116,12 @@ def read(snapshot: Snapshot) -> Facts:
             gpu_left = left.setdefault(u.gpu_uuid, {})
             if busy:
                 GpuEq.add_to(gpu_used, u.gpueq)
-            elif not us.drained:
+            elif not us.drained and us.reserved is None:
                 GpuEq.add_to(gpu_left, u.gpueq)
             if u.profile is not None:
                 f = u.gpueq.fraction
                 by_text.setdefault(u.profile, {})[(f.numerator, f.denominator)] = u.gpueq
-        if not busy and not us.drained:
+        if not busy and not us.drained and us.reserved is None:
             free.append(us)
     weights: dict[MigProfile, set[GpuEq]] = {}
     for text, ws in by_text.items():

@@ -43,10 +43,13 @@ class UnitState:
     drained: bool = False
     last_released_at: datetime | None = None  # for least-recently-used placement
     use: UnitUse | None = None  # None: no sample yet (busy.py treats it as quiet)
+    # An admin's reservation keeps it from this request (scheduler/reservations.py): how it is
+    # described to the requester ('reserved for alice from 14:00 to 18:00 (reservation 3: …)').
+    reserved: str | None = None
 
     @property
     def free(self) -> bool:
-        return self.alloc_id is None and not self.drained
+        return self.alloc_id is None and not self.drained and self.reserved is None
 
 
 @dataclass(frozen=True)

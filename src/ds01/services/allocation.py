@@ -10,13 +10,14 @@ import pwd
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from ds01.config import Config, ResolvedLimits
 from ds01.errors import NotFound, PermissionDenied, Refusal, RefusalReason, UsageError
 from ds01.identity import Caller, groups_of, is_admin, require_admin
+from ds01.model.activity import Countdown
 from ds01.model.allocation import AllocState
 from ds01.model.gpueq import GpuEq
 from ds01.model.inventory import MachineSample
@@ -24,7 +25,17 @@ from ds01.model.profile import parse_profile
 from ds01.scheduler import options
 from ds01.scheduler.busy import BusyPolicy
 from ds01.scheduler.place import place
-from ds01.scheduler.snapshot import Holding, Request, RequestKind, Snapshot, UnitState, UnitUse
+from ds01.scheduler.reservations import Verdict, Window
+from ds01.scheduler.snapshot import (
+    Holding,
+    Placement,
+    Request,
+    RequestKind,
+    Snapshot,
+    UnitState,
+    UnitUse,
+)
+from ds01.store import activity as activity_store
 from ds01.store import allocations as allocs
 from ds01.store import consistency, events, intents, live
 from ds01.store import units as units_store
@@ -171,6 +182,10 @@ class AllocationService:
         # from one decision to the next most units' row, holder and use are the same objects
         # (store/live.py keeps them), and rebuilding 56+ states was a tenth of a decision.
         self._states: dict[str, tuple[object, object, object, UnitState]] = {}
+        # Admins' reservations of units (services/reservations.py): what they keep from whom.
+        from ds01.services.reservations import ReservationBook
+
+        self.reservations = ReservationBook(self, self._clock)
 
     @property
     def config(self) -> Config:
@@ -321,12 +336,21 @@ class AllocationService:
                             fix=f"Retire it first (ds01 container retire {req.container}) or"
                             " pick another name.",
                         )
-                placement = place(
+                groups = _party_groups(caller, resolved)
+                latest = _Latest(conn, caller.name, resolved, now)
+                verdict = self.reservations.verdict(conn, caller.name, groups, now, latest)
+                placement = self._place(
                     self._snapshot(view, now, caller.name, resolved.group),
                     request,
-                    resolved.limits,
-                    BusyPolicy(self.config.allocation.busy_units),
+                    resolved,
+                    verdict,
+                    latest,
+                    now,
                 )
+                if verdict is not None and verdict.mine:
+                    self.reservations.note_use(
+                        conn, caller.name, groups, placement.units, now, caller.name
+                    )
                 alloc_id = allocs.insert(
                     conn,
                     user=caller.name,
@@ -377,6 +401,59 @@ class AllocationService:
                     ts=now,
                 )
             raise
+
+    def _place(
+        self,
+        snap: Snapshot,
+        request: Request,
+        resolved: ResolvedLimits,
+        verdict: Verdict | None,
+        latest: _Latest,
+        now: float,
+    ) -> Placement:
+        """place() with the admins' reservations (scheduler/reservations.py): units reserved
+        for the requester first in their window; units reserved for others kept back — except
+        units reserved later, which a request that must end before then gets when nothing
+        else fits, with a warning saying by when."""
+        busy = BusyPolicy(self.config.allocation.busy_units)
+        if verdict is None:
+            return place(snap, request, resolved.limits, busy)
+        if verdict.mine:
+            # In the machine's order (GPU index), as `ds01 gpu status` lists them.
+            order = {us.unit.uuid: i for i, us in enumerate(snap.units)}
+            extra = tuple(
+                sorted(
+                    (u for u in verdict.mine if u not in request.preferred_units),
+                    key=lambda u: order.get(u, len(order)),
+                )
+            )
+            request = replace(request, preferred_units=request.preferred_units + extra)
+        keep = {**verdict.lendable, **verdict.withheld}
+        try:
+            return place(_withhold(snap, keep, now), request, resolved.limits, busy)
+        except Refusal as first:
+            if not verdict.lendable or first.reason not in (
+                RefusalReason.NO_CAPACITY,
+                RefusalReason.UNIT_BUSY,
+            ):
+                raise
+            try:
+                got = place(_withhold(snap, verdict.withheld, now), request, resolved.limits, busy)
+            except Refusal:
+                raise first from None
+        lent = [u for u in got.units if u.uuid in verdict.lendable]
+        if not lent:
+            return got
+        w = verdict.lendable[lent[0].uuid]
+        end = latest()
+        stop = (end or now) - resolved.limits.gpu_hold_after_stop_s
+        one = len(lent) == 1
+        warning = (
+            f"{', '.join(u.title for u in lent)} {'is' if one else 'are'} {w.describe(now)}."
+            f" You get {'it' if one else 'them'} because your container must end before then:"
+            f" it is stopped at {clock(stop, now)} at the latest (your max_runtime)."
+        )
+        return replace(got, warnings=(*got.warnings, warning))
 
     def activate(
         self, alloc_id: int, *, container_id: str | None, actor: str, reason: str
@@ -522,6 +599,8 @@ class AllocationService:
                 )
                 self._release_in(conn, row, actor=DAEMON, reason=reason, now=now)
                 done.append(row.id)
+        # Admins' reservations: used, expired unused, ended (services/reservations.py).
+        self.reservations.tick()
         return done
 
     # ---- admin -----------------------------------------------------------------------
@@ -564,8 +643,15 @@ class AllocationService:
         """What the caller could still get now, and the one request to suggest to them
         (scheduler/options.py: place() asked on this snapshot), from one read transaction."""
         resolved = self.limits_for(caller)
+        now = self._clock()
         with self.db.transaction(immediate=False) as conn:
-            snap = self._snapshot(self.live.view(conn), self._clock(), caller.name, resolved.group)
+            snap = self._snapshot(self.live.view(conn), now, caller.name, resolved.group)
+            latest = _Latest(conn, caller.name, resolved, now)
+            verdict = self.reservations.verdict(
+                conn, caller.name, _party_groups(caller, resolved), now, latest
+            )
+        if verdict is not None:
+            snap = _withhold(snap, {**verdict.lendable, **verdict.withheld}, now)
         lim = resolved.limits
         return (
             options.offers(snap, caller.name, lim),
@@ -670,6 +756,52 @@ class AllocationService:
             user = caller.name
         with self.db.transaction(immediate=False) as conn:
             return events.query(conn, user=user, since=since, kind=kind, limit=limit)
+
+
+class _Latest:
+    """When what a request is given now must be back at the latest: now + the user's
+    max_runtime + gpu_hold_after_stop; None without a max_runtime or while they are exempt
+    from it (`ds01 admin exempt --from runtime`). Read once, and only when asked."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, user: str, resolved: ResolvedLimits, now: float
+    ) -> None:
+        self._conn, self._user, self._resolved, self._now = conn, user, resolved, now
+        self._value: tuple[float | None] | None = None
+
+    def __call__(self) -> float | None:
+        if self._value is None:
+            self._value = (self._read(),)
+        return self._value[0]
+
+    def _read(self) -> float | None:
+        lim = self._resolved.limits
+        if lim.max_runtime_s is None:
+            return None
+        for e in activity_store.live_exemptions(self._conn, self._now):
+            if e.user == self._user and e.countdown is Countdown.RUNTIME:
+                return None
+        return self._now + lim.max_runtime_s + lim.gpu_hold_after_stop_s
+
+
+def _party_groups(caller: Caller, resolved: ResolvedLimits) -> frozenset[str]:
+    """The groups a reservation `--for group:NAME` matches: the caller's Unix groups and
+    their group in the config."""
+    return caller.groups | {resolved.group} if resolved.group else caller.groups
+
+
+def _withhold(snap: Snapshot, keep: Mapping[str, Window], now: float) -> Snapshot:
+    """The snapshot with the free units in `keep` marked reserved (not free), each with its
+    reservation's description for the refusal text."""
+    if not keep:
+        return snap
+    units = tuple(
+        replace(us, reserved=keep[us.unit.uuid].describe_to_others(now))
+        if us.unit.uuid in keep and us.alloc_id is None
+        else us
+        for us in snap.units
+    )
+    return replace(snap, units=units)
 
 
 def _groups_of_user(user: str) -> frozenset[str]:

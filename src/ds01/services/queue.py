@@ -31,6 +31,7 @@ from ds01.model.activity import Countdown
 from ds01.model.allocation import AllocState
 from ds01.queue import priority as prio
 from ds01.queue.eta import Release, estimate
+from ds01.scheduler import reservations as reserved
 from ds01.scheduler.snapshot import RequestKind
 from ds01.services import gatequeue
 from ds01.services.allocation import AllocationRequest
@@ -90,6 +91,12 @@ class Placed:
     position: int | None
     priority: prio.Priority | None
     estimated_start: float | None = None
+
+
+def _groups(e: Entry) -> tuple[str, ...]:
+    """The groups a reservation for a group matches for an entry, as far as a read knows
+    them without NSS: its user's group in the config."""
+    return (e.group,) if e.group else ()
 
 
 def request_json(req: DeployRequest) -> dict[str, Any]:
@@ -363,11 +370,15 @@ class QueueService:
         next stop (max runtime, idle) plus its owner's gpu_hold_after_stop."""
         if not in_order:
             return []
-        free = sum(
-            1
+        free_units = frozenset(
+            v.unit.unit.uuid
             for v in self.allocations.status()
             if v.allocation is None and not v.unit.drained and not v.unit.gone
         )
+        # Admins' reservations keep some of them (scheduler/reservations.py).
+        windows = self.allocations.reservations.windows()
+        kept, returns = reserved.set_aside(windows, free_units, now)
+        free = len(free_units) - kept
         live = self.allocations.all_live()
         outlooks = self.outlooks(live)
         releases: list[Release] = []
@@ -384,7 +395,13 @@ class QueueService:
                     at = stop + hold
             if at is not None:
                 releases.append(Release(at, len(a.units)))
-        return estimate([e.size for e in in_order], free, releases, now)
+        back = [Release(at, n) for at, n in returns]
+        etas = estimate([e.size for e in in_order], free, releases + back, now)
+        if not windows:
+            return etas
+        return reserved.with_own_windows(
+            etas, [(e.user, _groups(e), e.size) for e in in_order], windows, free_units, now
+        )
 
     def explain(self, caller: Caller, entry_id: int) -> Placed:
         return self._own(caller, entry_id)
@@ -434,7 +451,13 @@ class QueueService:
 
     def _fingerprint(self) -> object:
         live = tuple(sorted((a.id, a.state.value) for a in self.allocations.all_live()))
-        return (live, id(self.config))
+        now = self._clock()
+        # A reservation whose window opens, that is used, or that returns its units changes
+        # what fits as much as a release does.
+        held = tuple(
+            (w.id, w.used, now >= w.start) for w in self.allocations.reservations.windows()
+        )
+        return (live, held, id(self.config))
 
     def dispatch(self) -> list[int]:
         """One pass: settle entries a crash left `admitting`, expire old ones, then admit in
@@ -485,13 +508,20 @@ class QueueService:
         containers must end before the head's estimated start — their user's max_runtime,
         plus gpu_hold_after_stop, from now — so that the units they take are back in time and
         they cannot delay it (issue 16 item 3). Nothing when the head's start is unknown, and
-        nothing for a user without a max_runtime."""
+        nothing for a user without a max_runtime — except an entry that its user's own
+        reservation can take now (admins' reservations, item 5)."""
         now = self._clock()
         head_eta = self._estimates([head], now)[0]
-        if head_eta is None:
+        windows = self.allocations.reservations.windows()
+        if head_eta is None and not windows:
             return []
         with self.db.transaction(immediate=False) as conn:
             behind = [e for e, _ in self._ranked(conn, now)]
+        free_units = frozenset(
+            v.unit.unit.uuid
+            for v in self.allocations.status()
+            if v.allocation is None and not v.unit.drained and not v.unit.gone
+        )
         ids = [e.id for e in behind]
         behind = behind[ids.index(head.id) + 1 :] if head.id in ids else []
         done: list[int] = []
@@ -499,9 +529,12 @@ class QueueService:
             if e.state is not EntryState.QUEUED or e.id in skipped:
                 continue
             end = self._latest_end(e.user, now)
-            if end is None or end > head_eta:
+            # An entry its own reservation can take now cannot delay the head: those units
+            # are no one else's (scheduler/reservations.py).
+            own = reserved.own_window(windows, e.user, _groups(e), e.size, free_units, now)
+            if own is None and (end is None or head_eta is None or end > head_eta):
                 continue
-            outcome = self._admit(e, reason="backfill")
+            outcome = self._admit(e, reason="reservation" if own is not None else "backfill")
             if outcome == "admitted":
                 done.append(e.id)
             elif outcome == "down":

@@ -335,6 +335,38 @@ def _v12_queue(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v13_reservations(conn: sqlite3.Connection) -> None:
+    """Admins' reservations of units for a user or a group over a window (issue 16 item 5;
+    store/reservations.py). `state` open → cancelled | expired (unused after its grace period)
+    | ended (its window is over); `used_at`: when its party first held one of its units in
+    the window."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE reservations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            units TEXT NOT NULL,              -- JSON list of unit UUIDs
+            for_user TEXT,
+            for_group TEXT,
+            reason TEXT NOT NULL,
+            start REAL NOT NULL,
+            "end" REAL NOT NULL,
+            grace_s REAL NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            state TEXT NOT NULL DEFAULT 'open'
+                CHECK (state IN ('open', 'cancelled', 'expired', 'ended')),
+            used_at REAL,
+            ended_at REAL,
+            ended_by TEXT,
+            CHECK ((for_user IS NULL) != (for_group IS NULL)),
+            CHECK ("end" > start)
+        );
+        CREATE INDEX reservations_open ON reservations (state, "end") WHERE state = 'open';
+        """,
+    )
+
+
 def _v14_usage(conn: sqlite3.Connection) -> None:
     """The usage ledger (issue 17 item 4; store/usage.py): GPU time and energy attributed to
     allocations per hour, per-user totals since the ledger began, and the machine per hour."""
@@ -384,6 +416,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (10, "index of refusals for lack of capacity", _v10_capacity_refusals),
     (11, "banner notices for users' next command", _v11_banners),
     (12, "queue of deploy requests waiting for capacity", _v12_queue),
+    (13, "admins' reservations of units", _v13_reservations),
     (14, "usage ledger: GPU time and energy per allocation and hour", _v14_usage),
 ]
 
