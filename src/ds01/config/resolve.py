@@ -25,7 +25,6 @@ from ds01.config.schema import (
     GroupSpec,
     HostSection,
     LimitsLayer,
-    MetricsSection,
     NotifySection,
     Privacy,
     QueueSection,
@@ -103,7 +102,6 @@ class Config:
     reservations: ReservationsSection
     report: ReportSection
     web: WebSection
-    metrics: MetricsSection
 
     @property
     def sim_machine(self) -> Path | None:
