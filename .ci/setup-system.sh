@@ -11,6 +11,8 @@
 #   libc-bin        ldd (test-docker.sh checks busybox is static), getent
 #   tar, procps     the image rootfs tarball; pgrep/ps in tests
 #   faketime        libfaketime: steps a real ds01d's wall clock (tests/daemon/test_clock_step.py)
+#   prometheus      a real Prometheus (and its promtool) scrapes ds01d's /metrics and evaluates
+#                   the shipped rules (tests/containers/test_metrics_prometheus.py, tests/metrics/)
 #   gcc, libc6-dev  cc builds the stand-in libcuda.so.1 and nvidia-smi the doctor's compute and
 #                   wrapper tests and `scripts/gpu-host-check.sh --self-test` use (no GPU in CI)
 #   chromium        headless, driven over the DevTools protocol: the web status page's tests
@@ -29,7 +31,7 @@ if [ "${1:-}" = "--demo" ]; then
     shift
     packages=(docker.io busybox-static util-linux passwd libc-bin tar procps "$@")
 else
-    packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime gcc libc6-dev chromium nodejs "$@")
+    packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime gcc libc6-dev chromium nodejs prometheus "$@")
     command -v npm >/dev/null || packages+=(npm)
 fi
 

@@ -181,3 +181,18 @@ def test_gpu_energy(
         return Gpu(0, "GPU-x", "A100", 40960, False, power_w=power, energy_mj=energy)
 
     assert gpu_energy_j(gpu(*before), gpu(*after), 10.0) == want
+
+
+def test_a_release_stamped_after_the_passs_clock_reading_is_counted_to_its_end(
+    tmp_path: Path,
+) -> None:
+    """A release can commit between the pass reading the clock and reading the database: its
+    time after the reading belongs to the next interval, not to nobody."""
+    w = UsageWorld(tmp_path)
+    alloc = w.whole_gpu(w.alice, T0, "train")
+    w.sample(T0 + 100, util0=50, power0=100, energy0_mj=None, power1=None)
+    w.release(w.alice, alloc, T0 + 250)
+    w.sample(T0 + 200, util0=50, power0=100, energy0_mj=None, power1=None)
+    w.sample(T0 + 300, util0=50, power0=100, energy0_mj=None, power1=None)
+    with w.db.transaction(immediate=False) as conn:
+        assert store.totals_by_user(conn)["alice"].gpueq_seconds == pytest.approx(150)

@@ -86,6 +86,7 @@ RESTART_ONLY = (
     "host.gate_group",
     "notify.queue_size",
     "web.listen",
+    "metrics.listen",
 )
 
 
@@ -160,6 +161,7 @@ def _build(schema: ConfigFile, source: str, base_dir: Path) -> Config:
         reservations=schema.reservations,
         report=schema.report,
         web=schema.web,
+        metrics=schema.metrics,
     )
 
 

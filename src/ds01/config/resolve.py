@@ -25,6 +25,7 @@ from ds01.config.schema import (
     GroupSpec,
     HostSection,
     LimitsLayer,
+    MetricsSection,
     NotifySection,
     Privacy,
     QueueSection,
@@ -102,6 +103,7 @@ class Config:
     reservations: ReservationsSection
     report: ReportSection
     web: WebSection
+    metrics: MetricsSection
 
     @property
     def sim_machine(self) -> Path | None:

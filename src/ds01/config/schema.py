@@ -497,6 +497,28 @@ class WebSection(_Section):
         return self
 
 
+class MetricsSection(_Section):
+    """ds01d's Prometheus endpoint (docs/metrics.md): its own TCP listener, not api.sock."""
+
+    listen: Annotated[ListenAddress | None, _v(parse_listen, None)] = ListenAddress(
+        "127.0.0.1", 9101
+    )
+    # Any other address serves user names to the network: only when asked for in so many words.
+    allow_remote: Annotated[bool, _v(_bool)] = False
+    # A bearer token the scraper must send (Prometheus: authorization.credentials_file).
+    token_file: Annotated[Path | None, _v(_absolute_path, None)] = None
+
+    @model_validator(mode="after")
+    def _remote(self) -> MetricsSection:
+        if self.listen is not None and not self.allow_remote and not self.listen.loopback:
+            raise _fail(
+                f"listen: {self.listen} is not a loopback address, and the metrics name users;"
+                " use 127.0.0.1:PORT and scrape through an SSH tunnel or a local Prometheus,"
+                " or set allow_remote: true (with token_file) if the network is trusted"
+            )
+        return self
+
+
 class ConfigFile(_Section):
     """The whole file. Every section is optional, so an empty file is a valid config."""
 
@@ -522,6 +544,7 @@ class ConfigFile(_Section):
     reservations: Annotated[ReservationsSection, _empty_if_null(dict)] = ReservationsSection()
     report: Annotated[ReportSection, _empty_if_null(dict)] = ReportSection()
     web: Annotated[WebSection, _empty_if_null(dict)] = WebSection()
+    metrics: Annotated[MetricsSection, _empty_if_null(dict)] = MetricsSection()
 
 
 # Limit keys in display order, each with its kind (drives formatting and JSON values).

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -20,6 +21,7 @@ from ds01.api.schemas import LoopOut, OrphanOut
 from ds01.api.server import ApiDeps, build_app, serve
 from ds01.config import Config, load_config, reload_config, restart_only_changes
 from ds01.daemon.loops import LoopHealth, supervised
+from ds01.daemon.metrics import start_metrics
 from ds01.daemon.statuspage import start_web
 from ds01.errors import Ds01Error, RuntimeUnavailable
 from ds01.gate import EngineClient, GateDeps, GateServer, GateSettings
@@ -46,6 +48,9 @@ from ds01.services.usage import UsageLedger
 from ds01.store.backup import backup_if_due, default_backup_dir
 from ds01.store.db import Checkpointer, Database
 from ds01.web.server import WebServer
+
+if TYPE_CHECKING:
+    from ds01.metrics.server import MetricsServer  # prometheus_client: only when metrics are on
 
 log = logging.getLogger("ds01d")
 
@@ -133,6 +138,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self.gate: GateServer | None = None
         self.web: WebServer | None = None
+        self.metrics: MetricsServer | None = None
         self.callers = CallerCache()  # api.sock's and the gate's
 
     def _open_backend(self, sim: str | None) -> InventoryBackend:
@@ -395,6 +401,7 @@ class Daemon:
         self._runner = await serve(app, str(self.paths.api_socket))
         await self._start_gate()
         self.web = await start_web(self)  # http://<web.listen>/ (docs/web.md)
+        self.metrics = await start_metrics(self)  # http://<metrics.listen>/metrics
         self.checkpointer.take_over(self.db)
         loop = asyncio.get_running_loop()
 
@@ -487,6 +494,8 @@ class Daemon:
             await self.gate.stop()
         if self.web is not None:
             await self.web.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         with contextlib.suppress(FileNotFoundError):

@@ -1,6 +1,6 @@
 """The usage ledger's bookkeeping (issue 17 item 4): after each machine sample, what the interval
 since the previous sample was worth, attributed to the allocations that held units in it, added
-to the ledger (store/usage.py) in one short transaction.
+to the ledger (store/usage.py) in one short write transaction.
 
 The rules (docs/reports.md says them for admins):
 
@@ -209,30 +209,43 @@ class UsageLedger:
         return self.allocations.limits_for(self.callers.of_name(user)).policy.idle_gpu_util_pct
 
     def observe(self, sample: MachineSample, now: float) -> int:
-        """Add the interval since the previous sample to the ledger (one transaction); the
-        number of (allocation, hour) rows it added to. The first sample, one after a gap of
-        more than max_gap, and a clock that went backwards only set the baseline."""
+        """Add the interval since the previous sample to the ledger; the number of
+        (allocation, hour) rows it added to. The first sample, one after a gap of more than
+        max_gap, and a clock that went backwards only set the baseline.
+
+        The allocations are read in a read transaction and the shares written in a short write
+        transaction of their own: the owners' limits (an NSS lookup on a cache miss, seconds
+        with a slow LDAP) are resolved in between, never while holding the write lock that
+        allocations wait for. What changes in between is seen by the next pass: a new
+        allocation by its id, a release by the allocation's id in `live`."""
         with self._lock:
             last = self._last
             if last is not None and last.reading.sample is sample:
                 return 0  # no new sample since the last pass
             reading = Reading(now, sample)
-            with self.db.transaction() as conn:
+            counted = last is not None and 0 < now - last.reading.at <= self._max_gap()
+            with self.db.transaction(immediate=False) as conn:
                 live = [r for r in self.allocations.live.view(conn).live.values() if r.units]
                 max_id = _max_id(conn)
-                if last is None or not 0 < now - last.reading.at <= self._max_gap():
-                    if last is not None:
-                        log.info(
-                            "usage: %.0f s since the last sample; that interval is not counted",
-                            now - last.reading.at,
-                        )
-                    self._last = _Last(reading, frozenset(r.id for r in live), max_id)
-                    return 0
-                ended = allocs.ended_among(conn, last.live, last.max_id)
-                holdings = self._holdings(last.reading, reading, live, ended)
-                shares, machine = attribute(last.reading, reading, holdings)
+                ended = (
+                    allocs.ended_among(conn, last.live, last.max_id)
+                    if last is not None and counted
+                    else []
+                )
+            # Released after `now` was read: the rest of their time is the next interval's.
+            late = {r.id for r in ended if r.released_at is not None and r.released_at > now}
+            self._last = _Last(reading, frozenset(r.id for r in live) | late, max_id)
+            if last is None or not counted:
+                if last is not None:
+                    log.info(
+                        "usage: %.0f s since the last sample; that interval is not counted",
+                        now - last.reading.at,
+                    )
+                return 0
+            holdings = self._holdings(last.reading, reading, live, ended)
+            shares, machine = attribute(last.reading, reading, holdings)
+            with self.db.transaction() as conn:
                 store.add(conn, shares, machine)
-            self._last = _Last(reading, frozenset(r.id for r in live), max_id)
             return len(shares)
 
     def _holdings(

@@ -220,3 +220,12 @@ def last_capacity_refusal(conn: sqlite3.Connection) -> float | None:
         " AND reason = 'no_capacity'"
     ).fetchone()
     return None if row is None or row[0] is None else float(row[0])
+
+
+def idle_runs(conn: sqlite3.Connection) -> dict[int, tuple[float, float | None]]:
+    """allocation id → (active_since, idle_since) of every activity record, in one read (the
+    metrics' idle seconds per unit; idle_since None: not idle)."""
+    rows = conn.execute(
+        "SELECT allocation_id, active_since, idle_since FROM lifecycle_activity"
+    ).fetchall()
+    return {int(r[0]): (float(r[1]), None if r[2] is None else float(r[2])) for r in rows}

@@ -110,3 +110,16 @@ def last_id(conn: sqlite3.Connection) -> int:
     """The newest event's id (0 for an empty log)."""
     row = conn.execute("SELECT MAX(id) FROM events").fetchone()
     return int(row[0] or 0)
+
+
+def tally_after(
+    conn: sqlite3.Connection, after_id: int, upto_id: int
+) -> list[tuple[str, str, str, int]]:
+    """(kind, action, reason, count) of the events with after_id < id <= upto_id: the audit
+    log's counters (metrics/tally.py) read in id ranges, each range by the primary key."""
+    rows = conn.execute(
+        "SELECT kind, action, reason, COUNT(*) FROM events WHERE id > ? AND id <= ?"
+        " GROUP BY kind, action, reason",
+        (after_id, upto_id),
+    ).fetchall()
+    return [(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]

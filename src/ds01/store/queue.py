@@ -211,3 +211,11 @@ def allocation_after(
         (user, container, since),
     ).fetchone()
     return (int(row[0]), str(row[1]), row[2]) if row is not None else None
+
+
+def waiting_by_user(conn: sqlite3.Connection) -> dict[str, int]:
+    """user → entries still waiting (queued or admitting), by the queue_open index."""
+    rows = conn.execute(
+        "SELECT user, COUNT(*) FROM queue WHERE state IN ('queued', 'admitting') GROUP BY user"
+    ).fetchall()
+    return {str(r[0]): int(r[1]) for r in rows}
