@@ -465,14 +465,6 @@ class ReservationsSection(_Section):
     grace: Annotated[int, _v(_duration(0))] = 1800
 
 
-class ReportSection(_Section):
-    """Usage reports (`ds01 report usage`, docs/reports.md)."""
-
-    # Grams of CO2 per kWh of the electricity the GPUs draw: a report's CO2 is its energy
-    # times this. 400 is a round figure between the EU and world averages: set your grid's.
-    grid_intensity_g_per_kwh: Annotated[float, _v(_number(0, 5000))] = 400.0
-
-
 Privacy = Literal["show_all", "hide_others"]
 
 
