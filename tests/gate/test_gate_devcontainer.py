@@ -88,7 +88,8 @@ def dev(docker_host: str, docker_client: docker.DockerClient) -> Iterator[Dev]:
         finally:
             for image in docker_client.images.list():
                 for tag in image.tags:
-                    if tag.startswith(f"vsc-{project.name}-"):
+                    # The CLI's uid-remapping images of this module's projects.
+                    if tag.startswith(("vsc-proj", "vsc-vol")):
                         docker_client.images.remove(tag, force=True)
     docker_client.images.remove(BASE, force=True)
 
@@ -146,3 +147,31 @@ def test_a_second_up_finds_the_container_and_does_not_run_post_create_again(dev:
     assert rc == 0, err + out
     assert outcome(out)["outcome"] == "success"
     assert not made.exists()  # its marker in /home/vscode/.devcontainer says it ran
+
+
+def test_the_named_volume_layout_runs_as_root(dev: Dev) -> None:
+    """docs/devcontainers.md's alternative: the workspace in a named volume, no host
+    directory, so root in the container is allowed (nothing it writes reaches the host)."""
+    project = Path(pwd.getpwnam(dev.user).pw_dir) / unique("vol")
+    volume = unique("src")
+    config = {
+        "image": BASE,
+        "workspaceMount": f"source={volume},target=/workspaces/{project.name},type=volume",
+        "workspaceFolder": f"/workspaces/{project.name}",
+        "remoteUser": "root",
+        "postCreateCommand": "id -u > made-by-post-create",
+    }
+    (project / ".devcontainer").mkdir(parents=True)
+    (project / ".devcontainer/devcontainer.json").write_text(json.dumps(config))
+    for path in (project, project / ".devcontainer", project / ".devcontainer/devcontainer.json"):
+        os.chown(path, dev.uid, dev.gid)
+    rc, out, err = devcontainer(dev, "up", "--workspace-folder", str(project))
+    assert rc == 0, err + out
+    assert outcome(out)["remoteUser"] == "root"
+    rc, out, err = devcontainer(
+        dev, "exec", "--workspace-folder", str(project), "cat", "made-by-post-create"
+    )
+    assert rc == 0, err + out
+    assert out.strip().splitlines()[-1] == "0"
+    r = dev.w.docker(dev.user, "volume", "ls", "-q")
+    assert volume in r.stdout.split()  # the user's own volume

@@ -29,10 +29,11 @@ import base64
 import io
 import json
 import tarfile
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from ds01.gate.engine import seg
+from ds01.gate.engine import query_json, seg
 from ds01.gate.policy.context import Ctx
 from ds01.gate.refusal import GateRefusal, LocalReply
 from ds01.identity import Caller
@@ -130,6 +131,8 @@ def resolve(accounts: Accounts, user: str, caller_gid: int) -> Resolved:
 # Image ID (content-addressed: what it holds never changes) → its accounts, per engine.
 _cache: dict[tuple[str, str], Accounts] = {}
 _reading: dict[tuple[str, str], asyncio.Task[Accounts]] = {}
+_swept: set[str] = set()  # engines whose leftover probes this process has removed
+_STARTED = time.time()
 
 
 async def image_accounts(ctx: Ctx, image_id: str) -> Accounts:
@@ -150,7 +153,29 @@ async def image_accounts(ctx: Ctx, image_id: str) -> Accounts:
     return accounts
 
 
+async def _sweep_stale_probes(ctx: Ctx) -> None:
+    """Once per engine and process, before its first probe: remove probes a ds01d that died
+    mid-read left behind (never started; only this process makes them from now on)."""
+    host = ctx.config.docker.host
+    if host in _swept:
+        return
+    _swept.add(host)
+    status, found = await ctx.engine.get(
+        f"/containers/json?all=1&filters={query_json({'label': [PROBE_LABEL]})}"
+    )
+    for item in found if status == 200 and isinstance(found, list) else []:
+        # Only those made before this process started: a probe of this process is in use.
+        if isinstance(item, dict) and item.get("Id") and _created(item) < _STARTED:
+            await ctx.engine.request("DELETE", f"/containers/{seg(str(item['Id']))}?force=1&v=1")
+
+
+def _created(item: dict[str, Any]) -> float:
+    value = item.get("Created")
+    return float(value) if isinstance(value, int | float) else float("inf")
+
+
 async def _read_accounts(ctx: Ctx, image_id: str) -> Accounts:
+    await _sweep_stale_probes(ctx)
     status, made = await ctx.engine.request(
         "POST",
         "/containers/create",
