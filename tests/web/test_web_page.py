@@ -231,6 +231,59 @@ def test_a_tile_per_unit_with_holders_and_a_deploy_appears_live(
     print(f"screenshot: {shot}")
 
 
+def test_the_queue_shows_who_waits_and_empties_live_when_they_start(
+    world: World, browser: Chromium
+) -> None:
+    d = world.d
+    r = d.cli(
+        "container", "deploy", "holding", "--image", TEST_IMAGE, "--gpus", "1", "--detach",
+        "--json", "--", *STOPPABLE, user=world.alice,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    (held,) = json.loads(r.stdout)["gpus"]
+    browser.goto(f"http://127.0.0.1:{world.port}/")
+    wait_for(lambda: len(tiles(browser)) == 19, "the tiles", 30)
+    queue_text = "document.getElementById('queue').innerText"
+    assert browser.evaluate(queue_text) == "Nobody is waiting."
+    # Every other whole GPU out of service: a deploy of one can only wait for alice's.
+    whole = {u["gpu_index"] for u in json.loads(d.cli("gpu", "status", "--json").stdout)["units"]
+             if u["kind"] == "gpu"}  # fmt: skip
+    others = [str(i) for i in sorted(whole - {held["gpu_index"]})]
+    for gpu in others:
+        r = d.cli("admin", "drain", gpu, "--reason", "web page test")
+        assert r.returncode == 0, r.stderr
+    try:
+        r = d.cli(
+            "container", "deploy", "later", "--image", TEST_IMAGE, "--gpus", "1", "--queue",
+            "--detach", "--json", "--", *STOPPABLE, user=world.bob,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert set(json.loads(r.stdout)) == {"queued"}
+
+        def row() -> list[str] | None:
+            text = browser.evaluate(queue_text)
+            lines = [line.split("\t") for line in text.splitlines()]
+            return lines[1] if len(lines) == 2 else None
+
+        position, user, size = wait_for(row, "bob's entry on the page", 30)[:3]
+        assert (position, user, size) == ("1", world.bob, "1")
+
+        r = d.cli("container", "retire", "holding", user=world.alice)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+        def started() -> bool:
+            (t,) = [t for t in tiles(browser) if t["unit"] == held["uuid"]]
+            return t["holder"] == world.bob and t["state"] == "active"
+
+        wait_for(started, "bob's queued deploy to start on alice's GPU, on the open page", 60)
+        wait_for(lambda: browser.evaluate(queue_text) == "Nobody is waiting.", "an empty queue", 30)
+        events = browser.evaluate("document.getElementById('events').innerText")
+        assert "queue admitted" in events and "queue queued" in events
+    finally:
+        for gpu in others:
+            d.cli("admin", "undrain", gpu, "--reason", "web page test")
+
+
 def test_hide_others_hides_every_other_users_name(browser: Chromium, module_users: Users) -> None:
     bob = module_users.add()
     d, port = start_daemon(privacy="hide_others")
