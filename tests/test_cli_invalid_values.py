@@ -91,6 +91,8 @@ KINDS: dict[str, Kind] = {
     "machine": Kind(("", "nonsuch", "\x1b[2J", MISSING)),
     # A utilization percentage or 'unknown'.
     "percent": Kind(("x", "-5", "101", "nan")),
+    # A number of seconds in a range (top --interval: 0.2 to 3600).
+    "seconds": Kind(("x", "0", "-1", "nan", "inf", "")),
     # PID:UNIT[:MiB[:NAME]].
     "process": Kind(("x", "1:", "-1:0", "1:99", "1:0:x", f"{HUGE}:0")),
     # A file or directory that must exist.
@@ -166,6 +168,7 @@ PARAMS: dict[tuple[str, str], str] = {
     ("host apply", "root"): "existing",
     ("host apply", "only"): "choice",
     ("host apply", "run_dir"): "dir",
+    ("top", "interval"): "seconds",
     ("report usage", "start"): "since",
     ("report usage", "end"): "since",
     ("report usage", "by"): "choice",
