@@ -10,6 +10,9 @@ starts, as bench/alloc.py's prefill does (no Unix users here). Measured:
   * scrape: GET /metrics on a kept-alive TCP connection, as Prometheus does (p50/p99 over N),
     with its size in bytes and series;
   * the first scrape after a start, which counts the whole audit log (metrics/tally.py);
+  * the HTTP stack: ds01d's aiohttp endpoint against prometheus_client's own thread server
+    serving the same collector (in this process, over the daemon's database), a new
+    connection per scrape;
   * `ds01 gpu status --json` and, where the command exists, `ds01 top --once --json`: the
     whole command, process start included (p50/p99 over N);
   * allocate+release latency through api.sock (raw client, one at a time) alone and while a
@@ -103,6 +106,55 @@ def command(env: dict[str, str], *args: str) -> float:
     return took
 
 
+def thread_server(base: Path, machine: Path) -> tuple[int, object]:
+    """The other way to serve the same families: prometheus_client's own HTTP server in a
+    thread, over ds01's collector reading the daemon's database and a sample of the same
+    machine, in this process (what ds01d would do with start_http_server instead of aiohttp)."""
+    from prometheus_client import start_http_server
+
+    from ds01.inventory.select import open_backend
+    from ds01.metrics.collector import Sources
+    from ds01.metrics.server import registry_for
+    from ds01.store import usage
+    from ds01.store.db import Database
+    from ds01.store.live import LiveCache
+
+    db = Database(base / "state" / "ds01.db")
+    backend = open_backend("sim", machine)
+    sample = backend.sample()
+    backend.close()
+    sources = Sources(
+        db=db,
+        live=LiveCache(db),
+        sample=lambda: sample,
+        sample_interval=lambda: 5.0,
+        host_process_statuses=lambda: (),
+        docker_state=lambda: "down",
+        loops=dict,
+        invariant_problems=lambda: 0,
+        hide_users=lambda: False,
+        clock=time.time,
+        backend="sim",
+        usage=usage.totals_by_user,
+    )
+    port = free_port()
+    server, _ = start_http_server(port, addr="127.0.0.1", registry=registry_for(sources))
+    return port, server
+
+
+def fresh(port: int) -> float:
+    """One scrape on a new connection (prometheus_client's server closes after each)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    t0 = time.perf_counter()
+    conn.request("GET", "/metrics")
+    r = conn.getresponse()
+    r.read()
+    took = time.perf_counter() - t0
+    conn.close()
+    assert r.status == 200
+    return took
+
+
 def has_top(env: dict[str, str]) -> bool:
     r = subprocess.run(
         [str(BIN / "ds01"), "top", "--help"], env=env, capture_output=True, check=False
@@ -162,6 +214,16 @@ def main() -> None:
                 if has_top(env)
                 else []
             )
+            # The HTTP stack: ds01d's aiohttp endpoint against prometheus_client's thread
+            # server over the same collector, each scrape on a new connection.
+            other_port, other = thread_server(base, machine)
+            for _ in range(5):
+                fresh(port), fresh(other_port)
+            stacks: dict[str, list[float]] = {"aiohttp": [], "thread": []}
+            for _ in range(args.n):
+                stacks["aiohttp"].append(fresh(port))
+                stacks["thread"].append(fresh(other_port))
+            other.shutdown()  # type: ignore[attr-defined]
             alone = cycles(sock, args.cycles)
             stop = threading.Event()
             busy: list[float] = []
@@ -196,6 +258,13 @@ def main() -> None:
         print(f"| {label} | {ms(values, 0.5)} | {ms(values, 0.99)} | {ratio:.1f}x |")
     if not top:
         print("| ds01 top --once --json | (no such command in this tree) | | |")
+    for label, key in (
+        ("GET /metrics, new connection: ds01d (aiohttp, event loop + worker thread)", "aiohttp"),
+        ("GET /metrics, new connection: prometheus_client thread server", "thread"),
+    ):
+        values = stacks[key]
+        ratio = pct(values, 0.5) / base_p50
+        print(f"| {label} | {ms(values, 0.5)} | {ms(values, 0.99)} | {ratio:.1f}x |")
     print()
     print("| allocate+release (cpu-only, raw client) | p50 ms | p99 ms | mean ms |")
     print("|---|---|---|---|")
