@@ -18,8 +18,10 @@ import contextlib
 import http.client
 import json
 import os
+import pwd
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -282,6 +284,78 @@ def test_the_queue_shows_who_waits_and_empties_live_when_they_start(
     finally:
         for gpu in others:
             d.cli("admin", "undrain", gpu, "--reason", "web page test")
+
+
+def test_through_an_ssh_tunnel_as_docs_web_md_says(world: World, browser: Chromium) -> None:
+    """`ssh -N -L LOCAL:127.0.0.1:9102 user@server`, then http://localhost:LOCAL/ — with a real
+    sshd (its own host key, port and config) and a real ssh client, as the user."""
+    sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
+    need(Path(sshd_bin).exists(), "openssh-server is not installed (.ci/setup-system.sh)")
+    need(shutil.which("ssh") is not None, "openssh-client is not installed")
+    base = short_tmp("ds01-sshd-")
+    procs: list[subprocess.Popen[bytes]] = []
+    made_privsep = not Path("/run/sshd").exists()
+    try:
+        for name in ("hostkey", "clientkey"):
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / name)],
+                check=True,
+            )
+        pw = pwd.getpwnam(world.alice)
+        ssh_dir = Path(pw.pw_dir) / ".ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        (ssh_dir / "authorized_keys").write_text((base / "clientkey.pub").read_text())
+        for path in (ssh_dir, ssh_dir / "authorized_keys"):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        ssh_port, local = free_port(), free_port()
+        (base / "sshd_config").write_text(
+            f"Port {ssh_port}\nListenAddress 127.0.0.1\nHostKey {base / 'hostkey'}\n"
+            f"PidFile {base / 'sshd.pid'}\nUsePAM yes\nPubkeyAuthentication yes\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "AuthorizedKeysFile .ssh/authorized_keys\nAllowTcpForwarding yes\n"
+        )
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        procs.append(
+            subprocess.Popen(
+                [sshd_bin, "-D", "-f", str(base / "sshd_config"), "-E", str(base / "sshd.log")]
+            )
+        )
+        wait_for(lambda: _accepts(ssh_port), "sshd to listen", 15)
+        procs.append(
+            subprocess.Popen(
+                [
+                    "ssh", "-N", "-L", f"{local}:127.0.0.1:{world.port}",
+                    "-i", str(base / "clientkey"), "-p", str(ssh_port),
+                    "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                    "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
+                    "-o", "ExitOnForwardFailure=yes", f"{world.alice}@127.0.0.1",
+                ],
+                stderr=(base / "ssh.log").open("wb"),
+            )
+        )  # fmt: skip
+        wait_for(lambda: _accepts(local), "the tunnel's local end", 30, detail=lambda: (
+            (base / "ssh.log").read_text() + (base / "sshd.log").read_text()))  # fmt: skip
+
+        browser.goto(f"http://localhost:{local}/")
+        wait_for(lambda: len(tiles(browser)) == 19, "the tiles through the tunnel", 30)
+        wait_for(
+            lambda: browser.evaluate("document.getElementById('conn').textContent") == "live",
+            "the live view through the tunnel",
+            30,
+        )
+        browser.goto("about:blank")
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(timeout=15)
+        shutil.rmtree(base, ignore_errors=True)
+        if made_privsep:
+            shutil.rmtree("/run/sshd", ignore_errors=True)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_hide_others_hides_every_other_users_name(browser: Chromium, module_users: Users) -> None:
