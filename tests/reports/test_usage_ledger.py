@@ -196,3 +196,14 @@ def test_a_release_stamped_after_the_passs_clock_reading_is_counted_to_its_end(
     w.sample(T0 + 300, util0=50, power0=100, energy0_mj=None, power1=None)
     with w.db.transaction(immediate=False) as conn:
         assert store.totals_by_user(conn)["alice"].gpueq_seconds == pytest.approx(150)
+
+
+def test_a_unit_missing_from_the_sample_is_neither_active_nor_idle(tmp_path: Path) -> None:
+    w = UsageWorld(tmp_path)
+    w.mig(w.carol, T0, "probe", "2g.20gb")
+    w.sample(T0 + 100, util0=0, power0=None, energy0_mj=None, power1=350)
+    # The 2g.20gb instance is gone from the next sample (MIG reconfigured under it).
+    w.sample(T0 + 200, util0=0, power0=None, energy0_mj=None, power1=350, with_2g=False)
+    with w.db.transaction(immediate=False) as conn:
+        # 100 s × 2/7 held, activity unknown; 2/7 of the H100's 350 W × 100 s.
+        assert rows(conn) == {("carol", H0): pytest.approx((200 / 7, 0, 0, 10_000, 0))}

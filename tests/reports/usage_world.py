@@ -44,6 +44,7 @@ def machine_yaml(
     power1: float | None,
     energy1_mj: int | None = None,
     process_on_3g: bool = False,
+    with_2g: bool = True,
 ) -> str:
     def opt(key: str, value: object) -> str:
         return "" if value is None else f", {key}: {value}"
@@ -56,8 +57,13 @@ def machine_yaml(
         f"{opt('power_w', power0)}{opt('energy_mj', energy0_mj)}}}\n"
         f"  - {{name: NVIDIA H100 80GB HBM3, memory_mib: 81559, mig_enabled: true"
         f"{opt('power_w', power1)}{opt('energy_mj', energy1_mj)},\n"
-        "     mig_devices: [{profile: 3g.40gb, gpu_instance_id: 2, memory_mib: 40448},\n"
-        "                   {profile: 2g.20gb, gpu_instance_id: 3, memory_mib: 20096}]}\n"
+        "     mig_devices: [{profile: 3g.40gb, gpu_instance_id: 2, memory_mib: 40448}"
+        + (
+            ",\n                   {profile: 2g.20gb, gpu_instance_id: 3, memory_mib: 20096}"
+            if with_2g
+            else ""
+        )
+        + "]}\n"
         + (procs if process_on_3g else "")
     )
 
