@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from typing import Any
 
@@ -23,7 +24,7 @@ DOCS = ROOT / "docs" / "metrics.md"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Scrape:
+def served() -> Scrape:
     """Every family a ds01d on the simulated 8×H100 serves (one scrape; the families are there
     even while empty)."""
     from support import BASIC_CONFIG, MACHINES, short_tmp
@@ -36,6 +37,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Scrape:
         return scrape(port)
     finally:
         d.stop()
+        shutil.rmtree(d.base, ignore_errors=True)
 
 
 def _rules() -> list[dict[str, Any]]:
