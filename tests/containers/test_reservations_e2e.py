@@ -269,6 +269,12 @@ def test_an_admin_reserves_a_gpu_others_are_refused_and_its_user_deploys(
         assert process_env(docker_client, f"{ann}.a1")["NVIDIA_VISIBLE_DEVICES"] == uuid
         listed = cli_json(d, "admin", "reservations")
         assert [(x["id"], x["status"]) for x in listed] == [(made["id"], "in_use")]
+        table = d.cli("admin", "reservations")
+        assert table.returncode == 0 and "thesis deadline" in table.stdout, table.stdout
+        assert "in_use" in table.stdout and ann in table.stdout
+        # ann can read what was reserved for her in her own audit log
+        mine = cli_json(d, "events", "--kind", "admin", user=ann)
+        assert [e["action"] for e in mine] == ["reserve", "reservation_used"], mine
 
         # kill -9 and restart: still reserved for ann, bob still refused.
         d.kill9()
