@@ -11,7 +11,8 @@ caller may not use (mounts.py); limits above the caller's (limits.py).
 
 Containers with host directories run as the caller (uid:gid), with no-new-privileges and no
 restart policy: a root process, or a set-uid binary in the image, could otherwise leave set-uid
-root files in the caller's home.
+root files in the caller's home. A named --user there is resolved in the image's own accounts
+and forwarded as the caller's numbers, or refused (named_user.py).
 
 Then the gate allocates (gpus.py), and stamps what ds01 owns, overwriting the request: labels
 ds01.managed/owner/allocation/name/created, the per-user cgroup parent, DeviceRequests = the
