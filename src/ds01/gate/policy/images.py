@@ -190,12 +190,6 @@ async def usable_image(ctx: Ctx, ref: str, action: str) -> dict[str, Any] | None
     return data
 
 
-async def require_usable(ctx: Ctx, ref: str) -> None:
-    """Refuse (image.not_owner) a container create or deploy from another user's private image,
-    named by name, tag, ID or ID prefix. Missing images pass: the engine answers them."""
-    await usable_image(ctx, ref, "create containers from")
-
-
 async def inspect(ctx: Ctx, body: bytes | None) -> Plan:
     """GET /images/{name}/json and /history: forwarded with the checked image's ID, so a tag
     moved in between cannot redirect it."""
