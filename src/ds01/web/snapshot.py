@@ -155,13 +155,13 @@ def _events(src: Sources, status: GpuStatus, hide: bool, now: float) -> list[dic
             since=now - EVENTS_WITHIN_S,
             limit=RECENT_EVENTS * 4,  # some of each kind's actions are not public
         )
-    names = {line.row.unit.uuid: line.row.unit.name for line in status.units}
+    names = {line.row.unit.uuid: line.row.unit.title for line in status.units}
     held: dict[
         int, list[str]
     ] = {}  # live allocation id → its units' names (activated and held events name none)
     for line in status.units:
         if line.allocation is not None:
-            held.setdefault(line.allocation.id, []).append(line.row.unit.name)
+            held.setdefault(line.allocation.id, []).append(line.row.unit.title)
     out = []
     for e in found:
         if e.action not in PUBLIC_EVENTS.get(e.kind, frozenset()):
