@@ -416,6 +416,8 @@ def test_read_only_host_checked_and_live_views_capped(browser: Chromium) -> None
             assert status == 403, host
             assert "web.hosts" in json.loads(body)["error"]["fix"]
 
+        for path in ("/", "/snapshot.json", "/events"):  # HEAD answers, and holds no place
+            assert get(port, path, "HEAD")[0] == 200, path
         # Two live views are open; the third is refused and told what to do.
         streams = [_open_stream(port) for _ in range(2)]
         try:

@@ -230,6 +230,8 @@ def _unavailable() -> web.Response:
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
+    if request.method == "HEAD":  # no stream (and no place taken) for a HEAD
+        return web.Response(content_type="text/event-stream")
     feed = request.app[FEED]
     limit = request.app[CONFIG]().web.max_clients
     if feed.streams >= limit:

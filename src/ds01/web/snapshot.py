@@ -92,7 +92,8 @@ def change_key(src: Sources) -> tuple[object, ...]:
     transaction), a reloaded config (privacy). One read of the events' primary key."""
     with src.allocations.db.transaction(immediate=False) as conn:
         last = events.last_id(conn)
-    return (id(src.sample()), last, id(src.config()))
+    sample = src.sample()
+    return (id(sample), sample.taken_at if sample else None, last, id(src.config()))
 
 
 def build(src: Sources) -> dict[str, Any]:
