@@ -133,7 +133,7 @@ async def _wait_in_line(
             await _release(ctx, handed, "client_gone")
         elif entry_id is not None:
             with contextlib.suppress(Exception):
-                await ctx.run(gatequeue.leave, queue, entry_id, ctx.caller)
+                await ctx.run(gatequeue.client_left, queue, entry_id)
         raise
     finally:
         queue.waiters.remove(waiter)

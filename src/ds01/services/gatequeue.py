@@ -247,7 +247,7 @@ def end_orphans(q: QueueService) -> None:
             end(q, e, EntryState.CANCELLED, (EntryState.QUEUED,), "client_gone", GONE_NOTE)
 
 
-def leave(q: QueueService, entry_id: int, caller: Caller) -> None:
+def client_left(q: QueueService, entry_id: int) -> None:
     """The waiting client went away (Ctrl-C, closed connection, ds01d stopping): its entry is
     cancelled if it still waits (one being admitted right now is ended by the dispatcher,
     which sees the Waiter gone)."""
