@@ -170,8 +170,8 @@ def live(
     keys = sys.stdin if is_tty(sys.stdin) else None
     saved = termios.tcgetattr(keys.fileno()) if keys is not None else None
     top, note = first, ""
-    out.write("\x1b[?1049h\x1b[?25l")  # the alternate screen, cursor hidden
     try:
+        out.write("\x1b[?1049h\x1b[?25l")  # the alternate screen, cursor hidden
         if keys is not None:
             tty.setcbreak(keys.fileno())  # keys one by one, unechoed; Ctrl-C still interrupts
         while True:
@@ -179,7 +179,7 @@ def live(
             frame = screen(top, size.columns, size.lines, note).rstrip("\n")
             out.write("\x1b[H" + frame.replace("\n", "\x1b[K\n") + "\x1b[K\x1b[J")
             out.flush()
-            if _wait(keys, interval, size):
+            if _wait(keys, interval, size, out):
                 return
             got = fetch()
             if got is None:
@@ -195,7 +195,7 @@ def live(
         out.flush()
 
 
-def _wait(keys: TextIO | None, interval: float, size: os.terminal_size) -> bool:
+def _wait(keys: TextIO | None, interval: float, size: os.terminal_size, out: TextIO) -> bool:
     """Wait out the interval; True when q was pressed. Any other key, or the terminal
     changing size, ends the wait early (a redraw)."""
     end = time.monotonic() + interval
@@ -208,7 +208,7 @@ def _wait(keys: TextIO | None, interval: float, size: os.terminal_size) -> bool:
                 key = os.read(keys.fileno(), 64)
                 return not key or key[:1] in (b"q", b"Q")
         try:
-            if os.get_terminal_size(sys.stdout.fileno()) != size:
+            if os.get_terminal_size(out.fileno()) != size:
                 return False
         except OSError:
             pass
@@ -231,6 +231,8 @@ def quick(socket: str, args: list[str]) -> int | None:
         return None
     try:
         return show(first, lambda: gather(socket), a)
+    except KeyboardInterrupt:  # before the live view took over the terminal (as the long way)
+        return 130
     except BrokenPipeError:  # `ds01 top --json | head`: the reader had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -157,11 +157,11 @@ def alerts(
             # (datetime costs a tenth of what `top --json` may take over `gpu status --json`).
             from ds01.timetext import clock, since
 
-            stop = f", stops {clock(life['stop_at'])}" if life.get("stop_at") else ""
+            stop = f", stops {clock(life['stop_at'], now)}" if life.get("stop_at") else ""
             add(
                 "idle",
                 f"alloc {a['id']} {a['user']} ({a.get('container') or '–'}): "
-                f"{len(a.get('units') or [])} unit(s) idle {since(life['idle_since'])}{stop}",
+                f"{len(a.get('units') or [])} unit(s) idle {since(life['idle_since'], now)}{stop}",
             )
     for w in status.get("warnings") or []:
         add("warning", str(w))
