@@ -210,7 +210,7 @@ def admin_top(n_units: int, n_events: int) -> dict[str, Any]:
                      id="then users and events go whole"),
         pytest.param(19, 24, [], [],
                      id="19 units fill 80x24: every other section goes"),
-        pytest.param(30, 24, [], ["… 12 more units"],
+        pytest.param(30, 24, [], ["… 12 more units (j or ↓: more)"],
                      id="units go last, saying how many"),
     ],
 )  # fmt: skip
@@ -231,3 +231,15 @@ def test_once_shows_every_unit_whatever_the_height() -> None:
     names = [m.group(1) for line in text.splitlines() if (m := re.match(r"(\d+) +H100 ", line))]
     assert names == [str(i) for i in range(56)]
     assert "more units" not in text
+
+
+def test_the_live_screen_scrolls_the_units() -> None:
+    text = screen(admin_top(30, 10), 80, 24, now=NOW, skip=5)
+    lines = text.rstrip("\n").split("\n")
+    assert lines[2] == "GPU units (sim) from unit 5 (k or ↑: back)"
+    names = [m.group(1) for line in lines if (m := re.match(r"(\d+) +H100 ", line))]
+    assert names == [str(i) for i in range(5, 23)]
+    assert lines[-1] == "… 7 more units (j or ↓: more)"
+    # Past the end: the last unit is the first shown.
+    end = screen(admin_top(30, 10), 80, 24, now=NOW, skip=99)
+    assert "from unit 29 " in end and "more units" not in end

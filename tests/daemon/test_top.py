@@ -232,3 +232,25 @@ def test_live_view_fits_80x24_and_gives_the_terminal_back(world: World, key: byt
         # 19 units, 2 header lines, title and column names: the units fill the screen, the
         # other sections give way.
         assert len(names) == 19, text
+
+
+def test_live_view_scrolls_the_units_with_j_and_the_down_arrow(world: World) -> None:
+    d = world.d
+    rc, out = run_in_pty(
+        world.b,
+        [str(BIN / "ds01"), "top", "--interval", "30"],  # no refresh: each frame is a key's
+        d.env,
+        steps=[
+            (b"GPU units (sim)", b"j"),
+            (b"GPU units (sim) from unit 1 ", b"\x1b[B"),  # ↓
+            (b"GPU units (sim) from unit 2 ", b"q"),
+        ],
+        size=(24, 80),
+    )
+    assert rc == 0, out
+    frames = [f.split("\x1b[J", 1)[0] for f in out.split("\x1b[H")[1:] if "\x1b[J" in f]
+    firsts = []
+    for frame in frames:
+        lines = frame.replace("\x1b[K", "").replace("\r\n", "\n").split("\n")
+        firsts.append(next(m.group(1) for line in lines if (m := UNIT_NAME.match(line))))
+    assert firsts == ["0", "1", "2"], firsts

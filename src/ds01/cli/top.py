@@ -8,7 +8,8 @@ cli/topview.py puts them together, cli/topscreen.py draws them.
 
 The live view is plain ANSI on the terminal's alternate screen — cursor home, each line
 cleared to its end, the rest of the screen cleared — redrawn every --interval seconds or at
-any key but q; q or Ctrl-C leaves it and gives the terminal back as it was. Rich's live
+any key; j/k (or ↓/↑) scroll the units when they do not all fit, g goes back to the first;
+q or Ctrl-C leaves it and gives the terminal back as it was. Rich's live
 display would cost about 46 ms of imports (rich.live, rich.table, rich.console; 4-5 times
 the interpreter's own start-up on a 2-core VM) for what these escape codes do; the tables
 are cli/table.py's, as in every read command.
@@ -169,18 +170,23 @@ def live(
 
     keys = sys.stdin if is_tty(sys.stdin) else None
     saved = termios.tcgetattr(keys.fileno()) if keys is not None else None
-    top, note = first, ""
+    top, note, skip = first, "", 0
     try:
         out.write("\x1b[?1049h\x1b[?25l")  # the alternate screen, cursor hidden
         if keys is not None:
             tty.setcbreak(keys.fileno())  # keys one by one, unechoed; Ctrl-C still interrupts
         while True:
             size = os.get_terminal_size(out.fileno())
-            frame = screen(top, size.columns, size.lines, note).rstrip("\n")
+            frame = screen(top, size.columns, size.lines, note, skip=skip).rstrip("\n")
             out.write("\x1b[H" + frame.replace("\n", "\x1b[K\n") + "\x1b[K\x1b[J")
             out.flush()
-            if _wait(keys, interval, size, out):
+            key = _wait(keys, interval, size, out)
+            if key in QUIT:
                 return
+            if key in SCROLL:
+                last = len(top["status"].get("units") or []) - 1
+                skip = max(0, min(last, skip + SCROLL[key]))
+                continue  # redrawn at once from what it has
             got = fetch()
             if got is None:
                 note = f"ds01d did not answer at {time.strftime('%H:%M:%S')}; trying again"
@@ -195,9 +201,16 @@ def live(
         out.flush()
 
 
-def _wait(keys: TextIO | None, interval: float, size: os.terminal_size, out: TextIO) -> bool:
-    """Wait out the interval; True when q was pressed. Any other key, or the terminal
-    changing size, ends the wait early (a redraw)."""
+# Keys of the live view (any other one redraws now). b"" is the end of input: quit.
+QUIT = (b"q", b"Q", b"")
+SCROLL = {b"j": 1, b"\x1b[B": 1, b"k": -1, b"\x1b[A": -1, b"g": -(10**9)}  # ↓ ↑, g: top
+
+
+def _wait(
+    keys: TextIO | None, interval: float, size: os.terminal_size, out: TextIO
+) -> bytes | None:
+    """Wait out the interval: the key pressed, or None when the time is up or the terminal
+    changed size (both redraw)."""
     end = time.monotonic() + interval
     while (left := end - time.monotonic()) > 0:
         if keys is None:
@@ -205,14 +218,13 @@ def _wait(keys: TextIO | None, interval: float, size: os.terminal_size, out: Tex
         else:
             ready, _, _ = select.select([keys.fileno()], [], [], min(left, 0.25))
             if ready:
-                key = os.read(keys.fileno(), 64)
-                return not key or key[:1] in (b"q", b"Q")
+                return os.read(keys.fileno(), 64)
         try:
             if os.get_terminal_size(out.fileno()) != size:
-                return False
+                return None
         except OSError:
             pass
-    return False
+    return None
 
 
 def quick(socket: str, args: list[str]) -> int | None:

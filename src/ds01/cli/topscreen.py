@@ -33,15 +33,27 @@ class Section(NamedTuple):
 
 
 def screen(
-    top: Json, width: int, height: int | None, note: str = "", now: float | None = None
+    top: Json,
+    width: int,
+    height: int | None,
+    note: str = "",
+    now: float | None = None,
+    skip: int = 0,
 ) -> str:
     """The dashboard as text: every line at most `width` columns; with a `height` (the live
     view), at most that many lines, sections cut from the least important (events, users,
     queue, alerts, then units), each cut said in a '… N more' line. `note`: a line about the
-    refresh (ds01d not answering), shown under the header."""
+    refresh (ds01d not answering), shown under the header. `skip`: units scrolled past (the
+    live view's j/k), said in the units' title."""
     now = time.time() if now is None else now
     head = _header(top, width, note, now)
-    sections = [_units(top, width)]
+    units = _units(top, width)
+    skip = max(0, min(skip, len(units.rows) - 1))
+    if skip:
+        first = str(top["status"]["units"][skip]["name"])
+        title = f"{units.head[0]} from unit {first} (k or ↑: back)"
+        units = units._replace(head=[cut(title, width), *units.head[1:]], rows=units.rows[skip:])
+    sections = [units]
     if top.get("alerts") is not None:
         sections.append(_alerts(top["alerts"], width))
     if top.get("queue") is not None:
@@ -278,6 +290,7 @@ def _fit(sections: list[Section], room: int) -> list[Section]:
     for i, s in enumerate(sections):
         if gone[i]:
             continue
-        more = [f"… {cut[i]} more {s.name}"] if cut[i] else []
+        hint = " (j or ↓: more)" if s.name == "units" else ""
+        more = [f"… {cut[i]} more {s.name}{hint}"] if cut[i] else []
         out.append(Section(s.name, s.head, kept[i], [*more, *s.tail]))
     return out
