@@ -61,7 +61,7 @@ def top(
     ] = topmod.DEFAULT_INTERVAL_S,
 ) -> None:
     """Live dashboard: units with holders, states and deadlines, the queue, recent events
-    (admins: users and alerts). q or Ctrl-C quits."""
+    (admins: users and alerts). j/k scroll the units; q or Ctrl-C quits."""
     c = client_of(ctx)
     with c:
         first = gather(c)
