@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,6 +74,7 @@ def _reconcile_every() -> float:
 
 EVENTS_RETRY_S = 2.0
 BACKUP_TICK_S = 60.0  # how often the backup loop looks whether a backup is due
+STOP_THREADS_S = 30.0  # how long a stop waits for worker threads (a Docker call, a pass)
 
 
 class Daemon:
@@ -84,6 +86,7 @@ class Daemon:
         self.backend = self._open_backend(sim)
         self.db = Database(paths.db)
         self.checkpointer = Checkpointer(paths.db)
+        self._threads = ThreadPoolExecutor(thread_name_prefix="ds01d")
         # Every service reads the time through the clock watch (services/clock.py).
         self.clock = ClockWatch(self.db)
         self.allocations = AllocationService(self.db, lambda: self.config, clock=self.clock.now)
@@ -368,6 +371,8 @@ class Daemon:
         return asyncio.create_task(supervised(name, step, interval, self.health, wake), name=name)
 
     async def start(self) -> None:
+        # The daemon's own executor for every to_thread(), so stop() can wait for its threads.
+        asyncio.get_running_loop().set_default_executor(self._threads)
         await asyncio.to_thread(self.apply_sample, await asyncio.to_thread(self.take_sample))
         # Anything that expired while the daemon was down goes first.
         await asyncio.to_thread(self.allocations.expire_due)
@@ -500,9 +505,30 @@ class Daemon:
             await self._runner.cleanup()
         with contextlib.suppress(FileNotFoundError):
             Path(self.paths.api_socket).unlink()
+        # A cancelled to_thread() does not stop its thread: a checkpoint, a dispatch pass or a
+        # request's decision may still be inside SQLite. Closing a connection under it can
+        # crash the interpreter (ds01d once died of SIGSEGV on SIGTERM), so wait for them.
+        if not await self._threads_done(STOP_THREADS_S):
+            log.warning(
+                "threads still busy %.0f s after stop; leaving the database to process exit",
+                STOP_THREADS_S,
+            )
+            return
         self.devices.close()
         self.notifier.close()
         self.callers.close()
         self.backend.close()
         self.checkpointer.close()
         self.db.close()
+
+    async def _threads_done(self, timeout: float) -> bool:
+        """Shut the worker threads down; True once none runs. Polled rather than joined, so a
+        thread stuck in a Docker call cannot hold the stop past `timeout`."""
+        waiter = threading.Thread(
+            target=self._threads.shutdown, kwargs={"wait": True}, name="stop", daemon=True
+        )
+        waiter.start()
+        deadline = time.monotonic() + timeout
+        while waiter.is_alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return not waiter.is_alive()
