@@ -66,7 +66,8 @@ def get_many(
     """The JSON bodies of several GETs (path, params), each answered 200, or None if any was
     not (as get_json takes them). All are sent before any is read, one connection each, so
     ds01d works on one while the next is in flight: `ds01 top`'s eight questions (as root, 19
-    units) take 3.5 ms so, 4.9 ms one after another, on a 2-core VM. With `notices`, the first request asks for the caller's banner notices (get_json)."""
+    units) take 3.5 ms so, 4.9 ms one after another, on a 2-core VM. With `notices`, the first
+    request asks for the caller's banner notices (get_json)."""
     socks: list[socket.socket] = []
     try:
         for i, (path, params) in enumerate(requests):
