@@ -303,12 +303,13 @@ def run_in_pty(
     argv: list[str],
     env: dict[str, str],
     *,
-    steps: list[tuple[bytes, bytes]],
+    steps: list[tuple[bytes, bytes | Callable[[], bytes]]],
     timeout: float = 60.0,
     size: tuple[int, int] = (24, 100),
 ) -> tuple[int, str]:
     """Run argv as `user` on a new pseudo-terminal; for each (text, keys) step, once the
-    output holds text and the terminal is in raw mode, type keys. Returns (exit status,
+    output holds text and the terminal is in raw mode, type keys (a callable: do what it does
+    — stop a daemon… — and type what it returns). Returns (exit status,
     everything the terminal showed). `size`: the terminal's (rows, columns).
 
     Raw mode is the readiness signal: the program (ds01's shell, docker -it) switches the
@@ -346,7 +347,8 @@ def run_in_pty(
                     break
                 out += data
             if todo and todo[0][0] in out and _raw(master):
-                os.write(master, todo.pop(0)[1])
+                keys = todo.pop(0)[1]
+                os.write(master, keys() if callable(keys) else keys)
             if not ready and proc.poll() is not None:
                 break
         else:

@@ -254,3 +254,38 @@ def test_live_view_scrolls_the_units_with_j_and_the_down_arrow(world: World) -> 
         lines = frame.replace("\x1b[K", "").replace("\r\n", "\n").split("\n")
         firsts.append(next(m.group(1) for line in lines if (m := UNIT_NAME.match(line))))
     assert firsts == ["0", "1", "2"], firsts
+
+
+def test_live_view_outlives_a_daemon_restart(world: World) -> None:
+    """ds01d stops under a live view: the view stays, saying ds01d did not answer, and shows
+    what ds01d says again once it is back (here: a unit drained after the restart)."""
+    d = world.d
+
+    def stop() -> bytes:
+        d.stop()
+        return b" "  # redraw now: ask again
+
+    def start_and_drain() -> bytes:
+        d.start()
+        with d.client() as c:
+            c.drain("2", "after restart")
+        return b" "
+
+    rc, out = run_in_pty(
+        world.admin,
+        [str(BIN / "ds01"), "top", "--interval", "30"],  # no refresh: each frame is a key's
+        d.env,
+        steps=[
+            (b"GPU units (sim)", stop),
+            (b"ds01d did not answer at ", start_and_drain),
+            (b"unit 2 drained: after restart", b"q"),
+        ],
+        size=(50, 100),  # room for the alerts under the 19 units
+    )
+    assert rc == 0, out
+    frames = [f.split("\x1b[J", 1)[0] for f in out.split("\x1b[H")[1:] if "\x1b[J" in f]
+    assert len(frames) == 3, frames
+    notes = ["ds01d did not answer at " in f for f in frames]
+    assert notes == [False, True, False]
+    assert "GPU units (sim)" in frames[1]  # the last screen stays under the note
+    assert "after restart" in frames[2]
