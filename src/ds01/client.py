@@ -176,8 +176,14 @@ class Client:
         data = self._request("POST", "/v1/allocations", json=req.model_dump(exclude_none=True))
         return AllocationOut.model_validate(data)
 
-    def allocations(self, all_users: bool = False) -> list[AllocationOut]:
-        return self._get_list("/v1/allocations", AllocationOut, all="1" if all_users else None)
+    def allocations(self, all_users: bool = False, gpus: bool = False) -> list[AllocationOut]:
+        """Live allocations; `gpus`: only those holding units."""
+        return self._get_list(
+            "/v1/allocations",
+            AllocationOut,
+            all="1" if all_users else None,
+            gpus="1" if gpus else None,
+        )
 
     def allocation(self, alloc_id: int) -> AllocationOut:
         return self._get(f"/v1/allocations/{alloc_id}", AllocationOut)

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from loadgen import NOWHERE
 
+from ds01.api.schemas import AllocateIn
 from ds01.inventory.sim import clear_processes
 from support import BIN, MACHINES, Daemon, Users, as_user, run_in_pty, short_tmp
 
@@ -75,6 +76,7 @@ def world(daemon_factory: Any, users: Users) -> Iterator[World]:
     assert r.returncode == 0 and "ok" in json.loads(r.stdout), (r.stdout, r.stderr)
     with d.client() as c:
         c.drain("3", "fan noise")
+        c.allocate(AllocateIn(cpu_only=True, container="notes"))  # root's, holding no GPU
     yield World(d, a, b, admin, "3")
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -156,9 +158,11 @@ def test_admins_see_users_and_alerts_by_group_and_as_root(world: World) -> None:
              "idle": 0, "queued": 0, "gpueq_exact": "1"}
         ]  # fmt: skip
         assert {"kind": "drained", "message": "unit 3 drained: fan noise"} in got["alerts"]
-        assert [x["user"] for x in got["allocations"]] == [a]
+        assert [x["user"] for x in got["allocations"]] == [a]  # not root's CPU-only one
         assert got["health"]["backend"] == "sim"
         assert next(u for u in got["status"]["units"] if u["name"] == "0")["user"] == a
+    every = json.loads(d.cli("admin", "alloc", "list", "--json").stdout)
+    assert sorted(x["container"] for x in every) == ["notes", "thesis"]
     screen = top(d, "--once", user=world.admin)
     assert "Users" in screen and "Alerts (" in screen
     assert "! unit 3 drained: fan noise" in screen

@@ -61,6 +61,10 @@ async def list_allocations(request: web.Request) -> web.Response:
     rows = await off_loop(
         deps.allocations.live_allocations, caller_of(request), flag(request, "all")
     )
+    if flag(request, "gpus"):
+        # `ds01 top`: its units' deadlines and users' GPU use, not the CPU-only containers
+        # (which may be most of 500 allocations: converting those is most of the answer).
+        rows = [r for r in rows if r.units]
     # With their countdowns (next stop and when), as `ds01 quota` shows them: `ds01 top`'s
     # deadlines, and `admin alloc list --json`'s idle allocations.
     outlooks = await off_loop(deps.outlooks, rows) if rows else {}

@@ -88,7 +88,7 @@ ROUTES: tuple[Route, ...] = (
         "get",
         "/v1/allocations",
         allocations.list_allocations,
-        "Live allocations (yours; ?all=1 for admins)",
+        "Live allocations (yours; ?all=1 for admins; ?gpus=1 only those holding units)",
         response=s.AllocationOut,
         many=True,
     ),

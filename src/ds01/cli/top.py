@@ -35,13 +35,13 @@ DEFAULT_INTERVAL_S = 2.0
 _FIRST: list[tuple[str, dict[str, str]]] = [
     ("/v1/whoami", {}),
     ("/v1/gpu/status", {}),
-    ("/v1/allocations", {}),
+    ("/v1/allocations", {"gpus": "1"}),
     ("/v1/queue", {"all": "1"}),
     ("/v1/events", {"limit": str(topview.EVENTS)}),
 ]
 # And for an admin.
 _ADMIN: list[tuple[str, dict[str, str]]] = [
-    ("/v1/allocations", {"all": "1"}),
+    ("/v1/allocations", {"all": "1", "gpus": "1"}),
     ("/v1/health", {}),
     ("/v1/admin/host-processes", {}),
     ("/v1/admin/orphans", {}),

@@ -22,7 +22,7 @@ def gather(c: Client) -> dict[str, Any]:
     the same as cli/top.py gather() gets on the quick path."""
     who = c.whoami()
     status = c.gpu_status().model_dump(mode="json")
-    allocations = [a.model_dump(mode="json") for a in c.allocations(all_users=who.admin)]
+    allocations = [a.model_dump(mode="json") for a in c.allocations(all_users=who.admin, gpus=True)]
     try:
         queue: dict[str, Any] | None = c.queue(True).model_dump(mode="json")
     except NotFound:  # a ds01d without a queue (an embedded test daemon)

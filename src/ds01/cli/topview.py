@@ -2,11 +2,13 @@
 full command line both have it). cli/topscreen.py draws it.
 
 `snapshot()` puts the answers together into the one object `--json` prints: `status` is
-exactly `ds01 gpu status --json`, `allocations` (yours; an admin's: everyone's), `queue`
-(`ds01 queue --all --json`) and `events` are the API's answers as they came, and for admins
-only `health`, `users` and `alerts` are worked out here from them. Nothing is asked that the
-caller could not ask for themselves, so privacy (`privacy: hide_others`) holds as it does in
-those commands: ds01d hid what it hides before the answer left it.
+exactly `ds01 gpu status --json`; `allocations` are those holding GPUs (yours; an admin's:
+everyone's), CPU-only ones left out (ds01d's answer for 500 of them would cost more than all
+the rest); `queue` (`ds01 queue --all --json`) and `events` are the API's answers as they
+came; and for admins only `health`, `users` and `alerts` are worked out here from them.
+Nothing is asked that the caller could not ask for themselves, so privacy (`privacy:
+hide_others`) holds as it does in those commands: ds01d hid what it hides before the answer
+left it.
 
 Standard library and light ds01 modules only, and none of the drawing's (`top --json` pays
 for every import): the quick path imports it.
