@@ -29,6 +29,7 @@ log = logging.getLogger("ds01d.store")
 SQLITE_HEADER = b"SQLite format 3\x00"
 # How long a statement waits for another process's lock (an admin's sqlite3, a backup).
 BUSY_TIMEOUT_MS = 10_000
+PAGE_SIZE = 2048  # bytes, for a new database (see Database.__init__)
 _SQLITE_BUSY = 5  # primary result code; extended ones (BUSY_RECOVERY, ...) share the low byte
 # A "disk I/O error" from SQLite on a file system with less than this free counts as disk full
 # (growing the WAL index -shm reports SQLITE_IOERR_SHMSIZE rather than SQLITE_FULL).
@@ -151,6 +152,11 @@ class Database:
                 )
             self.conn.row_factory = sqlite3.Row
             if not read_only:
+                # Only a new, empty database takes it (an existing one keeps its page size).
+                # Every commit appends each page it touched to the WAL, checksummed: an
+                # allocate or a release touches ~10 pages (rows and their indexes), and at 2 KiB
+                # a cycle's SQLite work was 0.7x that at the default 4 KiB (measured here).
+                self.conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 # NORMAL is durable against process crashes (kill -9) in WAL mode; only a
                 # power loss can drop the last commits, and the reconcile at start repairs
