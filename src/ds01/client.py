@@ -287,6 +287,16 @@ class Client:
     def container(self, name: str) -> ContainerOut:
         return self._get(container_path(name), ContainerOut)
 
+    def container_stats(self, name: str | None = None, all_users: bool = False) -> Any:
+        """GET /v1/container-stats (a list of ContainerStatsOut) or, with a name, one
+        (ContainerStatsOut), as JSON: cli/statsview.py draws it as the quick path has it."""
+        if name is None:
+            return self._request(
+                "GET", "/v1/container-stats", params=_clean({"all": "1" if all_users else None})
+            )
+        validated = container_path(name).removeprefix("/v1/containers/")
+        return self._request("GET", f"/v1/container-stats/{validated}")
+
     def keep_alive(self, name: str, duration: str) -> ContainerOut:
         body = KeepAliveIn(duration=duration).model_dump()
         data = self._request("POST", container_path(name, "keep-alive"), json=body)

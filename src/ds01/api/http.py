@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from ds01.api.schemas import LoopOut, OrphanOut
 from ds01.errors import UsageError
 from ds01.identity import Caller, CallerCache
+from ds01.lifecycle.containerstats import ContainerReading
 from ds01.lifecycle.countdown import Outlook
 from ds01.lifecycle.exemptions import Exemptions
 from ds01.listener import ConnectionLimits
@@ -115,6 +116,8 @@ class ApiDeps:
     exemptions: Exemptions | None = None
     queue: QueueService | None = None  # the queue's endpoints (api/queue.py)
     decider: Decider = field(default_factory=Decider)
+    # The running containers' cgroup readings (lifecycle/containerstats.py): container stats.
+    container_stats: Callable[[], Mapping[str, ContainerReading]] = lambda: {}
 
 
 DEPS = web.AppKey("deps", ApiDeps)

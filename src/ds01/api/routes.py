@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from ds01.api import (
     allocations,
     containers,
+    containerstats,
     events,
     grants,
     lifecycle,
@@ -154,6 +155,23 @@ ROUTES: tuple[Route, ...] = (
         "Your containers (?all=1 for admins)",
         response=s.ContainerOut,
         many=True,
+        needs=_C,
+    ),
+    Route(
+        "get",
+        "/v1/container-stats",
+        containerstats.list_stats,
+        "Your running containers' CPU, memory and GPU use (?all=1 for admins)",
+        response=s.ContainerStatsOut,
+        many=True,
+        needs=_C,
+    ),
+    Route(
+        "get",
+        "/v1/container-stats/{name}",
+        containerstats.one_stats,
+        "One of your running containers' CPU, memory and GPU use",
+        response=s.ContainerStatsOut,
         needs=_C,
     ),
     Route(

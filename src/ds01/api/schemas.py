@@ -382,6 +382,48 @@ class ContainerOut(BaseModel):
     )
 
 
+class UnitStatsOut(BaseModel):
+    """One allocated unit as ds01d's latest GPU sample reads it (the whole unit: it is the
+    container's alone)."""
+
+    uuid: str
+    name: str = Field(description="'3' (a whole GPU) or '7/1.0' (a MIG device), as elsewhere")
+    model: str
+    profile: str | None = Field(description="MIG profile, e.g. 3g.40gb; null for a whole GPU")
+    memory_used_mib: int | None = Field(description="GPU memory in use; null when unknown")
+    memory_total_mib: int | None
+    utilization_pct: float | None = Field(
+        description="Percent of the time a kernel ran (NVML utilization.gpu); null when "
+        "unknown, and always null for a MIG device: NVML reports none per MIG device"
+    )
+    note: str | None = Field(default=None, description="Why a value is null, when it always is")
+
+
+class ContainerStatsOut(BaseModel):
+    """A running container's CPU, memory and GPUs from ds01d's own samples (docs/containers.md,
+    'Stats'): CPU and memory from its cgroup, read every gpu.sample_interval; GPUs from the
+    latest GPU sample. Null is unknown, never 0."""
+
+    name: str = Field(description="Its short name, as `ds01 container list` shows it")
+    docker_name: str
+    id: str
+    owner: str
+    taken_at: str | None = Field(description="When its cgroup was read; null before the first read")
+    cpu_pct: float | None = Field(
+        description="CPU used between ds01d's last two reads, percent of one core (200 = two "
+        "cores busy, as docker stats shows it); null on the first read"
+    )
+    cpu_limit: float | None = Field(description="Cores it may use (--cpus); null: no limit")
+    memory_used_bytes: int | None = Field(
+        description="Memory in use: the cgroup's usage minus its inactive file cache (docker "
+        "stats' formula; files in /dev/shm count)"
+    )
+    memory_limit_bytes: int | None = Field(description="Its memory limit; null: no limit")
+    memory_pct: float | None = Field(description="memory_used_bytes of memory_limit_bytes, %")
+    gpus: list[UnitStatsOut] = Field(description="Its allocated units; empty for CPU-only")
+    gpu_sampled_at: str | None = Field(description="When the GPU sample was taken")
+
+
 class OrphanOut(BaseModel):
     container_id: str
     docker_name: str

@@ -186,6 +186,48 @@ def list_(
     sys.stdout.write(readviews.container_list(dumped, all_users, output_width()))
 
 
+@app.command()
+def stats(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None, typer.Argument(help="One of your running containers (default: all of them).")
+    ] = None,
+    all_users: Annotated[bool, typer.Option("--all", help="Everyone's (admins).")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Redraw every 2 s until q or Ctrl-C.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """CPU %, memory used / limit, and GPU memory and activity per GPU of your running
+    containers, from ds01d's own samples (every gpu.sample_interval).
+
+    CPU % is of one core (200% = two cores busy), as docker stats shows it. MIG devices report
+    no utilization (NVML): their memory in use shows activity.
+    """
+    from ds01.cli import statsview
+    from ds01.errors import Ds01Error
+
+    if name is not None and all_users:
+        raise UsageError("NAME and --all cannot be used together", fix="Give one or the other.")
+    if watch and as_json:
+        raise UsageError(
+            "--watch and --json cannot be used together",
+            fix="Use --json alone (once), e.g. in a loop: watch -n2 ds01 container stats --json",
+        )
+    a = statsview.Args(name, all_users, watch, as_json)
+    with client_of(ctx) as c:
+        first = c.container_stats(name, all_users)
+
+        def fetch() -> Any:
+            try:
+                return c.container_stats(name, all_users)
+            except Ds01Error:
+                return None  # the live view says ds01d did not answer, and tries again
+
+        code = statsview.show(a, first, fetch)
+    raise typer.Exit(code)
+
+
 # What a stop does, said before it starts: the wait can take STOP_GRACE_S seconds.
 _STOPPING = {
     "stop": "Stopping {name}",

@@ -394,6 +394,12 @@ def run() -> None:
             from ds01.cli.top import quick as top
 
             code = top(split[0], split[1][1:])  # cli/top.py: its own flags and live view
+    if code is None and quick and "stats" in argv:
+        split = _globals(argv)
+        if split is not None and split[1][:2] == ["container", "stats"]:
+            from ds01.cli.statsview import quick as stats
+
+            code = stats(split[0], split[1][2:])  # cli/statsview.py: [NAME], --watch
     if code is not None:
         sys.exit(code)
     out = answer(argv)

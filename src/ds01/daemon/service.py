@@ -28,7 +28,9 @@ from ds01.errors import Ds01Error, RuntimeUnavailable
 from ds01.gate import EngineClient, GateDeps, GateServer, GateSettings
 from ds01.identity import CallerCache
 from ds01.inventory.backend import InventoryBackend
+from ds01.lifecycle.containerstats import ContainerStats
 from ds01.lifecycle.reclaim import Reclaimer
+from ds01.model.allocation import AllocState
 from ds01.model.inventory import MachineSample
 from ds01.paths import Paths
 from ds01.runtime.engine import Engine, EventStream
@@ -114,6 +116,10 @@ class Daemon:
         )
         self.clock.on_step.append(self.usage.clock_stepped)
         self._usage_due = asyncio.Event()
+        # The running containers' CPU and memory from their cgroups, a pass after every sample
+        # (lifecycle/containerstats.py): `ds01 container stats` reads it, never Docker's stats.
+        self.container_stats = ContainerStats(self.engine.inspect, wall=self.clock.now)
+        self._stats_due = asyncio.Event()
         self._units_freed = asyncio.Event()  # wakes the queue's dispatcher (start())
         # The queue's dispatcher (issue 16): deploys waiting for capacity, admitted as units
         # free up (every pass; a pass that finds nothing changed since the head was refused
@@ -253,11 +259,22 @@ class Daemon:
         await asyncio.to_thread(self.apply_sample, await asyncio.to_thread(self.take_sample))
         self._sampled.set()
         self._usage_due.set()
+        self._stats_due.set()
 
     async def _usage_step(self) -> None:
         sample = self.sample
         if sample is not None:
             await asyncio.to_thread(lambda: self.usage.observe(sample, self.clock.now()))
+
+    async def _container_stats_step(self) -> None:
+        def running() -> list[str]:
+            return [
+                r.container_id
+                for r in self.allocations.all_live()
+                if r.state is AllocState.ACTIVE and r.container_id is not None
+            ]
+
+        await asyncio.to_thread(lambda: self.container_stats.observe(running()))
 
     async def _lifecycle_step(self) -> None:
         await asyncio.to_thread(self.reclaimer.tick)
@@ -400,6 +417,7 @@ class Daemon:
             keep_alive=self.reclaimer.keep_alive,
             exemptions=self.reclaimer.exemptions,
             queue=self.queue,
+            container_stats=self.container_stats.latest,
         )
         app = build_app(deps)
         notices_api.install(app, self.banners)  # banners for the caller's next command
@@ -419,6 +437,12 @@ class Daemon:
             self._loop("sampler", self._sample_step, self._sample_interval),
             self._loop("lifecycle", self._lifecycle_step, self._sample_interval, self._sampled),
             self._loop("usage", self._usage_step, self._sample_interval, self._usage_due),
+            self._loop(
+                "container-stats",
+                self._container_stats_step,
+                self._sample_interval,
+                self._stats_due,
+            ),
             self._loop("expiry", self._expiry_step, lambda: EXPIRY_TICK_S),
             self._loop("queue", self._queue_step, lambda: QUEUE_TICK_S, self._units_freed),
             self._loop("reconcile", self._reconcile_step, lambda: self._reconcile_every),

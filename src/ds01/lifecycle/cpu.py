@@ -47,6 +47,7 @@ class CgroupMounts:
 
     v2: Path | None  # the cgroup2 mount (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid)
     cpuacct: Path | None  # the cgroup v1 hierarchy with the cpuacct controller
+    memory: Path | None = None  # the cgroup v1 hierarchy with the memory controller
 
 
 def parse_mountinfo(text: str) -> CgroupMounts:
@@ -54,6 +55,7 @@ def parse_mountinfo(text: str) -> CgroupMounts:
     ' - ' separator come the filesystem type, the source and the super options)."""
     v2: Path | None = None
     cpuacct: Path | None = None
+    memory: Path | None = None
     for line in text.splitlines():
         head, sep, tail = line.partition(" - ")
         fields, after = head.split(), tail.split()
@@ -64,7 +66,9 @@ def parse_mountinfo(text: str) -> CgroupMounts:
             v2 = point
         elif after[0] == "cgroup" and "cpuacct" in after[2].split(",") and cpuacct is None:
             cpuacct = point
-    return CgroupMounts(v2, cpuacct)
+        elif after[0] == "cgroup" and "memory" in after[2].split(",") and memory is None:
+            memory = point
+    return CgroupMounts(v2, cpuacct, memory)
 
 
 def usage_files(cgroup_text: str, mounts: CgroupMounts) -> list[Path]:
