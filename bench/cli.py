@@ -7,7 +7,7 @@ command as a user types it (a new process every time):
   * the baseline: `python3 -I -c pass` with the distribution's interpreter — the least any
     Python command can cost on this machine — and `nvidia-smi -L` where there is one;
   * `ds01 --version`, and each read command in its `--json` and table forms: `gpu status`,
-    `quota`, `access`, `container list`, `events`, and `top --once`.
+    `quota`, `access`, `container list`, `container stats`, `events`, and `top --once`.
 
 Reports medians and each command's ratio to the baseline's median in the same run, against the
 aims (at most 4x for --json, 6x for tables), with the machine's load before and after.
@@ -39,6 +39,7 @@ READS = [
     ("quota",),
     ("access",),
     ("container", "list"),
+    ("container", "stats"),  # issue 18 item 4: from ds01d's samples, no Docker call
     ("events",),
 ]
 
