@@ -5,9 +5,10 @@ waits for two of the engine's own samples, about two seconds a call) and no subp
 
 Per container and pass, a few small file reads: CPU time (lifecycle/cpu.py's files: cgroup
 v2 `cpu.stat`, v1 `cpuacct.usage`) and memory. CPU % is the CPU time used between two passes
-(at least MIN_WINDOW_S apart) over the time between them, as percent of one core (200 % = two cores busy: what `docker
-stats` shows). Memory is what `docker stats` calls usage, with Docker's own formula (docker
-CLI's calculateMemUsageUnixNoCache): the cgroup's usage minus its inactive file cache —
+(at least MIN_WINDOW_S apart) over the time between them, as percent of one core (200 % = two
+cores busy: what `docker stats` shows). Memory is what `docker stats` calls usage, with
+Docker's own formula (docker CLI's calculateMemUsageUnixNoCache): the cgroup's usage minus its
+inactive file cache —
 
 - cgroup v2 (the container's cgroup has the memory controller): `memory.current` minus
   `inactive_file` of `memory.stat`; the limit is `memory.max` ("max": none);
