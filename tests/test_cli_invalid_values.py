@@ -105,6 +105,8 @@ KINDS: dict[str, Kind] = {
     "socket dir": Kind(("", MISSING)),
     # The config file: --config of `ds01` itself.
     "config file": Kind(("", MISSING, "/tmp")),
+    # A pip or apt package name (images/packages.py): a name and a version, nothing more.
+    "package": Kind(("", "a b", "numpy;id", "x\nRUN id", "\x1b[2J")),
     # Free text: a reason, a filter. Nothing is invalid; hostile text must be shown, not obeyed.
     "text": Kind((), ("[/]", "\x1b[2J", "a\x9bb\nc")),
 }
@@ -151,6 +153,23 @@ PARAMS: dict[tuple[str, str], str] = {
     ("container shell", "name"): "container",
     ("container start", "name"): "container",
     ("container stop", "name"): "container",
+    ("image build", "name"): "container",
+    ("image build", "framework"): "choice",
+    ("image build", "pip"): "package",
+    ("image build", "apt"): "package",
+    ("image build", "requirements"): "existing",
+    ("image build", "from_image"): "image",
+    ("image build", "dockerfile"): "existing",
+    ("image add", "name"): "container",
+    ("image add", "packages"): "package",
+    ("image add", "apt"): "package",
+    ("image rm", "name"): "container",
+    ("project init", "name"): "container",
+    ("project init", "framework"): "choice",
+    ("project init", "pip"): "package",
+    ("project init", "apt"): "package",
+    ("project init", "requirements"): "existing",
+    ("project launch", "name"): "container",
     ("doctor", "root"): "existing",
     ("doctor", "only"): "choice",
     ("events", "user"): "text",  # a filter: no such user, no events
@@ -253,6 +272,12 @@ def _valid_values(tmp: Path, d: Daemon) -> dict[str, dict[str, list[str | None]]
         "gpu sim copy": {"name": ["4xA100-40GB"], "dest": [str(tmp / "copy.yaml")]},
         "gpu sim set": {"machine": [str(machine)], "unit": ["0"], "util": ["50"]},
         "host apply": {"root": [str(tmp)], "dry_run": [None]},
+        # Names of nothing: each case is refused for its value before anything is written.
+        "image build": {"name": ["probe"]},
+        "image add": {"name": ["probe"], "packages": ["numpy"]},
+        "image rm": {"name": ["nonesuch"]},
+        "project init": {"name": ["probe"]},
+        "project launch": {"name": ["nonesuch"]},
         **{
             f"container {op}": {"name": ["nonesuch"]}
             for op in ("inspect", "logs", "restart", "retire", "shell", "start", "stop")

@@ -79,6 +79,10 @@ def _register() -> None:
     from ds01.cli import top_cmd
 
     app.command("top")(top_cmd.top)
+    from ds01.cli import image_cmd, project_cmd
+
+    app.add_typer(image_cmd.app, name="image")
+    app.add_typer(project_cmd.app, name="project")
 
 
 _register()

@@ -9,7 +9,7 @@ validate (a Config reaching here is already valid) and must not mutate anything.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -24,6 +24,7 @@ from ds01.config.schema import (
     GpuSection,
     GroupSpec,
     HostSection,
+    ImagesSection,
     LimitsLayer,
     MetricsSection,
     NotifySection,
@@ -104,6 +105,8 @@ class Config:
     report: ReportSection
     web: WebSection
     metrics: MetricsSection
+    # ds01 image build's framework bases; a default so Configs made elsewhere need not name it.
+    images: ImagesSection = field(default_factory=ImagesSection)
 
     @property
     def sim_machine(self) -> Path | None:

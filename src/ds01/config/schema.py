@@ -13,6 +13,7 @@ explicit `null` means "unlimited", an absent key means "inherit from the layer b
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -263,6 +264,42 @@ class GpuSection(_Section):
 class DockerSection(_Section):
     host: Annotated[str, _v(_docker_host)] = "unix:///var/run/docker.sock"
     default_image: OptText = None
+
+
+# The base image of each framework `ds01 image build --framework` knows (docs/images.md);
+# images.frameworks replaces one, or adds a framework, key by key.
+BUILTIN_FRAMEWORKS: dict[str, str] = {
+    "pytorch": "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime",
+    "tensorflow": "tensorflow/tensorflow:2.18.0-gpu",
+    "jax": "nvcr.io/nvidia/jax:24.10-py3",
+}
+_FRAMEWORK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+def _frameworks(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise _fail("expected a mapping of framework name to image, e.g. pytorch: IMAGE")
+    out: dict[str, str] = {}
+    for name, image in value.items():
+        if not isinstance(name, str) or not _FRAMEWORK_NAME.fullmatch(name):
+            raise _fail(f"framework name {name!r}: lower-case letters, digits, '-' and '_'")
+        text = _text(image)
+        if any(c.isspace() for c in text):
+            raise _fail(f"{name}: {text!r} is not an image reference (it holds a space)")
+        out[name] = text
+    return out
+
+
+class ImagesSection(_Section):
+    """`ds01 image build` (docs/images.md): the base image of each framework."""
+
+    frameworks: Annotated[dict[str, str], _empty_if_null(dict), _v(_frameworks)] = Field(
+        default_factory=dict
+    )
+
+    def framework_bases(self) -> dict[str, str]:
+        """Every framework with its base image: the built-in ones, replaced or added to."""
+        return {**BUILTIN_FRAMEWORKS, **self.frameworks}
 
 
 class GateSection(_Section):
@@ -530,6 +567,7 @@ class ConfigFile(_Section):
     storage: Annotated[StorageSection, _empty_if_null(dict)] = StorageSection()
     host: Annotated[HostSection, _empty_if_null(dict)] = HostSection()
     gate: Annotated[GateSection, _empty_if_null(dict)] = GateSection()
+    images: Annotated[ImagesSection, _empty_if_null(dict)] = ImagesSection()
     state: Annotated[StateSection, _empty_if_null(dict)] = StateSection()
     notify: Annotated[NotifySection, _empty_if_null(dict)] = NotifySection()
     queue: Annotated[QueueSection, _empty_if_null(dict)] = QueueSection()

@@ -39,6 +39,7 @@ from ds01.gate.policy import volumes_networks as vn
 from ds01.gate.policy.context import Ctx, Plan, passthrough
 from ds01.gate.policy.jsonbody import parse_object
 from ds01.gate.refusal import GateRefusal, LocalReply
+from ds01.images.recipe import OWNER_FIELD
 from ds01.runtime import stamp
 from ds01.runtime.spec import LABEL_OWNER, cgroup_parent
 from ds01.runtime.stamp import DEFAULT_CPU_PERIOD
@@ -213,14 +214,14 @@ async def export(ctx: Ctx, body: bytes | None) -> Plan:
 
 async def listing(ctx: Ctx, body: bytes | None) -> Plan:
     """GET /images/json: the caller's images and the shared ones (the engine cannot filter
-    by ds01's records, so the gate filters the reply)."""
+    by ds01's records, so the gate filters the reply); admins see all. Each image says whose
+    it is (OWNER_FIELD)."""
     plan = passthrough(ctx)
-    if ctx.is_admin:
-        return plan
-    me = ctx.caller.name
+    me, admin = ctx.caller.name, ctx.is_admin
 
-    def mine_or_shared(_image: dict[str, Any], owner: str | None) -> bool:
-        return owner is None or owner == me
+    def mine_or_shared(image: dict[str, Any], owner: str | None) -> bool:
+        image[OWNER_FIELD] = owner or ""
+        return admin or owner is None or owner == me
 
     plan.capture_response = True
     plan.after = filters.owned_reply(ctx, ObjectKind.IMAGE, "Id", mine_or_shared)
@@ -550,7 +551,8 @@ async def build(ctx: Ctx, body: bytes | None) -> Plan:
                 "build.buildkit", "BuildKit (docker build with version=2) was refused"
             )
         for value in ctx.req.query_all("pull"):
-            if value not in ("", "0", "false"):
+            # The engine's httputils.BoolValue: these are false (the Python SDK sends "False").
+            if value.strip().lower() not in ("", "0", "no", "false", "none"):
                 _refuse_build_option(ctx, "pull", value)
         query = await _build_network(ctx, query)
         query = await _build_resources(ctx, query)
