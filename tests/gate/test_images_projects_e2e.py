@@ -15,19 +15,22 @@ from __future__ import annotations
 import io
 import json
 import pwd
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 import pytest
-from gate_support import BIN, TEST_IMAGE, GateWorld, gate_world, run_as, unique
+from gate_support import BIN, TEST_IMAGE, GateWorld, gate_world, need, run_as, unique
 
 from ds01.identity import sanitize_username
+from support import ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
 BASE = f"ds01-imgtest/framework-base:{unique('t')}"
+DEVCONTAINER = ROOT / ".cache/devcontainers-cli/node_modules/.bin/devcontainer"
 STAND_IN_PIP = r"""#!/bin/sh
 # Stand-in for pip (no registry here): records what it is asked to install.
 while [ $# -gt 0 ]; do
@@ -115,7 +118,8 @@ def lab(docker_host: str, docker_client: docker.DockerClient) -> Iterator[Lab]:
                     prefix = f"ds01-{sanitize_username(user)}/"
                     for image in docker_client.images.list():
                         for tag in image.tags:
-                            if tag.startswith(prefix):
+                            # Theirs, and the Dev Containers CLI's uid-remapping image.
+                            if tag.startswith((prefix, "vsc-thesis-")):
                                 docker_client.images.remove(tag, force=True)
     finally:
         docker_client.images.remove(BASE, force=True)
@@ -207,6 +211,37 @@ def test_rerunning_init_and_launch_keeps_everything(lab: Lab) -> None:
     assert "thesis: kept (already running)" in out
     rc, out, err = lab.ds01(a, "container", "inspect", "thesis", "--json")
     assert json.loads(out)["id"] == first_id
+
+
+def test_vs_code_dev_containers_open_the_project_with_its_image_and_a_gpu(lab: Lab) -> None:
+    """The Dev Containers CLI (scripts/devcontainer-cli.sh) on the folder `project init` made,
+    unchanged: its uid-remapping image of the project's image, the container through the gate
+    with --gpus 1, and commands as `vscode` mapped to the user."""
+    need(DEVCONTAINER.exists(), f"{DEVCONTAINER} is missing: run scripts/devcontainer-cli.sh")
+    a = lab.alice
+    project = lab.home(a) / "workspace" / "thesis"
+    env = {"DOCKER_HOST": lab.w.docker_host}
+    r = run_as(
+        a, [str(DEVCONTAINER), "up", "--workspace-folder", str(project)], env=env, timeout=300
+    )
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert json.loads(r.stdout.strip().splitlines()[-1])["outcome"] == "success"
+    script = (
+        "id -u; cat /opt/pip-installed | tr '\\n' ' '; echo; pwd; "
+        "tr '\\0' '\\n' < /proc/1/environ | grep ^NVIDIA_VISIBLE_DEVICES="
+    )
+    r = run_as(
+        a,
+        [str(DEVCONTAINER), "exec", "--workspace-folder", str(project), "sh", "-c", script],
+        env=env,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr + r.stdout
+    lines = r.stdout.strip().splitlines()[-4:]
+    assert lines[0] == str(pwd.getpwnam(a).pw_uid)
+    assert lines[1].split() == ["scipy", "numpy>=1.0", "tqdm"]
+    assert lines[2] == "/workspaces/thesis"
+    assert re.fullmatch(r"NVIDIA_VISIBLE_DEVICES=(GPU|MIG)-[0-9a-f-]+", lines[3]), lines[3]
 
 
 def test_image_build_add_and_the_kept_dockerfile(lab: Lab) -> None:
