@@ -290,6 +290,46 @@ def test_image_rm_of_another_users_image_is_refused_with_what_to_do(lab: Lab) ->
     assert lab.has_image(BASE)
 
 
+def test_nobody_else_can_put_a_tag_in_a_users_ds01_namespace(lab: Lab) -> None:
+    """`project launch` runs ds01-<user>/NAME when it exists: a tag put there by another user
+    (pointing at a shared image of their choosing) would have it run their pick with the
+    user's files mounted. The gate keeps ds01-<user>/ to that user, whichever way a tag is
+    written."""
+    squat = f"ds01-{sanitize_username(lab.alice)}/squat:latest"
+    r = lab.w.docker(lab.bob, "tag", TEST_IMAGE, squat)
+    assert r.returncode != 0
+    assert "holds another user's ds01 images" in r.stderr
+    r = lab.w.docker(
+        lab.bob,
+        "build",
+        "-t",
+        squat,
+        "-",
+        stdin=f"FROM {TEST_IMAGE}\n",
+        env={"DOCKER_BUILDKIT": "0"},
+    )
+    assert r.returncode != 0
+    assert "holds another user's ds01 images" in r.stderr + r.stdout
+    archive = lab.home(lab.bob) / "squat.tar"
+    lab.client.images.get(TEST_IMAGE).tag(squat)
+    try:
+        with archive.open("wb") as f:
+            for chunk in lab.client.images.get(squat).save(named=True):
+                f.write(chunk)
+    finally:
+        lab.client.images.remove(squat)
+    archive.chmod(0o644)
+    r = lab.w.docker(lab.bob, "load", "-i", str(archive))
+    assert r.returncode != 0
+    assert "namespace" in r.stderr
+    assert not lab.has_image(squat)
+    # Their own namespace, and names outside any user's, stay open to them.
+    own = f"ds01-{sanitize_username(lab.bob)}/mine:latest"
+    r = lab.w.docker(lab.bob, "tag", TEST_IMAGE, own)
+    assert r.returncode == 0, r.stderr
+    lab.w.docker(lab.bob, "rmi", own)
+
+
 BAD_INPUT = [
     pytest.param(
         ["image", "build", "x1", "--framework", "caffe"],

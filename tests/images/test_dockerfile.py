@@ -132,3 +132,20 @@ def test_base_images_skip_stages_scratch_and_variables() -> None:
         "FROM build\nFROM scratch\nFROM repo/img:${V}\nFROM debian:12\n"
     )
     assert base_images(text) == ["python:3.11", "debian:12"]
+
+
+@pytest.mark.parametrize(
+    ("path", "owner"),
+    [
+        ("ds01-alice/thesis", "alice"),
+        ("ds01-h_baker_hertie_school_lan_3f9a0c1d/thesis", "h_baker_hertie_school_lan_3f9a0c1d"),
+        ("ds01-gate_test/x", None),  # '_' without the hash: no sanitised name looks like that
+        ("ds01-alice", None),  # no repository under it
+        ("alice/thesis", None),
+        ("ds01-/x", None),
+    ],
+)
+def test_which_repository_paths_are_a_users_ds01_namespace(path: str, owner: str | None) -> None:
+    from ds01.images.recipe import namespace_owner
+
+    assert namespace_owner(path) == owner

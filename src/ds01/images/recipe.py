@@ -56,6 +56,25 @@ def namespace(user: str) -> str:
     return f"ds01-{sanitize_username(user)}/"
 
 
+# A sanitised name that was changed carries '_' and 8 hex digits (identity.sanitize_username).
+_HASHED = re.compile(r"[a-z0-9_]+_[0-9a-f]{8}")
+
+
+def namespace_owner(repo_path: str) -> str | None:
+    """The sanitised user part of a repository path `ds01-<user>/…` that may be a user's
+    namespace (a hashed name, or a plain [a-z0-9] one — an account when NSS knows it); None
+    for any other path."""
+    first, sep, _rest = repo_path.partition("/")
+    part = first.removeprefix("ds01-")
+    if not sep or part == first or not part:
+        return None
+    return part if _HASHED.fullmatch(part) or part.isalnum() else None
+
+
+def is_hashed(part: str) -> bool:
+    return _HASHED.fullmatch(part) is not None
+
+
 def config_home(home: Path) -> Path:
     value = os.environ.get("XDG_CONFIG_HOME", "")
     return Path(value) if value.startswith("/") else home / ".config"

@@ -28,6 +28,7 @@ admins.
 from __future__ import annotations
 
 import json
+import pwd
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -39,6 +40,8 @@ from ds01.gate.policy import volumes_networks as vn
 from ds01.gate.policy.context import Ctx, Plan, passthrough
 from ds01.gate.policy.jsonbody import parse_object
 from ds01.gate.refusal import GateRefusal, LocalReply
+from ds01.identity import sanitize_username
+from ds01.images import recipe
 from ds01.images.recipe import OWNER_FIELD
 from ds01.runtime import stamp
 from ds01.runtime.spec import LABEL_OWNER, cgroup_parent
@@ -239,6 +242,7 @@ async def require_tag_writable(
     either way, and nobody's local build is replaced."""
     if key is None or ctx.is_admin:
         return
+    await require_own_namespace(ctx, key, action)
     tags = await engine_tags(ctx)
     if key not in tags:
         return
@@ -255,6 +259,39 @@ async def require_tag_writable(
         fix=fix,
         summary=f"{action} {key} (owner {owner or 'none'})",
     )
+
+
+async def foreign_namespace(ctx: Ctx, key: str) -> bool:
+    """Whether the tag `key` lies in another user's `ds01-<user>/` namespace, where `ds01
+    image` and `ds01 project launch` look for that user's images: a tag put there by someone
+    else would have them build on, or run, an image of that someone's choosing."""
+    path = key.removeprefix("docker.io/")
+    if path == key:
+        return False  # another registry's name
+    part = recipe.namespace_owner(path)
+    if part is None or part == sanitize_username(ctx.caller.name):
+        return False
+    return recipe.is_hashed(part) or await ctx.run(_account_exists, part)
+
+
+def _account_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+async def require_own_namespace(ctx: Ctx, key: str, action: str) -> None:
+    if not ctx.is_admin and await foreign_namespace(ctx, key):
+        mine = recipe.namespace(ctx.caller.name)
+        raise GateRefusal(
+            "image.tag_not_owner",
+            f"{action} {familiar(key)!r} was refused: {familiar(key).split('/')[0]}/ holds "
+            "another user's ds01 images",
+            fix=f"Use a name of your own; your ds01 images are {mine}NAME (ds01 image build).",
+            summary=f"{action} {key} (another user's namespace)",
+        )
 
 
 async def tag(ctx: Ctx, body: bytes | None) -> Plan:
@@ -476,24 +513,38 @@ async def load(ctx: Ctx, body: bytes | None) -> Plan:
             "load",
         )
         owners = await ctx.run(_book(ctx).owners, ObjectKind.TAG, list(changed))
+        foreign = {k for k in changed if await foreign_namespace(ctx, k)}
         put_back = sorted(
-            k for k in changed if k in tags_before and owners.get(k) != ctx.caller.name
+            k
+            for k in changed
+            if k in tags_before and (owners.get(k) != ctx.caller.name or k in foreign)
         )
-        await record_tags(ctx, [k for k in changed if k not in put_back], "load")
+        dropped = sorted(k for k in foreign if k not in tags_before)
+        await record_tags(
+            ctx, [k for k in changed if k not in put_back and k not in dropped], "load"
+        )
         for key in put_back:
             await _retag(ctx, tags_before[key], key)
-        if put_back:
+        for key in dropped:
+            await _untag(ctx, key)
+        if put_back or dropped:
             raise GateRefusal(
                 "image.tag_not_owner",
-                f"docker load was refused for {', '.join(map(familiar, put_back))}: those tags "
-                "exist and are "
-                "not yours; they were put back (the rest of the archive is loaded)",
-                summary=f"load onto {put_back}",
+                f"docker load was refused for {', '.join(map(familiar, put_back + dropped))}: "
+                "those tags exist and are not yours, or lie in another user's ds01-<user>/ "
+                "namespace; they were put back or removed (the rest of the archive is loaded)",
+                summary=f"load onto {put_back + dropped}",
             )
         return None
 
     plan.after = after
     return plan
+
+
+async def _untag(ctx: Ctx, key: str) -> None:
+    status, _reply = await ctx.engine.request("DELETE", f"/images/{seg(key)}?noprune=1")
+    if status != 200:
+        raise LocalReply(502, f"ds01: could not remove tag {key} ({status})")
 
 
 async def _retag(ctx: Ctx, image_id: str, key: str) -> None:
