@@ -211,6 +211,14 @@ def test_rerunning_init_and_launch_keeps_everything(lab: Lab) -> None:
     assert "thesis: kept (already running)" in out
     rc, out, err = lab.ds01(a, "container", "inspect", "thesis", "--json")
     assert json.loads(out)["id"] == first_id
+    rc, out, err = lab.ds01(a, "container", "stop", "thesis")
+    assert rc == 0, err + out
+    rc, out, err = lab.ds01(a, "project", "launch", "thesis", "--detach")
+    assert rc == 0, err + out
+    assert "thesis: started (was exited)" in out
+    rc, out, err = lab.ds01(a, "container", "inspect", "thesis", "--json")
+    info = json.loads(out)
+    assert (info["id"], info["state"]) == (first_id, "running")
 
 
 def test_vs_code_dev_containers_open_the_project_with_its_image_and_a_gpu(lab: Lab) -> None:
@@ -288,6 +296,13 @@ def test_image_rm_of_another_users_image_is_refused_with_what_to_do(lab: Lab) ->
     assert rc == 1
     assert "not yours" in err
     assert lab.has_image(BASE)
+    # Their own: removed, the Dockerfile kept for a rebuild.
+    rc, out, err = lab.ds01(lab.bob, "image", "rm", "bobimg")
+    assert rc == 0, err + out
+    kept = lab.home(lab.bob) / ".config/ds01/dockerfiles/bobimg/Dockerfile"
+    assert f"Its Dockerfile stays: {kept}" in out
+    assert not lab.has_image(theirs)
+    assert kept.is_file()
 
 
 def test_nobody_else_can_put_a_tag_in_a_users_ds01_namespace(lab: Lab) -> None:

@@ -34,8 +34,12 @@ def _done(built: Any, as_json: bool) -> None:
         return
     for note in built.notes:
         console().print(styled(("note:", "yellow"), f" {note}"), soft_wrap=True)
-    console().print(styled(("✓", "green"), f" built {built.image} ({built.id[7:19]})"))
-    console().print(styled(f"  Dockerfile: {built.dockerfile} (yours to read and edit)"))
+    console().print(
+        styled(("✓", "green"), f" built {built.image} ({built.id[7:19]})"), soft_wrap=True
+    )
+    console().print(
+        styled(f"  Dockerfile: {built.dockerfile} (yours to read and edit)"), soft_wrap=True
+    )
 
 
 @app.command()
@@ -226,7 +230,7 @@ def rm(
         ) from e
     if not found:
         raise Ds01Error(f"you have no image {name!r}", fix="ds01 image list shows yours.")
-    console().print(styled(("✓", "green"), f" removed {ref}"))
+    console().print(styled(("✓", "green"), f" removed {ref}"), soft_wrap=True)
     if recipe is not None:
-        console().print(styled(f"  Its Dockerfile stays: {recipe.dockerfile}"))
+        console().print(styled(f"  Its Dockerfile stays: {recipe.dockerfile}"), soft_wrap=True)
     sys.stdout.flush()

@@ -81,7 +81,7 @@ def init(
         console().print(styled(("kept", "cyan"), f"    {item}"), soft_wrap=True)
     for note in report.notes:
         console().print(styled(("note:", "yellow"), f" {note}"), soft_wrap=True)
-    console().print(styled(f"Next: ds01 project launch {name}"))
+    console().print(styled(f"Next: ds01 project launch {name}"), soft_wrap=True)
 
 
 @app.command()
@@ -131,7 +131,9 @@ def launch(
                     f"{image_ref(images.user, name)!r} to have ds01 build ./Dockerfile.",
                 )
             if not as_json:
-                console().print(styled(f"Building {wanted.image} from {folder}/Dockerfile..."))
+                console().print(
+                    styled(f"Building {wanted.image} from {folder}/Dockerfile..."), soft_wrap=True
+                )
             built = images.build(name, Recipe.project(folder), wanted.framework)
         body = DeployIn(
             name=name,
@@ -170,9 +172,11 @@ def _launched(
         print_json({**dumped, "built": None})
         return
     what = "kept (already running)" if started == "running" else f"started (was {started})"
-    console().print(styled(f"{dumped['name']}: {what}"))
+    console().print(styled(f"{dumped['name']}: {what}"), soft_wrap=True)
     if detach or not sys.stdin.isatty():
-        console().print(styled(f"Open a shell: ds01 container shell {dumped['name']}"))
+        console().print(
+            styled(f"Open a shell: ds01 container shell {dumped['name']}"), soft_wrap=True
+        )
         return
     from ds01.cli.shell import open_shell
 
