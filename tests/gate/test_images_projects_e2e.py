@@ -37,6 +37,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     install|--no-cache-dir) ;;
     -r) shift; grep -v '^#' "$1" | grep . >> /opt/pip-installed ;;
+    no-such-package) echo "ERROR: No matching distribution found for $1" >&2; exit 1 ;;
     *) echo "$1" >> /opt/pip-installed ;;
   esac
   shift
@@ -268,6 +269,37 @@ def test_image_build_add_and_the_kept_dockerfile(lab: Lab) -> None:
     assert rc == 0, err + out
     assert lab.installed(ref) == ["torchvision", "pandas==2.2.0"]
     assert kept.read_text().rstrip().endswith("'pandas==2.2.0'")
+
+
+def test_a_failing_build_says_why_and_an_edited_dockerfile_is_never_replaced(lab: Lab) -> None:
+    b = lab.bob
+    kept = lab.home(b) / ".config/ds01/dockerfiles/failing/Dockerfile"
+    rc, out, err = lab.ds01(b, "image", "build", "failing", "--pip", "no-such-package")
+    assert rc == 1, err + out
+    assert "building" in err and "failed" in err
+    assert "No matching distribution found for no-such-package" in err  # the step's own words
+    assert not lab.has_image(lab.ref(b, "failing"))
+    # Not edited: a second try with the right name rewrites it and builds.
+    rc, out, err = lab.ds01(b, "image", "build", "failing", "--pip", "numpy")
+    assert rc == 0, err + out
+    assert "'no-such-package'" not in kept.read_text()
+    # `image add` of a package that fails puts the Dockerfile back as it was.
+    before = kept.read_text()
+    image_id = lab.client.images.get(lab.ref(b, "failing")).id
+    rc, out, err = lab.ds01(b, "image", "add", "failing", "no-such-package")
+    assert rc == 1, err + out
+    assert kept.read_text() == before
+    assert lab.client.images.get(lab.ref(b, "failing")).id == image_id
+    # Edited: a new template would overwrite the edits, so it is refused; --rebuild builds it.
+    kept.write_text(before + "RUN echo edited >> /opt/pip-installed\n")
+    lab.client.images.remove(lab.ref(b, "failing"))
+    rc, out, err = lab.ds01(b, "image", "build", "failing", "--pip", "scipy")
+    assert rc == 1, err + out
+    assert "has your edits; ds01 does not replace it" in err
+    assert "edited" in kept.read_text()
+    rc, out, err = lab.ds01(b, "image", "build", "failing", "--rebuild")
+    assert rc == 0, err + out
+    assert lab.installed(lab.ref(b, "failing")) == ["numpy", "edited"]
 
 
 def test_image_list_shows_own_and_shared_only(lab: Lab) -> None:

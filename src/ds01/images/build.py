@@ -196,13 +196,23 @@ class Images:
             relative = str(recipe.dockerfile.relative_to(recipe.context))
         except ValueError:
             relative = str(recipe.dockerfile)
-        image_id = self.docker.build(
-            str(recipe.context),
-            relative,
-            ref,
-            labels(self.user, name, framework, recipe.dockerfile),
-            self.progress,
-        )
+        from ds01.runtime.userdocker import BuildFailed
+
+        try:
+            image_id = self.docker.build(
+                str(recipe.context),
+                relative,
+                ref,
+                labels(self.user, name, framework, recipe.dockerfile),
+                self.progress,
+            )
+        except BuildFailed as e:
+            raise BuildFailed(
+                e.what,
+                why="A step of the Dockerfile failed; the build's lines above say which.",
+                fix=f"Fix the package name or {recipe.dockerfile}, then build again "
+                f"(ds01 image build {name} --rebuild for a Dockerfile you edited).",
+            ) from e
         return Built(name, ref, image_id, str(recipe.dockerfile))
 
     def recipe_of(self, name: str) -> Recipe | None:
