@@ -20,6 +20,7 @@
 #   nodejs, npm     run and install the VS Code Dev Containers CLI (scripts/devcontainer-cli.sh)
 #                   that tests/gate/test_gate_devcontainer.py drives through the gate; npm only
 #                   where no npm is installed (NodeSource's nodejs bundles it and conflicts)
+#   git             `ds01 project init` runs git init (tests/gate/test_images_projects_e2e.py)
 #
 # Extra package names given as arguments are installed the same way (e.g. prometheus, chromium).
 # `--demo` first installs only what scripts/demo.sh needs (no SSH server, no compose, no sudo).
@@ -31,7 +32,7 @@ if [ "${1:-}" = "--demo" ]; then
     shift
     packages=(docker.io busybox-static util-linux passwd libc-bin tar procps "$@")
 else
-    packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime gcc libc6-dev chromium nodejs prometheus "$@")
+    packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime gcc libc6-dev chromium nodejs prometheus git "$@")
     command -v npm >/dev/null || packages+=(npm)
 fi
 
