@@ -21,6 +21,10 @@
 #                   that tests/gate/test_gate_devcontainer.py drives through the gate; npm only
 #                   where no npm is installed (NodeSource's nodejs bundles it and conflicts)
 #   git             `ds01 project init` runs git init (tests/gate/test_images_projects_e2e.py)
+#   slurmctld, slurmd, slurmdbd, slurm-client, munge, mariadb-server
+#                   a real one-host SLURM cluster with accounting (scripts/test-slurm.sh) for
+#                   `ds01 slurm export` and the doctor's slurm checks (tests/slurm/); ~25 s to
+#                   install, the cluster with a private mariadbd starts in ~3 s
 #
 # Extra package names given as arguments are installed the same way (e.g. prometheus, chromium).
 # `--demo` first installs only what scripts/demo.sh needs (no SSH server, no compose, no sudo).
@@ -32,7 +36,7 @@ if [ "${1:-}" = "--demo" ]; then
     shift
     packages=(docker.io busybox-static util-linux passwd libc-bin tar procps "$@")
 else
-    packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime gcc libc6-dev chromium nodejs prometheus git "$@")
+    packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime gcc libc6-dev chromium nodejs prometheus slurmctld slurmd slurmdbd slurm-client munge mariadb-server git "$@")
     command -v npm >/dev/null || packages+=(npm)
 fi
 

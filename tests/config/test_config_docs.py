@@ -12,6 +12,8 @@ from ds01.config import parse_config_text
 from ds01.config.schema import (
     AllocationSection,
     BannerSettings,
+    ClusterNode,
+    ClusterSection,
     ConfigFile,
     DockerSection,
     EmailSettings,
@@ -52,6 +54,8 @@ MODELS: list[type[BaseModel]] = [
     EmailSettings,
     WebSection,
     ReservationsSection,
+    ClusterSection,
+    ClusterNode,
 ]
 KEYS = sorted({(f.alias or name) for model in MODELS for name, f in model.model_fields.items()})
 

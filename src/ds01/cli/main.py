@@ -83,6 +83,9 @@ def _register() -> None:
 
     app.add_typer(image_cmd.app, name="image")
     app.add_typer(project_cmd.app, name="project")
+    from ds01.cli import slurm_cmd
+
+    app.add_typer(slurm_cmd.app, name="slurm")
 
 
 _register()

@@ -57,6 +57,7 @@ def raw_checks(data: object, doc: YamlDocument) -> Iterator[Finding]:
         yield Finding(("storage", "shared_paths", i, "path"), f"'{paths[i]}' is listed twice{line}")
     yield from _sim_backend(_mapping(root.get("gpu")))
     yield from _notify_channels(_mapping(root.get("notify")), doc)
+    yield from _cluster(_mapping(root.get("cluster")), list(groups))
 
 
 def _user_groups(users: dict[str, object], groups: list[str]) -> Iterator[Finding]:
@@ -146,6 +147,20 @@ def _notify_channels(notify: dict[str, object], doc: YamlDocument) -> Iterator[F
             ("notify", "channels"),
             "channel 'email' needs notify.email.address (a template such as"
             " '{user}@lab.example') or notify.email.addresses (user: address)",
+        )
+
+
+def _cluster(cluster: dict[str, object], groups: list[str]) -> Iterator[Finding]:
+    """cluster.fairshare names groups that exist; the slurm backend has nodes to run on."""
+    for name in _mapping(cluster.get("fairshare")):
+        if name not in groups:
+            known = ", ".join(groups) if groups else "none are defined"
+            hint = did_you_mean(name, groups) or f" (groups: {known})"
+            yield Finding(("cluster", "fairshare", name), f"unknown group '{name}'{hint}", True)
+    if cluster.get("backend") == "slurm" and not _mapping(cluster.get("nodes")):
+        yield Finding(
+            ("cluster", "backend"),
+            "backend 'slurm' needs cluster.nodes: each SLURM node and its machine file",
         )
 
 

@@ -162,6 +162,7 @@ def _build(schema: ConfigFile, source: str, base_dir: Path) -> Config:
         report=schema.report,
         web=schema.web,
         metrics=schema.metrics,
+        cluster=schema.cluster,
         images=schema.images,
     )
 

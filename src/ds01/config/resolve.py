@@ -19,6 +19,7 @@ from ds01.config.schema import (
     LIMIT_KINDS,
     POLICY_KINDS,
     AllocationSection,
+    ClusterSection,
     DockerSection,
     GateSection,
     GpuSection,
@@ -107,6 +108,8 @@ class Config:
     metrics: MetricsSection
     # ds01 image build's framework bases; a default so Configs made elsewhere need not name it.
     images: ImagesSection = field(default_factory=ImagesSection)
+    # SLURM scale-out (docs/slurm.md); a default for the same reason.
+    cluster: ClusterSection = field(default_factory=ClusterSection)
 
     @property
     def sim_machine(self) -> Path | None:

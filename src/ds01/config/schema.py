@@ -548,6 +548,51 @@ class MetricsSection(_Section):
         return self
 
 
+_SLURM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _slurm_name(value: object) -> str:
+    """A name SLURM takes as a node, partition, account or GRES type: letters, digits, '.',
+    '_' and '-' (no ',', ':', '=' or spaces, which separate its lists)."""
+    text = _text(value)
+    if not _SLURM_NAME.fullmatch(text):
+        raise ValueError(
+            f"SLURM names take letters, digits, '.', '_' and '-' only; got {describe(value)}"
+        )
+    return text
+
+
+SlurmName = Annotated[str, _v(_slurm_name)]
+
+
+class ClusterNode(_Section):
+    """One SLURM compute node (docs/slurm.md): its GPUs and how slurmd finds their files."""
+
+    machine: Text  # the node's GPUs: a machine file (docs/inventory.md) or a shipped name
+    gres: Annotated[Literal["files", "nvml"], _v(_choice("files", "nvml"))] = "files"
+    device_files: Text = "/dev/nvidia{index}"  # File= of GPU {index} with gres: files
+    address: OptText = None  # NodeAddr (default: the node's name)
+    cpus: OptCount1 = None  # CPUs= (default: what slurmd finds)
+
+
+class ClusterSection(_Section):
+    """Scale-out through SLURM (docs/slurm.md): what `ds01 slurm export` renders from."""
+
+    backend: Annotated[Literal["local", "slurm"], _v(_choice("local", "slurm"))] = "local"
+    name: Annotated[str, _v(_slurm_name)] = "ds01"
+    partition: Annotated[str, _v(_slurm_name)] = "gpu"
+    nodes: Annotated[
+        dict[SlurmName, Annotated[ClusterNode, _empty_if_null(dict)]], _empty_if_null(dict)
+    ] = Field(default_factory=dict)
+    # GPU model name or MIG profile → its SLURM GRES type (when the default does not fit).
+    gres_types: Annotated[dict[str, SlurmName], _empty_if_null(dict)] = Field(default_factory=dict)
+    # Group → its fair-share shares in SLURM (groups not named: 1).
+    fairshare: Annotated[dict[str, Annotated[int, _v(_int(1))]], _empty_if_null(dict)] = Field(
+        default_factory=dict
+    )
+    default_account: Annotated[str, _v(_slurm_name)] = "ds01-default"  # users in no group
+
+
 class ConfigFile(_Section):
     """The whole file. Every section is optional, so an empty file is a valid config."""
 
@@ -575,6 +620,7 @@ class ConfigFile(_Section):
     report: Annotated[ReportSection, _empty_if_null(dict)] = ReportSection()
     web: Annotated[WebSection, _empty_if_null(dict)] = WebSection()
     metrics: Annotated[MetricsSection, _empty_if_null(dict)] = MetricsSection()
+    cluster: Annotated[ClusterSection, _empty_if_null(dict)] = ClusterSection()
 
 
 # Limit keys in display order, each with its kind (drives formatting and JSON values).

@@ -10,6 +10,8 @@
     docker      layer 2 and the gate: docker group, gate group, default runtime, NVIDIA runtime
     daemon      ds01d: health, background loops, socket modes, host-access file, systemd files
     state       config validity and the read-only integrity check of the state database
+    slurm       on a SLURM node: ConstrainDevices, GRES files, munge key, GRES vs inventory, and
+                a real 1-GPU job (docs/slurm.md)
     runner      the ordered list of check ids, --fix, and the exit code
 
 Checks only look; repairs run only under --fix and only when safe (see each module). Must not

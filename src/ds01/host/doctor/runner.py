@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ds01.host.doctor import compute, daemon, devices, docker, nvidia_smi, profile, state
+from ds01.host.doctor import compute, daemon, devices, docker, nvidia_smi, profile, slurm, state
 from ds01.host.doctor.base import Context, Result, Status
 
 Check = Callable[[Context], Result]
@@ -49,6 +49,11 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("daemon.host-access", daemon.check_host_access),
     ("systemd.current", daemon.check_systemd_current),
     ("state.integrity", state.check_state_integrity),
+    ("slurm.constrain-devices", slurm.check_constrain_devices),
+    ("slurm.gres-files", slurm.check_gres_files),
+    ("slurm.munge-key", slurm.check_munge_key),
+    ("slurm.node-gres", slurm.check_node_gres),
+    ("slurm.job-one-gpu", slurm.check_job_one_gpu),
 )
 
 CHECK_IDS = tuple(rid for rid, _ in CHECKS)

@@ -1,0 +1,307 @@
+"""`ds01 slurm export` and the doctor's slurm checks against a real one-host SLURM cluster.
+
+One cluster for the module (scripts/test-slurm.sh: munged, a private mariadbd, slurmdbd,
+slurmctld, one slurmd), started from what the export renders. Its four "GPUs" are stand-in
+device nodes /dev/ds01test-nvidia0..3 made with mknod as the mem driver's zero, full, random
+and urandom (distinct char devices anyone can open, so the cgroup devices controller can tell
+them apart). Real Unix users submit real jobs; nothing from SLURM is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from support import ROOT, Users, as_user, need, short_tmp, wait_for
+
+DS01 = str(Path(sys.executable).parent / "ds01")
+SCRIPT = ROOT / "scripts" / "test-slurm.sh"
+# Stand-in GPU files: (path, minor of the mem driver, major 1).
+STANDINS = [(f"/dev/ds01test-nvidia{i}", minor) for i, minor in enumerate((5, 7, 8, 9))]
+MACHINE = ROOT / "src" / "ds01" / "machines" / "4xA100-40GB.yaml"
+
+CONFIG = f"""
+defaults: {{allow_full_gpu: true, max_gpueq: 1, max_units_per_container: 2, max_runtime: 4h}}
+groups:
+  student: {{members: [STUDENT], max_gpueq_total: 3}}
+  phd: {{members: [PHD], max_gpueq: 2}}
+queue: {{group_priority: {{phd: 0.5}}}}
+gpu: {{backend: sim, sim_machine: {MACHINE}}}
+cluster:
+  backend: slurm
+  name: ds01test
+  nodes:
+    ds01n1:
+      machine: 4xA100-40GB
+      device_files: "/dev/ds01test-nvidia{{index}}"
+      address: 127.0.0.1
+      cpus: 2
+  fairshare: {{phd: 2}}
+"""
+
+# Opens each file given; prints how many it could open (exactly the doctor's probe).
+PROBE = 'n=0; for f in "$@"; do (: <"$f") 2>/dev/null && n=$((n+1)); done; echo "opened=$n"'
+
+
+@dataclass
+class Cluster:
+    dir: Path
+    config: Path
+    env: dict[str, str]
+    student: str
+    phd: str
+
+    @property
+    def etc(self) -> Path:
+        return self.dir / "etc"
+
+    def ds01(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [DS01, "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+            check=False,
+        )
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            list(args), capture_output=True, text=True, env=self.env, timeout=120, check=check
+        )
+
+    def write_config(self, student: str, phd: str, text: str = CONFIG) -> None:
+        self.config.write_text(text.replace("STUDENT", student).replace("PHD", phd))
+
+
+def _clean_env() -> dict[str, str]:
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DS01_", "SLURM_")) and k != "DOCKER_HOST"
+    }
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    need(os.geteuid() == 0, "the SLURM tests run as root (mknod, daemons, real users)")
+    missing = [
+        t
+        for t in ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "srun")
+        if shutil.which(t) is None
+    ]
+    need(
+        not missing,
+        f"not installed: {', '.join(missing)} (bash .ci/setup-system.sh installs them)",
+    )
+    for path, minor in STANDINS:
+        if os.path.exists(path):
+            os.unlink(path)
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+        os.chmod(path, 0o666)
+    users = Users()
+    base = short_tmp("ds01-slurm-")
+    env = _clean_env()
+    env["SLURM_CONF"] = str(base / "etc" / "slurm.conf")
+    c = Cluster(base, base / "ds01.yaml", env, users.add(), users.add())
+    try:
+        c.write_config(c.student, c.phd)
+        done = c.ds01("slurm", "export", "--out", str(c.etc))
+        assert done.returncode == 0, done.stderr
+        start = c.run("bash", str(SCRIPT), "start", str(base), check=False)
+        assert start.returncode == 0, start.stderr
+        applied = c.run("sh", str(c.etc / "sacctmgr.sh"), check=False)
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        yield c
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop", str(base)], capture_output=True, env=env)
+        users.cleanup()
+        for path, _ in STANDINS:
+            if os.path.exists(path):
+                os.unlink(path)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_slurmd_runs_with_the_exported_gres(cluster: Cluster) -> None:
+    node = cluster.run("scontrol", "-o", "show", "node", "ds01n1").stdout
+    assert " Gres=gpu:a100:4 " in node
+    assert "gres/gpu=4,gres/gpu:a100=4" in node
+    gres = (cluster.etc / "gres.conf").read_text().splitlines()
+    assert gres[2:] == [
+        "NodeName=ds01n1 Name=gpu Type=a100 File=/dev/ds01test-nvidia0",
+        "NodeName=ds01n1 Name=gpu Type=a100 File=/dev/ds01test-nvidia1",
+        "NodeName=ds01n1 Name=gpu Type=a100 File=/dev/ds01test-nvidia2",
+        "NodeName=ds01n1 Name=gpu Type=a100 File=/dev/ds01test-nvidia3",
+    ]
+    partition = cluster.run("scontrol", "-o", "show", "partition", "gpu").stdout
+    assert "TRESBillingWeights=GRES/gpu=1" in partition
+
+
+@pytest.mark.parametrize(
+    ("who", "gpus", "opened"),
+    [
+        pytest.param("student", 1, "opened=1", id="a job given 1 GPU opens exactly one"),
+        pytest.param("phd", 2, "opened=2", id="a job given 2 GPUs opens exactly two"),
+    ],
+)
+def test_a_job_sees_exactly_its_gres_devices(
+    cluster: Cluster, who: str, gpus: int, opened: str
+) -> None:
+    user = cluster.student if who == "student" else cluster.phd
+    files = [p for p, _ in STANDINS]
+    done = as_user(
+        user,
+        ["srun", f"--gres=gpu:{gpus}", "--time=1", "sh", "-c", PROBE, "probe", *files],
+        env={"SLURM_CONF": cluster.env["SLURM_CONF"]},
+        cwd="/tmp",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == opened
+
+
+def test_the_diff_is_empty_after_apply_and_apply_is_idempotent(cluster: Cluster) -> None:
+    first = cluster.ds01("slurm", "export", "--out", str(cluster.etc), "--diff")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == ""
+    again = cluster.run("sh", str(cluster.etc / "sacctmgr.sh"), check=False)
+    assert again.returncode == 0, again.stderr
+    assert cluster.ds01("slurm", "export", "--out", str(cluster.etc), "--diff").stdout == ""
+
+
+def test_a_config_change_shows_as_exactly_that_change(cluster: Cluster) -> None:
+    s, p = cluster.student, cluster.phd
+    changed = CONFIG.replace("max_gpueq_total: 3", "max_gpueq_total: 2").replace(
+        "fairshare: {{phd: 2}}".replace("{{", "{").replace("}}", "}"), "fairshare: {phd: 3}"
+    )
+    assert changed.count("max_gpueq_total: 2") == 1 and "fairshare: {phd: 3}" in changed
+    cluster.write_config(s, p, changed)
+    try:
+        diff = cluster.ds01("slurm", "export", "--out", str(cluster.etc), "--diff")
+        assert diff.returncode == 0, diff.stderr
+        lines = diff.stdout.splitlines()
+        script = cluster.etc / "sacctmgr.sh"
+        # The script in --out would change (a unified diff of the file), then the live cluster.
+        assert lines[:2] == [f"--- {script}", f"+++ {script} (export)"]
+        changed_lines = [ln for ln in lines[2:] if ln[:1] in "+-"]
+        assert changed_lines == [
+            "-sacctmgr -i modify account where name=student cluster=ds01test set Fairshare=1"
+            " GrpTRES=billing=3 QOS=ds01-student DefaultQOS=ds01-student",
+            "+sacctmgr -i modify account where name=student cluster=ds01test set Fairshare=1"
+            " GrpTRES=billing=2 QOS=ds01-student DefaultQOS=ds01-student",
+            "-sacctmgr -i modify account where name=phd cluster=ds01test set Fairshare=2"
+            " GrpTRES=billing=-1 QOS=ds01-phd DefaultQOS=ds01-phd",
+            "+sacctmgr -i modify account where name=phd cluster=ds01test set Fairshare=3"
+            " GrpTRES=billing=-1 QOS=ds01-phd DefaultQOS=ds01-phd",
+        ]
+        assert [ln for ln in lines if ln.startswith(("account ", "qos ", "user "))] == [
+            "account student: GrpTRES billing=3 → billing=2",
+            "account phd: Fairshare 2 → 3",
+        ]
+        cluster.ds01("slurm", "export", "--out", str(cluster.etc))
+        applied = cluster.run("sh", str(cluster.etc / "sacctmgr.sh"), check=False)
+        assert applied.returncode == 0, applied.stderr
+        assert cluster.ds01("slurm", "export", "--out", str(cluster.etc), "--diff").stdout == ""
+    finally:
+        cluster.write_config(s, p)
+        cluster.ds01("slurm", "export", "--out", str(cluster.etc))
+        cluster.run("sh", str(cluster.etc / "sacctmgr.sh"))
+
+
+def test_a_user_over_the_qos_limit_waits_with_the_qos_reason(cluster: Cluster) -> None:
+    """max_gpueq 1 → MaxTRESPerUser=billing=1: the second 1-GPU job pends, it does not run."""
+    env = {"SLURM_CONF": cluster.env["SLURM_CONF"]}
+    jobs = []
+    try:
+        for _ in range(2):
+            done = as_user(
+                cluster.student,
+                ["sbatch", "--parsable", "--gres=gpu:1", "--time=2", "--wrap", "sleep 60"],
+                env=env,
+                cwd="/tmp",
+            )
+            assert done.returncode == 0, done.stderr
+            jobs.append(done.stdout.strip().split(";")[0])
+
+        def states() -> list[str] | None:
+            out = cluster.run("squeue", "-h", "-j", ",".join(jobs), "-o", "%i %T %r").stdout
+            rows = sorted(out.split() and [line for line in out.splitlines()])
+            second = [r for r in rows if r.startswith(jobs[1] + " ")]
+            first = [r for r in rows if r.startswith(jobs[0] + " ")]
+            if first == [f"{jobs[0]} RUNNING None"] and second and "QOS" in second[0]:
+                return rows
+            return None
+
+        rows = wait_for(
+            states,
+            "the first job running and the second pending on its QOS",
+            detail=lambda: cluster.run("squeue", "-o", "%i %u %a %q %T %r %b").stdout,
+        )
+        assert f"{jobs[1]} PENDING QOSMaxBillingPerUser" in rows
+    finally:
+        if jobs:
+            cluster.run("scancel", *jobs, check=False)
+
+
+def _doctor(cluster: Cluster) -> dict[str, dict[str, object]]:
+    done = cluster.ds01("doctor", "--only", "slurm", "--json")
+    report = json.loads(done.stdout)
+    return {c["id"]: c for c in report["checks"]}
+
+
+def test_doctor_passes_on_the_good_cluster(cluster: Cluster) -> None:
+    checks = _doctor(cluster)
+    assert {k: v["status"] for k, v in checks.items()} == {
+        "slurm.constrain-devices": "pass",
+        "slurm.gres-files": "pass",
+        "slurm.munge-key": "pass",
+        "slurm.node-gres": "pass",
+        "slurm.job-one-gpu": "pass",
+    }
+    assert checks["slurm.job-one-gpu"]["summary"] == "a job given 1 GPU opened exactly 1 of 4 files"
+
+
+def test_doctor_names_the_fix_for_a_readable_munge_key(cluster: Cluster) -> None:
+    key = cluster.dir / "munge" / "munge.key"
+    key.chmod(0o644)
+    try:
+        check = _doctor(cluster)["slurm.munge-key"]
+    finally:
+        key.chmod(0o400)
+    assert check["status"] == "fail"
+    assert check["summary"] == f"{key} is mode 0644, owner uid 0; munged runs as uid 0"
+    assert str(check["fix"]).startswith(f"chown 0 {key} && chmod 0400 {key}")
+
+
+def test_doctor_names_the_fix_for_constrain_devices_off(cluster: Cluster) -> None:
+    conf = cluster.etc / "cgroup.conf"
+    good = conf.read_text()
+    conf.write_text(good.replace("ConstrainDevices=yes", "ConstrainDevices=no"))
+    try:
+        check = _doctor(cluster)["slurm.constrain-devices"]
+    finally:
+        conf.write_text(good)
+    assert check["status"] == "fail"
+    assert check["summary"] == f"ConstrainDevices=no in {conf}"
+    assert str(check["fix"]).startswith(f"Set ConstrainDevices=yes in {conf}")
+
+
+def test_doctor_names_a_missing_gres_file(cluster: Cluster) -> None:
+    path, minor = STANDINS[3]
+    os.unlink(path)
+    try:
+        check = _doctor(cluster)["slurm.gres-files"]
+    finally:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+        os.chmod(path, 0o666)
+    assert check["status"] == "fail"
+    assert check["summary"] == "1 of 4 GRES files of node ds01n1 are wrong"
+    assert check["evidence"] == [f"{path}: No such file or directory"]
