@@ -100,7 +100,6 @@ def launch(
     """
     from ds01.api.schemas import ContainerOut, DeployIn
     from ds01.cli import deployview
-    from ds01.cli.container_cmd import _print_progress
     from ds01.cli.context import client_of
     from ds01.images.recipe import Recipe, image_ref
     from ds01.projects import settings
@@ -145,7 +144,7 @@ def launch(
             data=list(wanted.mounts),
             interactive=True,
         )
-        got = c.deploy_or_queue(body, on_progress=None if as_json else _print_progress)
+        got = c.deploy_or_queue(body, on_progress=None if as_json else _deploy_progress)
     if not isinstance(got, ContainerOut):
         from ds01.cli.queue_cmd import print_queued
 
@@ -163,6 +162,13 @@ def launch(
         from ds01.cli.shell import open_shell
 
         raise typer.Exit(open_shell(ctx, name))
+
+
+def _deploy_progress(text: str) -> None:
+    from ds01.cli import deployview
+
+    sys.stderr.write(deployview.progress_line(text))
+    sys.stderr.flush()
 
 
 def _launched(

@@ -124,7 +124,7 @@ class Images:
             if self.docker.image(base) is not None:
                 continue
             self.progress(f"Base image {base} is not on this server; pulling it...\n")
-            why = self.docker.pull(base)
+            why = self.docker.pull(base, self.progress)
             if why is not None:
                 raise Ds01Error(
                     f"base image {base!r} is not on this server and could not be pulled",

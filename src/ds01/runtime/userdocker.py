@@ -22,6 +22,8 @@ import requests
 from ds01.errors import Ds01Error, RuntimeUnavailable
 from ds01.runtime.down import cause_in_words
 
+BUILD_SILENCE_S = 3600  # seconds a build may print nothing (a long compile) before the CLI gives up
+
 
 class BuildFailed(Ds01Error):
     kind = "build_failed"
@@ -37,7 +39,7 @@ class UserDocker:
     def api(self) -> docker.APIClient:
         if self._api is None:
             with self._errors("reach Docker"):
-                self._api = docker.APIClient(base_url=self.host, version="auto", timeout=600)
+                self._api = docker.APIClient(base_url=self.host, version="auto", timeout=300)
         return self._api
 
     def close(self) -> None:
@@ -84,12 +86,18 @@ class UserDocker:
                 return None
             return data
 
-    def pull(self, ref: str) -> str | None:
-        """Pull `ref`; None when done, else why it could not be pulled (the engine's words)."""
+    def pull(self, ref: str, on_line: Callable[[str], None]) -> str | None:
+        """Pull `ref`, telling on_line each layer's steps (not the byte counts); None when
+        done, else why it could not be pulled (the engine's words)."""
         try:
             for line in self.api.pull(ref, stream=True, decode=True):
-                if isinstance(line, dict) and line.get("error"):
+                if not isinstance(line, dict):
+                    continue
+                if line.get("error"):
                     return str(line["error"])
+                if line.get("status") and not line.get("progressDetail"):
+                    layer = f"{line['id']}: " if line.get("id") else ""
+                    on_line(f"{layer}{line['status']}\n")
         except docker.errors.APIError as e:
             return gate_words(e)
         except (docker.errors.DockerException, requests.RequestException) as e:
@@ -116,6 +124,8 @@ class UserDocker:
                 rm=True,
                 forcerm=True,
                 decode=True,
+                # Between two lines of output: a step may compile for a long time in silence.
+                timeout=BUILD_SILENCE_S,
             )
             for item in stream:
                 if not isinstance(item, dict):
