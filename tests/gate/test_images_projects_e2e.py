@@ -202,7 +202,8 @@ def test_rerunning_init_and_launch_keeps_everything(lab: Lab) -> None:
     rc, out, err = lab.ds01(a, "project", "init", "thesis", "--pip", "pandas")
     assert rc == 0, err + out
     assert "kept    README.md" in out
-    assert "kept    Dockerfile (your edits)" in out
+    assert "kept    Dockerfile" in out
+    assert "--pip/--apt not added: the Dockerfile exists" in out
     after = {p: p.read_bytes() for p in project.rglob("*") if p.is_file() and ".git/" not in str(p)}
     assert after == before
     rc, out, err = lab.ds01(a, "container", "inspect", "thesis", "--json")

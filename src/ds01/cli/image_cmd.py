@@ -166,6 +166,8 @@ def _rows(images: list[dict[str, Any]], me: str) -> list[dict[str, Any]]:
     for image in images:
         owner = image.get(OWNER_FIELD)
         tags = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
+        if not tags:
+            continue  # untagged layers and leftovers: nothing a deploy could name
         rows.append(
             {
                 "tags": tags,
@@ -187,17 +189,17 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(rows)
         return
-    from ds01.units import format_size
+    from ds01.cli.statsview import size
 
     t = new_table()
     for col in ("Image", "Whose", "ID", "Size", "Created"):
         t.add_column(col)
     for r in rows:
         t.add_row(
-            "\n".join(r["tags"]) or "<untagged>",
+            "\n".join(r["tags"]),
             "yours" if r["yours"] else (r["owner"] or "?"),
             r["id"][7:19],
-            format_size(r["size_bytes"]),
+            size(r["size_bytes"]),
             r["created"][:16].replace("T", " "),
         )
     console().print(t)

@@ -1,6 +1,6 @@
 """`ds01 project init`: the files of a new project, each written only where none is — a second
-run adds what is missing and keeps every file the user has (the one exception: a Dockerfile
-ds01 wrote that nobody edited since is brought up to date). Says what it created and kept.
+run adds what is missing and keeps every file there is, ds01's own Dockerfile too (its packages
+may be an earlier run's --pip). Says what it created and kept.
 """
 
 from __future__ import annotations
@@ -194,19 +194,17 @@ def _dockerfile(folder: Path, name: str, image: str, template: Template, report:
             name, image, template.base, template.framework, template.pip, template.apt, True
         )
     )
-    try:
-        old = path.read_text()
-    except FileNotFoundError:
-        path.write_text(text)
-        report.created.append("Dockerfile")
-        return
-    if old == text:
+    if path.exists() or path.is_symlink():
+        # Its packages may have come from an earlier init's --pip: a re-run keeps them.
         report.kept.append("Dockerfile")
-    elif df.unedited(old):
-        path.write_text(text)
-        report.created.append("Dockerfile (ds01's, not edited: brought up to date)")
-    else:
-        report.kept.append("Dockerfile (your edits)")
+        if template.pip or template.apt:
+            report.notes.append(
+                f"--pip/--apt not added: the Dockerfile exists (edit it, or after a launch: "
+                f"ds01 image add {name} PKG)"
+            )
+        return
+    path.write_text(text)
+    report.created.append("Dockerfile")
 
 
 def _git(folder: Path, report: Report) -> None:
