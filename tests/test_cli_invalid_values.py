@@ -105,8 +105,9 @@ KINDS: dict[str, Kind] = {
     "socket dir": Kind(("", MISSING)),
     # The config file: --config of `ds01` itself.
     "config file": Kind(("", MISSING, "/tmp")),
-    # A pip or apt package name (images/packages.py): a name and a version, nothing more.
-    "package": Kind(("", "a b", "numpy;id", "x\nRUN id", "\x1b[2J")),
+    # A pip or apt package name (images/packages.py): a name and a version, nothing more (the
+    # shell and Dockerfile cases are tests/images/test_dockerfile.py's).
+    "package": Kind(("numpy;id", "\x1b[2J")),
     # Free text: a reason, a filter. Nothing is invalid; hostile text must be shown, not obeyed.
     "text": Kind((), ("[/]", "\x1b[2J", "a\x9bb\nc")),
 }
