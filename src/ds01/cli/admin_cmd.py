@@ -296,12 +296,22 @@ def reserve(
     ],
     from_: Annotated[
         str,
-        typer.Option("--from", help="Start: now, 18:00, 2026-12-20, '2026-12-20 09:00', or 2h."),
+        typer.Option(
+            "--from",
+            metavar="TIME",
+            help="Start: now, 18:00, 2026-12-20, '2026-12-20 09:00', or 2h.",
+        ),
     ],
     to: Annotated[
-        str, typer.Option("--to", help="End: a time as for --from, or a length after it: 4h.")
+        str,
+        typer.Option(
+            "--to", metavar="TIME", help="End: a time as for --from, or a length after it: 4h."
+        ),
     ],
-    for_: Annotated[str, typer.Option("--for", help="A user, or group:NAME for a group.")],
+    for_: Annotated[
+        str,
+        typer.Option("--for", metavar="USER|group:NAME", help="A user, or group:NAME for a group."),
+    ],
     reason: Annotated[str, typer.Option("--reason", help="Why; goes to the audit log.")],
     grace: Annotated[
         str | None,
