@@ -222,14 +222,16 @@ node_up() {  # the node answers and is not down or drained
 
 stop() {
     [ -d "$dir" ] || { log "nothing to stop: $dir does not exist"; return 0; }
-    local f
+    # All at once: each takes a second or two to exit, and none needs another to stop.
+    local f pids=()
     for f in "$run"/slurmd-*.pid; do
-        [ -e "$f" ] && stop_one "$f" slurmd
+        [ -e "$f" ] && { stop_one "$f" slurmd & pids+=($!); }
     done
-    stop_one "$run/slurmctld.pid" slurmctld
-    stop_one "$run/slurmdbd.pid" slurmdbd
-    stop_one "$run/mariadbd.pid" mariadbd
-    stop_one "$run/munged.pid" munged
+    stop_one "$run/slurmctld.pid" slurmctld & pids+=($!)
+    stop_one "$run/slurmdbd.pid" slurmdbd & pids+=($!)
+    stop_one "$run/mariadbd.pid" mariadbd & pids+=($!)
+    stop_one "$run/munged.pid" munged & pids+=($!)
+    wait "${pids[@]}"
     log "stopped (state kept in $dir)"
 }
 

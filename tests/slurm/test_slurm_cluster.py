@@ -34,6 +34,7 @@ defaults: {{allow_full_gpu: true, max_gpueq: 1, max_units_per_container: 2, max_
 groups:
   student: {{members: [STUDENT], max_gpueq_total: 3}}
   phd: {{members: [PHD], max_gpueq: 2}}
+  guest: {{members: [GUEST], allow_full_gpu: false}}
 queue: {{group_priority: {{phd: 0.5}}}}
 gpu: {{backend: sim, sim_machine: {MACHINE}}}
 cluster:
@@ -59,6 +60,7 @@ class Cluster:
     env: dict[str, str]
     student: str
     phd: str
+    guest: str
 
     @property
     def etc(self) -> Path:
@@ -79,8 +81,11 @@ class Cluster:
             list(args), capture_output=True, text=True, env=self.env, timeout=120, check=check
         )
 
-    def write_config(self, student: str, phd: str, text: str = CONFIG) -> None:
-        self.config.write_text(text.replace("STUDENT", student).replace("PHD", phd))
+    def write_config(self, text: str = CONFIG) -> None:
+        names = {"STUDENT": self.student, "PHD": self.phd, "GUEST": self.guest}
+        for key, name in names.items():
+            text = text.replace(key, name)
+        self.config.write_text(text)
 
 
 def _clean_env() -> dict[str, str]:
@@ -112,9 +117,9 @@ def cluster() -> Iterator[Cluster]:
     base = short_tmp("ds01-slurm-")
     env = _clean_env()
     env["SLURM_CONF"] = str(base / "etc" / "slurm.conf")
-    c = Cluster(base, base / "ds01.yaml", env, users.add(), users.add())
+    c = Cluster(base, base / "ds01.yaml", env, users.add(), users.add(), users.add())
     try:
-        c.write_config(c.student, c.phd)
+        c.write_config()
         done = c.ds01("slurm", "export", "--out", str(c.etc))
         assert done.returncode == 0, done.stderr
         start = c.run("bash", str(SCRIPT), "start", str(base), check=False)
@@ -178,12 +183,11 @@ def test_the_diff_is_empty_after_apply_and_apply_is_idempotent(cluster: Cluster)
 
 
 def test_a_config_change_shows_as_exactly_that_change(cluster: Cluster) -> None:
-    s, p = cluster.student, cluster.phd
     changed = CONFIG.replace("max_gpueq_total: 3", "max_gpueq_total: 2").replace(
         "fairshare: {{phd: 2}}".replace("{{", "{").replace("}}", "}"), "fairshare: {phd: 3}"
     )
     assert changed.count("max_gpueq_total: 2") == 1 and "fairshare: {phd: 3}" in changed
-    cluster.write_config(s, p, changed)
+    cluster.write_config(changed)
     try:
         diff = cluster.ds01("slurm", "export", "--out", str(cluster.etc), "--diff")
         assert diff.returncode == 0, diff.stderr
@@ -194,15 +198,23 @@ def test_a_config_change_shows_as_exactly_that_change(cluster: Cluster) -> None:
         changed_lines = [ln for ln in lines[2:] if ln[:1] in "+-"]
         assert changed_lines == [
             "-sacctmgr -i modify account where name=student cluster=ds01test set Fairshare=1"
-            " GrpTRES=billing=3 QOS=ds01-student DefaultQOS=ds01-student",
+            " GrpTRES=billing=3 QOS=ds01-student",
             "+sacctmgr -i modify account where name=student cluster=ds01test set Fairshare=1"
-            " GrpTRES=billing=2 QOS=ds01-student DefaultQOS=ds01-student",
+            " GrpTRES=billing=2 QOS=ds01-student",
             "-sacctmgr -i modify account where name=phd cluster=ds01test set Fairshare=2"
-            " GrpTRES=billing=-1 QOS=ds01-phd DefaultQOS=ds01-phd",
+            " GrpTRES=billing=-1 QOS=ds01-phd",
             "+sacctmgr -i modify account where name=phd cluster=ds01test set Fairshare=3"
-            " GrpTRES=billing=-1 QOS=ds01-phd DefaultQOS=ds01-phd",
+            " GrpTRES=billing=-1 QOS=ds01-phd",
         ]
         assert [ln for ln in lines if ln.startswith(("account ", "qos ", "user "))] == [
+            "account student: GrpTRES billing=3 → billing=2",
+            "account phd: Fairshare 2 → 3",
+        ]
+        as_json = cluster.ds01("slurm", "export", "--out", str(cluster.etc), "--diff", "--json")
+        report = json.loads(as_json.stdout)
+        assert sorted(report) == ["changes", "files"]
+        assert list(report["files"]) == ["sacctmgr.sh"]
+        assert report["changes"] == [
             "account student: GrpTRES billing=3 → billing=2",
             "account phd: Fairshare 2 → 3",
         ]
@@ -211,44 +223,69 @@ def test_a_config_change_shows_as_exactly_that_change(cluster: Cluster) -> None:
         assert applied.returncode == 0, applied.stderr
         assert cluster.ds01("slurm", "export", "--out", str(cluster.etc), "--diff").stdout == ""
     finally:
-        cluster.write_config(s, p)
+        # The files back as they were; the accounts keep the change, which no later test
+        # depends on (a student's one running job fits a total of 2 as well as 3).
+        cluster.write_config()
         cluster.ds01("slurm", "export", "--out", str(cluster.etc))
-        cluster.run("sh", str(cluster.etc / "sacctmgr.sh"))
+
+
+def _sbatch(cluster: Cluster, user: str, gres: str) -> str:
+    """A 60 s batch job of `user` asking for `gres`; its id. Output to /dev/null: job ids
+    restart at 1 with every test cluster, and slurm-1.out of an earlier run's user (deleted
+    since) would be in the way."""
+    args = ["sbatch", "--parsable", "--output=/dev/null", f"--gres={gres}", "--time=2"]
+    done = as_user(
+        user,
+        [*args, "--wrap", "sleep 60"],
+        env={"SLURM_CONF": cluster.env["SLURM_CONF"]},
+        cwd="/tmp",
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().split(";")[0]
 
 
 def test_a_user_over_the_qos_limit_waits_with_the_qos_reason(cluster: Cluster) -> None:
     """max_gpueq 1 → MaxTRESPerUser=billing=1: the second 1-GPU job pends, it does not run."""
-    env = {"SLURM_CONF": cluster.env["SLURM_CONF"]}
-    jobs = []
+    jobs: list[str] = []
     try:
-        for _ in range(2):
-            done = as_user(
-                cluster.student,
-                ["sbatch", "--parsable", "--gres=gpu:1", "--time=2", "--wrap", "sleep 60"],
-                env=env,
-                cwd="/tmp",
-            )
-            assert done.returncode == 0, done.stderr
-            jobs.append(done.stdout.strip().split(";")[0])
+        # The first asks by type, the second without: both bill one whole GPU.
+        for gres in ("gpu:a100:1", "gpu:1"):
+            jobs.append(_sbatch(cluster, cluster.student, gres))
 
         def states() -> list[str] | None:
             out = cluster.run("squeue", "-h", "-j", ",".join(jobs), "-o", "%i %T %r").stdout
-            rows = sorted(out.split() and [line for line in out.splitlines()])
-            second = [r for r in rows if r.startswith(jobs[1] + " ")]
-            first = [r for r in rows if r.startswith(jobs[0] + " ")]
-            if first == [f"{jobs[0]} RUNNING None"] and second and "QOS" in second[0]:
-                return rows
-            return None
+            rows = sorted(out.splitlines())
+            running = f"{jobs[0]} RUNNING None" in rows
+            return (
+                rows
+                if running and any(r.startswith(f"{jobs[1]} PENDING QOS") for r in rows)
+                else None
+            )
 
         rows = wait_for(
             states,
             "the first job running and the second pending on its QOS",
             detail=lambda: cluster.run("squeue", "-o", "%i %u %a %q %T %r %b").stdout,
         )
-        assert f"{jobs[1]} PENDING QOSMaxBillingPerUser" in rows
+        assert rows == [f"{jobs[0]} RUNNING None", f"{jobs[1]} PENDING QOSMaxBillingPerUser"]
     finally:
         if jobs:
             cluster.run("scancel", *jobs, check=False)
+
+
+def test_a_user_without_allow_full_gpu_waits_for_a_whole_gpu(cluster: Cluster) -> None:
+    """allow_full_gpu: false → MaxTRESPerUser gres/gpu:a100=0 in the guest's QOS."""
+    job = _sbatch(cluster, cluster.guest, "gpu:a100:1")
+    try:
+
+        def pending_reason() -> str | None:
+            out = cluster.run("squeue", "-h", "-j", job, "-o", "%T %r").stdout.strip()
+            return out if out.startswith("PENDING QOS") else None
+
+        reason = wait_for(pending_reason, "the guest's job pending on its QOS")
+        assert reason == "PENDING QOSMaxGRESPerUser"
+    finally:
+        cluster.run("scancel", job, check=False)
 
 
 def _doctor(cluster: Cluster) -> dict[str, dict[str, object]]:

@@ -16,6 +16,7 @@ import typer
 
 from ds01.cli.context import globals_of
 from ds01.cli.text import shown
+from ds01.errors import UsageError
 
 app = typer.Typer(
     help="Run ds01's policy on a SLURM cluster (docs/slurm.md).", no_args_is_help=True
@@ -39,6 +40,13 @@ def export(
             " cluster's accounts, QOS and users (sacctmgr); nothing when all match.",
         ),
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='With --diff: print {"files": {NAME: unified diff}, "changes": [line, ...]}.',
+        ),
+    ] = False,
 ) -> None:
     """Render ds01.yaml as SLURM policy: GRES, partition, cgroup.conf and a sacctmgr script."""
     from ds01.config import load_config
@@ -53,18 +61,33 @@ def export(
     if diff:
         from ds01.slurm.diff import live_diff
 
-        lines: list[str] = []
+        file_diffs: dict[str, list[str]] = {}
         for name, text in files.items():
             path = out / name
             old = path.read_text() if path.is_file() else ""
             if old != text:
-                lines += difflib.unified_diff(
-                    old.splitlines(), text.splitlines(), str(path), f"{path} (export)", lineterm=""
+                file_diffs[name] = list(
+                    difflib.unified_diff(
+                        old.splitlines(),
+                        text.splitlines(),
+                        str(path),
+                        f"{path} (export)",
+                        lineterm="",
+                    )
                 )
-        lines += live_diff(policy)
-        for line in lines:
+        changes = live_diff(policy)
+        if as_json:
+            from ds01.cli.output import print_json
+
+            print_json(
+                {"files": {k: "\n".join(v) for k, v in file_diffs.items()}, "changes": changes}
+            )
+            return
+        for line in [*(ln for diff_lines in file_diffs.values() for ln in diff_lines), *changes]:
             typer.echo(shown(line))
         return
+    if as_json:
+        raise UsageError("--json goes with --diff", fix="Add --diff, or leave --json out.")
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         write_atomic(out / name, text, 0o755 if name.endswith(".sh") else 0o644)

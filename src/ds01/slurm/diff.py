@@ -10,7 +10,7 @@ an apply is needed, so equal values must compare equal whatever spelling SLURM p
 from __future__ import annotations
 
 from ds01.slurm.policy import ClusterPolicy
-from ds01.slurm.render import tres_text, wall_text
+from ds01.slurm.render import account_qos, tres_text, wall_text
 from ds01.slurm.tools import parsable, parse_tres
 
 
@@ -63,8 +63,7 @@ def live_diff(policy: ClusterPolicy) -> list[str]:
         want = {
             "Fairshare": str(a.fairshare),
             "GrpTRES": tres_text(a.grp_tres),
-            "QOS": a.qos,
-            "DefaultQOS": a.qos,
+            "QOS": ",".join(sorted(account_qos(a, policy))),
         }
         row = live_accounts.get(a.name)
         if row is None:
@@ -74,8 +73,7 @@ def live_diff(policy: ClusterPolicy) -> list[str]:
         have = {
             "Fairshare": row["fairshare"],
             "GrpTRES": tres_text(parse_tres(row["grptres"])),
-            "QOS": row["qos"],
-            "DefaultQOS": row["defaultqos"],
+            "QOS": ",".join(sorted(row["qos"].split(","))),
         }
         out += _changes(f"account {a.name}", have, want)
     wanted_pairs = set()

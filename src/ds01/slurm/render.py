@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shlex
 
-from ds01.slurm.policy import Account, ClusterPolicy, Member, Qos
+from ds01.slurm.policy import Account, ClusterPolicy, Qos
 
 FILES = ("slurm-ds01.conf", "gres.conf", "cgroup.conf", "sacctmgr.sh")
 
@@ -131,39 +131,30 @@ def _q(value: str) -> str:
 
 
 def sacctmgr_script(policy: ClusterPolicy) -> str:
-    c = policy.cluster
+    """One sacctmgr call per QOS and account, and per (account, QOS) for users: each call
+    costs a round trip to slurmdbd, so what exists is read once at the start."""
+    c = _q(policy.cluster)
     out = [
         "#!/bin/sh",
         _header(policy).rstrip("\n"),
         "# Idempotent: adds what is missing, sets every limit, and removes users from ds01's",
         "# accounts that ds01.yaml no longer places there. Run as a SLURM admin (root).",
         "set -eu",
-        'has() { [ -n "$(sacctmgr -n -P show "$@")" ]; }',
+        "qos_have=$(sacctmgr -n -P show qos format=name)",
+        "accounts_have=$(sacctmgr -n -P show account format=account)",
+        f"assocs_have=$(sacctmgr -n -P show assoc where cluster={c} format=account,user)",
+        'has() { printf \'%s\\n\' "$1" | grep -qxF -- "$2"; }',
         "",
         "# QOS: per-user limits (docs/slurm.md)",
     ]
     for q in policy.qos:
         out += _qos_lines(q)
-    out.append("")
-    out.append("# Accounts: one per ds01 group")
+    out += ["", "# Accounts: one per ds01 group"]
     for a in policy.accounts:
-        out += _account_lines(a, c)
-    out.append("")
-    out.append("# Users in their accounts")
-    for m in policy.members:
-        out += _member_lines(m, c)
-    out.append("")
-    out.append("# Users no longer placed in a ds01 account")
+        out += _account_lines(a, policy)
+    out += ["", "# Users in their accounts"]
     for a in policy.accounts:
-        keep = " ".join(_q(m.user) for m in policy.members if m.account == a.name)
-        out += [
-            f"for u in $(sacctmgr -n -P show assoc where cluster={_q(c)} account={_q(a.name)}"
-            " format=user); do",
-            f'    case " {keep} " in *" $u "*) ;; *)'
-            f' sacctmgr -i delete user where name="$u" cluster={_q(c)}'
-            f" account={_q(a.name)} ;; esac",
-            "done",
-        ]
+        out += _member_lines(a, policy)
     return "\n".join(out) + "\n"
 
 
@@ -177,27 +168,60 @@ def _qos_lines(q: Qos) -> list[str]:
         f"MaxWall={q.max_wall_min if q.max_wall_min is not None else -1}",
     ]
     return [
-        f"has qos where name={n} format=name || sacctmgr -i add qos {n}",
+        f'has "$qos_have" {n} || sacctmgr -i add qos {n}',
         f"sacctmgr -i modify qos where name={n} set {' '.join(sets)}",
     ]
 
 
-def _account_lines(a: Account, cluster: str) -> list[str]:
-    n, c = _q(a.name), _q(cluster)
+def account_qos(account: Account, policy: ClusterPolicy) -> list[str]:
+    """Every QOS the account's users use, its own first. The account gets no DefaultQOS: each
+    user has their own, and sacctmgr refuses an account's DefaultQOS whenever one of its users
+    has another default — saying so, yet exiting 0."""
+    names = [account.qos, *(m.qos for m in policy.members if m.account == account.name)]
+    return list(dict.fromkeys(names))
+
+
+def _account_lines(a: Account, policy: ClusterPolicy) -> list[str]:
+    n, c = _q(a.name), _q(policy.cluster)
     return [
-        f"has account where name={n} format=account || sacctmgr -i add account {n}"
+        f'has "$accounts_have" {n} || sacctmgr -i add account {n}'
         f" cluster={c} Description={_q(a.description)} Organization=ds01",
         f"sacctmgr -i modify account where name={n} cluster={c} set Fairshare={a.fairshare}"
-        f" GrpTRES=billing={a.grp_tres.get('billing', -1)} QOS={_q(a.qos)} DefaultQOS={_q(a.qos)}",
+        f" GrpTRES=billing={a.grp_tres.get('billing', -1)}"
+        f" QOS={_q(','.join(account_qos(a, policy)))}",
     ]
 
 
-def _member_lines(m: Member, cluster: str) -> list[str]:
-    u, a, c = _q(m.user), _q(m.account), _q(cluster)
-    return [
-        f"has assoc where cluster={c} account={a} user={u} format=user ||"
-        f" sacctmgr -i add user {u} account={a} cluster={c}",
-        f"sacctmgr -i modify user where name={u} cluster={c} set DefaultAccount={a}",
-        f"sacctmgr -i modify user where name={u} cluster={c} account={a}"
-        f" set QOS={_q(m.qos)} DefaultQOS={_q(m.qos)}",
+def _sed(name: str) -> str:
+    return name.replace(".", "\\.")
+
+
+def _member_lines(a: Account, policy: ClusterPolicy) -> list[str]:
+    n, c = _q(a.name), _q(policy.cluster)
+    members = [m for m in policy.members if m.account == a.name]
+    out: list[str] = []
+    if members:
+        users = ",".join(m.user for m in members)
+        out.append(f"add=''; for u in {' '.join(_q(m.user) for m in members)}; do")
+        out.append(f'    has "$assocs_have" "{a.name}|$u" || add="$add${{add:+,}}$u"')
+        out.append("done")
+        out.append(f'[ -z "$add" ] || sacctmgr -i add user "$add" account={n} cluster={c}')
+        out.append(
+            f"sacctmgr -i modify user where name={_q(users)} cluster={c} set DefaultAccount={n}"
+        )
+        by_qos: dict[str, list[str]] = {}
+        for m in members:
+            by_qos.setdefault(m.qos, []).append(m.user)
+        for qos, names in by_qos.items():
+            out.append(
+                f"sacctmgr -i modify user where name={_q(','.join(names))} cluster={c}"
+                f" account={n} set QOS={_q(qos)} DefaultQOS={_q(qos)}"
+            )
+    keep = " ".join(_q(m.user) for m in members)
+    out += [
+        f'for u in $(printf \'%s\\n\' "$assocs_have" | sed -n "s/^{_sed(a.name)}|//p"); do',
+        f'    case " {keep} " in *" $u "*) ;; *)'
+        f' sacctmgr -i delete user where name="$u" cluster={c} account={n} ;; esac',
+        "done",
     ]
+    return out

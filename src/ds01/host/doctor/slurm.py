@@ -56,6 +56,8 @@ def _node(ctx: Context) -> str | None:
 def _not_slurm(ctx: Context, rid: str) -> Result | None:
     if ctx.config is None or ctx.config.cluster.backend != "slurm":
         return Result(rid, Status.SKIP, _SKIP)
+    if not ctx.live:
+        return Result(rid, Status.SKIP, "asks the live cluster (not with --root)")
     if not slurm_conf().is_file():
         return Result(
             rid,
