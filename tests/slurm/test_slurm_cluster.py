@@ -342,3 +342,19 @@ def test_doctor_names_a_missing_gres_file(cluster: Cluster) -> None:
     assert check["status"] == "fail"
     assert check["summary"] == "1 of 4 GRES files of node ds01n1 are wrong"
     assert check["evidence"] == [f"{path}: No such file or directory"]
+
+
+def test_doctor_names_gres_that_do_not_match_the_inventory(cluster: Cluster) -> None:
+    """The host's inventory (gpu.backend) says 8 H100s with MIG; SLURM was told 4 A100s."""
+    other = ROOT / "src" / "ds01" / "machines" / "8xH100-mig-mixed.yaml"
+    cluster.write_config(CONFIG.replace(str(MACHINE), str(other)))
+    try:
+        check = _doctor(cluster)["slurm.node-gres"]
+    finally:
+        cluster.write_config()
+    assert check["status"] == "fail"
+    assert check["summary"] == (
+        "node ds01n1 has Gres=gpu:a100:4 in SLURM, the GPUs here are "
+        "gpu:1g.10gb:9,gpu:2g.20gb:1,gpu:3g.40gb:4,gpu:4g.40gb:1,gpu:h100:4"
+    )
+    assert str(check["fix"]).startswith("Export again ('ds01 slurm export')")

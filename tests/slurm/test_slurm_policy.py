@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from ds01.config import parse_config_text
 from ds01.inventory.sim import load_machine, shipped_machines
+from ds01.slurm.inputs import node_machines, nss_members
 from ds01.slurm.policy import build_policy
 from ds01.slurm.render import render_all
+from support import Users
 
 DS01 = str(Path(sys.executable).parent / "ds01")
 
@@ -184,3 +187,20 @@ def test_gres_types_names_what_has_no_type(tmp_path: Path) -> None:
     conf = (tmp_path / "out" / "slurm-ds01.conf").read_text()
     assert "NodeName=n1 Gres=gpu:1g.10gb_me:1,gpu:3g.40gb:1 State=UNKNOWN" in conf
     assert 'TRESBillingWeights="GRES/gpu=1,GRES/gpu:3g.40gb=2"' in conf
+
+
+def test_users_of_a_unix_group_are_placed_in_the_first_group_naming_it(users: Users) -> None:
+    """NSS membership (a supplementary group) places users as ds01 does at login; a user the
+    file names keeps the file's group."""
+    lab = users.group(f"ds01l{uuid.uuid4().hex[:6]}")
+    member = users.add(groups=(lab,))
+    named = users.add(groups=(lab,))
+    config = parse_config_text(
+        f"groups:\n  phd: {{members: [{named}]}}\n"
+        f"  lab: {{unix_group: {lab}}}\n  also: {{unix_group: {lab}}}\n"
+        "cluster: {nodes: {gpu01: {machine: 4xA100-40GB}}}\n",
+        "/etc/ds01/ds01.yaml",
+    )
+    assert nss_members(config) == {"lab": [member]}
+    policy = build_policy(config, node_machines(config), nss_members(config))
+    assert {(m.user, m.account) for m in policy.members} == {(named, "phd"), (member, "lab")}

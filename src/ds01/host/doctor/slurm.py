@@ -54,7 +54,9 @@ def _node(ctx: Context) -> str | None:
 
 
 def _not_slurm(ctx: Context, rid: str) -> Result | None:
-    if ctx.config is None or ctx.config.cluster.backend != "slurm":
+    if ctx.config is None:
+        return Result(rid, Status.SKIP, "no valid config (see config.valid)")
+    if ctx.config.cluster.backend != "slurm":
         return Result(rid, Status.SKIP, _SKIP)
     if not ctx.live:
         return Result(rid, Status.SKIP, "asks the live cluster (not with --root)")
