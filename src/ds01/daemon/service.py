@@ -59,7 +59,7 @@ log = logging.getLogger("ds01d")
 
 EXPIRY_TICK_S = 1.0
 QUEUE_TICK_S = 1.0  # the dispatcher's pass (services/queue.py); a release wakes it sooner
-CHECKPOINT_TICK_S = 0.5  # WAL checkpoints off the committing connection (store/db.py)
+CHECKPOINT_TICK_S = 1.0  # WAL checkpoints off the committing connection (store/db.py)
 HOST_ACCESS_TICK_S = 1.0  # grant expiry, warnings, host-access file, host GPU process watch
 RECONCILE_EVERY_S = 30.0
 # Tests race reconcile against deploys with a much shorter pass (tests/containers/
