@@ -32,9 +32,11 @@ MACHINE = ROOT / "src" / "ds01" / "machines" / "4xA100-40GB.yaml"
 CONFIG = f"""
 defaults: {{allow_full_gpu: true, max_gpueq: 1, max_units_per_container: 2, max_runtime: 4h}}
 groups:
-  student: {{members: [STUDENT], max_gpueq_total: 3}}
+  student: {{members: [STUDENT, LDAP], max_gpueq_total: 3}}
   phd: {{members: [PHD], max_gpueq: 2}}
   guest: {{members: [GUEST], allow_full_gpu: false}}
+users:
+  LDAP: {{max_runtime: 1d}}
 queue: {{group_priority: {{phd: 0.5}}}}
 gpu: {{backend: sim, sim_machine: {MACHINE}}}
 cluster:
@@ -48,6 +50,10 @@ cluster:
       cpus: 2
   fairshare: {{phd: 2}}
 """
+
+# A directory user's name as LDAP gives it; accounting needs no Unix account for it.
+LDAP_USER = "h.baker@hertie-school.lan"
+LDAP_QOS = "ds01-student-h_baker_hertie_school_lan_f9aae0b9"
 
 # Opens each file given; prints how many it could open (exactly the doctor's probe).
 PROBE = 'n=0; for f in "$@"; do (: <"$f") 2>/dev/null && n=$((n+1)); done; echo "opened=$n"'
@@ -82,7 +88,12 @@ class Cluster:
         )
 
     def write_config(self, text: str = CONFIG) -> None:
-        names = {"STUDENT": self.student, "PHD": self.phd, "GUEST": self.guest}
+        names = {
+            "STUDENT": self.student,
+            "PHD": self.phd,
+            "GUEST": self.guest,
+            "LDAP": LDAP_USER,
+        }
         for key, name in names.items():
             text = text.replace(key, name)
         self.config.write_text(text)
@@ -180,6 +191,10 @@ def test_the_diff_is_empty_after_apply_and_apply_is_idempotent(cluster: Cluster)
     again = cluster.run("sh", str(cluster.etc / "sacctmgr.sh"), check=False)
     assert again.returncode == 0, again.stderr
     assert cluster.ds01("slurm", "export", "--out", str(cluster.etc), "--diff").stdout == ""
+    assoc = cluster.run(
+        "sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={LDAP_USER}", "format=account,qos"
+    )
+    assert assoc.stdout.splitlines() == [f"student|{LDAP_QOS}"]
 
 
 def test_a_config_change_shows_as_exactly_that_change(cluster: Cluster) -> None:
@@ -198,9 +213,9 @@ def test_a_config_change_shows_as_exactly_that_change(cluster: Cluster) -> None:
         changed_lines = [ln for ln in lines[2:] if ln[:1] in "+-"]
         assert changed_lines == [
             "-sacctmgr -i modify account where name=student cluster=ds01test set Fairshare=1"
-            " GrpTRES=billing=3 QOS=ds01-student",
+            f" GrpTRES=billing=3 QOS=ds01-student,{LDAP_QOS}",
             "+sacctmgr -i modify account where name=student cluster=ds01test set Fairshare=1"
-            " GrpTRES=billing=2 QOS=ds01-student",
+            f" GrpTRES=billing=2 QOS=ds01-student,{LDAP_QOS}",
             "-sacctmgr -i modify account where name=phd cluster=ds01test set Fairshare=2"
             " GrpTRES=billing=-1 QOS=ds01-phd",
             "+sacctmgr -i modify account where name=phd cluster=ds01test set Fairshare=3"
