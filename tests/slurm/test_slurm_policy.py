@@ -204,3 +204,22 @@ def test_users_of_a_unix_group_are_placed_in_the_first_group_naming_it(users: Us
     assert nss_members(config) == {"lab": [member]}
     policy = build_policy(config, node_machines(config), nss_members(config))
     assert {(m.user, m.account) for m in policy.members} == {(named, "phd"), (member, "lab")}
+
+
+def test_a_user_named_only_for_an_override_is_still_placed_by_unix_group(users: Users) -> None:
+    """users.<n> without a group does not place the user: their unix_group does, as at login."""
+    lab = users.group(f"ds01l{uuid.uuid4().hex[:6]}")
+    member = users.add(groups=(lab,))
+    config = parse_config_text(
+        f"groups:\n  lab: {{unix_group: {lab}, max_gpueq: 2}}\n"
+        f"users:\n  {member}: {{max_runtime: 1h}}\n"
+        "cluster: {nodes: {gpu01: {machine: 4xA100-40GB}}}\n",
+        "/etc/ds01/ds01.yaml",
+    )
+    policy = build_policy(config, node_machines(config), nss_members(config))
+    assert [(m.user, m.account, m.qos) for m in policy.members] == [
+        (member, "lab", f"ds01-lab-{member}")
+    ]
+    qos = {q.name: q for q in policy.qos}[f"ds01-lab-{member}"]
+    # allow_full_gpu is false by default: no whole A100 for this user.
+    assert (qos.max_tres_per_user, qos.max_wall_min) == ({"billing": 2, "gres/gpu:a100": 0}, 60)

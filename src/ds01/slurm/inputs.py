@@ -3,7 +3,8 @@
 Reads each node's machine file (docs/inventory.md; a shipped name or a path relative to the
 config file) and, for every group with a `unix_group`, the users NSS puts in it (listed members
 and users whose primary group it is), first group in file order winning as in
-docs/config.md "Which group a user is in". Must not write anything.
+docs/config.md "Which group a user is in"; users the file places itself are left out. Must not
+write anything.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def nss_members(config: Config) -> dict[str, list[str]]:
     by_gid: dict[int, list[str]] = {}
     for account in pwd.getpwall():
         by_gid.setdefault(account.pw_gid, []).append(account.pw_name)
-    placed: set[str] = set(config.named_users())
+    # Users the file places itself (users.<n>.group, members) are not NSS's to place.
+    placed = {u for u in config.named_users() if config.group_of(u) is not None}
     out: dict[str, list[str]] = {}
     for group, unix_group in wanted.items():
         try:

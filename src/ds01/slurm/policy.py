@@ -231,13 +231,11 @@ def _profiles(
     out: dict[str | None, tuple[_Limits, dict[str, _Limits]]] = {}
     for group in [None, *config.groups]:
         out[group] = (_of(config, "", group), {})
-    for user in config.named_users():
-        group = config.group_of(user)
+    by_nss = {user: group for group, users in nss_members.items() for user in users}
+    for user in dict.fromkeys([*config.named_users(), *by_nss]):
+        # The file's own placement first (users.<n>.group, members), then the unix_group.
+        group = config.group_of(user) or by_nss.get(user)
         out[group][1][user] = _of(config, user, group)
-    for group, users in nss_members.items():
-        for user in users:
-            if config.group_of(user) is None and user not in config.users:
-                out[group][1].setdefault(user, _of(config, user, group))
     return out
 
 
