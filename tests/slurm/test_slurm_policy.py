@@ -152,7 +152,8 @@ gpus:
                 "error: node n1 has MIG devices, and gres is 'files'",
                 "A MIG device's files are its GPU's and two /dev/nvidia-caps nodes that only the"
                 " driver knows; SLURM reads them through NVML.",
-                "Set cluster.nodes.n1.gres: nvml (AutoDetect=nvml).",
+                "Set cluster.nodes.n1.gres: nvml (AutoDetect=nvml; it needs a SLURM built with"
+                " NVML, which Debian 12's packages are not).",
             ],
             id="MIG devices need AutoDetect=nvml",
         ),

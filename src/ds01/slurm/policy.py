@@ -173,7 +173,8 @@ def build_policy(
                 f"node {node_name} has MIG devices, and gres is 'files'",
                 "A MIG device's files are its GPU's and two /dev/nvidia-caps nodes that only the"
                 " driver knows; SLURM reads them through NVML.",
-                f"Set cluster.nodes.{node_name}.gres: nvml (AutoDetect=nvml).",
+                f"Set cluster.nodes.{node_name}.gres: nvml (AutoDetect=nvml; it needs a SLURM"
+                " built with NVML, which Debian 12's packages are not).",
             )
         nodes.append(
             NodeGres(
