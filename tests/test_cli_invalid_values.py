@@ -99,6 +99,8 @@ KINDS: dict[str, Kind] = {
     "existing": Kind((MISSING, "/tmp/\x1b[2J")),
     # A new file: its directory must exist, and it must not.
     "new file": Kind((f"{MISSING}/x.yaml", "/tmp")),
+    # A directory ds01 writes into, made if missing: its parent must exist, no file in its place.
+    "out dir": Kind(("", f"{MISSING}/x", "/etc/passwd")),
     # A directory for ds01d's files: relative ones are made absolute, but one must be given.
     "dir": Kind(("",)),
     # Where ds01d's sockets are: --run-dir of `ds01` itself.
@@ -141,6 +143,7 @@ PARAMS: dict[tuple[str, str], str] = {
     ("admin reserve", "grace"): "duration",
     ("admin unreserve", "reason"): "text",
     ("container stats", "name"): "container",
+    ("slurm export", "out_arg"): "out dir",
     ("config check", "path"): "existing",
     ("config show", "user"): "text",  # explains any name, known to NSS or not
     ("container deploy", "name"): "container",
@@ -271,6 +274,15 @@ def _valid_values(tmp: Path, d: Daemon) -> dict[str, dict[str, list[str | None]]
         "admin undrain": {"target": ["GPU-nonsuch"]},
         "admin grant": {"user": ["nosuchuser-ds01"], "reason": ["probe"], "for_": ["1h"]},
         "admin revoke": {"user": ["nosuchuser-ds01"]},
+        # For nobody: refused whatever else is right, so no case reserves anything.
+        "admin reserve": {
+            "units": ["0"],
+            "from_": ["1h"],
+            "to": ["2h"],
+            "for_": ["nosuchuser-ds01"],
+            "reason": ["probe"],
+        },
+        "admin unreserve": {"rid": ["999"]},
         "config check": {"path": [str(d.config_path)]},
         "config show": {},
         "container deploy": {"name": ["probe"], "image": [TEST_IMAGE]},

@@ -327,6 +327,11 @@ def reserve(
     before it, get the units only until then. Unused for --grace after the start, the units
     return to the pool. Audited.
     """
+    from ds01.errors import UsageError
+
+    for option, value in (("--from", from_), ("--to", to), ("--for", for_)):
+        if not value.strip():
+            raise UsageError(f"{option} is empty", fix="See 'ds01 admin reserve --help'.")
     with client_of(ctx) as c:
         r = c.reserve(units, from_, to, for_, reason, grace=grace)
     if as_json:

@@ -26,10 +26,13 @@ app = typer.Typer(
 @app.command("export")
 def export(
     ctx: typer.Context,
-    out: Annotated[
-        Path,
+    out_arg: Annotated[
+        str,
         typer.Option(
-            "--out", help="Directory for slurm-ds01.conf, gres.conf, cgroup.conf, sacctmgr.sh."
+            "--out",
+            metavar="DIR",
+            help="Directory for slurm-ds01.conf, gres.conf, cgroup.conf, sacctmgr.sh (made if"
+            " missing; its parent must exist).",
         ),
     ],
     diff: Annotated[
@@ -55,6 +58,7 @@ def export(
     from ds01.slurm.policy import build_policy
     from ds01.slurm.render import render_all
 
+    out = _out_dir(out_arg)
     config = load_config(globals_of(ctx).paths().config)
     policy = build_policy(config, node_machines(config), nss_members(config))
     files = render_all(policy)
@@ -88,7 +92,7 @@ def export(
         return
     if as_json:
         raise UsageError("--json goes with --diff", fix="Add --diff, or leave --json out.")
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(exist_ok=True)
     for name, text in files.items():
         write_atomic(out / name, text, 0o755 if name.endswith(".sh") else 0o644)
     typer.echo(
@@ -98,3 +102,21 @@ def export(
             " 'scontrol reconfigure' (docs/slurm.md)"
         )
     )
+
+
+def _out_dir(value: str) -> Path:
+    """--out, checked before anything is read or written: an existing directory, or a new one
+    in an existing directory (ds01 runs as root here: it makes no tree of parents by a typo)."""
+    if not value.strip():
+        raise UsageError("--out is empty", fix="Give a directory, e.g. --out ./slurm-policy.")
+    out = Path(value)
+    if out.exists() and not out.is_dir():
+        raise UsageError(
+            f"--out {shown(value)} is not a directory", fix="Give a directory for the files."
+        )
+    if not out.exists() and not out.parent.is_dir():
+        raise UsageError(
+            f"--out {shown(value)}: its parent {shown(str(out.parent))} is not a directory",
+            fix="Create the parent first, or choose another --out.",
+        )
+    return out

@@ -170,7 +170,6 @@ class ReservationBook:
             raise UsageError(
                 f"--reason must be 1-{MAX_REASON} characters", fix="Say why; it is audited."
             )
-        user, group = self._party(for_)
         now = self._clock()
         t0 = _moment("--from", start, now, now)
         if t0 < now - PAST_SLACK_S:
@@ -193,6 +192,11 @@ class ReservationBook:
                 raise UsageError(
                     f"--grace {grace!r}: {err}", fix="Give a length like 30m."
                 ) from None
+        # The units are checked before the party (an NSS lookup, slow to fail): the times,
+        # then the units, then who — an error names the first wrong value, changing nothing.
+        with self.db.transaction(immediate=False) as conn:
+            _resolve(units_store.all_units(conn), targets)
+        user, group = self._party(for_)
         with self.db.transaction() as conn:
             units = _resolve(units_store.all_units(conn), targets)
             uuids = tuple(u.uuid for u in units)
@@ -445,7 +449,8 @@ def _resolve(rows: Sequence[units_store.UnitRow], targets: Sequence[str]) -> tup
     names = [t.strip() for part in targets for t in part.split(",") if t.strip()]
     if not names:
         raise UsageError(
-            "name at least one unit", fix="For example: 0,1 or 7/1.0 (ds01 gpu status)."
+            "UNITS is empty: name at least one unit",
+            fix="For example: 0,1 or 7/1.0 (ds01 gpu status).",
         )
     live = [r.unit for r in rows]
     out: dict[str, Unit] = {}
