@@ -25,6 +25,10 @@
 #                   a real one-host SLURM cluster with accounting (scripts/test-slurm.sh) for
 #                   `ds01 slurm export` and the doctor's slurm checks (tests/slurm/); ~25 s to
 #                   install, the cluster with a private mariadbd starts in ~3 s
+#   podman, uidmap  the SLURM backend's runtime: a rootless podman container inside the user's
+#                   job (tests/slurm/test_slurm_containers.py); uidmap's newuidmap/newgidmap map
+#                   the user's /etc/subuid range (useradd adds one on Debian 12). No recommends:
+#                   the jobs use the node's network (no slirp4netns) and runc
 #
 # Extra package names given as arguments are installed the same way (e.g. prometheus, chromium).
 # `--demo` first installs only what scripts/demo.sh needs (no SSH server, no compose, no sudo).
@@ -36,7 +40,7 @@ if [ "${1:-}" = "--demo" ]; then
     shift
     packages=(docker.io busybox-static util-linux passwd libc-bin tar procps "$@")
 else
-    packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime gcc libc6-dev chromium nodejs prometheus slurmctld slurmd slurmdbd slurm-client munge mariadb-server git "$@")
+    packages=(docker.io docker-compose busybox-static util-linux passwd libc-bin tar procps openssh-server openssh-client sudo faketime gcc libc6-dev chromium nodejs prometheus slurmctld slurmd slurmdbd slurm-client munge mariadb-server git podman uidmap "$@")
     command -v npm >/dev/null || packages+=(npm)
 fi
 

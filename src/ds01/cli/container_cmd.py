@@ -115,6 +115,12 @@ def deploy(
         interactive=not command,
         queue=queue,
     )
+    from ds01.cli import slurmjobs
+
+    cluster = slurmjobs.slurm_config(ctx)
+    if cluster is not None:
+        slurmjobs.deploy(cluster, body, as_json)
+        return
     with client_of(ctx) as c:
         got = c.deploy_or_queue(body, on_progress=None if as_json else _print_progress)
     from ds01.api.schemas import ContainerOut
@@ -177,6 +183,11 @@ def list_(
     as_json: JsonOpt = False,
 ) -> None:
     """Your containers, their GPUs, and the state of their allocation."""
+    from ds01.cli import slurmjobs
+
+    if slurmjobs.slurm_config(ctx) is not None:
+        slurmjobs.list_(as_json)
+        return
     with client_of(ctx) as c:
         rows = c.containers(all_users=all_users)
     dumped = [r.model_dump(mode="json") for r in rows]
@@ -267,6 +278,11 @@ def start(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
 @app.command()
 def stop(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
     """Stop a container; its GPUs are held for a grace period, then released."""
+    from ds01.cli import slurmjobs
+
+    if slurmjobs.slurm_config(ctx) is not None:
+        slurmjobs.stop(name)
+        return
     _op(ctx, name, "stop")
 
 
@@ -314,6 +330,11 @@ def logs(
     tail: Annotated[int | None, typer.Option("--tail", min=0, help="Last N lines only.")] = None,
 ) -> None:
     """Print a container's output."""
+    from ds01.cli import slurmjobs
+
+    if slurmjobs.slurm_config(ctx) is not None:
+        slurmjobs.logs(name, follow, tail)
+        return
     with client_of(ctx) as c:
         for chunk in c.logs(name, follow=follow, tail=tail):
             sys.stdout.buffer.write(chunk)
@@ -349,6 +370,11 @@ def inspect(
     ctx: typer.Context, name: Annotated[str, typer.Argument()], as_json: JsonOpt = False
 ) -> None:
     """Details of one container: GPUs, mounts, limits and environment (secrets hidden)."""
+    from ds01.cli import slurmjobs
+
+    if slurmjobs.slurm_config(ctx) is not None:
+        slurmjobs.inspect(name, as_json)
+        return
     with client_of(ctx) as c:
         out = c.container(name)
     if as_json:

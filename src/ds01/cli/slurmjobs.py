@@ -1,0 +1,181 @@
+"""`ds01 container deploy/list/stop/logs/inspect` with `cluster.backend: slurm`.
+
+Runs in the CLI as the calling user: their own `sbatch`, `squeue`, `scancel` (ds01.slurm.jobs),
+no ds01d. Each command here answers in the local backend's words where it can; docs/slurm.md.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from ds01.cli.context import globals_of
+from ds01.cli.output import console, new_table, print_json
+from ds01.errors import UsageError
+
+if TYPE_CHECKING:
+    from ds01.api.schemas import DeployIn
+    from ds01.config import Config
+
+_SLURM_BACKEND = re.compile(r"""backend:\s*["']?slurm\b""")
+
+
+def slurm_config(ctx: typer.Context) -> Config | None:
+    """The config when it says `cluster.backend: slurm`, else None (the local backend). A file
+    that never names slurm is not parsed: list/stop/logs stay as quick as they were."""
+    path = globals_of(ctx).paths().config
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    if _SLURM_BACKEND.search(text) is None:
+        return None
+    from ds01.config import load_config
+
+    config = load_config(path)
+    return config if config.cluster.backend == "slurm" else None
+
+
+def _user() -> str:
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def deploy(config: Config, body: DeployIn, as_json: bool) -> None:
+    from ds01.slurm import jobs
+
+    if not body.command:
+        raise UsageError(
+            "with the SLURM backend a container runs a command as a batch job; none was given",
+            fix="Give it after --, e.g. ds01 container deploy NAME --image IMG -- python train.py"
+            " (for a shell on a GPU node: srun --gres=gpu:1 --pty bash).",
+        )
+    if body.gpueq is not None:
+        raise UsageError(
+            "--gpueq is not available with the SLURM backend: SLURM asks for GPUs by type",
+            fix="Ask for --gpus N or --mig PROFILE.",
+        )
+    gpus = None if body.cpu_only or body.mig else (body.gpus or 1)
+    user = _user()
+    gres = jobs.gres_request(config, gpus, body.mig)
+    script = jobs.job_script(
+        config,
+        user,
+        body.name,
+        body.image,
+        list(body.command),
+        body.workspace,
+        list(body.data),
+        dict(body.env),
+    )
+    job_id = jobs.submit(config, user, body.name, script, gres)
+    job = jobs.find(user, body.name)
+    out = {
+        "name": body.name,
+        "job_id": job_id,
+        "state": job.state if job else "ENDED",
+        "reason": job.reason if job else "",
+        "gres": gres or "",
+        "log": str(jobs.log_dir() / f"{body.name}-{job_id}.log"),
+    }
+    if as_json:
+        print_json(out)
+        return
+    waiting = f" (waiting: {out['reason']})" if out["reason"] not in ("", "None") else ""
+    sys.stdout.write(
+        f"{body.name}: SLURM job {job_id}, {out['state'].lower()}{waiting}"
+        f"{', GPUs ' + gres if gres else ''}\n"
+        f"Output: ds01 container logs {body.name}   Stop: ds01 container stop {body.name}\n"
+    )
+
+
+def list_(as_json: bool) -> None:
+    from ds01.slurm import jobs
+
+    rows = [vars(j) for j in jobs.jobs(_user())]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        sys.stdout.write("No containers in SLURM's queue (ds01 container deploy starts one).\n")
+        return
+    t = new_table()
+    for column in ("Name", "Job", "State", "GPUs", "Node / waiting for", "Time"):
+        t.add_column(column)
+    for r in rows:
+        where = r["nodes"] if r["state"] != "PENDING" else r["reason"]
+        t.add_row(r["name"], r["id"], r["state"].lower(), r["gres"], where, r["time"])
+    console().print(t)
+
+
+def stop(name: str) -> None:
+    from ds01.slurm import jobs
+
+    job = jobs.cancel(_user(), name)
+    sys.stdout.write(f"{name}: SLURM job {job.id} cancelled; its GPUs are free.\n")
+
+
+def logs(name: str, follow: bool, tail: int | None) -> None:
+    from ds01.slurm import jobs
+
+    path = jobs.latest_log(name)
+    data = path.read_bytes()
+    if tail is not None:
+        data = b"".join(data.splitlines(keepends=True)[-tail:] if tail else [])
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+    if not follow:
+        return
+    offset = path.stat().st_size
+    user = _user()
+    while True:
+        running = jobs.find(user, name) is not None
+        with path.open("rb") as f:
+            f.seek(offset)
+            chunk = f.read()
+        offset += len(chunk)
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        if not running:
+            return
+        time.sleep(0.5)
+
+
+_INSPECT = (
+    "JobId",
+    "JobName",
+    "UserId",
+    "Account",
+    "QOS",
+    "JobState",
+    "Reason",
+    "SubmitTime",
+    "StartTime",
+    "TimeLimit",
+    "NodeList",
+    "TresPerNode",
+    "StdOut",
+)
+
+
+def inspect(name: str, as_json: bool) -> None:
+    from ds01.slurm import jobs
+
+    job = jobs.need(_user(), name)
+    fields: dict[str, Any] = jobs.show(job.id)
+    if as_json:
+        print_json({"name": name, "job": fields})
+        return
+    t = new_table(show_header=False)
+    t.add_column("Field")
+    t.add_column("Value")
+    t.add_row("Name", name)
+    for key in _INSPECT:
+        if key in fields:
+            t.add_row(key, fields[key])
+    console().print(t)

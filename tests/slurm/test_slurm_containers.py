@@ -1,0 +1,224 @@
+"""`cluster.backend: slurm`: `ds01 container deploy/list/logs/inspect/stop` as SLURM batch jobs
+running rootless podman, against a real one-host cluster (scripts/test-slurm.sh).
+
+One cluster and one real user for the module. The user's podman store gets a busybox image
+imported from a local rootfs tar (no registry). The four "GPUs" are the stand-in device files
+of test_slurm_cluster.py; nothing from SLURM or podman is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support import ROOT, Users, as_user, need, short_tmp, wait_for
+
+DS01 = str(Path(sys.executable).parent / "ds01")
+SCRIPT = ROOT / "scripts" / "test-slurm.sh"
+STANDINS = [(f"/dev/ds01test-nvidia{i}", minor) for i, minor in enumerate((5, 7, 8, 9))]
+MACHINE = ROOT / "src" / "ds01" / "machines" / "4xA100-40GB.yaml"
+IMAGE = "localhost/ds01-test-busybox:1"
+
+CONFIG = f"""
+defaults: {{allow_full_gpu: true, max_gpueq: 1, max_units_per_container: 2, max_runtime: 4h}}
+groups:
+  student: {{members: [STUDENT]}}
+gpu: {{backend: sim, sim_machine: {MACHINE}}}
+cluster:
+  backend: slurm
+  name: ds01ctr
+  nodes:
+    ds01n1:
+      machine: 4xA100-40GB
+      device_files: "/dev/ds01test-nvidia{{index}}"
+      address: 127.0.0.1
+      cpus: 2
+"""
+
+# In the container: how many of the four stand-ins it can open, which exist, the GPUs it was
+# told, its cgroups (the job's), and a file in the workspace (owned by the user outside).
+PROBE = (
+    "n=0; for f in /dev/ds01test-nvidia0 /dev/ds01test-nvidia1 /dev/ds01test-nvidia2 "
+    '/dev/ds01test-nvidia3; do (: <"$f") 2>/dev/null && n=$((n+1)); done; echo "opened=$n"; '
+    'echo "present=$(ls /dev | grep ds01test | tr "\\n" " ")"; '
+    'echo "visible=$NVIDIA_VISIBLE_DEVICES"; grep devices /proc/self/cgroup; '
+    "echo hello > /workspace/out.txt; echo ready; sleep 300"
+)
+
+
+@dataclass
+class Site:
+    dir: Path
+    config: Path
+    env: dict[str, str]
+    user: str
+
+    def ds01(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`ds01` as the user, on the cluster: their own sbatch/squeue/scancel."""
+        return as_user(
+            self.user,
+            [DS01, "--config", str(self.config), *args],
+            env={"SLURM_CONF": self.env["SLURM_CONF"]},
+            cwd="/tmp",
+        )
+
+    def json(self, *args: str) -> Any:
+        done = self.ds01(*args, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def state(self, name: str) -> dict[str, str] | None:
+        return next((j for j in self.json("container", "list") if j["name"] == name), None)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    need(os.geteuid() == 0, "the SLURM tests run as root (mknod, daemons, real users)")
+    tools = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "podman", "newuidmap")
+    missing = [t for t in tools if shutil.which(t) is None]
+    need(not missing, f"not installed: {', '.join(missing)} (bash .ci/setup-system.sh)")
+    for path, minor in STANDINS:
+        if os.path.exists(path):
+            os.unlink(path)
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+        os.chmod(path, 0o666)
+    users = Users()
+    base = short_tmp("ds01-slurmc-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DS01_", "SLURM_"))}
+    env["SLURM_CONF"] = str(base / "etc" / "slurm.conf")
+    s = Site(base, base / "ds01.yaml", env, users.add())
+    try:
+        s.config.write_text(CONFIG.replace("STUDENT", s.user))
+        s.config.chmod(0o644)
+        run = {"capture_output": True, "text": True, "env": env, "check": False}
+        done = subprocess.run(
+            [DS01, "--config", str(s.config), "slurm", "export", "--out", str(base / "etc")], **run
+        )
+        assert done.returncode == 0, done.stderr
+        done = subprocess.run(["bash", str(SCRIPT), "start", str(base)], **run)
+        assert done.returncode == 0, done.stderr
+        done = subprocess.run(["sh", str(base / "etc" / "sacctmgr.sh")], **run)
+        assert done.returncode == 0, done.stdout + done.stderr
+        # A busybox image in the user's own rootless store, from a rootfs tar (no registry).
+        rootfs = base / "rootfs"
+        (rootfs / "bin").mkdir(parents=True)
+        shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
+        for tool in ("sh", "ls", "grep", "tr", "echo", "sleep", "cat"):
+            (rootfs / "bin" / tool).symlink_to("busybox")
+        (rootfs / "dev").mkdir()
+        tar = base / "busybox.tar"
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tar), "."], check=True)
+        tar.chmod(0o644)
+        done = as_user(s.user, ["podman", "import", str(tar), IMAGE], cwd="/tmp")
+        assert done.returncode == 0, done.stderr
+        yield s
+    finally:
+        subprocess.run(["scancel", "-u", s.user], capture_output=True, env=env)
+        subprocess.run(["bash", str(SCRIPT), "stop", str(base)], capture_output=True, env=env)
+        users.cleanup()
+        for path, _ in STANDINS:
+            if os.path.exists(path):
+                os.unlink(path)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_deploy_runs_a_rootless_container_in_the_job_with_exactly_its_gpu(site: Site) -> None:
+    home = Path(pwd.getpwnam(site.user).pw_dir)
+    workspace = home / "ws"
+    as_user(site.user, ["mkdir", "-p", str(workspace)], check=True)
+    done = site.ds01(
+        "container", "deploy", "train", "--image", IMAGE, "--gpus", "1",
+        "--workspace", str(workspace), "--", "sh", "-c", PROBE,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("train: SLURM job ")
+    assert "GPUs gpu:a100:1" in done.stdout
+
+    running = wait_for(
+        lambda: (j := site.state("train")) and j["state"] == "RUNNING" and j, "train running"
+    )
+    assert running["gres"] == "gpu:a100:1"
+    assert running["nodes"] == "ds01n1"
+
+    def probed() -> str:
+        out = site.ds01("container", "logs", "train").stdout
+        return out if "ready" in out else ""
+
+    log = wait_for(probed, "the container's probe in its log")
+    lines = log.splitlines()
+    # Exactly the job's one stand-in exists in the container and opens; the job was told which.
+    assert "opened=1" in lines
+    present = next(x for x in lines if x.startswith("present=")).split("=", 1)[1].split()
+    assert len(present) == 1
+    index = present[0].removeprefix("ds01test-nvidia")
+    assert f"visible={index}" in lines
+    # The container's processes are in the job's devices cgroup (SLURM's constraint applies).
+    assert any(f"job_{running['id']}" in x for x in lines if "devices" in x), log
+    # The workspace is mounted, and what the container writes there is the user's.
+    written = workspace / "out.txt"
+    assert written.read_text() == "hello\n"
+    assert written.stat().st_uid == pwd.getpwnam(site.user).pw_uid
+
+    shown = site.json("container", "inspect", "train")["job"]
+    assert shown["JobName"] == "ds01:train"
+    assert shown["UserId"].startswith(f"{site.user}(")
+    assert shown["Account"] == "student"
+    assert shown["TimeLimit"] == "04:00:00"  # the QOS's MaxWall from max_runtime
+
+    # Over the QOS limit (max_gpueq 1): the second container waits with SLURM's reason.
+    second = site.ds01(
+        "container", "deploy", "second", "--image", IMAGE, "--gpus", "1", "--", "echo", "second ran"
+    )
+    assert second.returncode == 0, second.stderr
+    pending = wait_for(
+        lambda: (j := site.state("second")) and j["reason"] == "QOSMaxBillingPerUser" and j,
+        "the second container pending on the QOS",
+    )
+    assert pending["state"] == "PENDING"
+    table = site.ds01("container", "list")
+    assert "QOSMaxBillingPerUser" in table.stdout and "running" in table.stdout
+
+    # A name already in the queue is refused, and nothing is submitted.
+    again = site.ds01("container", "deploy", "train", "--image", IMAGE, "--", "true")
+    assert again.returncode == 1
+    assert "already have a container named 'train'" in again.stderr
+    assert [j["name"] for j in site.json("container", "list")].count("train") == 1
+
+    # Stop ends the job (scancel); the waiting one then runs, ends, and keeps its output.
+    stopped = site.ds01("container", "stop", "train")
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"SLURM job {running['id']} cancelled" in stopped.stdout
+    wait_for(lambda: site.state("train") is None, "train gone from the queue")
+    wait_for(lambda: site.state("second") is None, "second to run and end", timeout=60)
+    out = site.ds01("container", "logs", "second")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "second ran\n"
+    # The stopped one's output ends with SLURM's own word on it.
+    last = site.ds01("container", "logs", "train", "--tail", "2").stdout.splitlines()
+    assert last[0] == "ready"
+    assert f"JOB {running['id']} ON ds01n1 CANCELLED" in last[1]
+
+    gone = site.ds01("container", "stop", "train")
+    assert gone.returncode == 1
+    assert "no container named 'train'" in gone.stderr
+
+
+def test_deploy_without_a_command_or_by_gpueq_is_refused(site: Site) -> None:
+    bare = site.ds01("container", "deploy", "x", "--image", IMAGE, "--gpus", "1")
+    assert bare.returncode == 2
+    assert "runs a command as a batch job" in bare.stderr
+    by_gpueq = site.ds01("container", "deploy", "x", "--image", IMAGE, "--gpueq", "1", "--", "true")
+    assert by_gpueq.returncode == 2
+    assert "--gpueq" in by_gpueq.stderr
+    assert site.json("container", "list") == []
