@@ -188,6 +188,17 @@ def test_deploy_runs_a_rootless_container_in_the_job_with_exactly_its_gpu(site: 
     assert pending["state"] == "PENDING"
     table = site.ds01("container", "list")
     assert "QOSMaxBillingPerUser" in table.stdout and "running" in table.stdout
+    # ds01 quota reads the QOS's limits and use; ds01 queue shows the wait with sprio's factors.
+    quota = site.json("quota")
+    assert (quota["account"], quota["qos"]) == ("student", "ds01-student")
+    assert (quota["gpueq_used"], quota["gpueq_limit"]) == ("1", "1")
+    assert quota["containers_running"] == 1
+    assert quota["max_runtime_min"] == 240
+    waiting = site.json("queue")
+    assert [(w["name"], w["reason"], w["user"]) for w in waiting] == [
+        ("second", "QOSMaxBillingPerUser", site.user)
+    ]
+    assert all(isinstance(waiting[0][k], int) for k in ("priority", "age", "fairshare", "qos"))
 
     # A name already in the queue is refused, and nothing is submitted.
     again = site.ds01("container", "deploy", "train", "--image", IMAGE, "--", "true")

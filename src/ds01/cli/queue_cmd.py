@@ -34,6 +34,11 @@ def show(
     """Show your queued deploys with their positions (--all: the whole queue)."""
     if ctx.invoked_subcommand is not None:
         return
+    from ds01.cli import slurmjobs
+
+    if slurmjobs.slurm_config(ctx) is not None:
+        slurmjobs.queue(all_users, as_json)
+        return
     with client_of(ctx) as c:
         q = c.queue(all_users)
     if as_json:

@@ -18,6 +18,12 @@ def quota(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show your limits, what you hold, and what you could still get."""
+    from ds01.cli import slurmjobs
+
+    cluster = slurmjobs.slurm_config(ctx)
+    if cluster is not None:
+        slurmjobs.quota(cluster, as_json)
+        return
     with client_of(ctx) as c:
         q = c.quota()
     if as_json:

@@ -179,3 +179,78 @@ def inspect(name: str, as_json: bool) -> None:
         if key in fields:
             t.add_row(key, fields[key])
     console().print(t)
+
+
+def quota(config: Config, as_json: bool) -> None:
+    from ds01.slurm import usage
+
+    q = usage.quota(config, _user())
+    if as_json:
+        print_json(q)
+        return
+
+    def of(used: str | None, limit: str | int | None) -> str:
+        return f"{used} of {limit if limit is not None else 'no limit'}"
+
+    wall = q["max_runtime_min"]
+    t = new_table(show_header=False)
+    t.add_column("What")
+    t.add_column("Value")
+    t.add_row("SLURM account / QOS", f"{q['account']} / {q['qos']}")
+    t.add_row("GPU-equivalents (yours)", of(q["gpueq_used"], q["gpueq_limit"]))
+    t.add_row("GPU-equivalents (group)", of(q["group_gpueq_used"], q["group_gpueq_limit"]))
+    t.add_row("Running containers", of(str(q["containers_running"]), q["containers_limit"]))
+    t.add_row("Max runtime", "no limit" if wall is None else f"{wall // 60}h{wall % 60:02d}m")
+    console().print(t)
+    sys.stdout.write(
+        "Over these, a deploy waits in SLURM's queue until your own jobs end (ds01 queue).\n"
+    )
+
+
+def queue(all_users: bool, as_json: bool) -> None:
+    from ds01.slurm import usage
+
+    rows = [{"position": i + 1, **r} for i, r in enumerate(usage.pending())]
+    if not all_users:
+        me = _user()
+        rows = [r for r in rows if r["user"] == me]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        sys.stdout.write(
+            "Nothing of yours waits in SLURM's queue.\n"
+            if not all_users
+            else "Nothing waits in SLURM's queue.\n"
+        )
+        return
+    t = new_table()
+    columns = (
+        "#",
+        "Job",
+        "User",
+        "Name",
+        "GPUs",
+        "Waiting for",
+        "Priority",
+        "Age",
+        "Fair share",
+        "Size",
+        "QOS",
+    )
+    for column in columns:
+        t.add_column(column)
+    for r in rows:
+        t.add_row(
+            str(r["position"]),
+            r["id"],
+            r["user"],
+            r["name"],
+            r["gres"],
+            r["reason"],
+            *(
+                str(r[k]) if r[k] is not None else "–"
+                for k in ("priority", "age", "fairshare", "jobsize", "qos")
+            ),
+        )
+    console().print(t)
