@@ -215,6 +215,8 @@ def test_deploy_runs_a_rootless_container_in_the_job_with_exactly_its_gpu(site: 
     out = site.ds01("container", "logs", "second")
     assert out.returncode == 0, out.stderr
     assert out.stdout == "second ran\n"
+    followed = site.ds01("container", "logs", "second", "--follow")  # ends with its job
+    assert followed.stdout == "second ran\n"
     # The stopped one's output ends with SLURM's own word on it.
     last = site.ds01("container", "logs", "train", "--tail", "2").stdout.splitlines()
     assert last[0] == "ready"
