@@ -9,11 +9,11 @@ the gate: anything that may wait goes through off_loop, never straight into a ha
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -65,22 +65,26 @@ class Decider:
     database before it commits (what follows a release starts a thread). So it runs here when
     no other thread of ds01d holds the database, with SQLite told not to wait for another
     process's lock; should it meet one, its transaction rolls back and a worker thread does
-    it again, waiting as long as it must (tests/daemon/test_event_loop.py)."""
+    it again, waiting as long as it must (tests/daemon/test_event_loop.py).
+
+    Decisions that arrive together (requests read in the same pass of the loop) share one
+    transaction, each in its own savepoint (its own `with db.transaction()` nests): one
+    commit for all of them, the costliest step of a decision. Each is still atomic, a refused
+    one rolls back alone, and no answer leaves before the commit that made it durable."""
 
     def __init__(self) -> None:
         self._off: asyncio.Future[Any] | None = None  # the decision now in a worker thread
+        self._batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
 
     async def run(self, db: Database, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         while True:
-            with db.without_waiting() as here:
-                if here:
-                    try:
-                        return fn(*args, **kwargs)
-                    except sqlite3.OperationalError as e:
-                        # Another process holds the write lock (an admin's sqlite3): the
-                        # decision rolled back having changed nothing; a thread waits for it.
-                        if not would_have_waited(e):
-                            raise
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            if not self._batch:
+                asyncio.get_running_loop().call_soon(self._decide, db)
+            self._batch.append((functools.partial(fn, *args, **kwargs), done))
+            outcome = await done
+            if outcome is not _IN_A_THREAD:
+                return cast(T, outcome)
             off = self._off
             if off is None or off.done():
                 break
@@ -90,6 +94,39 @@ class Decider:
         fut = asyncio.ensure_future(off_loop(fn, *args, **kwargs))
         self._off = fut
         return await fut
+
+    def _decide(self, db: Database) -> None:
+        """The decisions gathered since the last pass, in one transaction; each waiter gets
+        its result, its error, or _IN_A_THREAD (another connection holds the lock)."""
+        batch, self._batch = self._batch, []
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        with db.without_waiting() as here:
+            if here:
+                try:
+                    with db.transaction():
+                        for call, done in batch:
+                            try:
+                                outcomes.append((done, call(), None))
+                            except Exception as e:  # its savepoint rolled back; others stand
+                                outcomes.append((done, None, e))
+                except Exception as e:  # BEGIN or COMMIT failed: none of them was saved
+                    outcomes = [(done, None, e) for _, done in batch]
+            else:
+                outcomes = [(done, _IN_A_THREAD, None) for _, done in batch]
+        for done, value, err in outcomes:
+            if done.cancelled():
+                continue
+            if err is not None and would_have_waited(err):
+                # Another process holds the write lock (an admin's sqlite3): rolled back
+                # having changed nothing; a worker thread waits for it.
+                done.set_result(_IN_A_THREAD)
+            elif err is not None:
+                done.set_exception(err)
+            else:
+                done.set_result(value)
+
+
+_IN_A_THREAD = object()  # a decision the loop could not make now: a worker thread makes it
 
 
 @dataclass

@@ -173,6 +173,9 @@ class Database:
                 fix="Check that the state directory exists and is writable by ds01d.",
             ) from e
         self._depth = 0
+        # Rollbacks so far, at any level: what was read inside a rolled-back level may come
+        # back at the same generation with other contents (store/live.py's pending view).
+        self.rollbacks = 0
         # after_commit() callbacks of the open transaction, each with the level it was added at.
         self._after: list[tuple[int, Callable[[], None]]] = []
         # One connection shared by the event loop and worker threads: a transaction must never
@@ -270,6 +273,7 @@ class Database:
     def _rollback(self) -> None:
         """Undo the current level. SQLite may already have rolled the whole transaction back
         itself (it does on SQLITE_FULL); then there is nothing left to undo at any level."""
+        self.rollbacks += 1
         if not self.conn.in_transaction:
             return
         try:

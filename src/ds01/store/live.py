@@ -18,6 +18,11 @@ the single source of truth; this copy is trusted only where it is provably equal
   generation becomes the second one with that row applied. Any other change — an un-noted
   write, a rollback, a write by another connection — leaves the kept View behind the counter,
   so the next view() reads the tables again.
+* Inside one transaction, each View made (read afresh, or a noted change applied) is also
+  pending: several decisions in one transaction (api/http.py's Decider batches them, each in a
+  savepoint) each see the ones before without reading the tables again. A pending View is
+  served only while no rollback has happened since it was made (Database.rollbacks): a
+  rolled-back level takes the counter back, and later writes could reach the same number.
 * Nothing is kept across a start: the first view() reads the database.
 
 store/ as it is: plain reads and writes on a connection; no policy.
@@ -116,14 +121,24 @@ class LiveCache:
     def __init__(self, db: Database) -> None:
         with db.transaction(immediate=False) as conn:  # TEMP: works on a read-only file too
             install(conn)
+        self._db = db
         self._after_commit = db.after_commit
         self._view: View | None = None
+        # The View as the open transaction has it, before it commits: several decisions in
+        # one transaction (api/http.py's Decider batches them, each in its own savepoint)
+        # each see the ones before. Valid only while no rollback happened since it was made
+        # (Database.rollbacks): a level rolled back takes the counter back, and other writes
+        # could reach the same generation with other contents.
+        self._pending: tuple[int, View] | None = None
 
     def view(self, conn: sqlite3.Connection) -> View:
         """The units and live allocations as the database has them now (inside a transaction,
-        before the caller writes). Reads the tables only when the kept View is not of the
-        database's generation."""
+        before the caller writes). Reads the tables only when neither the transaction's
+        pending View nor the kept one is of the database's generation."""
         now = generation(conn)
+        pending = self._pending_view()
+        if pending is not None and pending.generation == now:
+            return pending
         kept = self._view
         if kept is not None and kept.generation == now:
             return kept
@@ -131,7 +146,19 @@ class LiveCache:
         # Kept only once this transaction commits: were it rolled back after writes of its
         # own, the counter would go back and could be reached again with other contents.
         self._after_commit(lambda: self._keep(fresh))
+        self._pend(fresh)
         return fresh
+
+    def _pending_view(self) -> View | None:
+        p = self._pending
+        return p[1] if p is not None and p[0] == self._db.rollbacks else None
+
+    def _pend(self, view: View) -> None:
+        self._pending = (self._db.rollbacks, view)
+        self._after_commit(self._drop_pending)
+
+    def _drop_pending(self) -> None:
+        self._pending = None
 
     def _keep(self, fresh: View) -> None:
         self._view = fresh  # committed, and callbacks run in commit order: the newest
@@ -140,12 +167,19 @@ class LiveCache:
         """One allocation was written, and nothing else of the three tables, between the
         generation `before` and now; `row` is what the database holds for it now."""
         after = generation(conn)
+        pending = self._pending_view()
+        base = pending if pending is not None and pending.generation == before else None
+        if base is None and self._view is not None and self._view.generation == before:
+            base = self._view
+        made = _with_row(base, row, after) if base is not None else None
+        if made is not None:
+            self._pend(made)
 
         def apply() -> None:
             kept = self._view
             if kept is None or kept.generation != before:
                 return  # not the View this change applies to: the next view() reads afresh
             self._view = None  # should _with_row fail, nothing wrong is kept
-            self._view = _with_row(kept, row, after)
+            self._view = made if made is not None and base is kept else _with_row(kept, row, after)
 
         self._after_commit(apply)
