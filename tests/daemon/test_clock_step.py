@@ -165,7 +165,9 @@ def test_a_grant_keeps_its_remaining_time_and_its_warnings_over_a_forward_step(
         (entry,) = [e for e in c.grants() if e.user == user]
         assert entry.until is not None and entry.granted_at is not None
         moved = datetime.fromisoformat(entry.until) - datetime.fromisoformat(g.until)
-        assert abs(moved.total_seconds() - step.details["step_s"]) < 1.0
+        # Both ends are whole seconds (truncated) and step_s is measured apart from the move:
+        # up to a second off each way.
+        assert abs(moved.total_seconds() - step.details["step_s"]) < 2.0
         # The start moved too: the grant keeps its length, so the 1 h and 10 min warnings
         # (longer than the grant) still do not apply.
         length = datetime.fromisoformat(entry.until) - datetime.fromisoformat(entry.granted_at)
