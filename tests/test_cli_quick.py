@@ -190,6 +190,26 @@ def test_no_daemon_goes_the_long_way(tmp_path: Path) -> None:
     assert r.returncode == 1 and "ds01d" in r.stderr, r.stderr
 
 
+def test_a_config_that_runs_containers_through_slurm_goes_the_long_way(
+    env: tuple[Daemon, str], tmp_path: Path
+) -> None:
+    """With `cluster.backend: slurm` containers, quota and queue are SLURM's (cli/slurmjobs.py):
+    a ds01d on the same node must not answer them on the quick path."""
+    from ds01.cli.quick import deploy_plan
+
+    d, _ = env
+    local = tmp_path / "local.yaml"
+    local.write_text(CONFIG)
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(CONFIG + 'cluster:\n  backend: "slurm"\n')
+    deploy = ["container", "deploy", "x", "--image", "img", "--detach"]
+    for words in (["container", "list", "--json"], ["quota", "--json"], ["queue"]):
+        assert answer(["--config", str(local), "--run-dir", str(d.run_dir), *words]) is not None
+        assert answer(["--config", str(cluster), "--run-dir", str(d.run_dir), *words]) is None
+    assert deploy_plan(["--config", str(local), *deploy], stdin_is_tty=False) is not None
+    assert deploy_plan(["--config", str(cluster), *deploy], stdin_is_tty=False) is None
+
+
 def test_version_is_answered_quickly() -> None:
     from ds01 import __version__
 

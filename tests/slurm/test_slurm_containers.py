@@ -235,3 +235,54 @@ def test_deploy_without_a_command_or_by_gpueq_is_refused(site: Site) -> None:
     assert by_gpueq.returncode == 2
     assert "--gpueq" in by_gpueq.stderr
     assert site.json("container", "list") == []
+
+
+def test_single_server_commands_refuse_with_what_to_type_and_the_pointer_works(site: Site) -> None:
+    done = site.ds01(
+        "container", "deploy", "steps", "--image", IMAGE, "--gpus", "1", "--",
+        "sh", "-c", "echo up; sleep 300",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job = wait_for(
+        lambda: (j := site.state("steps")) and j["state"] == "RUNNING" and j, "steps running"
+    )["id"]
+    wait_for(lambda: "up" in site.ds01("container", "logs", "steps").stdout, "the container up")
+
+    def refused(*args: str) -> str:
+        r = site.ds01("container", *args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert "single-server command" in r.stderr and "cluster.backend: slurm" in r.stderr
+        assert r.stdout == ""
+        return r.stderr
+
+    assert "Deploy it again: ds01 container deploy steps --image IMG" in refused("start", "steps")
+    assert "then deploy it again" in refused("restart", "steps")
+    assert "nothing to keep alive" in refused("keep-alive", "steps", "--for", "1h")
+    assert f"sstat --jobs {job}.batch" in refused("stats", "steps")
+    assert f"srun --jobid {job} --overlap --pty podman exec -it " in refused("shell", "steps")
+    # The pointer exec prints is a command that works: a step of the job, in its container.
+    told = refused("exec", "steps", "--", "echo", "hi")
+    pointer = next(x for x in told.splitlines() if "srun --jobid" in x)
+    words = pointer.split(": ", 1)[1].split()
+    assert words[:5] == ["srun", "--jobid", job, "--overlap", "podman"]
+    assert words[-1] == "CMD"
+    inside = as_user(
+        site.user,
+        [*words[:-1], "sh", "-c", "echo inside; ls /dev | grep -c ds01test"],
+        env={"SLURM_CONF": site.env["SLURM_CONF"]},
+        cwd="/tmp",
+    )
+    assert inside.returncode == 0, inside.stderr
+    assert inside.stdout.split() == ["inside", "1"]
+    # A name without a running job still gets the command, with where to find the job id.
+    assert "JOBID: ds01 container list" in refused("exec", "nosuch", "--", "true")
+    # Nothing was started, stopped or queued by any of them.
+    assert [(j["name"], j["id"], j["state"]) for j in site.json("container", "list")] == [
+        ("steps", job, "RUNNING")
+    ]
+
+    # retire is stop here: a job's container is removed when it ends.
+    retired = site.ds01("container", "retire", "steps")
+    assert retired.returncode == 0, retired.stderr
+    assert f"SLURM job {job} cancelled" in retired.stdout
+    wait_for(lambda: site.state("steps") is None, "steps gone from the queue")

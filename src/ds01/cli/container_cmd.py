@@ -215,9 +215,10 @@ def stats(
     CPU % is of one core (200% = two cores busy), as docker stats shows it. MIG devices report
     no utilization (NVML): their memory in use shows activity.
     """
-    from ds01.cli import statsview
+    from ds01.cli import slurmjobs, statsview
     from ds01.errors import Ds01Error
 
+    slurmjobs.refuse_single_server(ctx, "stats", name)
     if name is not None and all_users:
         raise UsageError("NAME and --all cannot be used together", fix="Give one or the other.")
     if watch and as_json:
@@ -272,6 +273,9 @@ def _op(ctx: typer.Context, name: str, op: str) -> None:
 @app.command()
 def start(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
     """Start a stopped container (allocating GPUs again if they were released)."""
+    from ds01.cli import slurmjobs
+
+    slurmjobs.refuse_single_server(ctx, "start", name)
     _op(ctx, name, "start")
 
 
@@ -289,12 +293,20 @@ def stop(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
 @app.command()
 def restart(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
     """Stop and start a container."""
+    from ds01.cli import slurmjobs
+
+    slurmjobs.refuse_single_server(ctx, "restart", name)
     _op(ctx, name, "restart")
 
 
 @app.command()
 def retire(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
     """Stop and remove a container and release its GPUs now. Mounted directories stay."""
+    from ds01.cli import slurmjobs
+
+    if slurmjobs.slurm_config(ctx) is not None:
+        slurmjobs.stop(name)  # a job's container is removed when it ends (podman run --rm)
+        return
     _op(ctx, name, "retire")
 
 
@@ -313,6 +325,9 @@ def keep_alive(
     Renewals hold off at most your max_keepalive_total of idleness in a row; using the GPU
     starts a new allowance.
     """
+    from ds01.cli import slurmjobs
+
+    slurmjobs.refuse_single_server(ctx, "keep-alive", name)
     with client_of(ctx) as c:
         out = c.keep_alive(name, for_)
     dumped = out.model_dump(mode="json")
@@ -414,8 +429,10 @@ def shell(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
     container shell NAME) it reads that input without a terminal and keeps stdout and stderr
     apart. Exits with the shell's exit status.
     """
+    from ds01.cli import slurmjobs
     from ds01.cli.shell import open_shell
 
+    slurmjobs.refuse_single_server(ctx, "shell", name)
     raise typer.Exit(open_shell(ctx, name))
 
 
@@ -430,6 +447,8 @@ def exec_(
     Runs as you, without a terminal: its output and errors stream to your stdout and stderr;
     input from a pipe or file goes to its stdin. Example: ds01 container exec thesis -- nvidia-smi
     """
+    from ds01.cli import slurmjobs
     from ds01.cli.shell import run_command
 
+    slurmjobs.refuse_single_server(ctx, "exec", name)
     raise typer.Exit(run_command(ctx, name, list(command)))

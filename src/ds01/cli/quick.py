@@ -11,9 +11,10 @@ statusview.py). A deploy that opens no shell is posted the same way, its progres
 printed by the functions the full command line uses (deployview.py).
 
 Anything else — another command or flag, --help, a value to check, no daemon, an error
-answer — goes the long way (cli/main.py), which asks again and explains what went wrong: this
-path never prints an error of its own, so every message and exit code stays the one the full
-command line gives. DS01_QUICK=0 turns the quick path off (the tests compare both ways).
+answer, a config that runs containers through SLURM — goes the long way (cli/main.py), which
+asks again and explains what went wrong: this path never prints an error of its own, so every
+message and exit code stays the one the full command line gives. DS01_QUICK=0 turns the quick
+path off (the tests compare both ways).
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ class Plan(NamedTuple):
 
 def _globals(argv: Sequence[str]) -> tuple[str, list[str]] | None:
     """ds01d's socket as the global options (or the environment) name it, and the rest of
-    argv; None when an option is missing its value (the long way says so)."""
+    argv; None when an option is missing its value (the long way says so), or when the config
+    may run containers through SLURM (the long way decides, and asks SLURM)."""
     args = list(argv)
     chosen: dict[str, str] = {}
     while args and args[0] in _GLOBALS:
@@ -93,6 +95,10 @@ def _globals(argv: Sequence[str]) -> tuple[str, list[str]] | None:
     from ds01.paths import Paths
 
     paths = Paths.resolve(chosen.get("config"), chosen.get("state_dir"), chosen.get("run_dir"))
+    from ds01.slurm.backend import may_name_slurm_backend
+
+    if may_name_slurm_backend(paths.config):
+        return None  # containers, quota and queue are SLURM's: cli/slurmjobs.py answers
     return str(paths.api_socket), args
 
 

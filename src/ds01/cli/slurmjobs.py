@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import re
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,23 +22,78 @@ if TYPE_CHECKING:
     from ds01.api.schemas import DeployIn
     from ds01.config import Config
 
-_SLURM_BACKEND = re.compile(r"""backend:\s*["']?slurm\b""")
-
 
 def slurm_config(ctx: typer.Context) -> Config | None:
     """The config when it says `cluster.backend: slurm`, else None (the local backend). A file
     that never names slurm is not parsed: list/stop/logs stay as quick as they were."""
+    from ds01.slurm.backend import may_name_slurm_backend
+
     path = globals_of(ctx).paths().config
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    if _SLURM_BACKEND.search(text) is None:
+    if not may_name_slurm_backend(path):
         return None
     from ds01.config import load_config
 
     config = load_config(path)
     return config if config.cluster.backend == "slurm" else None
+
+
+# The single-server commands that have no SLURM form: why, and what to type instead. JOB and
+# CONTAINER are filled in when the container's job is in the queue (docs/slurm.md).
+_ENDED = "with SLURM a container is a batch job: once it ends it is gone (its output stays)"
+_SINGLE_SERVER: dict[str, tuple[str, str]] = {
+    "start": (
+        _ENDED,
+        "Deploy it again: ds01 container deploy {name} --image IMG -- CMD"
+        " (its earlier output: ds01 container logs {name}).",
+    ),
+    "restart": (
+        _ENDED,
+        "Stop it (ds01 container stop {name}), then deploy it again with ds01 container deploy.",
+    ),
+    "keep-alive": (
+        "SLURM never stops a job for idleness, so there is nothing to keep alive; it ends the"
+        " job at its time limit (your max_runtime)",
+        "See the limit as TimeLimit in: ds01 container inspect {name}",
+    ),
+    "exec": (
+        "ds01 does not reach into a job's container; SLURM runs a command in a running job",
+        "Run it as a step of the job: srun --jobid {job} --overlap podman exec {container} CMD",
+    ),
+    "shell": (
+        "ds01 does not reach into a job's container; SLURM runs a shell in a running job",
+        "Open one as a step of the job: srun --jobid {job} --overlap --pty podman exec -it"
+        " {container} sh",
+    ),
+    "stats": (
+        "ds01d samples only its own server's containers, not SLURM jobs",
+        "Where the cluster gathers job accounting: sstat --jobs {job}.batch; the job itself:"
+        " ds01 container inspect {name}",
+    ),
+}
+
+
+def refuse_single_server(ctx: typer.Context, command: str, name: str | None) -> None:
+    """Refuse a single-server container command when the config runs containers through SLURM,
+    saying what to type instead; return when the local backend is in use."""
+    if slurm_config(ctx) is None:
+        return
+    from ds01.slurm import jobs
+
+    why, fix = _SINGLE_SERVER[command]
+    job = jobs.find(_user(), name) if name else None
+    filled = fix.format(
+        name=name or "NAME",
+        job=job.id if job else "JOBID",
+        container=jobs.container_name(_user(), name) if name else "CONTAINER",
+    )
+    if name and job is None and "{job}" in fix:
+        filled += f" (JOBID: ds01 container list; no running job is named '{name}' now)"
+    raise UsageError(
+        f"ds01 container {command} is a single-server command, and this config runs containers"
+        " through SLURM (cluster.backend: slurm)",
+        why=why[0].upper() + why[1:] + ".",
+        fix=filled,
+    )
 
 
 def _user() -> str:
