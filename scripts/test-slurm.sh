@@ -3,21 +3,29 @@
 # does (slurmctld slurmd slurmdbd slurm-client munge mariadb-server).
 #
 #   scripts/test-slurm.sh start DIR   start munged, a private mariadbd, slurmdbd, slurmctld and one
-#                                     slurmd, all configured under DIR/etc; print
+#                                     slurmd per NodeName, all configured under DIR/etc; print
 #                                     `export SLURM_CONF=DIR/etc/slurm.conf`
-#   scripts/test-slurm.sh stop DIR    stop every daemon that DIR's pid files name
-#   scripts/test-slurm.sh restart-slurmd DIR   stop and start the slurmd (after gres.conf changed)
+#   scripts/test-slurm.sh stop DIR    cancel the cluster's jobs, stop every daemon that DIR's pid
+#                                     files name, and remove the cgroups its jobs left
+#   scripts/test-slurm.sh restart-slurmd DIR   stop and start every slurmd (after gres.conf changed)
 #
 # Before `start`, DIR/etc must hold what `ds01 slurm export --out DIR/etc` renders: slurm-ds01.conf
 # (cluster name, GRES, nodes, partition, priority), gres.conf and cgroup.conf. This script writes
 # only the site's part of slurm.conf — ports, paths, auth, accounting storage — and Includes
-# ds01's snippet, exactly as an admin would. The slurmd runs as the snippet's first NodeName.
+# ds01's snippet, exactly as an admin would. One slurmd runs for each NodeName of the snippet
+# (`slurmd -N NODE`), so a snippet with two nodes is a two-node cluster on one host: Debian's
+# SLURM is built with --enable-multiple-slurmd (`scontrol show config`: MULTIPLE_SLURMD = Yes),
+# each node's spool, pid and log files are per node (%n), and its jobs' cgroups are under
+# /sys/fs/cgroup/<controller>/slurm_<node>. Each node then needs a port of its own
+# (cluster.nodes.<n>.port: the NodeName's Port=); a second slurmd on SlurmdPort fails with
+# "Unable to bind listen port (N): Address already in use" in its log.
 #
 # Everything lives in DIR: a munge key of its own (so it never talks to the host's munged), its
 # own TCP ports (free ones chosen at start), pid files, logs, state and a MariaDB data directory
 # with its own socket and port, so nothing of the host's SLURM or MariaDB (if any) is touched.
-# The cgroups SLURM makes are under /sys/fs/cgroup/<controller>/slurm*, removed by slurmd when
-# its jobs end.
+# slurmstepd leaves a job's cgroup directories behind when the job made cgroups of its own
+# (rootless podman's container under task_0), so `stop` removes the directories of the jobs
+# this cluster ran (sacct names them) once they are empty.
 set -euo pipefail
 
 START_TIMEOUT_S="${DS01_TEST_SLURM_START_TIMEOUT:-60}"
@@ -70,8 +78,8 @@ wait_for() {  # wait_for WHAT LOG COMMAND...: until COMMAND succeeds
     done
 }
 
-node_name() {
-    sed -n 's/^NodeName=\([^ ]*\).*/\1/p' "$etc/slurm-ds01.conf" | head -n 1
+node_names() {
+    sed -n 's/^NodeName=\([^ ]*\).*/\1/p' "$etc/slurm-ds01.conf"
 }
 
 start_munge() {
@@ -199,19 +207,31 @@ start() {
         slurmctld
         wait_for slurmctld "$dir/log/slurmctld.log" scontrol ping
     fi
-    start_slurmd
+    start_slurmds
     echo "export SLURM_CONF=$SLURM_CONF"
 }
 
-start_slurmd() {
-    local node
-    node="$(node_name)"
-    [ -n "$node" ] || die "no NodeName line in $etc/slurm-ds01.conf"
-    if ! alive "$run/slurmd-$node.pid" slurmd; then
-        mkdir -p "$dir/spool/$node"
-        slurmd -N "$node"
-    fi
-    wait_for "slurmd $node" "$dir/log/slurmd-$node.log" node_up "$node"
+start_slurmds() {
+    local node nodes
+    nodes="$(node_names)"
+    [ -n "$nodes" ] || die "no NodeName line in $etc/slurm-ds01.conf"
+    for node in $nodes; do
+        if ! alive "$run/slurmd-$node.pid" slurmd; then
+            mkdir -p "$dir/spool/$node"
+            slurmd -N "$node"
+        fi
+    done
+    for node in $nodes; do
+        wait_for "slurmd $node" "$dir/log/slurmd-$node.log" node_up "$node"
+    done
+}
+
+stop_slurmds() {  # all at once: each takes a second or two to exit
+    local f pids=()
+    for f in "$run"/slurmd-*.pid; do
+        if [ -e "$f" ]; then stop_one "$f" slurmd & pids+=($!); fi
+    done
+    [ "${#pids[@]}" -eq 0 ] || wait "${pids[@]}"
 }
 
 node_up() {  # the node answers and is not down or drained
@@ -220,18 +240,68 @@ node_up() {  # the node answers and is not down or drained
     case "$state" in idle* | mixed* | allocated*) return 0 ;; *) return 1 ;; esac
 }
 
+cancel_jobs() {  # cancel every job of this cluster; wait until slurmctld has none left
+    alive "$run/slurmctld.pid" slurmctld || return 0
+    local ids
+    ids="$(squeue -h -o %i 2>/dev/null | tr '\n' ' ')"
+    [ -n "${ids// /}" ] || return 0
+    # shellcheck disable=SC2086
+    scancel $ids 2>/dev/null || true
+    local deadline=$((SECONDS + 30))
+    while [ -n "$(squeue -h -o %i 2>/dev/null)" ] && [ "$SECONDS" -lt "$deadline" ]; do
+        sleep 0.2
+    done
+}
+
+# The cgroup directories of this cluster's jobs: /sys/fs/cgroup/<ctrl>/slurm_<node>/uid_U/job_J
+# for every job sacct knows (the jobs ids restart at 1 in every test cluster, so only these).
+job_cgroups() {
+    alive "$run/slurmdbd.pid" slurmdbd || return 0
+    local node job uid
+    sacct -a -X -n -P -o jobid,uid -S 2000-01-01 2>/dev/null | while IFS='|' read -r job uid; do
+        [ -n "$uid" ] || continue
+        for node in $(node_names); do
+            for d in /sys/fs/cgroup/*/"slurm_$node/uid_$uid/job_$job"; do
+                if [ -d "$d" ]; then echo "$d"; fi
+            done
+        done
+    done
+}
+
+remove_cgroups() {  # remove_cgroups DIR...: depth first, each within 10 s
+    local d p left deadline
+    for d in "$@"; do
+        deadline=$((SECONDS + 10))
+        while [ -d "$d" ] && [ "$SECONDS" -lt "$deadline" ]; do
+            # A process still in a stopped cluster's job (a container's, exiting) keeps its
+            # directory busy until it is gone.
+            for p in $(find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null); do
+                kill -KILL "$p" 2>/dev/null || true
+            done
+            find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || sleep 0.2
+        done
+        [ ! -d "$d" ] || log "could not remove $d (still in use)"
+        # The user's and the node's directory go with their last job (another cluster's keep them).
+        left="$(dirname "$d")"
+        rmdir "$left" "$(dirname "$left")" 2>/dev/null || true
+    done
+}
+
 stop() {
     [ -d "$dir" ] || { log "nothing to stop: $dir does not exist"; return 0; }
+    cancel_jobs
+    local cgroups
+    cgroups="$(job_cgroups)"
+    stop_slurmds
     # All at once: each takes a second or two to exit, and none needs another to stop.
-    local f pids=()
-    for f in "$run"/slurmd-*.pid; do
-        [ -e "$f" ] && { stop_one "$f" slurmd & pids+=($!); }
-    done
+    local pids=()
     stop_one "$run/slurmctld.pid" slurmctld & pids+=($!)
     stop_one "$run/slurmdbd.pid" slurmdbd & pids+=($!)
     stop_one "$run/mariadbd.pid" mariadbd & pids+=($!)
     stop_one "$run/munged.pid" munged & pids+=($!)
     wait "${pids[@]}"
+    # shellcheck disable=SC2086
+    [ -z "$cgroups" ] || remove_cgroups $cgroups
     log "stopped (state kept in $dir)"
 }
 
@@ -239,9 +309,8 @@ case "$cmd" in
     start) start ;;
     stop) stop ;;
     restart-slurmd)
-        node="$(node_name)"
-        stop_one "$run/slurmd-$node.pid" slurmd
-        start_slurmd
+        stop_slurmds
+        start_slurmds
         ;;
     *) echo "usage: $0 start DIR | stop DIR | restart-slurmd DIR" >&2; exit 2 ;;
 esac

@@ -178,6 +178,18 @@ def test_bad_input_is_a_clear_usage_error(
         assert [line.strip() for line in done.stderr.splitlines()] == expected
 
 
+def test_a_node_port_becomes_its_port_and_a_bad_one_is_refused(tmp_path: Path) -> None:
+    """cluster.nodes.<n>.port: several slurmd on one host (docs/slurm.md "Two nodes")."""
+    done = _export(tmp_path, "cluster: {nodes: {n1: {machine: 4xA100-40GB, port: 6900}}}")
+    assert done.returncode == 0, done.stderr
+    conf = (tmp_path / "out" / "slurm-ds01.conf").read_text()
+    assert "NodeName=n1 Port=6900 Gres=gpu:a100:4 State=UNKNOWN" in conf
+    bad = _export(tmp_path, "cluster: {nodes: {n1: {machine: 4xA100-40GB, port: 70000}}}")
+    assert bad.returncode == 2
+    assert "cluster.nodes.n1.port: must be a port number (1-65535), got 70000" in bad.stderr
+    assert (tmp_path / "out" / "slurm-ds01.conf").read_text() == conf
+
+
 def test_gres_types_names_what_has_no_type(tmp_path: Path) -> None:
     config = (
         "cluster: {nodes: {n1: {machine: node.yaml, gres: nvml}},"

@@ -572,6 +572,9 @@ class ClusterNode(_Section):
     gres: Annotated[Literal["files", "nvml"], _v(_choice("files", "nvml"))] = "files"
     device_files: Text = "/dev/nvidia{index}"  # File= of GPU {index} with gres: files
     address: OptText = None  # NodeAddr (default: the node's name)
+    # Port= of this node's slurmd (default: slurm.conf's SlurmdPort); only where several slurmd
+    # share one host, as in the test cluster (docs/slurm.md "Two nodes").
+    port: Annotated[int | None, _v(_port, None)] = None
     cpus: OptCount1 = None  # CPUs= (default: what slurmd finds)
 
 

@@ -153,8 +153,31 @@ def submit(
     ]
     if gres:
         args.append(f"--gres={gres}")
-    out = tools.run(args, stdin=script).strip()
+    try:
+        out = tools.run(args, stdin=script).strip()
+    except tools.SlurmUnavailable as err:
+        if _NO_NODE not in (err.why or ""):
+            raise
+        raise Ds01Error(
+            f"SLURM refused the job: no node has {gres or 'what it asks for'}",
+            f"sbatch: {(err.why or '').removeprefix('sbatch: error: ')}. A job's GPUs are all on"
+            f" one node, never split across nodes; the nodes have: {_node_gres()}.",
+            "Ask for at most what one node has, or split the work into smaller containers.",
+        ) from None
     return out.split(";", 1)[0]
+
+
+# sbatch's words when no node of the partition could ever hold the job.
+_NO_NODE = "Requested node configuration is not available"
+
+
+def _node_gres() -> str:
+    """Each node's GRES, as slurmctld has them: 'ds01p1 gpu:a100:2, ds01p2 gpu:a100:2'."""
+    try:
+        rows = tools.run(["sinfo", "-h", "-N", "-o", "%N %G"]).splitlines()
+    except tools.SlurmUnavailable:
+        return "(sinfo did not answer)"
+    return ", ".join(dict.fromkeys(r.strip() for r in rows if r.strip()))
 
 
 def jobs(user: str) -> list[Job]:

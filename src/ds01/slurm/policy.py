@@ -52,6 +52,7 @@ class NodeGres:
 
     name: str
     address: str | None
+    port: int | None  # Port= (several slurmd on one host)
     cpus: int | None
     autodetect: bool  # AutoDetect=nvml, else one File= line per whole GPU
     counts: dict[str, int]  # GRES type → count on this node
@@ -180,6 +181,7 @@ def build_policy(
             NodeGres(
                 node_name,
                 spec.address,
+                spec.port,
                 spec.cpus,
                 spec.gres == "nvml",
                 counts,

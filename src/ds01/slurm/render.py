@@ -73,6 +73,8 @@ def slurm_conf(policy: ClusterPolicy) -> str:
         parts = [f"NodeName={node.name}"]
         if node.address:
             parts.append(f"NodeAddr={node.address}")
+        if node.port:
+            parts.append(f"Port={node.port}")
         if node.cpus:
             parts.append(f"CPUs={node.cpus}")
         if node.counts:
