@@ -60,49 +60,6 @@ def get_json(
     return _body_of(raw, notices) if raw is not None else None
 
 
-def get_many(
-    socket_path: str,
-    requests: list[tuple[str, dict[str, str]]],
-    timeout: float = 30.0,
-    notices: list[dict[str, Any]] | None = None,
-) -> list[Any] | None:
-    """The JSON bodies of several GETs (path, params), each answered 200, or None if any was
-    not (as get_json takes them). All are sent before any is read, one connection each, so
-    ds01d works on one while the next is in flight: `ds01 top`'s eight questions (as root, 19
-    units) take 3.5 ms so, 4.9 ms one after another, on a 2-core VM. With `notices`, the first
-    request asks for the caller's banner notices (get_json)."""
-    socks: list[socket.socket] = []
-    try:
-        for i, (path, params) in enumerate(requests):
-            items = params.items()
-            if not all(k and v and PLAIN.issuperset(k) and PLAIN.issuperset(v) for k, v in items):
-                return None
-            query = "&".join(f"{k}={v}" for k, v in items)
-            target = f"{path}?{query}" if query else path
-            ask = f"{HEADER}: 1\r\n" if notices is not None and i == 0 else ""
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.settimeout(timeout)
-            sock.connect(socket_path)
-            sock.sendall(
-                f"GET {target} HTTP/1.1\r\nHost: ds01d\r\nAccept: application/json\r\n{ask}"
-                "Connection: close\r\n\r\n".encode("ascii")
-            )
-        raws = [_read_all(sock) for sock in socks]
-    except OSError:
-        return None
-    finally:
-        for sock in socks:
-            sock.close()
-    out = []
-    for i, raw in enumerate(raws):
-        body = _body_of(raw, notices if i == 0 else None) if raw is not None else None
-        if body is None:
-            return None
-        out.append(body)
-    return out
-
-
 def _read_all(sock: socket.socket) -> bytes | None:
     chunks: list[bytes] = []
     size = 0

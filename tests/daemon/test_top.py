@@ -293,3 +293,64 @@ def test_live_view_outlives_a_daemon_restart(world: World) -> None:
     assert notes == [False, True, False]
     assert "GPU units (sim)" in frames[1]  # the last screen stays under the note
     assert "after restart" in frames[2]
+
+
+# GET on ds01d's socket as a user: the status and the JSON body.
+_GET = """
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+head = f"GET {sys.argv[2]} HTTP/1.1\\r\\nHost: ds01d\\r\\nConnection: close\\r\\n\\r\\n"
+s.sendall(head.encode())
+raw = b""
+while chunk := s.recv(65536):
+    raw += chunk
+head, _, body = raw.partition(b"\\r\\n\\r\\n")
+print(json.dumps({"status": int(head.split()[1]), "body": json.loads(body)}))
+"""
+
+
+def get(d: Daemon, path: str, user: str | None) -> tuple[int, Any]:
+    argv = [sys.executable, "-c", _GET, str(d.socket), path]
+    r = as_user(user, argv) if user else subprocess.run(argv, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    return got["status"], got["body"]
+
+
+def test_one_answer_holds_only_what_the_caller_may_ask_for_one_request_at_a_time(
+    world: World,
+) -> None:
+    """GET /v1/top (what the quick path asks) is each endpoint's own answer to the same caller:
+    a user who is no admin gets no admin part and, under hide_others, nobody else's name;
+    an admin gets everyone's allocations and the admin parts."""
+    d = world.d
+    for user in (world.a, world.b):
+        status, body = get(d, "/v1/top", user)
+        assert status == 200
+        assert body["admin_parts"] is False
+        assert (body["health"], body["host_processes"], body["orphans"]) == (None, None, None)
+        assert body["whoami"]["user"] == user and body["whoami"]["admin"] is False
+        mine = get(d, "/v1/allocations?gpus=1", user)[1]
+        assert [a["id"] for a in body["allocations"]] == [a["id"] for a in mine]
+        assert {a["user"] for a in body["allocations"]} <= {user}
+        holders = {u["user"] for u in body["status"]["units"]} - {None}
+        assert holders == ({user} if user == world.a else {"(hidden)"})
+        assert body["status"] == get(d, "/v1/gpu/status", user)[1] | {
+            "sampled_at": body["status"]["sampled_at"]
+        }
+        assert world.admin not in json.dumps(body) and "root" not in json.dumps(body["events"])
+    assert len(get(d, "/v1/top", world.a)[1]["allocations"]) == 1  # a's GPU
+    assert get(d, "/v1/top", world.b)[1]["allocations"] == []
+
+    for user in (world.admin, None):  # by group, and root
+        status, body = get(d, "/v1/top", user)
+        assert status == 200 and body["admin_parts"] is True
+        assert {a["user"] for a in body["allocations"]} == {world.a}  # root's holds no GPU
+        assert body["health"]["status"] == "ok"
+        assert body["host_processes"] == [] and body["orphans"] == []
+
+    # A bad number of events is the whole answer's error, as /v1/events would say it.
+    for bad in ("0", "x", "1001", "-1"):
+        status, body = get(d, f"/v1/top?events={bad}", world.b)
+        assert status == 400 and body["error"]["kind"] == "usage", body

@@ -19,7 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from ds01.api.schemas import LoopOut, OrphanOut
-from ds01.errors import UsageError
+from ds01.errors import NotFound, UsageError
 from ds01.identity import Caller, CallerCache
 from ds01.lifecycle.containerstats import ContainerReading
 from ds01.lifecycle.countdown import Outlook
@@ -198,6 +198,14 @@ async def parse_body(request: web.Request, schema: type[_M]) -> _M:
             f"bad request: {loc}: {first['msg']}",
             fix="See 'ds01 --help' or the API description at /v1/openapi.json.",
         ) from None
+
+
+async def not_found(request: web.Request) -> web.Response:
+    """The catch-all route's handler: every path ds01d does not serve (api/server.py)."""
+    raise NotFound(
+        f"no API endpoint {request.method} {request.path}",
+        fix="See /v1/openapi.json for the endpoints.",
+    )
 
 
 def ok(model: BaseModel | list[Any] | dict[str, Any], status: int = 200) -> web.Response:

@@ -25,6 +25,7 @@ from ds01.api import (
     reports,
     reservations,
     system,
+    top,
     units,
 )
 from ds01.api import schemas as s
@@ -76,6 +77,13 @@ ROUTES: tuple[Route, ...] = (
         units.get_status,
         "Every unit with its holder",
         response=s.StatusOut,
+    ),
+    Route(
+        "get",
+        "/v1/top",
+        top.top,
+        "What ds01 top shows, in one answer (?events=N recent events, 10)",
+        response=s.TopOut,
     ),
     Route(
         "post",

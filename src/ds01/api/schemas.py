@@ -620,6 +620,23 @@ class QueueOut(BaseModel):
     waiting: int = Field(description="entries waiting in the whole queue")
 
 
+class TopOut(BaseModel):
+    """GET /v1/top: what `ds01 top` shows, in one answer. Each part is what its own endpoint
+    answers the caller; the admin parts are null for others."""
+
+    admin_parts: bool = Field(description="whether health, host_processes and orphans were asked")
+    whoami: WhoAmIOut
+    status: StatusOut = Field(description="GET /v1/gpu/status")
+    allocations: list[AllocationOut] = Field(
+        description="GET /v1/allocations?gpus=1 (an admin's: all=1)"
+    )
+    queue: QueueOut | None = Field(description="GET /v1/queue?all=1; null without a queue")
+    events: list[EventOut] = Field(description="GET /v1/events?limit=EVENTS (?events=, 10)")
+    health: HealthOut | None = None
+    host_processes: list[HostProcessOut] | None = None
+    orphans: list[OrphanOut] | None = None
+
+
 class QueueFactorOut(BaseModel):
     name: str = Field(description="fairshare | age | group | size")
     value: float = Field(description="the factor, 0..1")

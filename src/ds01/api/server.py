@@ -22,7 +22,7 @@ import socket
 from aiohttp import web
 
 from ds01.api import convert
-from ds01.api.http import API_LIMITS, CALLER, DEPS, LIMITS, MAX_BODY, ApiDeps
+from ds01.api.http import API_LIMITS, CALLER, DEPS, LIMITS, MAX_BODY, ApiDeps, not_found
 from ds01.api.routes import ROUTES, Handler, Needs, Route
 from ds01.api.site import GuardedSite, Guards, HttpLog
 from ds01.errors import (
@@ -115,13 +115,6 @@ async def identity_and_errors(request: web.Request, handler: Handler) -> web.Str
                 fix="Tell an admin; the ds01d log has the details (journalctl -u ds01d).",
             )
         )
-
-
-async def not_found(request: web.Request) -> web.Response:
-    raise NotFound(
-        f"no API endpoint {request.method} {request.path}",
-        fix="See /v1/openapi.json for the endpoints.",
-    )
 
 
 def served(route: Route, deps: ApiDeps) -> bool:

@@ -1,9 +1,8 @@
 """`ds01 top`: asking ds01d for what the dashboard shows, and the live view in the terminal.
 
-The answers are asked for together (unixhttp.get_many: one connection each, all sent before
-any is read), in two rounds for an admin (who am I, the units, your allocations, the queue,
-recent events; then everyone's allocations, ds01d's health, the host's GPU processes and
-containers running without an allocation).
+ds01d answers everything in one request (GET /v1/top, api/top.py): who am I, the units, the
+allocations (an admin's: everyone's), the queue, recent events, and for an admin ds01d's
+health, the host's GPU processes and containers running without an allocation.
 cli/topview.py puts them together, cli/topscreen.py draws them.
 
 The live view is plain ANSI on the terminal's alternate screen — cursor home, each line
@@ -31,46 +30,19 @@ from ds01.cli import topview
 MIN_INTERVAL_S, MAX_INTERVAL_S = 0.2, 3600.0
 DEFAULT_INTERVAL_S = 2.0
 
-# Asked in the first round (the same for every caller): path and query.
-_FIRST: list[tuple[str, dict[str, str]]] = [
-    ("/v1/whoami", {}),
-    ("/v1/gpu/status", {}),
-    ("/v1/allocations", {"gpus": "1"}),
-    ("/v1/queue", {"all": "1"}),
-    ("/v1/events", {"limit": str(topview.EVENTS)}),
-]
-# And for an admin.
-_ADMIN: list[tuple[str, dict[str, str]]] = [
-    ("/v1/allocations", {"all": "1", "gpus": "1"}),
-    ("/v1/health", {}),
-    ("/v1/admin/host-processes", {}),
-    ("/v1/admin/orphans", {}),
-]
-
 
 def gather(socket: str, notices: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
-    """What `ds01 top` shows (topview.snapshot), or None when any answer was not a plain 200
+    """What `ds01 top` shows (topview.snapshot), or None when the answer was not a plain 200
     (no daemon, a refusal): the caller asks again through the full client, which explains."""
-    from ds01.unixhttp import get_many
+    from ds01.unixhttp import get_json
 
-    if os.geteuid() == 0 and os.getuid() == 0:
-        # root is an admin whatever the config says (identity.is_admin): one round.
-        got = get_many(socket, _FIRST[:2] + _FIRST[3:] + _ADMIN, notices=notices)
-        if got is None:
-            return None
-        who, status, queue, events, everyone, health, host, orphans = got
-        return topview.snapshot(who, status, everyone, queue, events, health, host, orphans)
-    got = get_many(socket, _FIRST, notices=notices)
-    if got is None:
+    got = get_json(socket, "/v1/top", {"events": str(topview.EVENTS)}, notices=notices)
+    if not isinstance(got, dict):
         return None
-    who, status, allocations, queue, events = got
-    if not who.get("admin"):
-        return topview.snapshot(who, status, allocations, queue, events)
-    more = get_many(socket, _ADMIN)
-    if more is None:
-        return None
-    everyone, health, host, orphans = more
-    return topview.snapshot(who, status, everyone, queue, events, health, host, orphans)
+    parts = [got["whoami"], got["status"], got["allocations"], got["queue"], got["events"]]
+    if got["admin_parts"]:
+        parts += [got["health"], got["host_processes"], got["orphans"]]
+    return topview.snapshot(*parts)
 
 
 def parse_interval(text: str) -> float | None:
