@@ -92,14 +92,13 @@ def _globals(argv: Sequence[str]) -> tuple[str, list[str]] | None:
             return None
         chosen[_GLOBALS[args[0]]] = args[1]
         del args[:2]
-    from ds01.paths import Paths
-
-    paths = Paths.resolve(chosen.get("config"), chosen.get("state_dir"), chosen.get("run_dir"))
+    from ds01.paths import API_SOCKET, resolved
     from ds01.slurm.backend import may_name_slurm_backend
 
-    if may_name_slurm_backend(paths.config):
+    config, _, run_dir = resolved(chosen.get("config"), None, chosen.get("run_dir"))
+    if may_name_slurm_backend(config):
         return None  # containers, quota and queue are SLURM's: cli/slurmjobs.py answers
-    return str(paths.api_socket), args
+    return os.path.join(run_dir, API_SOCKET), args
 
 
 def plan(argv: Sequence[str]) -> Plan | None:

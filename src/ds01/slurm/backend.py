@@ -9,17 +9,29 @@ command to the full command line, which does.
 
 from __future__ import annotations
 
+import os
 import re
-from pathlib import Path
+import stat
 
+MAX_CONFIG_BYTES = 1 << 20  # far more than any ds01.yaml
 _SLURM_BACKEND = re.compile(r"""backend:\s*["']?slurm\b""")
 
 
-def may_name_slurm_backend(config: Path) -> bool:
-    """True when the file's text could set `cluster.backend: slurm`; False when it cannot, or
-    cannot be read (then the local backend's commands explain what is wrong with it)."""
+def may_name_slurm_backend(config: str | os.PathLike[str]) -> bool:
+    """True when the file's text could set `cluster.backend: slurm`, or it is no plain file of
+    a config's size (the config loader then says what is wrong); False when it cannot, or
+    cannot be read (the local backend's commands explain what is wrong with it)."""
     try:
-        text = config.read_text(errors="replace")
+        fd = os.open(config, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the command
     except OSError:
         return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_CONFIG_BYTES:
+            return True
+        text = os.read(fd, MAX_CONFIG_BYTES).decode("utf-8", "replace")
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     return _SLURM_BACKEND.search(text) is not None
