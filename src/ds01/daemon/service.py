@@ -43,7 +43,7 @@ from ds01.services.grants import GrantService
 from ds01.services.hostproc import HostProcessWatch
 from ds01.services.invariants import describe
 from ds01.services.queue import QueueService
-from ds01.services.reconcile import Reconciler
+from ds01.services.reconcile import EVENT_ACTIONS, Reconciler
 from ds01.services.sweep import InvariantSweep
 from ds01.services.unithistory import UnitHistory
 from ds01.services.unituse import UnitUseMemo
@@ -354,7 +354,9 @@ class Daemon:
         """Blocking: follow Docker's event stream, reconnecting (with a full pass) after drops."""
         while not self._stopping:
             try:
-                stream = self.engine.events(since=int(time.time()))
+                stream = self.engine.events(
+                    since=int(time.time()), filters={"event": list(EVENT_ACTIONS)}
+                )
                 self._event_stream = stream
                 self._reconcile_once()
                 for event in stream:

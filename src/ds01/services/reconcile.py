@@ -41,6 +41,11 @@ class Orphan:
     problem: str
 
 
+# The container events on_event acts on; ds01d subscribes to these only (a `docker run --rm`
+# also sends create, attach and resize, each parsed in ds01d's watcher for nothing).
+EVENT_ACTIONS = ("die", "stop", "start", "destroy")
+
+
 class Reconciler:
     def __init__(self, containers: ContainerService) -> None:
         self.containers = containers
@@ -198,10 +203,10 @@ class Reconciler:
         return running != started
 
     def on_event(self, event: dict[str, object]) -> None:
-        """React to one Docker container event (die, stop, start, destroy)."""
+        """React to one Docker container event (EVENT_ACTIONS)."""
         action = str(event.get("Action") or event.get("status") or "")
         cid = str(event.get("id") or "")
-        if action not in ("die", "stop", "start", "destroy") or not cid:
+        if action not in EVENT_ACTIONS or not cid:
             return
         if action == "destroy":
             # The engine says it is gone (IDs are never reused): its owner record goes too.
