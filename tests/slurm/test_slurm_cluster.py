@@ -14,17 +14,22 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from slurm_support import (
+    DS01,
+    cluster_env,
+    need_root_and,
+    standins,
+    start_cluster,
+    stop_cluster,
+)
 
-from support import ROOT, Users, as_user, need, short_tmp, wait_for
+from support import ROOT, Users, as_user, short_tmp, wait_for
 
-DS01 = str(Path(sys.executable).parent / "ds01")
-SCRIPT = ROOT / "scripts" / "test-slurm.sh"
 # Stand-in GPU files: (path, minor of the mem driver, major 1).
 STANDINS = [(f"/dev/ds01test-nvidia{i}", minor) for i, minor in enumerate((5, 7, 8, 9))]
 MACHINE = ROOT / "src" / "ds01" / "machines" / "4xA100-40GB.yaml"
@@ -99,51 +104,23 @@ class Cluster:
         self.config.write_text(text)
 
 
-def _clean_env() -> dict[str, str]:
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DS01_", "SLURM_")) and k != "DOCKER_HOST"
-    }
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    need(os.geteuid() == 0, "the SLURM tests run as root (mknod, daemons, real users)")
-    missing = [
-        t
-        for t in ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "srun")
-        if shutil.which(t) is None
-    ]
-    need(
-        not missing,
-        f"not installed: {', '.join(missing)} (bash .ci/setup-system.sh installs them)",
-    )
-    for path, minor in STANDINS:
-        if os.path.exists(path):
-            os.unlink(path)
-        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
-        os.chmod(path, 0o666)
+    need_root_and("srun")
     users = Users()
     base = short_tmp("ds01-slurm-")
-    env = _clean_env()
-    env["SLURM_CONF"] = str(base / "etc" / "slurm.conf")
+    env = cluster_env(base)
     c = Cluster(base, base / "ds01.yaml", env, users.add(), users.add(), users.add())
     try:
-        c.write_config()
-        done = c.ds01("slurm", "export", "--out", str(c.etc))
-        assert done.returncode == 0, done.stderr
-        start = c.run("bash", str(SCRIPT), "start", str(base), check=False)
-        assert start.returncode == 0, start.stderr
-        applied = c.run("sh", str(c.etc / "sacctmgr.sh"), check=False)
-        assert applied.returncode == 0, applied.stdout + applied.stderr
-        yield c
+        with standins(STANDINS):
+            c.write_config()
+            start_cluster(base, c.config, env)
+            try:
+                yield c
+            finally:
+                stop_cluster(base, env)
     finally:
-        subprocess.run(["bash", str(SCRIPT), "stop", str(base)], capture_output=True, env=env)
         users.cleanup()
-        for path, _ in STANDINS:
-            if os.path.exists(path):
-                os.unlink(path)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -9,26 +9,30 @@ of test_slurm_cluster.py; nothing from SLURM or podman is mocked.
 from __future__ import annotations
 
 import json
-import os
 import pwd
 import shutil
-import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from slurm_support import (
+    DS01,
+    IMAGE,
+    cluster_env,
+    import_busybox,
+    need_root_and,
+    standins,
+    start_cluster,
+    stop_cluster,
+)
 
-from support import ROOT, Users, as_user, need, short_tmp, wait_for
+from support import ROOT, Users, as_user, short_tmp, wait_for
 
-DS01 = str(Path(sys.executable).parent / "ds01")
-SCRIPT = ROOT / "scripts" / "test-slurm.sh"
 STANDINS = [(f"/dev/ds01test-nvidia{i}", minor) for i, minor in enumerate((5, 7, 8, 9))]
 MACHINE = ROOT / "src" / "ds01" / "machines" / "4xA100-40GB.yaml"
-IMAGE = "localhost/ds01-test-busybox:1"
 
 CONFIG = f"""
 defaults: {{allow_full_gpu: true, max_gpueq: 1, max_units_per_container: 2, max_runtime: 4h}}
@@ -84,52 +88,24 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[Site]:
-    need(os.geteuid() == 0, "the SLURM tests run as root (mknod, daemons, real users)")
-    tools = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "podman", "newuidmap")
-    missing = [t for t in tools if shutil.which(t) is None]
-    need(not missing, f"not installed: {', '.join(missing)} (bash .ci/setup-system.sh)")
-    for path, minor in STANDINS:
-        if os.path.exists(path):
-            os.unlink(path)
-        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
-        os.chmod(path, 0o666)
+    need_root_and("podman", "newuidmap")
     users = Users()
     base = short_tmp("ds01-slurmc-")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DS01_", "SLURM_"))}
-    env["SLURM_CONF"] = str(base / "etc" / "slurm.conf")
+    env = cluster_env(base)
     s = Site(base, base / "ds01.yaml", env, users.add())
     try:
-        s.config.write_text(CONFIG.replace("STUDENT", s.user))
-        s.config.chmod(0o644)
-        run = {"capture_output": True, "text": True, "env": env, "check": False}
-        done = subprocess.run(
-            [DS01, "--config", str(s.config), "slurm", "export", "--out", str(base / "etc")], **run
-        )
-        assert done.returncode == 0, done.stderr
-        done = subprocess.run(["bash", str(SCRIPT), "start", str(base)], **run)
-        assert done.returncode == 0, done.stderr
-        done = subprocess.run(["sh", str(base / "etc" / "sacctmgr.sh")], **run)
-        assert done.returncode == 0, done.stdout + done.stderr
-        # A busybox image in the user's own rootless store, from a rootfs tar (no registry).
-        rootfs = base / "rootfs"
-        (rootfs / "bin").mkdir(parents=True)
-        shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
-        for tool in ("sh", "ls", "grep", "tr", "echo", "sleep", "cat"):
-            (rootfs / "bin" / tool).symlink_to("busybox")
-        (rootfs / "dev").mkdir()
-        tar = base / "busybox.tar"
-        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tar), "."], check=True)
-        tar.chmod(0o644)
-        done = as_user(s.user, ["podman", "import", str(tar), IMAGE], cwd="/tmp")
-        assert done.returncode == 0, done.stderr
-        yield s
+        with standins(STANDINS):
+            s.config.write_text(CONFIG.replace("STUDENT", s.user))
+            s.config.chmod(0o644)
+            start_cluster(base, s.config, env)
+            try:
+                import_busybox(base, [s.user])
+                yield s
+            finally:
+                subprocess.run(["scancel", "-u", s.user], capture_output=True, env=env)
+                stop_cluster(base, env)
     finally:
-        subprocess.run(["scancel", "-u", s.user], capture_output=True, env=env)
-        subprocess.run(["bash", str(SCRIPT), "stop", str(base)], capture_output=True, env=env)
         users.cleanup()
-        for path, _ in STANDINS:
-            if os.path.exists(path):
-                os.unlink(path)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -13,24 +13,30 @@ cgroup directories its jobs make (/sys/fs/cgroup/<ctrl>/slurm_<node>) are too.
 from __future__ import annotations
 
 import json
-import os
 import pwd
 import shutil
 import socket
-import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from slurm_support import (
+    DS01,
+    IMAGE,
+    SCRIPT,
+    cluster_env,
+    import_busybox,
+    need_root_and,
+    standins,
+    start_cluster,
+    stop_cluster,
+)
 
-from support import ROOT, Users, as_user, need, short_tmp, wait_for
+from support import Users, as_user, short_tmp, wait_for
 
-DS01 = str(Path(sys.executable).parent / "ds01")
-SCRIPT = ROOT / "scripts" / "test-slurm.sh"
 NODES = ("ds01p1", "ds01p2")
 # (path, minor of the mem driver, major 1): two per node, four distinct devices.
 STANDINS = [
@@ -39,7 +45,6 @@ STANDINS = [
     ("/dev/ds01test2-p2-nvidia0", 8),
     ("/dev/ds01test2-p2-nvidia1", 9),
 ]
-IMAGE = "localhost/ds01-test-busybox:1"
 
 # Each node: two whole A100s (docs/inventory.md).
 MACHINE = """\
@@ -134,63 +139,30 @@ class Lab:
         return self.run("squeue", "-o", "%i %u %j %T %r %N %b").stdout
 
 
-def _import_busybox(base: Path, users: list[str]) -> None:
-    """A busybox image in each user's own rootless store, from a rootfs tar (no registry)."""
-    rootfs = base / "rootfs"
-    (rootfs / "bin").mkdir(parents=True)
-    shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
-    for tool in ("sh", "ls", "grep", "echo", "sleep", "cat"):
-        (rootfs / "bin" / tool).symlink_to("busybox")
-    (rootfs / "dev").mkdir()
-    tar = base / "busybox.tar"
-    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tar), "."], check=True)
-    tar.chmod(0o644)
-    for user in users:
-        done = as_user(user, ["podman", "import", str(tar), IMAGE], cwd="/tmp")
-        assert done.returncode == 0, done.stderr
-
-
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    need(os.geteuid() == 0, "the SLURM tests run as root (mknod, daemons, real users)")
-    tools = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "podman", "unshare")
-    missing = [t for t in tools if shutil.which(t) is None]
-    need(not missing, f"not installed: {', '.join(missing)} (bash .ci/setup-system.sh)")
-    for path, minor in STANDINS:
-        if os.path.exists(path):
-            os.unlink(path)
-        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
-        os.chmod(path, 0o666)
+    need_root_and("podman", "unshare")
     users = Users()
     base = short_tmp("ds01-slurm2-")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DS01_", "SLURM_")) and k != "DOCKER_HOST"
-    }
-    env["SLURM_CONF"] = str(base / "etc" / "slurm.conf")
+    env = cluster_env(base)
     ports = (_free_port(), _free_port())
     lab = Lab(base, base / "ds01.yaml", env, users.add(), users.add(), ports)
     try:
-        (base / "2xA100.yaml").write_text(MACHINE)
-        text = CONFIG.replace("ALICE", lab.alice).replace("BOB", lab.bob)
-        lab.config.write_text(text.replace("PORT1", str(ports[0])).replace("PORT2", str(ports[1])))
-        for f in (lab.config, base / "2xA100.yaml"):
-            f.chmod(0o644)
-        done = lab.run(DS01, "--config", str(lab.config), "slurm", "export", "--out", str(lab.etc))
-        assert done.returncode == 0, done.stderr
-        done = lab.run("bash", str(SCRIPT), "start", str(base))
-        assert done.returncode == 0, done.stderr
-        done = lab.run("sh", str(lab.etc / "sacctmgr.sh"))
-        assert done.returncode == 0, done.stdout + done.stderr
-        _import_busybox(base, [lab.alice, lab.bob])
-        yield lab
+        with standins(STANDINS):
+            (base / "2xA100.yaml").write_text(MACHINE)
+            text = CONFIG.replace("ALICE", lab.alice).replace("BOB", lab.bob)
+            text = text.replace("PORT1", str(ports[0])).replace("PORT2", str(ports[1]))
+            lab.config.write_text(text)
+            for f in (lab.config, base / "2xA100.yaml"):
+                f.chmod(0o644)
+            start_cluster(base, lab.config, env)
+            try:
+                import_busybox(base, [lab.alice, lab.bob])
+                yield lab
+            finally:
+                stop_cluster(base, env)
     finally:
-        lab.run("bash", str(SCRIPT), "stop", str(base))
         users.cleanup()
-        for path, _ in STANDINS:
-            if os.path.exists(path):
-                os.unlink(path)
         shutil.rmtree(base, ignore_errors=True)
 
 
