@@ -1,5 +1,4 @@
-"""Typed client for the ds01d API over its Unix socket. Used by the CLI, the gate's tools and
-the tests.
+"""Typed client for the ds01d API over its Unix socket. Used by the CLI and the tests.
 
 Requests answered with one JSON body go over kept-alive connections of ds01/unixhttp.py (a
 tenth of httpx's CPU per request, which matters when eight clients share two cores with

@@ -1,4 +1,5 @@
-"""Requests to ds01d over its Unix socket, for the command line's quick path (cli/quick.py).
+"""Requests to ds01d over its Unix socket, for the command line's quick path (cli/quick.py) and
+the typed client (client.py, through Pool: kept-alive connections).
 
 Written on a bare socket because every library costs too much to import for what it does
 here: http.client pulls in the email parser and ssl (34 ms measured on a 2-core VM, three times
@@ -6,7 +7,9 @@ the interpreter's own start-up), httpx twice that. get_json() takes only the pla
 HTTP/1.1 200, a Content-Length body, the connection closed after it — and returns None for
 anything else, so the caller asks again through the full client (client.py), which handles
 and explains every other case. post() reads an answer as it comes (Content-Length, chunked or
-until closed), for the deploy's progress lines.
+until closed), for the deploy's progress lines. Pool keeps connections open between requests
+and reads every kind of answer ds01d sends; for the typed client it is CPU per request that
+counts, not import time (Pool's docstring).
 """
 
 from __future__ import annotations
