@@ -137,6 +137,7 @@ class RefusalReason(StrEnum):
     PATH_NOT_ALLOWED = "path_not_allowed"
     IMAGE_NOT_FOUND = "image_not_found"
     POLICY = "policy"
+    SLURM_BACKEND = "slurm_backend"  # cluster.backend: slurm: SLURM alone hands out the GPUs
     # The Docker gate (gate/refusal.py maps each of its rules to one of these).
     ENDPOINT_NOT_ALLOWED = "endpoint_not_allowed"
     HOST_PRIVILEGE = "host_privilege"

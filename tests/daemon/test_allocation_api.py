@@ -437,3 +437,31 @@ def test_a_workspace_with_a_nul_byte_is_a_usage_error_not_a_500(daemon_factory: 
     assert error["kind"] == "usage"
     assert "workspace" in error["what"]
     assert "Traceback" not in d.log()
+
+
+SLURM_NODE = """\
+defaults: {max_gpueq: 4, max_units_per_container: 2, max_containers: 4, allow_full_gpu: true}
+cluster:
+  backend: slurm
+  nodes:
+    n1: {machine: 8xH100-mig-mixed}
+"""
+
+
+def test_a_node_whose_gpus_are_slurms_hands_none_out(daemon_factory: Any) -> None:
+    """With cluster.backend: slurm, SLURM alone gives out the node's GPUs: a ds01d there (for
+    the access layers, the gate's CPU containers) refuses every GPU request, whole, MIG or by
+    gpueq, and says where to go; a container without a GPU is still allocated."""
+    d: Daemon = daemon_factory(config=SLURM_NODE)
+    with d.client() as c:
+        for req in (AllocateIn(gpus=1), AllocateIn(mig=["1g.10gb"]), AllocateIn(gpueq="0.5")):
+            with pytest.raises(Refusal) as caught:
+                c.allocate(req)
+            assert caught.value.reason.value == "slurm_backend"
+            assert caught.value.what.startswith("this server's GPUs are SLURM's")
+            assert "ds01 container deploy" in (caught.value.fix or "")
+        cpu = c.allocate(AllocateIn(cpu_only=True, container="notes"))
+        assert cpu.units == []
+        assert c.allocations(all_users=True, gpus=True) == []
+        refused = [e for e in c.events(kind="alloc") if e.action == "refused"]
+        assert [e.reason for e in refused] == ["slurm_backend"] * 3

@@ -317,6 +317,8 @@ class AllocationService:
             existing_container=existing_container,
         )
         try:
+            if req.kind is not RequestKind.CPU and self.config.cluster.backend == "slurm":
+                raise _slurm_owns_the_gpus()
             with self.db.transaction() as conn:
                 view = self.live.view(conn)
                 if req.container and not existing_container:
@@ -802,6 +804,16 @@ def _withhold(snap: Snapshot, keep: Mapping[str, Window], now: float) -> Snapsho
         for us in snap.units
     )
     return replace(snap, units=units)
+
+
+def _slurm_owns_the_gpus() -> Refusal:
+    return Refusal(
+        RefusalReason.SLURM_BACKEND,
+        "this server's GPUs are SLURM's (cluster.backend: slurm): ds01d hands none out",
+        why="Two schedulers must never give out the same GPU; SLURM places and isolates jobs.",
+        fix="Deploy through SLURM: ds01 container deploy NAME --image IMG --gpus N -- CMD"
+        " (docs/slurm.md). Containers without a GPU (--cpu-only) still run here.",
+    )
 
 
 def _groups_of_user(user: str) -> frozenset[str]:
