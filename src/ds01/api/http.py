@@ -159,7 +159,7 @@ class ApiDeps:
 
 DEPS = web.AppKey("deps", ApiDeps)
 LIMITS = web.AppKey("limits", ConnectionLimits)
-CALLER = "caller"  # the request key the middleware sets
+CALLER = web.RequestKey("caller", Caller)  # set by the middleware (api/server.py)
 
 
 def deps_of(request: web.Request) -> ApiDeps:
