@@ -166,11 +166,12 @@ def test_a_post_sends_its_json_body(serve: Callable[[Script], Server]) -> None:
     server = serve(lambda n, req: (json_answer(b'{"name": "c", "state": "x"}'), KEEP))
     with Client(server.path) as c:
         c.container_op("a b", "stop")
-        c._request("POST", "/v1/allocations", json={"gpus": 1, "note": "é"})
+        c.drain("0", "fan noisé")
     first, second = server.connections[0]
     assert first.startswith(b"POST /v1/containers/a%20b/stop HTTP/1.1\r\n")
     assert b"\r\nContent-Length: 0\r\n" in first
-    assert second.endswith(b'\r\n\r\n{"gpus":1,"note":"\\u00e9"}')
+    assert second.startswith(b"POST /v1/admin/drain HTTP/1.1\r\n")
+    assert second.endswith(b'\r\n\r\n{"target":"0","reason":"fan nois\\u00e9"}')
     assert b"\r\nContent-Type: application/json\r\n" in second
 
 

@@ -317,6 +317,12 @@ class Client:
     def container(self, name: str) -> ContainerOut:
         return self._get(container_path(name), ContainerOut)
 
+    def top(self, events: int) -> dict[str, Any]:
+        """GET /v1/top (TopOut) as JSON: cli/topview.py reads it as the quick path has it."""
+        data = self._request("GET", "/v1/top", params={"events": events})
+        assert isinstance(data, dict)
+        return data
+
     def container_stats(self, name: str | None = None, all_users: bool = False) -> Any:
         """GET /v1/container-stats (a list of ContainerStatsOut) or, with a name, one
         (ContainerStatsOut), as JSON: cli/statsview.py draws it as the quick path has it."""

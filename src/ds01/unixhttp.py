@@ -47,11 +47,7 @@ def get_json(
         return None
     query = "&".join(f"{k}={v}" for k, v in items)
     target = f"{path}?{query}" if query else path
-    ask = f"{HEADER}: 1\r\n" if notices is not None else ""
-    request = (
-        f"GET {target} HTTP/1.1\r\nHost: ds01d\r\nAccept: application/json\r\n{ask}"
-        "Connection: close\r\n\r\n"
-    ).encode("ascii")
+    request = _request("GET", target, None, notices is not None, close=True)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
@@ -61,6 +57,23 @@ def get_json(
     except OSError:
         return None
     return _body_of(raw, notices) if raw is not None else None
+
+
+def _request(
+    method: str, target: str, body: bytes | None, ask_notices: bool, *, close: bool
+) -> bytes:
+    """One request's bytes: a JSON body when given, the notices asked for, and the connection
+    closed after the answer or kept."""
+    head = f"{method} {target} HTTP/1.1\r\nHost: ds01d\r\nAccept: application/json\r\n"
+    if body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    elif method != "GET":
+        head += "Content-Length: 0\r\n"
+    if ask_notices:
+        head += f"{HEADER}: 1\r\n"
+    if close:
+        head += "Connection: close\r\n"
+    return (head + "\r\n").encode("ascii") + (body or b"")
 
 
 def _read_all(sock: socket.socket) -> bytes | None:
@@ -196,13 +209,7 @@ def post(
     """POST `body` as JSON and return the answer as it starts, or None when ds01d could not be
     reached (nothing was sent). Errors after the request went out raise OSError or ValueError:
     the caller must not send it again."""
-    data = json.dumps(body).encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: ds01d\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\n"
-        + (f"{HEADER}: 1\r\n" if ask_notices else "")
-        + "Connection: close\r\n\r\n"
-    ).encode("ascii")
+    request = _request("POST", path, json.dumps(body).encode(), ask_notices, close=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
@@ -211,7 +218,7 @@ def post(
         sock.close()
         return None
     try:
-        sock.sendall(head + data)
+        sock.sendall(request)
         return Answer(sock)
     except BaseException:
         sock.close()
@@ -249,14 +256,7 @@ class Pool:
     def request(
         self, method: str, target: str, body: bytes | None = None, ask_notices: bool = False
     ) -> Reply:
-        head = f"{method} {target} HTTP/1.1\r\nHost: ds01d\r\nAccept: application/json\r\n"
-        if body is not None:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        elif method != "GET":
-            head += "Content-Length: 0\r\n"
-        if ask_notices:
-            head += f"{HEADER}: 1\r\n"
-        data = (head + "\r\n").encode("ascii") + (body or b"")
+        data = _request(method, target, body, ask_notices, close=False)
         sock, file = self._take()
         kept = False
         try:

@@ -19,6 +19,9 @@ DS01 = str(Path(sys.executable).parent / "ds01")
 SCRIPT = ROOT / "scripts" / "test-slurm.sh"
 IMAGE = "localhost/ds01-test-busybox:1"
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd")
+# One node's four stand-in GPUs (path, minor of the mem driver, major 1), and its machine file.
+STANDINS = [(f"/dev/ds01test-nvidia{i}", minor) for i, minor in enumerate((5, 7, 8, 9))]
+MACHINE = ROOT / "src" / "ds01" / "machines" / "4xA100-40GB.yaml"
 
 
 def need_root_and(*tools: str) -> None:

@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from slurm_support import (
     DS01,
+    MACHINE,
+    STANDINS,
     cluster_env,
     need_root_and,
     standins,
@@ -29,10 +31,6 @@ from slurm_support import (
 )
 
 from support import ROOT, Users, as_user, short_tmp, wait_for
-
-# Stand-in GPU files: (path, minor of the mem driver, major 1).
-STANDINS = [(f"/dev/ds01test-nvidia{i}", minor) for i, minor in enumerate((5, 7, 8, 9))]
-MACHINE = ROOT / "src" / "ds01" / "machines" / "4xA100-40GB.yaml"
 
 CONFIG = f"""
 defaults: {{allow_full_gpu: true, max_gpueq: 1, max_units_per_container: 2, max_runtime: 4h}}

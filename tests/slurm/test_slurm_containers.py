@@ -21,6 +21,8 @@ import pytest
 from slurm_support import (
     DS01,
     IMAGE,
+    MACHINE,
+    STANDINS,
     cluster_env,
     import_busybox,
     need_root_and,
@@ -29,10 +31,7 @@ from slurm_support import (
     stop_cluster,
 )
 
-from support import ROOT, Users, as_user, short_tmp, wait_for
-
-STANDINS = [(f"/dev/ds01test-nvidia{i}", minor) for i, minor in enumerate((5, 7, 8, 9))]
-MACHINE = ROOT / "src" / "ds01" / "machines" / "4xA100-40GB.yaml"
+from support import Users, as_user, short_tmp, wait_for
 
 CONFIG = f"""
 defaults: {{allow_full_gpu: true, max_gpueq: 1, max_units_per_container: 2, max_runtime: 4h}}

@@ -37,12 +37,7 @@ def gather(socket: str, notices: list[dict[str, Any]] | None = None) -> dict[str
     from ds01.unixhttp import get_json
 
     got = get_json(socket, "/v1/top", {"events": str(topview.EVENTS)}, notices=notices)
-    if not isinstance(got, dict):
-        return None
-    parts = [got["whoami"], got["status"], got["allocations"], got["queue"], got["events"]]
-    if got["admin_parts"]:
-        parts += [got["health"], got["host_processes"], got["orphans"]]
-    return topview.snapshot(*parts)
+    return topview.from_top(got) if isinstance(got, dict) else None
 
 
 def parse_interval(text: str) -> float | None:

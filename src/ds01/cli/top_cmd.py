@@ -11,7 +11,7 @@ import typer
 from ds01.cli import top as topmod
 from ds01.cli import topview
 from ds01.cli.context import client_of
-from ds01.errors import Ds01Error, NotFound
+from ds01.errors import Ds01Error
 
 if TYPE_CHECKING:
     from ds01.client import Client
@@ -19,29 +19,8 @@ if TYPE_CHECKING:
 
 def gather(c: Client) -> dict[str, Any]:
     """What `ds01 top` shows, asked through the full client (errors raised as ds01 errors);
-    the same as cli/top.py gather() gets on the quick path."""
-    who = c.whoami()
-    status = c.gpu_status().model_dump(mode="json")
-    allocations = [a.model_dump(mode="json") for a in c.allocations(all_users=who.admin, gpus=True)]
-    try:
-        queue: dict[str, Any] | None = c.queue(True).model_dump(mode="json")
-    except NotFound:  # a ds01d without a queue (an embedded test daemon)
-        queue = None
-    events = [e.model_dump(mode="json") for e in c.events(limit=topview.EVENTS)]
-    if not who.admin:
-        return topview.snapshot(who.model_dump(), status, allocations, queue, events)
-    health = c.health().model_dump(mode="json")
-    try:
-        host = [p.model_dump(mode="json") for p in c.host_processes()]
-    except NotFound:
-        host = []
-    try:
-        orphans = [o.model_dump(mode="json") for o in c.orphans()]
-    except NotFound:
-        orphans = []
-    return topview.snapshot(
-        who.model_dump(), status, allocations, queue, events, health, host, orphans
-    )
+    the same GET /v1/top as cli/top.py gather() sends on the quick path."""
+    return topview.from_top(c.top(topview.EVENTS))
 
 
 def top(

@@ -25,6 +25,15 @@ Json = Mapping[str, Any]
 EVENTS = 10  # recent events asked for: what the screen has room for
 
 
+def from_top(got: Json) -> dict[str, Any]:
+    """The snapshot of ds01d's GET /v1/top answer (api/top.py), as both ways of `ds01 top`
+    ask for it."""
+    parts = [got["whoami"], got["status"], got["allocations"], got["queue"], got["events"]]
+    if got["admin_parts"]:
+        parts += [got["health"], got["host_processes"], got["orphans"]]
+    return snapshot(*parts)
+
+
 def snapshot(
     who: Json,
     status: Json,
