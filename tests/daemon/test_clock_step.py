@@ -7,6 +7,7 @@ step is in the audit log as `daemon/clock_step`. Every wait is bounded; none is 
 from __future__ import annotations
 
 import glob
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +43,15 @@ def libfaketime() -> str | None:
     return found[0] if found else None
 
 
+def set_clock(offset: Path, value: str) -> None:
+    """Step the daemon's wall clock: the offset file is replaced whole (write, then rename), so
+    no clock read in ds01d ever sees it truncated or half written (libfaketime reads it at
+    every call) and takes a step that was never made."""
+    part = offset.with_name(offset.name + ".new")
+    part.write_text(f"{value}\n")
+    os.replace(part, offset)
+
+
 def start_stepped(daemon_factory: Any, timeout_s: int) -> tuple[Daemon, Path]:
     """A ds01d whose wall clock follows an offset file (starting at +0); returns both."""
     lib = libfaketime()
@@ -50,7 +60,7 @@ def start_stepped(daemon_factory: Any, timeout_s: int) -> tuple[Daemon, Path]:
     config = CONFIG_TEMPLATE.format(nowhere=NOWHERE, timeout=timeout_s)
     d: Daemon = daemon_factory(config=config, start=False)
     offset = d.base / "faketime"
-    offset.write_text("+0\n")
+    set_clock(offset, "+0")
     d.extra_env = {
         "LD_PRELOAD": lib,
         "FAKETIME_TIMESTAMP_FILE": str(offset),
@@ -89,7 +99,7 @@ def reserve_step_and_wait(d: Daemon, offset: Path, to: str) -> tuple[float, Even
     with d.client() as c:
         started = time.monotonic()
         a = c.allocate(AllocateIn(gpus=1, container="clock-step"))
-        offset.write_text(f"{to}\n")
+        set_clock(offset, to)
         (step,) = wait_for(lambda: clock_steps(c), "the clock_step event", 20)
         after = c.allocation(a.id)
         assert after.state == "reserved", (after, d.log()[-3000:])
@@ -139,11 +149,11 @@ def test_deadlines_keep_their_frame_across_two_steps_and_a_new_request(
     """A reservation made after a step is in the new frame and is not moved again."""
     d, offset = stepped_long
     with d.client() as c:
-        offset.write_text("+2h\n")
+        set_clock(offset, "+2h")
         wait_for(lambda: clock_steps(c), "the first clock_step event", 20)
         a = c.allocate(AllocateIn(gpus=1, container="after-the-step"))
         assert abs(lifetime(a) - LONG_TIMEOUT_S) < 1.0
-        offset.write_text("+0\n")
+        set_clock(offset, "+0")
         wait_for(lambda: len(clock_steps(c)) == 2, "the second clock_step event", 20)
         assert abs(lifetime(c.allocation(a.id)) - LONG_TIMEOUT_S + STEP_S) < 1.0
         steps = sorted(round(e.details["step_s"]) for e in clock_steps(c))
@@ -159,7 +169,7 @@ def test_a_grant_keeps_its_remaining_time_and_its_warnings_over_a_forward_step(
         started = time.monotonic()
         g = c.grant(user, "clock step test", duration=f"{TIMEOUT_S}s")
         assert g.until is not None
-        offset.write_text("+2h\n")
+        set_clock(offset, "+2h")
         (step,) = wait_for(lambda: clock_steps(c), "the clock_step event", 20)
         assert step.details["grants"] == 1
         (entry,) = [e for e in c.grants() if e.user == user]
