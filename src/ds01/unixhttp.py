@@ -1,5 +1,6 @@
 """Requests to ds01d over its Unix socket, for the command line's quick path (cli/quick.py) and
-the typed client (client.py, through Pool: kept-alive connections).
+the typed client (client.py, through Pool: kept-alive connections); ds01d itself uses Pool for
+its one light read of the Docker engine's socket (runtime/engine.py Engine.running).
 
 Written on a bare socket because every library costs too much to import for what it does
 here: http.client pulls in the email parser and ssl (34 ms measured on a 2-core VM, three times
@@ -132,7 +133,7 @@ class Answer:
         self._file = sock.makefile("rb") if file is None else file
         status = self._file.readline(65537)
         if not status:
-            raise ConnectionResetError("ds01d closed the connection before it answered")
+            raise ConnectionResetError("the server closed the connection before it answered")
         parts = status.split(b" ", 2)
         if len(parts) < 2 or parts[0] != b"HTTP/1.1" or not parts[1].isdigit():
             raise ValueError("not an HTTP/1.1 answer")
@@ -237,11 +238,12 @@ class Reply(NamedTuple):
 
 class Pool:
     """Kept-alive connections to ds01d for the typed client's requests that answer with one
-    body (client.py). A request takes an idle connection, or opens one when none is idle (so
-    threads sharing a client never share a connection), and gives it back once its answer is
-    read whole. On a 2-core VM an allocate+release cycle costs the client ~0.1 ms of CPU so,
-    against ~0.9 ms through httpx, whose URL, header and h11 checks are written for any server:
-    with 8 clients on the same cores that CPU is taken from ds01d.
+    body (client.py), and to the Docker engine for Engine.running. A request takes an idle
+    connection, or opens one when none is idle (so threads sharing a client never share a
+    connection), and gives it back once its answer is read whole. On a 2-core VM an
+    allocate+release cycle costs the client ~0.1 ms of CPU so, against ~0.9 ms through httpx,
+    whose URL, header and h11 checks are written for any server: with 8 clients on the same
+    cores that CPU is taken from ds01d.
 
     Errors: ConnectFailed when nothing was sent; TimeoutError when ds01d did not answer in
     time; another OSError or ValueError when the answer was cut short or garbled (the request

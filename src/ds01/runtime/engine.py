@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
+from urllib.parse import quote, urlencode
 
 import docker
 import docker.errors
@@ -36,9 +37,11 @@ import requests
 import urllib3.exceptions
 from docker.utils import parse_repository_tag
 
+from ds01 import unixhttp
 from ds01.errors import Ds01Error, NotFound, Refusal, RefusalReason
 from ds01.model.limits import STOP_GRACE_S
 from ds01.runtime.down import engine_unreachable
+from ds01.runtime.eventstream import RawEvents
 from ds01.runtime.shell import ShellSession, open_engine_socket, start_exec_upgraded
 from ds01.runtime.spec import (
     LABEL_ALLOCATION,
@@ -171,6 +174,7 @@ class Engine:
         # list_managed: container ID → (summary State, Status, name; what inspect gave).
         self._info_cache: dict[str, tuple[tuple[str, str, str], ContainerInfo]] = {}
         self._lock = threading.Lock()
+        self._light: unixhttp.Pool | None = None  # running(): kept-alive, standard library
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -202,6 +206,9 @@ class Engine:
             if self._client is not None:
                 self._client.close()
             self._client = None
+            if self._light is not None:
+                self._light.close()
+            self._light = None
             self._cgroup_driver = None
             self._info_cache = {}
 
@@ -389,6 +396,38 @@ class Engine:
             data: dict[str, Any] = self._api().inspect_container(container)
         return data
 
+    def running(self, container: str) -> bool:
+        """Whether the container runs now (ContainerInfo.running); False when it is gone.
+
+        ds01d's reconciler asks this for each die/start event it acts on: on a Unix socket it is
+        one GET on a kept-alive connection in the standard library (unixhttp.Pool), ~0.2 ms of
+        CPU where the SDK's inspect costs ~1.5 ms, a tenth of ds01d's CPU per `docker run`
+        through the gate (bench/gate.py). Errors are inspect()'s."""
+        action = f"inspect container {container}"
+        if not self.host.startswith("unix://"):
+            try:
+                return container_info(self.inspect(container)).running
+            except NotFound:
+                return False
+        with self._lock:
+            if self._light is None:
+                self._light = unixhttp.Pool(self.host.removeprefix("unix://"), self.timeout_s)
+            light = self._light
+        try:
+            reply = light.request("GET", f"/containers/{quote(container, safe='')}/json")
+            data = json.loads(reply.body) if reply.status == 200 else None
+        except (OSError, ValueError) as exc:  # no engine, a cut or garbled answer
+            self._unreachable(action, exc)
+        if reply.status == 404:
+            return False
+        if not isinstance(data, dict):
+            raise EngineError(
+                f"cannot {action}: the Docker engine refused",
+                why=_message_of(reply.body) or f"HTTP {reply.status}",
+                fix="If the reason is unclear, an admin can look at the dockerd log.",
+            )
+        return container_info(data).running
+
     def find(self, docker_name: str) -> dict[str, Any] | None:
         """The inspect data of the container with exactly this name, or None."""
         with self._translate(f"look up container {docker_name}", container=docker_name):
@@ -531,9 +570,29 @@ class Engine:
             f"{LABEL_MANAGED}=true",
             *([extra_labels] if isinstance(extra_labels, str) else extra_labels),
         ]
-        with self._translate("subscribe to Docker events"):
-            stream = self._api().events(since=since, until=until, filters=merged, decode=True)
-        return EventStream(stream, lambda: self._translate("read Docker events"))
+        action = "subscribe to Docker events"
+        if self.host.startswith("ssh://"):  # only the SDK speaks ssh
+            with self._translate(action):
+                stream = self._api().events(since=since, until=until, filters=merged, decode=True)
+            return EventStream(stream, lambda: self._translate("read Docker events"))
+        query = {"filters": json.dumps(merged)}
+        for key, value in (("since", since), ("until", until)):
+            if value is not None:
+                query[key] = str(int(value.timestamp()) if isinstance(value, datetime) else value)
+        sock = open_engine_socket(self.host, action)
+        try:
+            with self._translate(action):
+                raw = RawEvents(sock, f"/events?{urlencode(query)}", self.timeout_s)
+                if raw.status != 200:
+                    raise EngineError(
+                        f"cannot {action}: the Docker engine refused",
+                        why=_message_of(raw.error_body()) or f"HTTP {raw.status}",
+                        fix="If the reason is unclear, an admin can look at the dockerd log.",
+                    )
+        except BaseException:
+            sock.close()
+            raise
+        return EventStream(raw, lambda: self._translate("read Docker events"))
 
 
 class _PullFailed(Exception):

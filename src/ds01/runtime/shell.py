@@ -83,8 +83,9 @@ class ShellSession:
         self.close()
 
 
-def open_engine_socket(host: str) -> socket.socket:
-    """A fresh connection to the engine at ``unix:///path`` or ``tcp://host:port``."""
+def open_engine_socket(host: str, action: str = "open a shell") -> socket.socket:
+    """A fresh connection to the engine at ``unix:///path`` or ``tcp://host:port``; failures
+    name `action` (what the connection is for)."""
     try:
         address: EngineAddress | None = EngineAddress.parse(host)
     except ValueError:
@@ -100,12 +101,12 @@ def open_engine_socket(host: str) -> socket.socket:
             )
         else:
             raise RuntimeUnavailable(
-                f"cannot open a shell: engine address {host!r} is not supported for shells",
-                why="Interactive shells need a plain unix:// or tcp:// engine socket.",
+                f"cannot {action}: engine address {host!r} is not supported for this",
+                why="It needs a plain unix:// or tcp:// engine socket (ssh:// is not one).",
                 fix="Point ds01d at the engine's Unix socket (docker.host in ds01.yaml).",
             )
     except OSError as exc:
-        raise engine_unreachable("open a shell", host, exc) from exc
+        raise engine_unreachable(action, host, exc) from exc
     return sock
 
 

@@ -196,16 +196,15 @@ class Reconciler:
         """True when the container is no longer in the state the event reports: a 'die' that
         is handled only after a restart already brought the container back must not hold
         its allocation (and a late 'start' must not activate a stopped one)."""
-        try:
-            running = container_info(self.containers.engine.inspect(cid)).running
-        except NotFound:
-            running = False  # removed since: its destroy event follows
-        return running != started
+        # Gone (removed since) counts as stopped: its destroy event follows.
+        return self.containers.engine.running(cid) != started
 
     def on_event(self, event: dict[str, object]) -> None:
         """React to one Docker container event (EVENT_ACTIONS)."""
+        # Engine API 1.52 (Docker 29) no longer sends the old top-level `status` and `id`.
+        actor = event.get("Actor")
         action = str(event.get("Action") or event.get("status") or "")
-        cid = str(event.get("id") or "")
+        cid = str((actor.get("ID") if isinstance(actor, dict) else None) or event.get("id") or "")
         if action not in EVENT_ACTIONS or not cid:
             return
         if action == "destroy":
