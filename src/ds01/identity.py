@@ -89,6 +89,9 @@ class Caller:
     pid: int
     name: str
     groups: frozenset[str]
+    # Group IDs from the same NSS answer as `groups` (primary included), so that judging a
+    # container's groups (services/invariants.py) asks NSS nothing more; empty when not known.
+    gids: frozenset[int] = frozenset()
 
     @property
     def is_root(self) -> bool:
@@ -128,19 +131,38 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     return pid, uid, gid
 
 
-def groups_of(user: str, primary_gid: int) -> frozenset[str]:
-    """Group names of a user via NSS (getgrouplist covers LDAP/SSSD)."""
-    names: set[str] = set()
+def group_ids(user: str, primary_gid: int) -> frozenset[int]:
+    """The IDs of a user's groups via NSS, the primary one included (getgrouplist covers
+    LDAP/SSSD)."""
     try:
-        gids = os.getgrouplist(user, primary_gid)
+        return frozenset({primary_gid, *os.getgrouplist(user, primary_gid)})
     except OSError:
-        gids = [primary_gid]
+        return frozenset({primary_gid})
+
+
+def group_names(gids: Iterable[int]) -> frozenset[str]:
+    """The names of these group IDs (NSS); an ID without a name is left out."""
+    names: set[str] = set()
     for gid in gids:
         try:
             names.add(grp.getgrgid(gid).gr_name)
         except KeyError:
             continue
     return frozenset(names)
+
+
+def groups_of(user: str, primary_gid: int) -> frozenset[str]:
+    """Group names of a user via NSS."""
+    return group_names(group_ids(user, primary_gid))
+
+
+def unix_groups(user: str) -> frozenset[str]:
+    """A user's group names by account name (NSS); empty when NSS does not know the user."""
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return frozenset()
+    return groups_of(user, pw.pw_gid)
 
 
 def caller_from_uid(uid: int, gid: int, pid: int) -> Caller:
@@ -153,9 +175,8 @@ def caller_from_uid(uid: int, gid: int, pid: int) -> Caller:
             why="ds01 identifies callers by their account, and NSS does not know this uid.",
             fix="Ask an admin to check the account (getent passwd).",
         ) from None
-    return Caller(
-        uid=uid, gid=gid, pid=pid, name=pw.pw_name, groups=groups_of(pw.pw_name, pw.pw_gid)
-    )
+    gids = group_ids(pw.pw_name, pw.pw_gid)
+    return Caller(uid=uid, gid=gid, pid=pid, name=pw.pw_name, groups=group_names(gids), gids=gids)
 
 
 def caller_of_name(name: str) -> Caller:

@@ -7,6 +7,8 @@ one admin rule (identity.is_admin) counts root and the config's admins.
 from __future__ import annotations
 
 import asyncio
+import grp
+import os
 import pwd
 import subprocess
 
@@ -15,6 +17,7 @@ import pytest
 from ds01.config import parse_config_text
 from ds01.errors import PermissionDenied
 from ds01.identity import Caller, CallerCache, is_admin
+from ds01.services.invariants import owner_gids
 from support import Users
 
 pytestmark = pytest.mark.root
@@ -123,3 +126,23 @@ def test_an_owner_by_name_is_kept_for_the_ttl_and_an_unknown_one_has_no_groups(
     assert again.groups == first.groups
     assert group in now.groups
     assert (gone.name, gone.uid, gone.groups) == ("ds01t-no-such-user", -1, frozenset())
+
+
+def test_a_caller_carries_its_group_ids_and_a_container_is_judged_on_them(users: Users) -> None:
+    """The group IDs come with the same NSS answer as the names (primary and supplementary),
+    and the invariant checker's owner_gids uses them: judging a container asks NSS nothing
+    more. A caller without them (made by hand) is asked for then."""
+    group = users.group(f"ds01t{os.getpid() % 10000}g")
+    name = users.add(groups=(group,))
+    pw = pwd.getpwnam(name)
+    expected = frozenset({pw.pw_gid, grp.getgrnam(group).gr_gid})
+    caller = CallerCache(ttl=0).of_name(name)
+    assert (caller.gids, caller.groups) == (expected, frozenset({name, group}))
+    assert owner_gids(caller) == expected
+    # The ids it carries are the ones used: 4242 is in no group NSS knows for this account.
+    carried = Caller(
+        uid=pw.pw_uid, gid=pw.pw_gid, pid=0, name=name, groups=frozenset(), gids=frozenset({4242})
+    )
+    assert owner_gids(carried) == frozenset({4242, pw.pw_gid})
+    by_hand = Caller(uid=pw.pw_uid, gid=pw.pw_gid, pid=0, name=name, groups=frozenset())
+    assert owner_gids(by_hand) == expected

@@ -17,8 +17,8 @@ import typer
 
 from ds01.cli.context import globals_of
 from ds01.cli.text import shown
-from ds01.errors import EXIT_USAGE, ConfigError
-from ds01.identity import groups_of
+from ds01.errors import EXIT_USAGE, ConfigError, NotFound
+from ds01.identity import caller_of_name
 from ds01.model.gpueq import GpuEq
 
 if TYPE_CHECKING:
@@ -92,10 +92,9 @@ def _count(n: int, word: str) -> str:
 def _unix_groups(name: str) -> frozenset[str] | None:
     """The user's Unix groups from NSS, or None when NSS does not know the user."""
     try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
+        return caller_of_name(name).groups
+    except NotFound:
         return None
-    return groups_of(name, entry.pw_gid)
 
 
 def _machine(kind: str, value: object) -> dict[str, object]:

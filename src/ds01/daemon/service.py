@@ -91,7 +91,13 @@ class Daemon:
         self._threads = ThreadPoolExecutor(thread_name_prefix="ds01d")
         # Every service reads the time through the clock watch (services/clock.py).
         self.clock = ClockWatch(self.db)
-        self.allocations = AllocationService(self.db, lambda: self.config, clock=self.clock.now)
+        self.callers = CallerCache()  # api.sock's, the gate's, and the owners of allocations
+        self.allocations = AllocationService(
+            self.db,
+            lambda: self.config,
+            clock=self.clock.now,
+            owner_groups=lambda name: self.callers.of_name(name).groups,
+        )
         self.engine = Engine(self.config.docker.host)
         self.containers = ContainerService(self.allocations, self.engine, lambda: self.config)
         self.reconciler = Reconciler(self.containers)
@@ -148,7 +154,6 @@ class Daemon:
         self.gate: GateServer | None = None
         self.web: WebServer | None = None
         self.metrics: MetricsServer | None = None
-        self.callers = CallerCache()  # api.sock's and the gate's
 
     def _open_backend(self, sim: str | None) -> InventoryBackend:
         from ds01.inventory.select import open_backend, resolve_sim

@@ -14,7 +14,7 @@ import pwd
 from dataclasses import dataclass
 
 from ds01.config import Config
-from ds01.identity import groups_of
+from ds01.identity import unix_groups
 
 
 @dataclass(frozen=True)
@@ -67,15 +67,6 @@ def group_id(name: str) -> int | None:
         return grp.getgrnam(name).gr_gid
     except KeyError:
         return None
-
-
-def unix_groups(user: str) -> frozenset[str]:
-    """The user's groups from NSS (primary and supplementary); empty if the user is unknown."""
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        return frozenset()
-    return groups_of(user, pw.pw_gid)
 
 
 def missing_from(group: str, users: tuple[str, ...]) -> list[str]:

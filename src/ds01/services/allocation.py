@@ -6,7 +6,6 @@ Must not talk to Docker or NVML; containers and inventory call in through these 
 
 from __future__ import annotations
 
-import pwd
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -16,7 +15,7 @@ from typing import Any
 
 from ds01.config import Config, ResolvedLimits
 from ds01.errors import NotFound, PermissionDenied, Refusal, RefusalReason, UsageError
-from ds01.identity import Caller, groups_of, is_admin, require_admin
+from ds01.identity import Caller, is_admin, require_admin, unix_groups
 from ds01.model.activity import Countdown
 from ds01.model.allocation import AllocState
 from ds01.model.gpueq import GpuEq
@@ -155,8 +154,12 @@ class AllocationService:
         db: Database,
         config: Callable[[], Config],
         clock: Callable[[], float] = time.time,
+        owner_groups: Callable[[str], frozenset[str]] = unix_groups,
     ) -> None:
         self.db = db
+        # An allocation owner's Unix groups, for their limits when ds01d acts on the owner's
+        # behalf (hold): ds01d passes its CallerCache, so a Docker event asks NSS nothing.
+        self._owner_groups = owner_groups
         # The units and live allocations in memory, equal to the database (store/live.py):
         # every change this service makes to an allocation is noted there as it commits.
         self.live = live.LiveCache(db)
@@ -495,7 +498,7 @@ class AllocationService:
         with self.db.transaction(immediate=False) as conn:
             first = allocs.get(conn, alloc_id)
         owner = first.user if first is not None else None
-        limits = self.config.resolve(owner, _groups_of_user(owner)).limits if owner else None
+        limits = self.config.resolve(owner, self._owner_groups(owner)).limits if owner else None
         with self.db.transaction() as conn:
             row = allocs.get(conn, alloc_id)
             if row is None:
@@ -503,7 +506,7 @@ class AllocationService:
             if row.state is not AllocState.ACTIVE:
                 return row  # already held or released (the Docker event and a command raced)
             if limits is None or row.user != owner:  # it did not exist a moment ago
-                limits = self.config.resolve(row.user, _groups_of_user(row.user)).limits
+                limits = self.config.resolve(row.user, self._owner_groups(row.user)).limits
             seconds = limits.gpu_hold_after_stop_s
             if seconds <= 0:
                 return self._release_in(conn, row, actor=actor, reason=reason, now=now)
@@ -737,8 +740,11 @@ class AllocationService:
             return allocs.last_for_container_id(conn, container_id)
 
     def live_for_container_id(self, container_id: str) -> AllocationRow | None:
+        # From the live allocations in memory (equal to the database, store/live.py), not a
+        # query of its own: ds01d asks this for every Docker event and every gate start.
         with self.db.transaction(immediate=False) as conn:
-            return allocs.live_for_container_id(conn, container_id)
+            live = self.live.view(conn).live.values()
+            return next((a for a in live if a.container_id == container_id), None)
 
     def events(
         self,
@@ -814,14 +820,6 @@ def _slurm_owns_the_gpus() -> Refusal:
         fix="Deploy through SLURM: ds01 container deploy NAME --image IMG --gpus N -- CMD"
         " (docs/slurm.md). Containers without a GPU (--cpu-only) still run here.",
     )
-
-
-def _groups_of_user(user: str) -> frozenset[str]:
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        return frozenset()
-    return groups_of(user, pw.pw_gid)
 
 
 def _describe(units: Iterable[Any], container: str | None) -> str:

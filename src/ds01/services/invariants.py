@@ -37,7 +37,7 @@ from typing import Any
 
 from ds01.config import Config
 from ds01.errors import Ds01Error
-from ds01.identity import Caller
+from ds01.identity import Caller, group_ids
 from ds01.model.limits import Limits
 from ds01.runtime.engine import Engine
 from ds01.runtime.spec import (
@@ -353,10 +353,11 @@ def host_path_rule(owner: Caller, config: Config) -> Callable[[str, bool], str |
 
 
 def owner_gids(owner: Caller) -> frozenset[int]:
-    try:
-        return frozenset({owner.gid, *os.getgrouplist(owner.name, owner.gid)})
-    except OSError:
-        return frozenset({owner.gid})
+    """The group IDs a container of `owner` may run with: those NSS gave with the owner's
+    account (Caller.gids, no second lookup per container), else asked now."""
+    if owner.gids:
+        return owner.gids | {owner.gid}
+    return group_ids(owner.name, owner.gid)
 
 
 def describe(found: list[Violation]) -> str:

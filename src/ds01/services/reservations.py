@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ds01.errors import NotFound, Refusal, RefusalReason, UsageError
-from ds01.identity import Caller, groups_of
+from ds01.identity import Caller, unix_groups
 from ds01.model.inventory import Unit
 from ds01.scheduler.reservations import Verdict, Window, judge, overlaps
 from ds01.store import events
@@ -76,14 +76,6 @@ def status_of(r: Reservation, now: float) -> str:
     if now < r.start:
         return "upcoming"
     return "in_use" if w.used else "waiting"
-
-
-def _unix_groups(user: str) -> frozenset[str]:
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        return frozenset()
-    return groups_of(user, pw.pw_gid)
 
 
 class ReservationBook:
@@ -258,7 +250,7 @@ class ReservationBook:
         out: list[str] = []
         for a in live:
             mine = [u for u in a.units if u.uuid in w.units]
-            if not mine or w.is_for(a.user, _unix_groups(a.user) | {a.group or ""}):
+            if not mine or w.is_for(a.user, unix_groups(a.user) | {a.group or ""}):
                 continue
             one = len(mine) == 1
             out.append(
@@ -339,7 +331,7 @@ class ReservationBook:
                         (
                             n
                             for n, a in users.items()
-                            if w.is_for(n, _unix_groups(n) | {a.group or ""})
+                            if w.is_for(n, unix_groups(n) | {a.group or ""})
                         ),
                         None,
                     )

@@ -195,11 +195,6 @@ def ended_among(conn: sqlite3.Connection, ids: Iterable[int], after_id: int) -> 
     return [r for r in _rows(conn, where, (*wanted, after_id)) if r.state is AllocState.RELEASED]
 
 
-def live_for_container_id(conn: sqlite3.Connection, container_id: str) -> AllocationRow | None:
-    rows = _rows(conn, "state != 'released' AND container_id = ?", (container_id,))
-    return rows[0] if rows else None
-
-
 def last_for_container_id(conn: sqlite3.Connection, container_id: str) -> AllocationRow | None:
     """The newest allocation ever bound to this container (live or released)."""
     rows = _rows(

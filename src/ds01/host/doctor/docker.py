@@ -25,7 +25,8 @@ from ds01.engineaddr import EngineAddress
 from ds01.host.doctor.base import Context, Result, Status
 from ds01.host.doctor.files import files_current
 from ds01.host.render import DOCKER_DAEMON_JSON, NVIDIA_RUNTIME_KEYS, NVIDIA_RUNTIME_TOML
-from ds01.host.users import add_member_command, ds01_users, group_id, missing_from, unix_groups
+from ds01.host.users import add_member_command, ds01_users, group_id, missing_from
+from ds01.identity import unix_groups
 
 _SKIP_NO_CONFIG = "config invalid (see config.valid)"
 ENVVAR_KEY = "accept-nvidia-visible-devices-envvar-when-unprivileged"

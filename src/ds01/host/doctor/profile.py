@@ -22,7 +22,8 @@ from pathlib import Path
 from ds01.host import hostaccess
 from ds01.host.doctor.base import Context, Result, Status, is_root
 from ds01.host.doctor.files import files_current
-from ds01.host.users import ds01_users, unix_groups
+from ds01.host.users import ds01_users
+from ds01.identity import unix_groups
 
 # How people log in or switch users. Not sudo: Debian 12's sudo stack has no pam_env, `sudo -i`
 # is covered by the profile script, and plain `sudo -u USER cmd` is an admin's action.
