@@ -556,6 +556,7 @@ async def check_create(ctx: Ctx, body: bytes | None) -> Plan:
         if found:
             await _undo_create(ctx, container_id, row.id)
             raise outcome.refusal(name or container_id[:12], "creating", found)
+        ownership.remember(ctx, stored, actor)
         await ctx.run(
             svc.activate, row.id, container_id=container_id, actor=actor, reason="created"
         )

@@ -110,6 +110,18 @@ async def inspect(ctx: Ctx, ref: str, *, kind: str = "container") -> dict[str, A
     return await _with_owner(ctx, data)
 
 
+def remember(ctx: Ctx, data: dict[str, Any], owner: str) -> None:
+    """Keep the inspect data of a container just created, read fresh and judged (create.py),
+    with the owner just recorded for it: the attach, wait and start that follow a create in
+    `docker run` then find its owner without asking the engine again."""
+    full_id = str(data.get("Id", ""))
+    if _FULL_ID.fullmatch(full_id) is None:
+        return
+    if len(ctx.deps.inspected) >= INSPECT_CACHE_MAX:
+        ctx.deps.inspected.clear()
+    ctx.deps.inspected[full_id] = (time.monotonic(), {**data, OWNER_KEY: owner})
+
+
 async def _with_owner(ctx: Ctx, data: dict[str, Any]) -> dict[str, Any]:
     """Look the owner record up unless one was found before: a record never changes once
     made, but one may appear after a first look (the gate records it when the engine has
