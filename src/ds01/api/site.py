@@ -22,7 +22,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -86,8 +86,8 @@ class _Guard(asyncio.Protocol):
     # ---- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport (connect_accepted_socket); uvloop's do not subclass asyncio's.
+        self._transport = cast(asyncio.Transport, transport)
         self._guards[transport] = self
         self._inner.connection_made(transport)
         self._wait(_State.IDLE)

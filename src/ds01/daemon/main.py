@@ -135,7 +135,13 @@ def run(argv: list[str] | None = None) -> None:
             _trusted_state(paths, init=args.init)
             host_root = args.host_root or os.environ.get(HOST_ROOT_ENV) or "/"
             daemon = Daemon(paths, sim=args.sim, host_root=Path(host_root))
-            asyncio.run(_main(daemon))
+            # uvloop's event loop (libuv): the gate relays every Docker request of every user
+            # through it, and asyncio's own loop cost ~15% more CPU per request
+            # (bench/RESULTS.md, gate).
+            import uvloop
+
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(_main(daemon))
         finally:
             for lock in locks:
                 lock.release()
