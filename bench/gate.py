@@ -273,6 +273,12 @@ def main() -> None:
               f"{d.p99 * 1000:.1f} | {g.p99 * 1000:.1f} | {g.p99 / d.p99:.3f} |")
         if d.errors or g.errors:
             errors.append(f"{title}: direct {d.errors}, gate {g.errors}")
+    # The engine's own pace moves from round to round on a small VM: the spread says how far
+    # one round's ratio can be trusted.
+    print("\nThroughput gate / direct, round by round: " + "; ".join(
+        f"{title}: " + " ".join(f"{g / d:.3f}" for d, g in
+                                zip(loads[(work, "direct")].rounds, loads[(work, "gate")].rounds))
+        for work, title in WORKLOADS.items()) + ".")
     if errors:
         print("\nErrors: " + "; ".join(errors) + ".")
 
@@ -290,11 +296,13 @@ class Load:
         self.elapsed = 0.0
         self.latencies: list[float] = []
         self.errors = 0
+        self.rounds: list[float] = []  # requests per second in each round
 
     def add(self, result: dict[str, Any]) -> None:
         self.elapsed += float(result["elapsed"])
         self.latencies.extend(float(x) for x in result["latencies"])
         self.errors += int(result["errors"])
+        self.rounds.append(len(result["latencies"]) / float(result["elapsed"]))
 
     @property
     def rate(self) -> float:
