@@ -277,7 +277,8 @@ def main() -> None:
     # one round's ratio can be trusted.
     print("\nThroughput gate / direct, round by round: " + "; ".join(
         f"{title}: " + " ".join(f"{g / d:.3f}" for d, g in
-                                zip(loads[(work, "direct")].rounds, loads[(work, "gate")].rounds))
+                                zip(loads[(work, "direct")].rounds, loads[(work, "gate")].rounds,
+                                    strict=True))
         for work, title in WORKLOADS.items()) + ".")
     if errors:
         print("\nErrors: " + "; ".join(errors) + ".")
