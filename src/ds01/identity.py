@@ -151,18 +151,13 @@ def group_names(gids: Iterable[int]) -> frozenset[str]:
     return frozenset(names)
 
 
-def groups_of(user: str, primary_gid: int) -> frozenset[str]:
-    """Group names of a user via NSS."""
-    return group_names(group_ids(user, primary_gid))
-
-
 def unix_groups(user: str) -> frozenset[str]:
     """A user's group names by account name (NSS); empty when NSS does not know the user."""
     try:
         pw = pwd.getpwnam(user)
     except KeyError:
         return frozenset()
-    return groups_of(user, pw.pw_gid)
+    return group_names(group_ids(user, pw.pw_gid))
 
 
 def caller_from_uid(uid: int, gid: int, pid: int) -> Caller:
