@@ -6,6 +6,8 @@ ds01d's clock with libfaketime."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -225,6 +227,28 @@ def test_after_a_backward_step_a_reservation_ends_on_time(world: World) -> None:
     assert world.allocs.expire_due() == []
     world.clocks.pass_(1)
     assert world.allocs.expire_due() == [a]
+
+
+def test_an_expiry_pass_that_waited_for_the_step_reads_the_clock_after_it(world: World) -> None:
+    """check() moves the deadlines inside a transaction. A pass that was waiting for the
+    database meanwhile must read the clock after it, in the new frame: one that read it before
+    waiting would compare the old frame's time with the moved deadlines, and a backward step
+    would release every reservation and hold at once."""
+    a = world.reserve(0, expires_in=120)
+    world.clocks.pass_(60)
+    world.clocks.step(-2 * HOUR)
+    released: list[int] = []
+    with world.db.transaction():  # the step's pass holds the database...
+        waiting = threading.Thread(target=lambda: released.extend(world.allocs.expire_due()))
+        waiting.start()
+        time.sleep(0.3)  # ...while the expiry pass comes and waits for it
+        assert world.watch.check() is not None
+    waiting.join(30)
+    assert (waiting.is_alive(), released, world.alloc(a).state) == (
+        False,
+        [],
+        AllocState.RESERVED,
+    )
 
 
 def test_a_pass_that_fails_changes_nothing_and_the_next_one_applies_the_step(

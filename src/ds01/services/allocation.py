@@ -307,7 +307,6 @@ class AllocationService:
         release, and recovery decides if its operation dies. on_warning hears what the user
         should know about the units (one busy outside ds01), after the commit."""
         resolved = self.limits_for(caller)
-        now = self._clock()
         timeout = self.config.allocation.reservation_timeout
         request = Request(
             user=caller.name,
@@ -323,6 +322,7 @@ class AllocationService:
             if req.kind is not RequestKind.CPU and self.config.cluster.backend == "slurm":
                 raise _slurm_owns_the_gpus()
             with self.db.transaction() as conn:
+                now = self._clock()  # under the lock: ClockWatch.check moves deadlines there
                 view = self.live.view(conn)
                 if req.container and not existing_container:
                     clash = next(
@@ -403,7 +403,7 @@ class AllocationService:
                     user=caller.name,
                     message=refusal.what,
                     details={"request": req.to_json()},
-                    ts=now,
+                    ts=self._clock(),
                 )
             raise
 
@@ -464,8 +464,8 @@ class AllocationService:
         self, alloc_id: int, *, container_id: str | None, actor: str, reason: str
     ) -> AllocationRow:
         """reserved/held → active: the container is running on these units."""
-        now = self._clock()
         with self.db.transaction() as conn:
+            now = self._clock()
             current = allocs.get(conn, alloc_id)
             if current is not None and current.state is AllocState.ACTIVE:
                 return current  # the Docker event and the command raced; one is enough
@@ -492,7 +492,6 @@ class AllocationService:
 
     def hold(self, alloc_id: int, *, actor: str, reason: str) -> AllocationRow:
         """active → held until now + the owner's gpu_hold_after_stop (0 releases at once)."""
-        now = self._clock()
         # The owner's groups from NSS (LDAP may take seconds) before the write transaction, not
         # inside it holding the database: an allocation's owner never changes.
         with self.db.transaction(immediate=False) as conn:
@@ -500,6 +499,7 @@ class AllocationService:
         owner = first.user if first is not None else None
         limits = self.config.resolve(owner, self._owner_groups(owner)).limits if owner else None
         with self.db.transaction() as conn:
+            now = self._clock()
             row = allocs.get(conn, alloc_id)
             if row is None:
                 raise NotFound(f"allocation {alloc_id} does not exist")
@@ -564,8 +564,8 @@ class AllocationService:
 
     def release(self, caller: Caller, alloc_id: int, reason: str) -> AllocationRow:
         """Release one allocation: its owner or an admin."""
-        now = self._clock()
         with self.db.transaction() as conn:
+            now = self._clock()
             view = self.live.view(conn)
             # A live one is in the view (of this transaction's generation); a released or
             # unknown one is read from the tables.
@@ -586,8 +586,8 @@ class AllocationService:
         return out
 
     def release_by_daemon(self, alloc_id: int, reason: str) -> AllocationRow | None:
-        now = self._clock()
         with self.db.transaction() as conn:
+            now = self._clock()
             row = allocs.get(conn, alloc_id)
             if row is None or row.state is AllocState.RELEASED:
                 return row
@@ -595,9 +595,12 @@ class AllocationService:
 
     def expire_due(self) -> list[int]:
         """Release reservations never bound in time and holds whose grace period ended."""
-        now = self._clock()
         done: list[int] = []
         with self.db.transaction() as conn:
+            # Read under the database's lock, never before it: ClockWatch.check moves every
+            # deadline by a clock step inside a transaction, so a time read before waiting for
+            # that transaction is in the old frame and would find every moved deadline past.
+            now = self._clock()
             for row in allocs.due(conn, now):
                 reason = (
                     "reservation_expired" if row.state is AllocState.RESERVED else "hold_expired"
@@ -616,8 +619,8 @@ class AllocationService:
     def drain(self, caller: Caller, target: str, reason: str, drained: bool) -> list[str]:
         """Drain (or undrain) a unit, or every unit of a GPU given by UUID or index."""
         self.require_admin(caller, "draining GPUs")
-        now = self._clock()
         with self.db.transaction() as conn:
+            now = self._clock()
             rows = units_store.all_units(conn)
             hit = [
                 r.unit.uuid

@@ -148,8 +148,9 @@ class ClockWatch:
             with self.db.transaction() as conn:
                 # Measured again under the database's lock: no other transaction runs until
                 # this one commits, so a writer that reads the clock from here on (the new
-                # frame) writes after the move. Left: a writer that read the clock just before
-                # (the old frame) and commits just after — a window of microseconds.
+                # frame) writes after the move. The allocation service reads the clock inside
+                # its transactions for that reason: a time read before waiting for this one
+                # would be in the old frame and compared with moved deadlines.
                 with self._lock:
                     before = self._detector.reference
                     step, wall, steady = self._pending()

@@ -342,10 +342,12 @@ class GrantService:
         """Expire due grants, send due warnings, keep the file and group in step (`force_sync`:
         rewrite the file and re-read the group, as at daemon start). Returns the grants that
         ended in this pass."""
-        now = self._clock()
         ended: list[GrantRow] = []
         with self._lock:
             with self.db.transaction(immediate=False) as conn:
+                # The time and the ends in one frame: ClockWatch.check moves the ends inside
+                # a transaction, so a time read before this one could be in the old frame.
+                now = self._clock()
                 live = store.live(conn)
             for g in live:
                 if g.until is not None and g.until <= now:
