@@ -9,6 +9,7 @@ poll; nothing is timed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -219,7 +220,11 @@ def test_three_users_queue_and_start_in_priority_order_across_a_kill_9(
             assert [f["name"] for f in x["factors"]] == ["fairshare", "age", "group", "size"]
             assert x["total"] == pytest.approx(sum(f["points"] for f in x["factors"]), abs=1e-6)
             totals.append(x["total"])
-        assert totals == sorted(totals, reverse=True)
+        # Each total is worked out when it is asked for, and the age factor grows with time
+        # (age weight 100 over queue.age_max, a day: ~0.001 points a second): ann's and bob's
+        # differ by the second between their requests, which the time between the explain
+        # calls can undo. The queue's order, decided at one moment, is checked above (--all).
+        assert all(x >= y - 0.01 for x, y in itertools.pairwise(totals)), totals
         cem_x = cli_json(d, "queue", "explain", str(c["id"]), user=cem)
         assert {f["name"]: f["points"] for f in cem_x["factors"]}["group"] == 500.0
 

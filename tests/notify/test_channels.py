@@ -177,7 +177,10 @@ def test_a_dead_webhook_holds_up_neither_the_caller_nor_the_mail(
     (failed,) = wait_for(lambda: rec.of("webhook"), "the webhook's timeout", 20)
     assert failed.status == "failed"
     assert failed.detail == f"no answer from {dead.url.rsplit('/', 1)[0]} within 2 s"
-    assert [o.channel for o in rec.outcomes] == ["terminal", "email", "webhook"]
+    # The terminal's outcome is recorded by notify() itself, the others by their workers: the
+    # mail's worker may finish before notify() records the terminal's, so only the order of
+    # the two queued channels is the claim.
+    assert [o.channel for o in rec.outcomes if o.channel != "terminal"] == ["email", "webhook"]
 
 
 def test_a_full_queue_drops_the_notice_and_says_so(dead: DeadHook, tmp_path: Path) -> None:
