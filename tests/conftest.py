@@ -1,16 +1,18 @@
-"""Shared fixtures: a clean environment, the private Docker engine, real Unix users, and a real
-ds01d process on a simulated machine. The helpers they use live in support.py."""
+"""Shared fixtures: a clean environment, the private Docker engine, real Unix users, a real
+ds01d process on a simulated machine, and scripted Unix-socket servers. The helpers they use
+live in support.py and local_servers.py."""
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
+from local_servers import Script, ScriptedUnixServer
 from support import (
     _SCRUB,
     BASIC_CONFIG,
@@ -100,3 +102,17 @@ def daemon_factory() -> Iterator[object]:
     for d in made:
         d.stop()
         shutil.rmtree(d.base, ignore_errors=True)
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[[Script], ScriptedUnixServer]]:
+    """scripted(script): a ScriptedUnixServer (local_servers.py), closed after the test."""
+    servers: list[ScriptedUnixServer] = []
+
+    def start(script: Script) -> ScriptedUnixServer:
+        servers.append(ScriptedUnixServer(script))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()

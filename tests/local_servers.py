@@ -1,12 +1,14 @@
-"""Servers a test starts for the notifier's channels to reach: an incoming-webhook receiver
-(stdlib http.server), a dead webhook (accepts, never answers), an SMTP server (aiosmtpd)."""
+"""Servers a test starts: for the notifier's channels, an incoming-webhook receiver (stdlib
+http.server), a dead webhook (accepts, never answers), an SMTP server (aiosmtpd); and a
+Unix-socket HTTP server with scripted answers that plays ds01d or the Docker engine."""
 
 from __future__ import annotations
 
 import json
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email import message_from_bytes
 from email.message import Message
@@ -14,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+from support import short_tmp
 
 
 class Hook:
@@ -101,3 +105,76 @@ def smtp_server() -> Iterator[tuple[Inbox, int]]:
         yield inbox, port
     finally:
         controller.stop()
+
+
+# What a scripted server does after writing an answer: keep the connection for the next
+# request, close it, or send nothing more until the server is closed.
+KEEP, CLOSE, HANG = "keep", "close", "hang"
+# script(n, request) -> (the answer: bytes, or pieces written 20 ms apart, so that a reader sees
+# them arrive separately; then KEEP, CLOSE or HANG). n counts requests over all connections.
+Script = Callable[[int, bytes], tuple["bytes | list[bytes]", str]]
+
+
+class ScriptedUnixServer:
+    """A Unix-socket HTTP/1.1 server answering by `script`. Records each connection's requests
+    (head and body) in `connections`."""
+
+    def __init__(self, script: Script, name: str = "api.sock") -> None:
+        self.path = str(short_tmp() / name)
+        self.script = script
+        self.connections: list[list[bytes]] = []
+        self.count = 0
+        self.lock = threading.Lock()
+        self.released = threading.Event()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        got: list[bytes] = []
+        with self.lock:
+            self.connections.append(got)
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    more = conn.recv(65536)
+                    if not more:
+                        return
+                    buf += more
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(buf) < length:
+                    buf += conn.recv(65536)
+                request, buf = head + b"\r\n\r\n" + buf[:length], buf[length:]
+                with self.lock:
+                    n = self.count
+                    self.count += 1
+                got.append(request)
+                reply, then = self.script(n, request)
+                for piece in [reply] if isinstance(reply, bytes) else reply:
+                    conn.sendall(piece)
+                    if not isinstance(reply, bytes):
+                        time.sleep(0.02)
+                if then == CLOSE:
+                    return
+                if then == HANG:
+                    self.released.wait(60)
+                    return
+
+    def close(self) -> None:
+        self.released.set()
+        self.sock.close()

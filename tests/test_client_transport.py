@@ -5,10 +5,9 @@ server plays ds01d with scripted answers; the last test uses a real ds01d.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,11 +15,10 @@ import pytest
 from ds01.api.schemas import AllocateIn
 from ds01.client import Client
 from ds01.errors import DaemonUnavailable, NotFound
+from local_servers import CLOSE, HANG, KEEP, Script, ScriptedUnixServer
 from support import Daemon, short_tmp
 
-# What the scripted server does after writing an answer.
-KEEP, CLOSE, HANG = "keep", "close", "hang"
-Script = Callable[[int, bytes], tuple[bytes, str]]
+Serve = Callable[[Script], ScriptedUnixServer]
 
 
 def answer(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
@@ -32,85 +30,13 @@ def json_answer(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
     return answer(body, f"Content-Length: {len(body)}", *headers, status=status)
 
 
-class Server:
-    """A Unix-socket HTTP/1.1 server: `script(n, request)` gives the n-th request's answer
-    (n counts from 0 over all connections) and what to do after it. Records each connection's
-    requests."""
-
-    def __init__(self, script: Script) -> None:
-        self.path = str(short_tmp() / "api.sock")
-        self.script = script
-        self.connections: list[list[bytes]] = []
-        self.count = 0
-        self.lock = threading.Lock()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(self.path)
-        self.sock.listen(64)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        got: list[bytes] = []
-        with self.lock:
-            self.connections.append(got)
-        buf = b""
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    more = conn.recv(65536)
-                    if not more:
-                        return
-                    buf += more
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                while len(buf) < length:
-                    buf += conn.recv(65536)
-                request, buf = head + b"\r\n\r\n" + buf[:length], buf[length:]
-                with self.lock:
-                    n = self.count
-                    self.count += 1
-                got.append(request)
-                reply, then = self.script(n, request)
-                conn.sendall(reply)
-                if then == CLOSE:
-                    return
-                if then == HANG:
-                    time.sleep(5)
-                    return
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[Script], Server]]:
-    servers: list[Server] = []
-
-    def start(script: Script) -> Server:
-        servers.append(Server(script))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.close()
-
-
 OK = json_answer(b'{"status": "ok", "version": "x"}')
 
 
-def test_requests_share_one_kept_alive_connection(serve: Callable[[Script], Server]) -> None:
-    server = serve(lambda n, req: (json_answer(b'{"n": %d}' % n), KEEP))
+def test_requests_share_one_kept_alive_connection(
+    scripted: Serve,
+) -> None:
+    server = scripted(lambda n, req: (json_answer(b'{"n": %d}' % n), KEEP))
     with Client(server.path) as c:
         got = [c.container_stats() for _ in range(3)]
     assert got == [{"n": 0}, {"n": 1}, {"n": 2}]
@@ -121,10 +47,10 @@ def test_requests_share_one_kept_alive_connection(serve: Callable[[Script], Serv
 
 
 def test_a_connection_ds01d_closed_while_idle_is_not_used_again(
-    serve: Callable[[Script], Server],
+    scripted: Serve,
 ) -> None:
     """ds01d closes idle connections; the next request opens a new one instead of failing."""
-    server = serve(lambda n, req: (json_answer(b'{"n": %d}' % n), CLOSE))
+    server = scripted(lambda n, req: (json_answer(b'{"n": %d}' % n), CLOSE))
     with Client(server.path) as c:
         first = c.container_stats()
         time.sleep(0.2)  # the server's close has arrived
@@ -133,15 +59,19 @@ def test_a_connection_ds01d_closed_while_idle_is_not_used_again(
     assert len(server.connections) == 2
 
 
-def test_connection_close_in_the_answer_is_honoured(serve: Callable[[Script], Server]) -> None:
-    server = serve(lambda n, req: (json_answer(b"{}", "Connection: close"), KEEP))
+def test_connection_close_in_the_answer_is_honoured(
+    scripted: Serve,
+) -> None:
+    server = scripted(lambda n, req: (json_answer(b"{}", "Connection: close"), KEEP))
     with Client(server.path) as c:
         c.container_stats()
         c.container_stats()
     assert [len(x) for x in server.connections] == [1, 1]
 
 
-def test_bodies_queries_chunked_answers_and_errors(serve: Callable[[Script], Server]) -> None:
+def test_bodies_queries_chunked_answers_and_errors(
+    scripted: Serve,
+) -> None:
     chunked = answer(b'5\r\n{"a":\r\n3\r\n 1}\r\n0\r\n\r\n', "Transfer-Encoding: chunked")
     missing = b'{"error": {"kind": "not_found", "what": "no container named \'x\'"}}'
     replies = [
@@ -149,7 +79,7 @@ def test_bodies_queries_chunked_answers_and_errors(serve: Callable[[Script], Ser
         (json_answer(missing, status="404 Not Found"), KEEP),
         (json_answer(b'{"id": 7}'), KEEP),
     ]
-    server = serve(lambda n, req: replies[n])
+    server = scripted(lambda n, req: replies[n])
     with Client(server.path) as c:
         assert c.container_stats(all_users=True) == {"a": 1}
         with pytest.raises(NotFound) as caught:
@@ -162,8 +92,8 @@ def test_bodies_queries_chunked_answers_and_errors(serve: Callable[[Script], Ser
     assert len(server.connections) == 1  # an error answer leaves the connection usable
 
 
-def test_a_post_sends_its_json_body(serve: Callable[[Script], Server]) -> None:
-    server = serve(lambda n, req: (json_answer(b'{"name": "c", "state": "x"}'), KEEP))
+def test_a_post_sends_its_json_body(scripted: Serve) -> None:
+    server = scripted(lambda n, req: (json_answer(b'{"name": "c", "state": "x"}'), KEEP))
     with Client(server.path) as c:
         c.container_op("a b", "stop")
         c.drain("0", "fan noisé")
@@ -187,9 +117,13 @@ def test_a_post_sends_its_json_body(serve: Callable[[Script], Server]) -> None:
     ids=["cut short", "closed at once", "stalled", "not http", "not json"],
 )
 def test_every_broken_answer_is_daemon_unavailable_in_words(
-    serve: Callable[[Script], Server], reply: bytes, then: str, timeout: float, words: str
+    scripted: Serve,
+    reply: bytes,
+    then: str,
+    timeout: float,
+    words: str,
 ) -> None:
-    server = serve(lambda n, req: (reply, then))
+    server = scripted(lambda n, req: (reply, then))
     with Client(server.path, timeout=timeout) as c, pytest.raises(DaemonUnavailable) as caught:
         c.container_stats()
     assert words in caught.value.what
@@ -202,11 +136,15 @@ def test_nothing_listening_is_cannot_reach() -> None:
     assert caught.value.what == f"cannot reach ds01d at {path}"
 
 
-def test_notices_in_an_answer_reach_the_callback(serve: Callable[[Script], Server]) -> None:
+def test_notices_in_an_answer_reach_the_callback(
+    scripted: Serve,
+) -> None:
     from ds01.notices import encode
 
     notice = {"message": "GPU idle for 50 min", "at": "2026-12-05T10:00:00+00:00"}
-    server = serve(lambda n, req: (json_answer(b"{}", f"X-Ds01-Notices: {encode([notice])}"), KEEP))
+    server = scripted(
+        lambda n, req: (json_answer(b"{}", f"X-Ds01-Notices: {encode([notice])}"), KEEP)
+    )
     seen: list[list[dict[str, Any]]] = []
     with Client(server.path, notices=seen.append) as c:
         c.container_stats()

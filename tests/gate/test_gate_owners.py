@@ -254,6 +254,23 @@ def test_mallory_cannot_act_on_alices_container(
     _refused(reply, "container.not_owner")
 
 
+def test_a_container_just_created_is_its_creators_in_the_next_requests(scene: Scene) -> None:
+    """The gate keeps the inspect it judged right after a create, with the owner it had just
+    recorded (ownership.remember), for the attach, wait and start that follow: mallory's
+    requests for the new ID, right after alice's create, are judged on that kept owner."""
+    cid = _ok(scene.w.docker(scene.alice, "create", TEST_IMAGE, "true"))
+    try:
+        for method, path in (
+            ("POST", f"/containers/{cid}/start"),
+            ("GET", f"/containers/{cid}/json"),
+            ("POST", f"/containers/{cid}/wait"),
+            ("DELETE", f"/containers/{cid}?force=1"),
+        ):
+            _refused(scene.agent.request(method, f"{V}{path}", None), "container.not_owner")
+    finally:
+        _ok(scene.w.docker(scene.alice, "rm", "-f", cid))
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "rule"),
     [

@@ -7,80 +7,28 @@ for every way an answer can come or break; the real private engine checks the sa
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from ds01.errors import RuntimeUnavailable
 from ds01.runtime import ContainerSpec, Engine, EngineError
+from local_servers import CLOSE, HANG, Script, ScriptedUnixServer
 from support import short_tmp
 
-HANG = "hang"  # after the scripted pieces: keep the connection open, send nothing more
+Serve = Callable[[Script], ScriptedUnixServer]
 
 
-class Scripted:
-    """A Unix socket that answers each connection's request with `pieces` (bytes written
-    apart, so that a reader sees them arrive separately), then closes or hangs. Records each
-    request's first line."""
-
-    def __init__(self, pieces: list[bytes], then: str = "close") -> None:
-        self.path = str(short_tmp() / "docker.sock")
-        self.pieces, self.then = pieces, then
-        self.requests: list[str] = []
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(self.path)
-        self.sock.listen(8)
-        self.release = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                more = conn.recv(65536)
-                if not more:
-                    return
-                head += more
-            self.requests.append(head.split(b"\r\n", 1)[0].decode())
-            for piece in self.pieces:
-                conn.sendall(piece)
-                time.sleep(0.02)
-            if self.then == HANG:
-                self.release.wait(60)
-
-    @property
-    def host(self) -> str:
-        return f"unix://{self.path}"
-
-    def close(self) -> None:
-        self.release.set()
-        self.sock.close()
+def engine_on(scripted: Serve, pieces: list[bytes], then: str = CLOSE) -> ScriptedUnixServer:
+    """A scripted engine answering every request with `pieces`, written apart."""
+    return scripted(lambda n, req: (pieces, then))
 
 
-@pytest.fixture
-def scripted() -> Iterator[list[Scripted]]:
-    made: list[Scripted] = []
-    yield made
-    for s in made:
-        s.close()
-
-
-def serve(made: list[Scripted], pieces: list[bytes], then: str = "close") -> Scripted:
-    server = Scripted(pieces, then)
-    made.append(server)
-    return server
+def first_line(server: ScriptedUnixServer) -> str:
+    return server.connections[0][0].split(b"\r\n", 1)[0].decode()
 
 
 def chunk(data: bytes) -> bytes:
@@ -94,17 +42,17 @@ DIE = {"Type": "container", "Action": "die", "id": "a" * 64}
 DESTROY = {"Type": "container", "Action": "destroy", "id": "b" * 64}
 
 
-def test_events_come_whole_however_the_engine_cuts_its_chunks(scripted: list[Scripted]) -> None:
+def test_events_come_whole_however_the_engine_cuts_its_chunks(scripted: Serve) -> None:
     both = json.dumps(DIE).encode() + b"\n" + json.dumps(DESTROY).encode() + b"\n"
     cut = len(json.dumps(DIE)) + 10  # the second event starts in one chunk, ends in the next
-    server = serve(
+    server = engine_on(
         scripted, [CHUNKED_HEAD, chunk(both[:cut]), chunk(both[cut:]), chunk(b"\n"), b"0\r\n\r\n"]
     )
-    engine = Engine(server.host)
+    engine = Engine(f"unix://{server.path}")
     with engine.events(since=100, until=200, filters={"event": ["die", "destroy"]}) as stream:
         events = list(stream)
     assert events == [DIE, DESTROY]
-    method, target, _ = server.requests[0].split(" ")
+    method, target, _ = first_line(server).split(" ")
     path, _, query = target.partition("?")
     params = urllib.parse.parse_qs(query)
     assert (method, path, params["since"], params["until"]) == ("GET", "/events", ["100"], ["200"])
@@ -116,20 +64,20 @@ def test_events_come_whole_however_the_engine_cuts_its_chunks(scripted: list[Scr
 
 
 def test_a_stream_without_chunks_ends_when_the_engine_closes_it(
-    scripted: list[Scripted],
+    scripted: Serve,
 ) -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n"
-    server = serve(scripted, [head, json.dumps(DIE).encode() + b"\n"])
-    with Engine(server.host).events() as stream:
+    server = engine_on(scripted, [head, json.dumps(DIE).encode() + b"\n"])
+    with Engine(f"unix://{server.path}").events() as stream:
         assert list(stream) == [DIE]
 
 
-def test_an_engine_refusal_is_an_engine_error_in_its_own_words(scripted: list[Scripted]) -> None:
+def test_an_engine_refusal_is_an_engine_error_in_its_own_words(scripted: Serve) -> None:
     body = b'{"message":"invalid filter \'event=bogus\'"}'
     answer = b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-    server = serve(scripted, [answer])
+    server = engine_on(scripted, [answer])
     with pytest.raises(EngineError) as err:
-        Engine(server.host).events(filters={"event": ["bogus"]})
+        Engine(f"unix://{server.path}").events(filters={"event": ["bogus"]})
     assert err.value.what == "cannot subscribe to Docker events: the Docker engine refused"
     assert err.value.why == "invalid filter 'event=bogus'"
 
@@ -143,26 +91,29 @@ def test_an_engine_refusal_is_an_engine_error_in_its_own_words(scripted: list[Sc
     ],
 )
 def test_a_garbled_stream_is_reported_as_a_cut_connection(
-    scripted: list[Scripted], pieces: list[bytes]
+    scripted: Serve, pieces: list[bytes]
 ) -> None:
-    server = serve(scripted, pieces, then=HANG)
-    with Engine(server.host).events() as stream, pytest.raises(RuntimeUnavailable) as err:
+    server = engine_on(scripted, pieces, HANG)
+    with (
+        Engine(f"unix://{server.path}").events() as stream,
+        pytest.raises(RuntimeUnavailable) as err,
+    ):
         next(stream)
     assert err.value.what == "cannot read Docker events: the Docker engine is not reachable"
 
 
-def test_an_answer_that_is_not_http_is_reported_at_once(scripted: list[Scripted]) -> None:
-    server = serve(scripted, [b"SSH-2.0-OpenSSH_9.2\r\n"])
+def test_an_answer_that_is_not_http_is_reported_at_once(scripted: Serve) -> None:
+    server = engine_on(scripted, [b"SSH-2.0-OpenSSH_9.2\r\n"])
     with pytest.raises(RuntimeUnavailable) as err:
-        Engine(server.host).events()
+        Engine(f"unix://{server.path}").events()
     assert err.value.what == "cannot subscribe to Docker events: the Docker engine is not reachable"
 
 
 def test_a_waiting_stream_ends_when_closed_from_another_thread(
-    scripted: list[Scripted],
+    scripted: Serve,
 ) -> None:
-    server = serve(scripted, [CHUNKED_HEAD, chunk(json.dumps(DIE).encode() + b"\n")], then=HANG)
-    stream = Engine(server.host).events()
+    server = engine_on(scripted, [CHUNKED_HEAD, chunk(json.dumps(DIE).encode() + b"\n")], HANG)
+    stream = Engine(f"unix://{server.path}").events()
     received: list[object] = []
     reader = threading.Thread(target=lambda: received.extend(stream), daemon=True)
     reader.start()
@@ -181,18 +132,18 @@ def test_no_engine_to_subscribe_to_says_docker_is_not_running() -> None:
     assert err.value.why == f"Docker is not running: its socket {path} does not exist."
 
 
-def test_running_reports_an_engine_refusal_and_a_cut_answer(scripted: list[Scripted]) -> None:
+def test_running_reports_an_engine_refusal_and_a_cut_answer(scripted: Serve) -> None:
     body = b'{"message":"the engine is shutting down"}'
-    refusing = serve(
+    refusing = engine_on(
         scripted, [b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)]
     )
     with pytest.raises(EngineError) as err:
-        Engine(refusing.host).running("c1")
+        Engine(f"unix://{refusing.path}").running("c1")
     assert err.value.why == "the engine is shutting down"
-    cut = serve(scripted, [b'HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{"Id"'])
+    cut = engine_on(scripted, [b'HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{"Id"'])
     with pytest.raises(RuntimeUnavailable):
-        Engine(cut.host).running("c1")
-    assert cut.requests == ["GET /containers/c1/json HTTP/1.1"]
+        Engine(f"unix://{cut.path}").running("c1")
+    assert first_line(cut) == "GET /containers/c1/json HTTP/1.1"
 
 
 @pytest.mark.docker

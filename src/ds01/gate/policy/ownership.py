@@ -104,10 +104,14 @@ async def inspect(ctx: Ctx, ref: str, *, kind: str = "container") -> dict[str, A
         raise LocalReply(404, f"No such {kind}: {ref}")
     if status != 200 or not isinstance(data, dict):
         raise LocalReply(502, f"ds01: the engine could not look up container {ref!r} ({status})")
+    _keep(ctx, str(data.get("Id", "")), data)
+    return await _with_owner(ctx, data)
+
+
+def _keep(ctx: Ctx, full_id: str, data: dict[str, Any]) -> None:
     if len(ctx.deps.inspected) >= INSPECT_CACHE_MAX:
         ctx.deps.inspected.clear()
-    ctx.deps.inspected[str(data.get("Id", ""))] = (time.monotonic(), data)
-    return await _with_owner(ctx, data)
+    ctx.deps.inspected[full_id] = (time.monotonic(), data)
 
 
 def remember(ctx: Ctx, data: dict[str, Any], owner: str) -> None:
@@ -115,11 +119,8 @@ def remember(ctx: Ctx, data: dict[str, Any], owner: str) -> None:
     with the owner just recorded for it: the attach, wait and start that follow a create in
     `docker run` then find its owner without asking the engine again."""
     full_id = str(data.get("Id", ""))
-    if _FULL_ID.fullmatch(full_id) is None:
-        return
-    if len(ctx.deps.inspected) >= INSPECT_CACHE_MAX:
-        ctx.deps.inspected.clear()
-    ctx.deps.inspected[full_id] = (time.monotonic(), {**data, OWNER_KEY: owner})
+    if _FULL_ID.fullmatch(full_id) is not None:
+        _keep(ctx, full_id, {**data, OWNER_KEY: owner})
 
 
 async def _with_owner(ctx: Ctx, data: dict[str, Any]) -> dict[str, Any]:
