@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from ds01.gate.flights import Flights
-from ds01.gate.httpio import parse_request_head, parse_response_head
+from ds01.gate.httpio import open_unix, parse_request_head, parse_response_head
 from ds01.gate.policy.endpoints import classify
 from ds01.gate.policy.filters import ContainerList, fetch_container_list
 from ds01.gate.refusal import LocalReply
@@ -273,7 +273,7 @@ def test_a_connection_left_idle_is_closed_and_a_busy_one_is_not() -> None:
         limits = ConnectionLimits(idle_timeout_s=0.2, head_timeout_s=5.0)
         server = SimpleNamespace(settings=GateSettings(limits=limits), deps=None)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        reader, writer = await open_unix(sock=ours)
         conn = _Connection(server, None, reader, writer)  # type: ignore[arg-type]
         answered: list[bool] = []
 

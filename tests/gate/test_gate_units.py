@@ -83,24 +83,99 @@ def test_a_plain_head_is_read() -> None:
 
 def test_chunked_body_is_decoded_with_extensions_and_trailers() -> None:
     async def go() -> bytes:
-        stream = asyncio.StreamReader()
-        stream.feed_data(b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n")
-        stream.feed_eof()
-        return await read_chunked(Reader(stream), 100)
+        reader = Reader()  # fed as the event loop would feed it
+        reader.data_received(b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n")
+        reader.eof_received()
+        return await read_chunked(reader, 100)
 
     assert asyncio.run(go()) == b"abcde"
 
 
 def test_chunked_body_over_the_cap_is_413() -> None:
     async def go() -> bytes:
-        stream = asyncio.StreamReader()
-        stream.feed_data(b"a\r\n0123456789\r\n0\r\n\r\n")
-        stream.feed_eof()
-        return await read_chunked(Reader(stream), 5)
+        reader = Reader()
+        reader.data_received(b"a\r\n0123456789\r\n0\r\n\r\n")
+        reader.eof_received()
+        return await read_chunked(reader, 5)
 
     with pytest.raises(HttpError) as err:
         asyncio.run(go())
     assert err.value.status == 413
+
+
+# ---- reading a connection (httpio.Reader is the connection's protocol) ----------------------
+
+
+def test_a_peer_that_sends_more_than_is_read_is_held_back_and_nothing_is_lost() -> None:
+    """Reading from the socket pauses while more than the limit waits unread (a client cannot
+    make the gate buffer without bound), and every byte arrives, in order, once asked for."""
+    sent = bytes(range(256)) * (8 * 4096)  # 8 MiB
+    limit = 64 * 1024
+
+    async def go() -> tuple[int, bytes]:
+        import socket
+
+        from ds01.gate.httpio import open_unix
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        reader, writer = await open_unix(sock=ours, limit=limit)
+        loop = asyncio.get_running_loop()
+        sender = loop.run_in_executor(None, theirs.sendall, sent)
+        await reader.fill()
+        for _ in range(20):  # let the event loop read what it will
+            await asyncio.sleep(0.01)
+        held = len(reader.buf)
+        got = await reader.read_exact(len(sent))
+        await sender
+        theirs.close()
+        writer.close()
+        return held, got
+
+    held, got = asyncio.run(go())
+    assert held < 1024 * 1024, f"{held} bytes buffered with a limit of {limit}"
+    assert got == sent
+
+
+def test_a_broken_connection_gives_what_came_and_then_its_error() -> None:
+    async def go() -> tuple[bytes, BaseException | None]:
+        reader = Reader()  # fed as the event loop would feed it
+        reader.data_received(b"abc")
+        reader.connection_lost(ConnectionResetError("reset by peer"))
+        got = await reader.read_exact(3)
+        try:
+            await reader.fill()
+        except ConnectionResetError as exc:
+            return got, exc
+        return got, None
+
+    got, error = asyncio.run(go())
+    assert got == b"abc"
+    assert isinstance(error, ConnectionResetError) and str(error) == "reset by peer"
+
+
+def test_two_readers_of_one_connection_are_refused() -> None:
+    async def go() -> str:
+        reader = Reader()
+        first = asyncio.create_task(reader.fill())
+        await asyncio.sleep(0)
+        try:
+            await reader.fill()
+        except RuntimeError as exc:
+            return str(exc)
+        finally:
+            reader.data_received(b"x")
+            assert await first is True
+        return "no error"
+
+    assert asyncio.run(go()) == "two coroutines read one connection at once"
+
+
+def test_header_lookups_take_the_first_value_and_refuse_repeated_framing() -> None:
+    h = parse_request_head(head("GET /x HTTP/1.1\nX-A: 1\nx-a: 2\nHost: d\n"))
+    assert h.headers.get("X-A") == "1"
+    assert h.headers.items == [("X-A", "1"), ("x-a", "2"), ("Host", "d")]
+    with pytest.raises(HttpError, match="header host sent twice"):
+        parse_request_head(head("GET /x HTTP/1.1\nHost: d\nhost: e\n"))
 
 
 # ---- targets and the allow-list -----------------------------------------------------------

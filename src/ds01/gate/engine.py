@@ -21,6 +21,8 @@ from ds01.gate.httpio import (
     PeerClosed,
     Reader,
     ResponseHead,
+    open_tcp,
+    open_unix,
     parse_response_head,
     read_body,
 )
@@ -29,20 +31,20 @@ from ds01.gate.refusal import LocalReply, engine_down
 MAX_IDLE = 32
 
 
-async def open_engine(address: EngineAddress) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def open_engine(address: EngineAddress) -> tuple[Reader, asyncio.StreamWriter]:
     """A connection to the engine at a unix or tcp address (ssh is not for the gate)."""
     if address.scheme == "unix" and address.path is not None:
-        return await asyncio.open_unix_connection(address.path, limit=2**20)
+        return await open_unix(address.path, limit=2**20)
     if address.scheme == "tcp" and address.host is not None and address.port is not None:
-        return await asyncio.open_connection(address.host, address.port, limit=2**20)
+        return await open_tcp(address.host, address.port, limit=2**20)
     raise LocalReply(502, f"ds01: the gate cannot reach a Docker engine over {address.scheme}")
 
 
 class EngineConn:
     """One connection to the engine; `usable` is False once it must not carry another request."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = Reader(reader)
+    def __init__(self, reader: Reader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
         self.writer = writer
         self.usable = True
 
@@ -81,7 +83,7 @@ class EngineClient:
                 502, f"ds01: the gate cannot reach a Docker engine at {text!r}"
             ) from None
 
-    async def open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def open_stream(self) -> tuple[Reader, asyncio.StreamWriter]:
         try:
             return await asyncio.wait_for(open_engine(self.address()), self.timeout_s)
         except (OSError, TimeoutError) as exc:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -31,22 +31,22 @@ class Flights(Generic[K, T]):
 
     def __init__(self, fetch: Callable[[K], Awaitable[T]]) -> None:
         self._fetch = fetch
-        self._boarding: dict[K, asyncio.Future[T]] = {}  # not started: open to join
+        # Not started, open to join: each caller's own future, so that a caller going away
+        # cancels its wait only (a shield per request did the same at twice the cost).
+        self._boarding: dict[K, list[asyncio.Future[T]]] = {}
         self._flying: set[K] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.started = 0  # flights sent so far (tests and the benchmark read it)
 
     async def get(self, key: K) -> T:
-        fut = self._boarding.get(key)
-        if fut is None:
-            fut = asyncio.get_running_loop().create_future()
-            # Nobody may be left to read a failure (every caller went away): mark it read.
-            fut.add_done_callback(_consume)
-            self._boarding[key] = fut
+        waiters = self._boarding.get(key)
+        if waiters is None:
+            waiters = self._boarding[key] = []
             if key not in self._flying:
                 self._launch(key)
-        # Shielded: one caller's cancellation must not cancel the flight of the others.
-        return await asyncio.shield(fut)
+        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        waiters.append(waiter)
+        return await waiter
 
     def _launch(self, key: K) -> None:
         # The task starts on a later turn of the event loop: requests read in this turn still
@@ -56,20 +56,23 @@ class Flights(Generic[K, T]):
         task.add_done_callback(self._tasks.discard)
 
     async def _fly(self, key: K) -> None:
-        fut = self._boarding.pop(key)
+        waiters = self._boarding.pop(key)
         self._flying.add(key)
         self.started += 1
         try:
             result = await self._fetch(key)
         except asyncio.CancelledError:
-            fut.cancel()
+            for waiter in waiters:
+                waiter.cancel()
             raise
         except BaseException as exc:  # the waiters get the failure (engine down, timeout)
-            if not fut.done():
-                fut.set_exception(exc)
+            for waiter in waiters:
+                if not waiter.done():  # done: cancelled, its caller gone
+                    waiter.set_exception(exc)
         else:
-            if not fut.done():
-                fut.set_result(result)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(result)
         finally:
             self._flying.discard(key)
             if key in self._boarding:
@@ -83,11 +86,7 @@ class Flights(Generic[K, T]):
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
-        for fut in self._boarding.values():
-            fut.cancel()
+        for waiters in self._boarding.values():
+            for waiter in waiters:
+                waiter.cancel()
         self._boarding.clear()
-
-
-def _consume(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()

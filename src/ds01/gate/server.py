@@ -51,6 +51,7 @@ from ds01.gate.httpio import (
     copy_chunked,
     copy_length,
     copy_until_eof,
+    open_unix,
     parse_request_head,
     parse_response_head,
     read_body,
@@ -149,7 +150,7 @@ class GateServer:
     async def _serve_connection(self, conn: socket.socket, peer: Peer) -> None:
         """One admitted connection (the listener counted it against the peer's uid)."""
         try:
-            reader, writer = await asyncio.open_unix_connection(sock=conn, limit=READ_CHUNK * 4)
+            reader, writer = await open_unix(sock=conn, limit=READ_CHUNK * 4)
         except OSError:
             conn.close()
             return
@@ -218,14 +219,14 @@ class _Connection:
         self,
         server: GateServer,
         caller: Caller,
-        reader: asyncio.StreamReader,
+        reader: Reader,
         writer: asyncio.StreamWriter,
     ) -> None:
         self.server = server
         self.settings = server.settings
         self.deps = server.deps
         self.caller = caller
-        self.client = Reader(reader)
+        self.client = reader
         self.cw = writer
         self.up: EngineConn | None = None
         self._admin: tuple[Config, bool] | None = None
@@ -419,7 +420,9 @@ class _Connection:
         """A container list answered from a flight that started after this request arrived
         (flights.py), narrowed to `owner`'s containers; the client's headers never reach the
         engine (the flight's request is the gate's own)."""
-        key = (self.deps.config().docker.host, encode_target(req.version, plan.path, plan.query))
+        same = plan.path == req.path and plan.query == req.query
+        target = req.target if same else encode_target(req.version, plan.path, plan.query)
+        key = (self.deps.config().docker.host, target)
         try:
             answer = await self.server.lists.get(key)
         except LocalReply as lr:

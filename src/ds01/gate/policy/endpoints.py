@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from urllib.parse import quote
 
 from ds01.gate.httpio import HttpError, RequestHead
@@ -56,6 +57,12 @@ class GateRequest:
     @property
     def endpoint(self) -> str:
         return f"{self.head.method} {self.path}"
+
+    @cached_property
+    def target(self) -> str:
+        """The canonical target of this request as recognised (encode_target), worked out
+        once: a recognised list head is kept and read again for every request (KnownHeads)."""
+        return encode_target(self.version, self.path, self.query)
 
     def query_first(self, key: str) -> str | None:
         """The value the engine reads (Go's Form.Get: the first one)."""
