@@ -5,10 +5,11 @@ host's by accident: pass --docker-host or set DS01_TEST_DOCKER_HOST (scripts/tes
 creates a throw-away user in the gate group, and times, interleaved round by round:
 
   * `docker ps` (the whole command a user types) through the gate and directly on the engine
-    socket, both as that user (for the run, the engine socket is lent to the user's group and
-    its owner and mode are put back afterwards);
-  * `docker run --rm IMAGE true` the same two ways (through the gate this includes the policy
-    checks, a CPU-only allocation, stamping, and releasing it when the container goes);
+    socket, both as that user, --ps-rounds rounds (for the run, the engine socket is lent to
+    the user's group and its owner and mode are put back afterwards);
+  * then `docker run --rm IMAGE true` the same two ways, --rounds rounds (through the gate
+    this includes the policy checks, a CPU-only allocation, stamping, and releasing it when
+    the container goes);
   * concurrent loads (issue 14, item 3), both ways, the order alternating round by round:
     16 clients (--clients) doing GET /containers/json on keep-alive connections, and 16 doing
     `docker run --rm IMAGE true` (the whole command) in a loop, --seconds each.
@@ -17,8 +18,8 @@ Reports medians and the ratio gate/direct of medians for the single commands (ai
 and for the loads requests per second and p99 latency both ways (aims: throughput ≥ 0.9× and
 p99 ≤ 1.2× the engine's), with the machine's load average. Must run as root (creates a user).
 
-Usage:  .venv/bin/python bench/gate.py [--rounds 15] [--seconds 5] [--load-rounds 2]
-                                       [--clients 16] [--docker-host unix:///…]
+Usage:  .venv/bin/python bench/gate.py [--rounds 15] [--ps-rounds 120] [--seconds 5]
+                                       [--load-rounds 2] [--clients 16] [--docker-host unix:///…]
 Prints the machine description and a Markdown table to paste into bench/RESULTS.md.
 """
 
@@ -192,7 +193,10 @@ def machine() -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--rounds", type=int, default=15, help="interleaved rounds of `docker run`")
+    p.add_argument("--ps-rounds", type=int, default=120,
+                   help="interleaved rounds of `docker ps` (~15 ms each: many, for a steady "
+                        "median of a short command)")
     p.add_argument("--seconds", type=float, default=5.0,
                    help="length of each concurrent load, each way, each round")
     p.add_argument("--clients", type=int, default=16, help="concurrent clients in the loads")
@@ -226,9 +230,13 @@ def main() -> None:
         samples: dict[tuple[str, str], list[float]] = {
             (c, w): [] for c in commands for w in ways
         }
-        for i in range(args.rounds + 2):  # two warm-up rounds, not counted
-            order = list(ways) if i % 2 == 0 else list(reversed(ways))
-            for cmd, argv in commands.items():
+        # Each command in rounds of its own, so that no `docker ps` is timed while ds01d and
+        # the engine still finish the `docker run` before it (its release, the engine's removal
+        # of the container): that is the run's cost, already in its own time.
+        for cmd, argv in commands.items():
+            rounds = args.ps_rounds if cmd == "docker ps" else args.rounds
+            for i in range(rounds + 2):  # two warm-up rounds, not counted
+                order = list(ways) if i % 2 == 0 else list(reversed(ways))
                 for way in order:
                     prefix, host, _ = ways[way]
                     t = timed([*prefix, DOCKER, *argv], {**base_env, "DOCKER_HOST": host})
@@ -252,7 +260,8 @@ def main() -> None:
 
     print(f"## gate — {dt.date.today().isoformat()}\n")
     print(f"Machine: {machine()}. Engine: dockerd on {args.docker_host}. "
-          f"{args.rounds} interleaved rounds; medians. Load average (1, 5, 15 min) at the start: "
+          f"{args.ps_rounds} interleaved rounds of `docker ps`, then {args.rounds} of "
+          "`docker run`; medians. Load average (1, 5, 15 min) at the start: "
           f"{' '.join(f'{x:.1f}' for x in load_before)}, at the end: "
           f"{' '.join(f'{x:.1f}' for x in load_after)}.\n")
     print("| Command | direct (ms) | gate (ms) | gate / direct |")
