@@ -65,11 +65,11 @@ class Reader(FlowControlMixin, asyncio.Protocol):
 
     What the peer sends goes straight into `buf`: no asyncio StreamReader in between, whose
     buffering, copying and waking were a tenth of ds01d's instructions per container list
-    relayed (callgrind, bench/RESULTS.md). Reading
-    from the socket pauses while more than `limit` bytes wait unread, and resumes when a reader
-    asks for more. At most one coroutine waits for data at a time (as with a StreamReader).
-    Writing goes through an asyncio.StreamWriter on the same protocol (open_unix, open_tcp),
-    whose drain() waits while the transport's write buffer is full (FlowControlMixin)."""
+    relayed (callgrind, bench/RESULTS.md). Reading from the socket pauses while more than
+    `limit` bytes wait unread, and resumes when a reader asks for more. At most one coroutine
+    waits for data at a time (as with a StreamReader). Writing goes through an
+    asyncio.StreamWriter on the same protocol (open_unix, open_tcp), whose drain() waits while
+    the transport's write buffer is full (FlowControlMixin)."""
 
     def __init__(self, limit: int = READ_CHUNK * 4) -> None:
         super().__init__()
