@@ -1,6 +1,7 @@
 """Judge what the engine stored, not only what was asked: the gate's use of the one invariant
 checker (services/invariants.py) after a container create or update and before anything
-makes a container run (start, restart, unpause, attach, exec).
+makes a container run or run more (start, restart, unpause, exec). Attaching is not judged: it
+only connects to the streams of what already runs or waits for its judged start.
 
 The inspect data is read fresh from the engine each time (never from the ownership cache):
 an update, an old API version or another object may have changed what a container is.
