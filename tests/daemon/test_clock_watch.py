@@ -251,6 +251,53 @@ def test_an_expiry_pass_that_waited_for_the_step_reads_the_clock_after_it(world:
     )
 
 
+def test_a_step_waits_for_a_held_pass_which_keeps_its_frame_throughout(world: World) -> None:
+    """A pass that compares the time with stored times over several transactions (the
+    lifecycle's countdowns) holds the frame: a step seen meanwhile is not applied until the
+    pass ends, so the pass's time and what it reads stay in one frame; the next check after it
+    applies the step."""
+    a = world.reserve(0, expires_in=120)
+    world.clocks.pass_(60)
+    world.clocks.step(-2 * HOUR)
+    with world.watch.held() as now:
+        assert now == T0 + 60
+        assert world.watch.check() is None  # not while the pass runs
+        assert world.watch.now() == T0 + 60
+        expires = world.alloc(a).expires_at
+        assert expires is not None and expires - now == 60  # one frame: 60 s left
+    assert world.clock_events() == []
+    step = world.watch.check()
+    assert step is not None and step.step_s == -2 * HOUR
+    assert world.watch.now() == T0 + 60 - 2 * HOUR
+
+
+def test_a_pass_that_begins_while_a_step_is_applied_waits_and_starts_in_the_new_frame(
+    world: World,
+) -> None:
+    a = world.reserve(0, expires_in=120)
+    world.clocks.step(HOUR)
+    seen: list[float] = []
+
+    def lifecycle_pass() -> None:
+        with world.watch.held() as now:
+            expires = world.alloc(a).expires_at
+            assert expires is not None
+            seen.extend([now, expires - now])
+
+    with world.db.transaction():  # the step's application waits for the database...
+        applying = threading.Thread(target=world.watch.check)
+        applying.start()
+        time.sleep(0.3)
+        passing = threading.Thread(target=lifecycle_pass)
+        passing.start()  # ...and the pass that begins meanwhile waits for the step
+        time.sleep(0.3)
+        assert seen == []
+    applying.join(30)
+    passing.join(30)
+    assert (applying.is_alive(), passing.is_alive()) == (False, False)
+    assert seen == [T0 + HOUR, 120]  # the new frame, and the deadline moved with it
+
+
 def test_a_pass_that_fails_changes_nothing_and_the_next_one_applies_the_step(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

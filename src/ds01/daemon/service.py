@@ -111,6 +111,7 @@ class Daemon:
             lambda: self.sample,
             self.clock.now,
             max_age=lambda: 3 * self._sample_interval() + 10,
+            held=self.clock.held,
         )
         self._sampled = asyncio.Event()
         # The usage ledger (services/usage.py): a pass after every new sample, in its own loop

@@ -79,9 +79,11 @@ class Exemptions:
             )
         if not user.strip():
             raise UsageError("the user name is empty", fix="Give the user's login name.")
-        now = self._clock()
-        end = parse_until(until, duration, now)
         with self.db.transaction() as conn:
+            # The time is read inside the transaction, so that it and the stored times are in
+            # one frame even when this waited for a clock step's (services/clock.py).
+            now = self._clock()
+            end = parse_until(until, duration, now)
             e = store.add_exemption(conn, user, countdown, end, reason, caller.name, now)
             events.record(
                 conn,
@@ -99,8 +101,8 @@ class Exemptions:
 
     def end(self, caller: Caller, user: str, countdown: Countdown, reason: str) -> Exemption:
         self.allocations.require_admin(caller, WHAT)
-        now = self._clock()
         with self.db.transaction() as conn:
+            now = self._clock()
             e = store.end_exemption(conn, user, countdown, caller.name, now)
             if e is None:
                 raise NotFound(

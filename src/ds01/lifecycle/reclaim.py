@@ -17,10 +17,12 @@ is stale (the sampler failing), nothing is judged, warned or stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 from ds01 import faults
 from ds01.config import ResolvedLimits
@@ -64,7 +66,10 @@ class Reclaimer:
         max_age: Callable[[], float] = lambda: 60.0,
         cpu: ContainerCpu | None = None,
         callers: CallerCache | None = None,
+        held: Callable[[], AbstractContextManager[float]] | None = None,
     ) -> None:
+        """held: the time for a pass, with no clock step applied until the pass ends
+        (ClockWatch.held); by default just `clock()`."""
         self.allocations = allocations
         self.containers = containers
         self.book = ActivityBook(allocations.db)
@@ -72,6 +77,7 @@ class Reclaimer:
         self.notifier = notifier
         self._sample = sample
         self._clock = clock
+        self._held = held if held is not None else (lambda: _now(clock))
         self._max_age = max_age  # older samples are stale: nothing is judged or done on them
         # The containers' CPU use, read once per pass (lifecycle/cpu.py: cgroup files).
         self.cpu = cpu if cpu is not None else ContainerCpu(containers.main_pid)
@@ -151,27 +157,33 @@ class Reclaimer:
                 if most
                 else "Ask an admin.",
             )
-        now = self._clock()
         total = self.allocations.limits_for(caller).policy.max_keepalive_total_s
-        seen = self.book.read([row.id]).get(row.id)
-        idle_since = (
-            seen.record.idle_since
-            if seen is not None and seen.record.active_since == row.updated_at
-            else None
-        )
-        bound = countdown.keepalive_bound(now, idle_since, most, total)
-        if now + seconds > bound:
-            raise _over_total(name, seconds, bound, idle_since, total, now)
-        self.book.keep_alive(row, now + seconds, caller.name, now)
+        with self._held() as now:  # the idle run's start is read and the end written in one frame
+            seen = self.book.read([row.id]).get(row.id)
+            idle_since = (
+                seen.record.idle_since
+                if seen is not None and seen.record.active_since == row.updated_at
+                else None
+            )
+            bound = countdown.keepalive_bound(now, idle_since, most, total)
+            if now + seconds > bound:
+                raise _over_total(name, seconds, bound, idle_since, total, now)
+            self.book.keep_alive(row, now + seconds, caller.name, now)
         log.info("allocation %d (%s): kept alive for %d s", row.id, row.user, seconds)
 
     def tick(self) -> None:
-        """One pass over the active allocations with the latest sample."""
+        """One pass over the active allocations with the latest sample, all of it in one clock
+        frame: the time is read once, and a wall-clock step is applied only after the pass
+        (its stored times and this pass's time would otherwise be a step apart: a backward
+        step would make every idle run look longer by it, and stop containers early)."""
         sample = self._sample()
         if sample is None or sample.taken_at is None:
             return
         sample_at = sample.taken_at.timestamp()
-        now = self._clock()
+        with self._held() as now:
+            self._pass(sample, sample_at, now)
+
+    def _pass(self, sample: MachineSample, sample_at: float, now: float) -> None:
         stale = now - sample_at > self._max_age()
         if stale != self.stale:
             self.stale = stale
@@ -426,3 +438,8 @@ def _idle_timeout(resolved: ResolvedLimits, refused_at: float | None, now: float
         refused_at,
         now,
     )
+
+
+@contextlib.contextmanager
+def _now(clock: Callable[[], float]) -> Iterator[float]:
+    yield clock()

@@ -13,16 +13,19 @@ passed and not a step. When the two disagree by STEP_THRESHOLD_S or more, the st
 Between a step and the pass that applies it (the next host-access tick, within a second),
 `ClockWatch.now()` answers in the frame of the stored deadlines — the wall clock less the step
 not yet applied — so nothing that reads the clock (expiry, a request writing a new deadline)
-acts on a stepped clock. Slow NTP slewing moves both clocks alike and is never a step; a step
+acts on a stepped clock. A pass that reads and writes stored times over several transactions
+(the lifecycle's countdowns) holds the frame (`ClockWatch.held`): no step is applied while it
+runs. Slow NTP slewing moves both clocks alike and is never a step; a step
 while ds01d is not running cannot be seen (there is no steady reference across restarts).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ds01.store import activity as activity_store
@@ -121,13 +124,34 @@ class ClockWatch:
         self._wall = wall
         self._steady = steady
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a step's application has ended
         self._detector = StepDetector(wall(), steady(), threshold_s)
+        self._holds = 0  # passes running in the current frame (held)
+        self._applying = False  # a step is being applied (check)
         self.on_step: list[Callable[[float], None]] = []
 
     def now(self) -> float:
         """Wall-clock time in the frame of the stored deadlines."""
         with self._lock:
             return self._detector.frame_time(self._wall(), self._steady())
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[float]:
+        """The time, for a pass that compares it with stored times over several transactions
+        (the lifecycle's idle and runtime countdowns): no step is applied until the pass ends,
+        so everything it reads and writes is in the frame of the time it got. A step being
+        applied when the pass begins is waited for, so the pass starts in the new frame with
+        the moved times committed. A step seen meanwhile is applied by the next check()."""
+        with self._changed:
+            while self._applying:
+                self._changed.wait()
+            self._holds += 1
+            now = self._detector.frame_time(self._wall(), self._steady())
+        try:
+            yield now
+        finally:
+            with self._lock:
+                self._holds -= 1
 
     def _pending(self) -> tuple[ClockStep | None, float, float]:
         """A step since the reference, with the readings it was measured on. No step: the
@@ -143,6 +167,17 @@ class ClockWatch:
         with self._lock:
             if self._pending()[0] is None:
                 return None
+            if self._holds:
+                return None  # a pass runs in the current frame: applied after it (next check)
+            self._applying = True
+        try:
+            return self._apply()
+        finally:
+            with self._changed:
+                self._applying = False
+                self._changed.notify_all()
+
+    def _apply(self) -> ClockStep | None:
         before: tuple[float, float] | None = None
         try:
             with self.db.transaction() as conn:
