@@ -251,11 +251,14 @@ class Daemon:
     def client(self) -> Client:
         return Client(self.socket)
 
-    def cli(self, *args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run the real `ds01` command against this daemon, as root or as a real user."""
+    def cli(
+        self, *args: str, user: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real `ds01` command against this daemon, as root or as a real user; `env`
+        adds to its environment (COLUMNS for a table's width)."""
         if user is not None:
-            return as_user(user, [str(BIN / "ds01"), *args], env=self.env)
-        env = {**os.environ, **self.env}
+            return as_user(user, [str(BIN / "ds01"), *args], env={**self.env, **(env or {})})
+        env = {**os.environ, **self.env, **(env or {})}
         return subprocess.run(
             [str(BIN / "ds01"), *args], env=env, capture_output=True, text=True, timeout=120
         )

@@ -269,7 +269,9 @@ def test_an_admin_reserves_a_gpu_others_are_refused_and_its_user_deploys(
         assert process_env(docker_client, f"{ann}.a1")["NVIDIA_VISIBLE_DEVICES"] == uuid
         listed = cli_json(d, "admin", "reservations")
         assert [(x["id"], x["status"]) for x in listed] == [(made["id"], "in_use")]
-        table = d.cli("admin", "reservations")
+        # Wide enough for every cell on one line: a reservation that ends tomorrow shows its
+        # date too, and at 80 columns the reason would wrap.
+        table = d.cli("admin", "reservations", env={"COLUMNS": "200"})
         assert table.returncode == 0 and "thesis deadline" in table.stdout, table.stdout
         assert "in_use" in table.stdout and ann in table.stdout
         # ann can read what was reserved for her in her own audit log
