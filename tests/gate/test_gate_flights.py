@@ -246,6 +246,29 @@ def test_a_list_head_read_for_an_admin_is_not_a_users_reading() -> None:
     assert entry[1] == {True: req}  # a non-admin's request is read afresh
 
 
+def test_kept_list_heads_keep_their_own_query_in_the_flight_they_board() -> None:
+    """`docker ps` and `docker ps -a` heads, both kept: each one's flight asks the engine for
+    exactly its own query (the target is worked out once per kept head, never shared)."""
+    known = KnownHeads()
+    plain = b"GET /v1.41/containers/json HTTP/1.1\r\nHost: docker\r\n\r\n"
+    every = plain.replace(b"/containers/json", b"/containers/json?all=1&filters=%7B%7D")
+    targets = []
+    for raw in (plain, every, plain, every):
+        entry = known.get(raw)
+        if entry is None:
+            head, req = _read(raw, False)
+            known.learn(raw, head, False, req)
+        else:
+            req = entry[1][False]
+        targets.append(req.target)
+    assert targets == [
+        "/v1.41/containers/json",
+        "/v1.41/containers/json?all=1&filters=%7B%7D",
+        "/v1.41/containers/json",
+        "/v1.41/containers/json?all=1&filters=%7B%7D",
+    ]
+
+
 @pytest.mark.parametrize(
     "raw",
     [

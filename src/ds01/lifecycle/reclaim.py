@@ -21,7 +21,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from ds01 import faults
@@ -77,7 +77,7 @@ class Reclaimer:
         self.notifier = notifier
         self._sample = sample
         self._clock = clock
-        self._held = held if held is not None else (lambda: _now(clock))
+        self._held = held or (lambda: contextlib.nullcontext(clock()))
         self._max_age = max_age  # older samples are stale: nothing is judged or done on them
         # The containers' CPU use, read once per pass (lifecycle/cpu.py: cgroup files).
         self.cpu = cpu if cpu is not None else ContainerCpu(containers.main_pid)
@@ -438,8 +438,3 @@ def _idle_timeout(resolved: ResolvedLimits, refused_at: float | None, now: float
         refused_at,
         now,
     )
-
-
-@contextlib.contextmanager
-def _now(clock: Callable[[], float]) -> Iterator[float]:
-    yield clock()
